@@ -1,0 +1,14 @@
+"""solverkit: a Caffe-style, config-driven deep-learning framework on numpy."""
+
+from .blob import Blob
+from .errors import ConfigError, DataError, NonFiniteError, ShapeError, SolverkitError
+from .layers import Layer, LayerParams, LossLayer
+from .net import Net
+from .registry import layer_types, register_layer
+from .spec import NetSpec, load_net_spec
+
+__version__ = "0.1.0"
+
+__all__ = ["Blob", "ConfigError", "DataError", "Layer", "LayerParams", "LossLayer", "Net",
+           "NetSpec", "NonFiniteError", "ShapeError", "SolverkitError", "layer_types",
+           "load_net_spec", "register_layer", "__version__"]

@@ -1,0 +1,151 @@
+"""The layer contract (Caffe's): setup, reshape, forward, backward over lists of Blobs.
+
+A layer type is a subclass of ``Layer`` with a ``Params`` model for its own fields,
+registered with ``@register_layer("Type")``:
+
+    @register_layer("Scale2")
+    class Scale2(Layer):
+        class Params(LayerParams):
+            factor: float = 2.0
+        def reshape(self, bottom, top):
+            top[0].reshape(bottom[0].shape)
+        def forward(self, bottom, top):
+            top[0].data[...] = self.params.factor * bottom[0].data
+        def backward(self, top, propagate_down, bottom):
+            if propagate_down[0]:
+                bottom[0].diff[...] = self.params.factor * top[0].diff
+
+Rules every layer keeps:
+- ``reshape`` derives top shapes from bottom shapes and raises ``self.error(...)`` for a
+  shape it cannot take; the net calls it at construction, so mistakes show up early.
+- ``backward`` *overwrites* bottom diffs (only where ``propagate_down[i]``) and *adds*
+  into parameter diffs (only where ``self.param_propagate_down[j]``).
+- In place (``top[0] is bottom[0]``) must work for layers that allow it.
+- Randomness comes from ``self.rng`` (the net seeds it), never from global state.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from ..blob import Blob
+from ..errors import ConfigError, ShapeError
+from ..fillers import fill
+from ..spec.net import FillerSpec, LayerParams, LayerSpec
+
+
+class Layer:
+    type: ClassVar[str] = ""
+    Params: ClassVar[type[LayerParams]] = LayerParams
+
+    # How many bottoms / tops the type takes (None: any number).
+    min_bottoms: ClassVar[int | None] = None
+    max_bottoms: ClassVar[int | None] = None
+    min_tops: ClassVar[int | None] = None
+    max_tops: ClassVar[int | None] = None
+    # A loss layer's first top gets loss_weight 1 by default.
+    is_loss: ClassVar[bool] = False
+    # Whether backward exists at all (Accuracy, data layers: no).
+    has_backward: ClassVar[bool] = True
+    # Tops that gradient checks and saliency want diffs of (Input: yes, Data: no).
+    tops_need_backward: ClassVar[bool] = False
+    # Which bottoms may work in place with a top (Caffe allows it for element-wise layers).
+    allows_in_place: ClassVar[bool] = False
+
+    def __init__(self, spec: LayerSpec, *, phase: str = "TRAIN", dtype=np.float32,
+                 rng: np.random.Generator | None = None, base_dir=None):
+        self.spec = spec
+        self.name = spec.name
+        self.params = spec.params
+        self.phase = phase
+        self.dtype = np.dtype(dtype)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.base_dir = base_dir
+        self.blobs: list[Blob] = []              # learnable parameters, Caffe order
+        self.param_propagate_down: list[bool] = []
+        # Parameters the solver must never update (BatchNorm statistics): index -> reason.
+        self.fixed_params: set[int] = set()
+
+    # ----- the contract -----
+    def setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        """Read params and create ``self.blobs`` (bottom shapes are known)."""
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        raise NotImplementedError(f"Layer.reshape is abstract; {type(self).__name__} must define it")
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        raise NotImplementedError(f"Layer.forward is abstract; {type(self).__name__} must define it")
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        raise NotImplementedError(f"Layer.backward is abstract; {type(self).__name__} must define it")
+
+    def allow_backward_to(self, bottom_index: int) -> bool:
+        """False for bottoms that can have no gradient (labels)."""
+        return True
+
+    def close(self) -> None:
+        """Release threads or files (data layers); the net calls it from ``Net.close()``."""
+
+    # ----- helpers for layer authors -----
+    def error(self, message: str, field: str | None = None) -> ConfigError:
+        """A ShapeError/ConfigError about this layer; the net adds file and line."""
+        return ShapeError(message, layer=self.name, field=field)
+
+    def make_param(self, shape, filler: FillerSpec | None, name: str = "") -> Blob:
+        """A new learnable Blob of ``shape`` initialised by ``filler``, appended to ``self.blobs``."""
+        blob = Blob(shape, self.dtype, name=f"{self.name}/{len(self.blobs)}{name and ' ' + name}")
+        blob.data = fill(filler, shape, self.dtype, self.rng)
+        self.blobs.append(blob)
+        self.param_propagate_down.append(True)
+        return blob
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class LossLayer(Layer):
+    """Base of the losses: bottoms (prediction, target); one scalar top, loss_weight 1."""
+
+    min_bottoms = 2
+    max_bottoms = 2
+    min_tops = 1
+    max_tops = 1
+    is_loss = True
+
+    def allow_backward_to(self, bottom_index: int) -> bool:
+        return bottom_index == 0
+
+    def reshape(self, bottom, top):
+        top[0].reshape(())
+
+
+def spatial_pair(params, name: str, default=None, field_h: str | None = None,
+                 field_w: str | None = None) -> tuple[int, int]:
+    """Caffe's ``kernel_size``/``kernel_h``/``kernel_w`` style fields as one (h, w) pair.
+
+    ``name`` may be an int or a list of one or two ints; ``name_h``/``name_w`` override it.
+    """
+    field_h = field_h or f"{name}_h"
+    field_w = field_w or f"{name}_w"
+    value = getattr(params, name, None)
+    h_value = getattr(params, field_h, None)
+    w_value = getattr(params, field_w, None)
+    if (h_value is None) != (w_value is None):
+        raise ConfigError(f"give both {field_h} and {field_w}, or neither",
+                          field=field_h if h_value is None else field_w)
+    if h_value is not None:
+        if value is not None:
+            raise ConfigError(f"give {name} or {field_h}/{field_w}, not both", field=name)
+        return int(h_value), int(w_value)
+    if value is None:
+        if default is None:
+            raise ConfigError(f"{name} (or {field_h} and {field_w}) is required", field=name)
+        value = default
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(values) == 1:
+        return int(values[0]), int(values[0])
+    if len(values) == 2:
+        return int(values[0]), int(values[1])
+    raise ConfigError(f"{name} takes one value or two (h, w), got {len(values)}", field=name)

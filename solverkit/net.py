@@ -1,0 +1,445 @@
+"""Net: the layer graph of a NetSpec for one phase, with forward, backward, blobs and params.
+
+Graph rules (Caffe's): layers run in file order; a bottom must be a top of an earlier
+layer; ``bottom == top`` works in place; a blob read by several layers gets the sum of
+their diffs; a top nobody reads is an output; the loss is ``sum(loss_weight * top)``.
+Shapes are inferred when the net is built, so a wrong shape fails here, naming the layer.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .blob import Blob
+from .errors import ConfigError, ShapeError, SolverkitError, did_you_mean
+from .layers.base import Layer
+from .registry import layer_class
+from .spec.net import LayerSpec, NetSpec, ParamSpec, load_net_spec
+
+PHASES = ("TRAIN", "TEST")
+
+
+@dataclass
+class Param:
+    """A learnable parameter as the solver sees it: where it lives and its multipliers."""
+
+    key: str            # "<layer>/<index>", the snapshot key
+    layer: str
+    index: int
+    blob: Blob
+    lr_mult: float
+    decay_mult: float
+
+
+@dataclass
+class _FanOut:
+    """A blob (one version of it) read by several layers: each reader gets its own diff."""
+
+    source: Blob
+    readers: list[tuple[int, int, Blob]]    # (layer index, bottom index, reader's blob)
+
+
+class Net:
+    """A net for one phase: ``Net(spec_or_path, phase="TRAIN", level=0, stages=(), seed=None)``.
+
+    ``forward(**inputs)`` returns ``{output name: array or float}``; ``backward(**top_diffs)``
+    fills every needed diff (parameter diffs accumulate: ``clear_param_diffs()`` zeroes them).
+    ``blobs`` maps blob names to Blobs; ``params`` maps layer names to their parameter Blobs.
+    """
+
+    def __init__(self, spec, phase: str = "TRAIN", level: int = 0, stages=(),
+                 seed: int | None = None, share_from: Net | None = None):
+        self.spec: NetSpec = load_net_spec(spec)
+        if phase not in PHASES:
+            raise ConfigError(f"phase must be TRAIN or TEST, not {phase!r}"
+                              f"{did_you_mean(str(phase).upper(), PHASES)}", field="phase")
+        self.phase = phase
+        self.level = level
+        self.stages = tuple([stages] if isinstance(stages, str) else stages)
+        self.dtype = np.dtype(self.spec.dtype)
+        self.name = self.spec.name
+        self.seed = int(np.random.SeedSequence(seed).entropy) if seed is None else int(seed)
+
+        self.layers: list[Layer] = []
+        self.layer_specs: list[LayerSpec] = []
+        self._spec_index: list[int] = []          # position of each layer in the spec file
+        self.bottoms: list[list[Blob]] = []
+        self.tops: list[list[Blob]] = []
+        self.blobs: dict[str, Blob] = {}
+        self.params: dict[str, list[Blob]] = {}
+        self.learnable_params: list[Param] = []
+        self.loss_weights: list[tuple[Blob, float]] = []
+        self.input_blobs: dict[str, Blob] = {}
+        self.outputs: list[str] = []
+        self._fan_outs: list[_FanOut] = []
+        self._plans: dict[frozenset, list] = {}
+        self._shared: dict[str, Param] = {}     # param.name -> the Param that owns the Blob
+        self._needs_reshape = False
+        self.loss = 0.0
+
+        self._build()
+        if share_from is not None:
+            self.share_params_with(share_from)
+
+    # ------------------------------------------------------------------ build
+    def _located(self, err: SolverkitError, position: int) -> SolverkitError:
+        return self.spec.locate(err, self._spec_index[position] if position is not None else None)
+
+    def _build(self) -> None:
+        selected = [(i, s) for i, s in enumerate(self.spec.layers)
+                    if s.included(self.phase, self.level, self.stages)]
+        seen_names: dict[str, int] = {}
+        current: dict[str, Blob] = {}               # blob name -> its latest version
+        version: dict[int, int] = {}                # id(blob) -> times written (in place)
+        readers: dict[tuple, list[tuple[int, int]]] = {}   # (id, version) -> readers
+
+        for position, (spec_index, lspec) in enumerate(selected):
+            self._spec_index.append(spec_index)
+            where = dict(file=self.spec.file, layer=lspec.name, layer_index=spec_index)
+            if lspec.name in seen_names:
+                raise ConfigError(f"layer name '{lspec.name}' is used twice in the "
+                                  f"{self.phase} net", field="name", **where,
+                                  line=self.spec.line_of(spec_index, "name"))
+            seen_names[lspec.name] = position
+            cls = layer_class(lspec.type)
+            try:
+                self._check_counts(cls, lspec)
+            except SolverkitError as err:
+                raise self._located(err, position) from None
+
+            bottom = []
+            for b_index, name in enumerate(lspec.bottom):
+                if name not in current:
+                    hint = did_you_mean(name, current)
+                    raise ConfigError(f"bottom '{name}' is not a top of any earlier layer in the "
+                                      f"{self.phase} net{hint}", field="bottom", **where,
+                                      line=self.spec.line_of(spec_index, "bottom"))
+                blob = current[name]
+                readers.setdefault((id(blob), version[id(blob)]), []).append((position, b_index))
+                bottom.append(blob)
+            top = []
+            for name in lspec.top:
+                if name in lspec.bottom:                       # in place
+                    if not cls.allows_in_place:
+                        raise ConfigError(f"a {lspec.type} layer cannot work in place "
+                                          f"(top '{name}' is also its bottom); give the top "
+                                          f"its own name", field="top", **where,
+                                          line=self.spec.line_of(spec_index, "top"))
+                    blob = current[name]
+                elif name in current or name in [b.name for b in top]:
+                    raise ConfigError(f"top '{name}' is already produced by an earlier layer; "
+                                      f"only an in-place layer (bottom == top) may write a "
+                                      f"blob again", field="top", **where,
+                                      line=self.spec.line_of(spec_index, "top"))
+                else:
+                    blob = Blob((), self.dtype, name=name)
+                    self.blobs[name] = blob
+                current[name] = blob
+                version[id(blob)] = version.get(id(blob), -1) + 1
+                top.append(blob)
+
+            rng = np.random.default_rng(np.random.SeedSequence(
+                self.seed, spawn_key=(zlib.crc32(self.phase.encode()),
+                                      zlib.crc32(lspec.name.encode()))))
+            layer = cls(lspec, phase=self.phase, dtype=self.dtype, rng=rng,
+                        base_dir=self.spec.base_dir)
+            self.layers.append(layer)
+            self.layer_specs.append(lspec)
+            self.bottoms.append(bottom)
+            self.tops.append(top)
+            try:
+                layer.setup(bottom, top)
+                layer.reshape(bottom, top)
+            except SolverkitError as err:
+                raise self._located(err, position) from None
+            self._check_loss_weights(layer, lspec, position)
+            self._setup_params(layer, lspec, position)
+            if lspec.type == "Input":
+                self.input_blobs.update({b.name: b for b in top})
+
+        self._insert_fan_outs(readers)
+        # an output is a blob whose latest version no later layer reads
+        self.outputs = [name for name, blob in current.items()
+                        if (id(blob), version[id(blob)]) not in readers]
+        self._mark_need_backward()
+
+    @staticmethod
+    def _check_counts(cls, lspec: LayerSpec) -> None:
+        for what, items, low, high in (("bottom", lspec.bottom, cls.min_bottoms, cls.max_bottoms),
+                                       ("top", lspec.top, cls.min_tops, cls.max_tops)):
+            n = len(items)
+            if (low is not None and n < low) or (high is not None and n > high):
+                want = (f"exactly {low}" if low == high else
+                        f"at least {low}" if high is None else
+                        f"at most {high}" if low in (None, 0) else f"{low} to {high}")
+                raise ConfigError(f"a {lspec.type} layer takes {want} {what}"
+                                  f"{'s' if want != 'exactly 1' else ''}, got {n}", field=what)
+
+    def _check_loss_weights(self, layer: Layer, lspec: LayerSpec, position: int) -> None:
+        weights = lspec.loss_weight
+        if weights is None:
+            weights = [1.0 if (layer.is_loss and j == 0) else 0.0 for j in range(len(lspec.top))]
+        elif len(weights) != len(lspec.top):
+            raise self._located(ConfigError(
+                f"loss_weight has {len(weights)} values for {len(lspec.top)} tops",
+                field="loss_weight"), position)
+        for blob, weight in zip(self.tops[position], weights):
+            if weight != 0:
+                if blob.count != 1:
+                    raise self._located(ConfigError(
+                        f"loss_weight on top '{blob.name}' needs a one-element top, but its "
+                        f"shape is {blob.shape}", field="loss_weight"), position)
+                self.loss_weights.append((blob, float(weight)))
+
+    def _setup_params(self, layer: Layer, lspec: LayerSpec, position: int) -> None:
+        if len(lspec.param) > len(layer.blobs):
+            raise self._located(ConfigError(
+                f"{len(lspec.param)} param entries given but a {lspec.type} layer here has "
+                f"{len(layer.blobs)} parameter{'s' if len(layer.blobs) != 1 else ''}",
+                field="param"), position)
+        for j in range(len(layer.blobs)):
+            pspec = lspec.param[j] if j < len(lspec.param) else ParamSpec()
+            lr_mult = 0.0 if j in layer.fixed_params else pspec.lr_mult
+            layer.param_propagate_down[j] = lr_mult != 0
+            if pspec.name and pspec.name in self._shared:
+                owner = self._shared[pspec.name]
+                if owner.blob.shape != layer.blobs[j].shape:
+                    raise self._located(ConfigError(
+                        f"shared parameter '{pspec.name}' has shape {layer.blobs[j].shape} here "
+                        f"but {owner.blob.shape} in layer '{owner.layer}'", field="param"),
+                        position)
+                layer.blobs[j] = owner.blob
+                continue
+            key = f"{layer.name}/{j}"
+            param = Param(key, layer.name, j, layer.blobs[j], lr_mult, pspec.decay_mult)
+            if pspec.name:
+                self._shared.setdefault(pspec.name, param)
+            self.learnable_params.append(param)
+        self.params[layer.name] = layer.blobs
+
+    def _insert_fan_outs(self, readers: dict[tuple, list[tuple[int, int]]]) -> None:
+        """Give every reader of a blob read more than once its own diff (Caffe's Split)."""
+        for blob_readers in readers.values():
+            if len(blob_readers) < 2:
+                continue
+            position, b_index = blob_readers[0]
+            source = self.bottoms[position][b_index]
+            fan = _FanOut(source, [])
+            for position, b_index in blob_readers:
+                if source in self.tops[position]:
+                    other = next(self.layers[p].name for p, _ in blob_readers if p != position)
+                    raise self._located(ConfigError(
+                        f"works in place on '{source.name}', which layer '{other}' also reads; "
+                        f"give this layer's top its own name", field="top"), position)
+                reader = Blob.sharing(source)
+                self.bottoms[position][b_index] = reader
+                fan.readers.append((position, b_index, reader))
+            self._fan_outs.append(fan)
+
+    def _mark_need_backward(self) -> None:
+        """Caffe's need-backward analysis: which layers run backward, to which bottoms."""
+        need = {}          # id(blob) -> needs backward
+        force = self.spec.force_backward
+        self.bottom_need_backward: list[list[bool]] = []
+        self.layer_need_backward: list[bool] = []
+        fan_source = {id(r): fan.source for fan in self._fan_outs for _, _, r in fan.readers}
+        for position, layer in enumerate(self.layers):
+            lspec = self.layer_specs[position]
+            flags = []
+            for b_index, blob in enumerate(self.bottoms[position]):
+                source = fan_source.get(id(blob), blob)
+                wanted = force or need.get(id(source), False)
+                allowed = layer.has_backward and layer.allow_backward_to(b_index)
+                if lspec.propagate_down is not None:
+                    if len(lspec.propagate_down) != len(lspec.bottom):
+                        raise self._located(ConfigError(
+                            f"propagate_down has {len(lspec.propagate_down)} values for "
+                            f"{len(lspec.bottom)} bottoms", field="propagate_down"), position)
+                    wanted = wanted and lspec.propagate_down[b_index]
+                flags.append(bool(wanted and allowed))
+            runs = layer.has_backward and (any(flags) or any(layer.param_propagate_down))
+            self.bottom_need_backward.append(flags)
+            self.layer_need_backward.append(runs)
+            for blob in self.tops[position]:
+                need[id(blob)] = runs or layer.tops_need_backward or (force and layer.has_backward)
+
+    # ------------------------------------------------------------ sharing
+    def share_params_with(self, other: Net) -> None:
+        """Use ``other``'s parameter Blobs for every layer of the same name (TEST shares TRAIN's)."""
+        by_blob = {id(p.blob): p for p in self.learnable_params}
+        for layer in self.layers:
+            theirs = other.params.get(layer.name)
+            if theirs is None:
+                continue
+            if [b.shape for b in theirs] != [b.shape for b in layer.blobs]:
+                raise ConfigError(f"layer '{layer.name}' has parameter shapes "
+                                  f"{[b.shape for b in layer.blobs]} in the {self.phase} net "
+                                  f"but {[b.shape for b in theirs]} in the {other.phase} net",
+                                  file=self.spec.file, layer=layer.name)
+            for j, blob in enumerate(theirs):
+                param = by_blob.get(id(layer.blobs[j]))
+                if param is not None:
+                    param.blob = blob
+                layer.blobs[j] = blob
+            self.params[layer.name] = layer.blobs
+
+    # ------------------------------------------------------------ running
+    def reshape(self) -> None:
+        """Propagate input shapes through every layer (after an input changed its batch size)."""
+        for position, layer in enumerate(self.layers):
+            try:
+                layer.reshape(self.bottoms[position], self.tops[position])
+            except SolverkitError as err:
+                raise self._located(err, position) from None
+
+    def set_input(self, name: str, value) -> None:
+        """Copy ``value`` into the Input blob ``name``, reshaping the net if its shape changed."""
+        blob = self.input_blobs.get(name)
+        if blob is None:
+            raise ConfigError(f"'{name}' is not a blob of an Input layer"
+                              f"{did_you_mean(name, self.input_blobs)}; inputs: "
+                              f"{', '.join(self.input_blobs) or 'none'}", file=self.spec.file)
+        value = np.asarray(value)
+        if value.shape != blob.shape:
+            if value.ndim != blob.data.ndim:
+                raise ShapeError(f"input '{name}' must have {blob.data.ndim} dimensions like "
+                                 f"{blob.shape}, got shape {value.shape}", file=self.spec.file)
+            blob.reshape(value.shape)
+            self._needs_reshape = True
+        np.copyto(blob.data, value, casting="unsafe")
+
+    def forward(self, **inputs) -> dict:
+        """Run every layer in order; returns copies of the outputs (floats for one element)."""
+        self._needs_reshape = False
+        for name, value in inputs.items():
+            self.set_input(name, value)
+        if self._needs_reshape:
+            self.reshape()
+        for position, layer in enumerate(self.layers):
+            layer.forward(self.bottoms[position], self.tops[position])
+        self.loss = float(sum(weight * float(blob.data.reshape(-1)[0])
+                              for blob, weight in self.loss_weights))
+        return {name: self._export(self.blobs[name]) for name in self.outputs}
+
+    @staticmethod
+    def _export(blob: Blob):
+        return float(blob.data.reshape(-1)[0]) if blob.count == 1 else blob.data.copy()
+
+    def backward(self, **top_diffs) -> None:
+        """Backpropagate from loss tops (diff = loss_weight) and any output diffs given."""
+        seeds = {}
+        for blob, weight in self.loss_weights:
+            seeds[blob.name] = weight
+        for name, value in top_diffs.items():
+            if name not in self.outputs and name not in seeds:
+                raise ConfigError(f"'{name}' is not an output of the net"
+                                  f"{did_you_mean(name, self.outputs)}; outputs: "
+                                  f"{', '.join(self.outputs)}", file=self.spec.file)
+            seeds[name] = value
+        for name, value in seeds.items():
+            blob = self.blobs[name]
+            diff = blob.diff
+            diff[...] = value
+        plan = self._plans.get(frozenset(seeds))
+        if plan is None:
+            plan = self._plans[frozenset(seeds)] = self._backward_plan(set(seeds))
+        for step in plan:
+            step()
+
+    def _backward_plan(self, seeds: set[str]) -> list:
+        """The ordered steps of one backward pass: zero unreached diffs, layers, fan-in sums."""
+        received = {id(self.blobs[name]): True for name in seeds}
+        fans_by_first_reader = {}
+        for fan in self._fan_outs:
+            first = min(position for position, _, _ in fan.readers)
+            fans_by_first_reader.setdefault(first, []).append(fan)
+        plan = []
+        for position in reversed(range(len(self.layers))):
+            layer, top, bottom = self.layers[position], self.tops[position], self.bottoms[position]
+            reached = [received.get(id(blob), False) for blob in top]
+            if self.layer_need_backward[position] and any(reached):
+                for blob, r in zip(top, reached):
+                    if not r:
+                        plan.append(_zero_diff(blob))
+                flags = list(self.bottom_need_backward[position])
+                plan.append(_run_backward(layer, top, flags, bottom))
+                for blob, flag in zip(bottom, flags):
+                    received[id(blob)] = flag
+            else:
+                for blob in bottom:
+                    received[id(blob)] = False
+            for fan in fans_by_first_reader.get(position, ()):
+                live = [r for _, _, r in fan.readers if received.get(id(r), False)]
+                received[id(fan.source)] = bool(live)
+                if live:
+                    plan.append(_sum_diffs(fan.source, live))
+        return plan
+
+    def clear_param_diffs(self) -> None:
+        """Zero every parameter diff (the solver does this at the start of each iteration)."""
+        for param in self.learnable_params:
+            param.blob.diff[...] = 0
+
+    # ------------------------------------------------------------ inspection
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def random_generators(self) -> dict[str, np.random.Generator]:
+        """Every layer's Generator by layer name (snapshots save and restore their states)."""
+        return {layer.name: layer.rng for layer in self.layers}
+
+    def find_nonfinite(self) -> str | None:
+        """Name the first layer whose output (forward order) or gradient (backward order)
+        holds NaN or infinity, for the solver's non-finite-loss message."""
+        for position, layer in enumerate(self.layers):
+            for blob in self.tops[position]:
+                if not np.all(np.isfinite(blob.data)):
+                    return f"layer '{layer.name}' ({layer.type}): output '{blob.name}'"
+        for position in reversed(range(len(self.layers))):
+            layer = self.layers[position]
+            for j, blob in enumerate(layer.blobs):
+                if blob._diff is not None and not np.all(np.isfinite(blob._diff)):
+                    return f"layer '{layer.name}' ({layer.type}): gradient of parameter {j}"
+            for blob, flag in zip(self.bottoms[position], self.bottom_need_backward[position]):
+                if flag and blob._diff is not None and not np.all(np.isfinite(blob._diff)):
+                    return f"layer '{layer.name}' ({layer.type}): gradient of bottom '{blob.name}'"
+        return None
+
+    def close(self) -> None:
+        """Stop background work (data prefetch threads) of every layer."""
+        for layer in self.layers:
+            layer.close()
+
+    def __repr__(self) -> str:
+        return f"Net({self.name!r}, phase={self.phase}, layers={len(self.layers)})"
+
+
+def _zero_diff(blob: Blob):
+    def step():
+        blob.diff[...] = 0
+    return step
+
+
+def _run_backward(layer: Layer, top, flags, bottom):
+    def step():
+        layer.backward(top, flags, bottom)
+    return step
+
+
+def _sum_diffs(source: Blob, readers: list[Blob]):
+    def step():
+        out = source.diff
+        np.copyto(out, readers[0].diff)
+        for reader in readers[1:]:
+            out += reader.diff
+    return step
