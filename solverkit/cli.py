@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, module_name in COMMANDS.items():
+        if importlib.util.find_spec(f"solverkit.commands.{module_name}") is None:
+            continue
         module = importlib.import_module(f"solverkit.commands.{module_name}")
         doc = (module.__doc__ or "").strip().splitlines()
         command = sub.add_parser(name, help=doc[0] if doc else None,
