@@ -415,6 +415,16 @@ class Net:
                     return f"layer '{layer.name}' ({layer.type}): gradient of bottom '{blob.name}'"
         return None
 
+    def save(self, path) -> str:
+        """Write the parameters to a model file (npz, ``<layer>/<index>`` keys); its SHA-256."""
+        from .snapshot import save_model
+        return save_model(self, path)
+
+    def load(self, path, allow_missing: bool = False) -> list[str]:
+        """Copy parameters from a model file, layers matched by name (see snapshot.load_model)."""
+        from .snapshot import load_model
+        return load_model(self, path, allow_missing=allow_missing)
+
     def close(self) -> None:
         """Stop background work (data prefetch threads) of every layer."""
         for layer in self.layers:
