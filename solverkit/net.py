@@ -188,10 +188,7 @@ class Net:
                 field="loss_weight"), position)
         for blob, weight in zip(self.tops[position], weights):
             if weight != 0:
-                if blob.count != 1:
-                    raise self._located(ConfigError(
-                        f"loss_weight on top '{blob.name}' needs a one-element top, but its "
-                        f"shape is {blob.shape}", field="loss_weight"), position)
+                # as Caffe, a top of any shape may carry a weight: it adds weight * sum(top)
                 self.loss_weights.append((blob, float(weight)))
 
     def _setup_params(self, layer: Layer, lspec: LayerSpec, position: int) -> None:
@@ -320,7 +317,7 @@ class Net:
             self.reshape()
         for position, layer in enumerate(self.layers):
             layer.forward(self.bottoms[position], self.tops[position])
-        self.loss = float(sum(weight * float(blob.data.reshape(-1)[0])
+        self.loss = float(sum(weight * float(blob.data.sum())
                               for blob, weight in self.loss_weights))
         return {name: self._export(self.blobs[name]) for name in self.outputs}
 
