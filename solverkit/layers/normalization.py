@@ -1,0 +1,385 @@
+"""Normalization layers: BatchNorm, Scale, Bias, LRN, MVN (Caffe's semantics and defaults)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..errors import ConfigError
+from ..registry import register_layer
+from ..spec.net import FillerSpec, LayerParams
+from .base import Layer
+
+
+def _canonical_axis(axis: int, ndim: int, layer: Layer, field: str = "axis") -> int:
+    if not -ndim <= axis < max(ndim, 1):
+        raise layer.error(f"axis {axis} is out of range for a bottom with {ndim} axes", field=field)
+    return axis % max(ndim, 1)
+
+
+@register_layer("BatchNorm")
+class BatchNorm(Layer):
+    """Normalise each channel to zero mean and unit variance (Caffe's BatchNorm, no scale/shift).
+
+    x: (N, C, ...) -> y of the same shape, statistics per channel over N and the spatial axes:
+    ``y = (x − μ) / sqrt(σ² + eps)``. With batch statistics (TRAIN by default) μ and σ² are the
+    batch mean and (biased) variance, and the three blobs are updated as Caffe does, with
+    ``f = moving_average_fraction`` and m = N·H·W values per channel::
+
+        blobs[2] = f·blobs[2] + 1                 (scale factor, shape (1,))
+        blobs[0] = f·blobs[0] + μ                 (running mean sum, shape (C,))
+        blobs[1] = f·blobs[1] + σ²·m/(m − 1)      (running unbiased variance sum, shape (C,))
+
+    With ``use_global_stats`` (TEST by default) μ = blobs[0]/blobs[2], σ² = blobs[1]/blobs[2]
+    (0 if blobs[2] is 0). The blobs are parameters (snapshots save them) that no solver
+    updates: their lr_mult is forced to 0, and a non-zero one is an error, as in Caffe.
+    Follow with a ``Scale`` layer (bias_term: true) for the learned γ and β.
+    """
+
+    class Params(LayerParams):
+        use_global_stats: bool | None = None     # None: true in TEST, false in TRAIN
+        moving_average_fraction: float = Field(default=0.999, ge=0, le=1)
+        eps: float = Field(default=1e-5, gt=0)
+
+    min_bottoms = max_bottoms = 1
+    min_tops = max_tops = 1
+    allows_in_place = True
+
+    def setup(self, bottom, top):
+        p = self.params
+        self.use_global_stats = (self.phase == "TEST" if p.use_global_stats is None
+                                 else p.use_global_stats)
+        for j, pspec in enumerate(self.spec.param):
+            if pspec.lr_mult != 0:
+                raise ConfigError(f"param {j} has lr_mult {pspec.lr_mult:g}: the BatchNorm "
+                                  f"statistics are not learned (leave param out or give "
+                                  f"lr_mult 0)", layer=self.name, field="param")
+        channels = self._channels(bottom[0].shape)
+        for shape, name in (((channels,), "mean"), ((channels,), "variance"),
+                            ((1,), "scale factor")):
+            self.make_param(shape, None, name)
+        self.fixed_params = {0, 1, 2}
+
+    @staticmethod
+    def _channels(shape) -> int:
+        return 1 if len(shape) == 1 else shape[1]
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) == 0:
+            raise self.error(f"bottom '{bottom[0].name}' is a scalar; BatchNorm needs (N, C, ...)",
+                             field="bottom")
+        channels = self._channels(shape)
+        if channels != self.blobs[0].shape[0]:
+            raise self.error(f"bottom '{bottom[0].name}' has {channels} channels but the "
+                             f"statistics were made for {self.blobs[0].shape[0]}", field="bottom")
+        self.view = (shape[0], channels, int(np.prod(shape[2:])))
+        if top[0] is not bottom[0]:
+            top[0].reshape(shape)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.view)
+        if self.use_global_stats:
+            stored = self.blobs[2].data[0]
+            factor = 0.0 if stored == 0 else 1.0 / stored
+            mean = self.blobs[0].data * factor
+            variance = self.blobs[1].data * factor
+        else:
+            mean = x.mean(axis=(0, 2))
+            variance = np.square(x - mean[:, None]).mean(axis=(0, 2))
+            m = x.shape[0] * x.shape[2]
+            f = self.params.moving_average_fraction
+            self.blobs[2].data *= f
+            self.blobs[2].data += 1
+            self.blobs[0].data *= f
+            self.blobs[0].data += mean
+            self.blobs[1].data *= f
+            self.blobs[1].data += variance * (m / (m - 1) if m > 1 else 1.0)
+        self.inv_std = (1.0 / np.sqrt(variance + self.params.eps)).astype(self.dtype)
+        y = top[0].data.reshape(self.view)
+        np.subtract(x, mean[:, None].astype(self.dtype), out=y)
+        y *= self.inv_std[:, None]
+        if not self.use_global_stats:
+            # kept apart from top: an in-place Scale/ReLU after us overwrites top's data
+            self.x_norm = y.copy()
+
+    def backward(self, top, propagate_down, bottom):
+        """Batch statistics: ``dx = (dy − mean(dy) − y·mean(dy·y)) / sqrt(σ² + eps)``, means
+        per channel over N and space; global statistics: ``dx = dy / sqrt(σ² + eps)``."""
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.view)
+        if self.use_global_stats:
+            dx = dy * self.inv_std[:, None]
+        else:
+            y = self.x_norm
+            dx = dy - dy.mean(axis=(0, 2), keepdims=True)
+            dx -= y * (dy * y).mean(axis=(0, 2), keepdims=True)
+            dx *= self.inv_std[:, None]
+        bottom[0].diff.reshape(self.view)[...] = dx
+
+
+class _AxisBroadcast(Layer):
+    """Scale and Bias: a blob of shape ``x.shape[axis : axis + k]`` broadcast over x.
+
+    The blob is bottom[1] (two-bottom form) or a learned parameter of shape
+    ``x.shape[axis : axis + num_axes]`` (one-bottom form; ``num_axes: -1`` means up to the
+    last axis, ``0`` a scalar). x is viewed as (outer, dim, inner) around those axes.
+    """
+
+    min_bottoms = 1
+    max_bottoms = 2
+    min_tops = max_tops = 1
+    allows_in_place = True
+
+    def _operand_shape_from_params(self, shape) -> tuple[int, ...]:
+        p = self.params
+        if p.num_axes < -1:
+            raise ConfigError(f"num_axes must be -1 (all axes from axis on) or ≥ 0, got "
+                              f"{p.num_axes}", layer=self.name, field="num_axes")
+        axis = _canonical_axis(p.axis, len(shape), self)
+        end = len(shape) if p.num_axes == -1 else axis + p.num_axes
+        if end > len(shape):
+            raise self.error(f"axis {p.axis} with num_axes {p.num_axes} runs past the "
+                             f"{len(shape)} axes of bottom {shape}", field="num_axes")
+        return tuple(shape[axis:end])
+
+    def _operand(self, bottom):
+        return bottom[1] if len(bottom) > 1 else self.blobs[0]
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        operand = self._operand(bottom).shape
+        # Caffe: a scalar operand ignores axis
+        axis = 0 if len(operand) == 0 else _canonical_axis(self.params.axis, len(shape), self)
+        if tuple(shape[axis:axis + len(operand)]) != tuple(operand):
+            raise self.error(f"{'bottom 1' if len(bottom) > 1 else 'the parameter'} has shape "
+                             f"{operand}, which must equal bottom '{bottom[0].name}' {shape} "
+                             f"from axis {axis} on", field="axis")
+        self.view = (int(np.prod(shape[:axis])), int(np.prod(operand)),
+                     int(np.prod(shape[axis + len(operand):])))
+        if top[0] is not bottom[0]:
+            top[0].reshape(shape)
+
+
+@register_layer("Scale")
+class Scale(_AxisBroadcast):
+    """``y = x · s (+ b)``, s broadcast over x from ``axis`` (see ``_AxisBroadcast``).
+
+    s is bottom[1] or the learned blobs[0] (``filler``, default constant 1); with
+    ``bias_term`` a learned b of s's shape follows (``bias_filler``, default constant 0).
+    Gradients: ``dx = dy·s``, ``ds = Σ dy·x``, ``db = Σ dy`` (sums over outer and inner).
+    """
+
+    class Params(LayerParams):
+        axis: int = 1
+        num_axes: int = 1
+        filler: FillerSpec | None = None
+        bias_term: bool = False
+        bias_filler: FillerSpec | None = None
+
+    def setup(self, bottom, top):
+        p = self.params
+        if len(bottom) == 1:
+            shape = self._operand_shape_from_params(bottom[0].shape)
+            self.make_param(shape, p.filler or FillerSpec(type="constant", value=1.0), "scale")
+        else:
+            shape = bottom[1].shape
+        self.bias_index = len(self.blobs) if p.bias_term else None
+        if p.bias_term:
+            self.make_param(shape, p.bias_filler, "bias")
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.view)
+        scale = self._operand(bottom).data.reshape(1, -1, 1)
+        # backward needs x for ds; in place, top overwrites it
+        self.x = x.copy() if top[0] is bottom[0] else x
+        y = top[0].data.reshape(self.view)
+        np.multiply(x, scale, out=y)
+        if self.bias_index is not None:
+            y += self.blobs[self.bias_index].data.reshape(1, -1, 1)
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff.reshape(self.view)
+        if len(bottom) > 1:
+            if propagate_down[1]:
+                bottom[1].diff[...] = (dy * self.x).sum(axis=(0, 2)).reshape(bottom[1].shape)
+        elif self.param_propagate_down[0]:
+            self.blobs[0].diff += (dy * self.x).sum(axis=(0, 2)).reshape(self.blobs[0].shape)
+        b = self.bias_index
+        if b is not None and self.param_propagate_down[b]:
+            self.blobs[b].diff += dy.sum(axis=(0, 2)).reshape(self.blobs[b].shape)
+        if propagate_down[0]:
+            scale = self._operand(bottom).data.reshape(1, -1, 1)
+            np.multiply(dy, scale, out=bottom[0].diff.reshape(self.view))
+
+
+@register_layer("Bias")
+class Bias(_AxisBroadcast):
+    """``y = x + b``, b broadcast over x from ``axis``: bottom[1] or a learned blob
+    (``filler``, default constant 0). Gradients: ``dx = dy``, ``db = Σ dy``."""
+
+    class Params(LayerParams):
+        axis: int = 1
+        num_axes: int = 1
+        filler: FillerSpec | None = None
+
+    def setup(self, bottom, top):
+        if len(bottom) == 1:
+            self.make_param(self._operand_shape_from_params(bottom[0].shape),
+                            self.params.filler, "bias")
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.view)
+        np.add(x, self._operand(bottom).data.reshape(1, -1, 1),
+               out=top[0].data.reshape(self.view))
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff.reshape(self.view)
+        if len(bottom) > 1:
+            if propagate_down[1]:
+                bottom[1].diff[...] = dy.sum(axis=(0, 2)).reshape(bottom[1].shape)
+        elif self.param_propagate_down[0]:
+            self.blobs[0].diff += dy.sum(axis=(0, 2)).reshape(self.blobs[0].shape)
+        if propagate_down[0] and top[0] is not bottom[0]:
+            bottom[0].diff[...] = top[0].diff
+
+
+def _window_sum(a: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Sum over a centred window of odd ``size`` along ``axis``, zero beyond the edges.
+
+    The window is symmetric, so this operator is its own adjoint (backward uses it too).
+    """
+    pad = (size - 1) // 2
+    length = a.shape[axis]
+    out = np.zeros_like(a)
+    for offset in range(-pad, pad + 1):      # loop over window offsets, not elements
+        lo, hi = max(0, -offset), min(length, length - offset)
+        if lo >= hi:
+            continue
+        dst = [slice(None)] * a.ndim
+        src = [slice(None)] * a.ndim
+        dst[axis] = slice(lo, hi)
+        src[axis] = slice(lo + offset, hi + offset)
+        out[tuple(dst)] += a[tuple(src)]
+    return out
+
+
+@register_layer("LRN")
+class LRN(Layer):
+    """Local response normalisation, Caffe's formulas, x and y of shape (N, C, H, W).
+
+    ACROSS_CHANNELS: ``s = k + α/n · Σ x²`` over the n = local_size channels centred on c;
+    WITHIN_CHANNEL: ``s = 1 + α/n² · Σ x²`` over the n×n neighbourhood centred on (h, w)
+    (Caffe builds it from AVE pooling with zero padding and a Power layer with shift 1, so
+    ``k`` is not used there). Then ``y = x · s^(−β)`` and
+    ``dx = dy · s^(−β) − (2αβ/n') · x · W(dy · y / s)``, W the same window sum, n' = n or n².
+    """
+
+    class Params(LayerParams):
+        local_size: int = Field(default=5, gt=0)
+        alpha: float = 1.0
+        beta: float = 0.75
+        norm_region: Literal["ACROSS_CHANNELS", "WITHIN_CHANNEL"] = "ACROSS_CHANNELS"
+        k: float = 1.0
+
+    min_bottoms = max_bottoms = 1
+    min_tops = max_tops = 1
+
+    def setup(self, bottom, top):
+        if self.params.local_size % 2 == 0:
+            raise ConfigError(f"local_size must be odd (Caffe's LRN), got "
+                              f"{self.params.local_size}", layer=self.name, field="local_size")
+
+    def reshape(self, bottom, top):
+        if len(bottom[0].shape) != 4:
+            raise self.error(f"LRN needs a 4-d bottom (N, C, H, W); '{bottom[0].name}' has "
+                             f"shape {bottom[0].shape}", field="bottom")
+        top[0].reshape(bottom[0].shape)
+
+    def _window(self, a: np.ndarray) -> np.ndarray:
+        n = self.params.local_size
+        if self.params.norm_region == "ACROSS_CHANNELS":
+            return _window_sum(a, 1, n)
+        return _window_sum(_window_sum(a, 2, n), 3, n)
+
+    def _norm(self) -> tuple[float, float]:
+        """(the constant added to the sum, the window size n' dividing α)."""
+        n = self.params.local_size
+        if self.params.norm_region == "ACROSS_CHANNELS":
+            return self.params.k, float(n)
+        return 1.0, float(n * n)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        offset, size = self._norm()
+        self.scale = self._window(x * x)
+        self.scale *= self.params.alpha / size
+        self.scale += offset
+        np.multiply(x, np.power(self.scale, -self.params.beta), out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        p = self.params
+        _, size = self._norm()
+        x, y, dy = bottom[0].data, top[0].data, top[0].diff
+        window = self._window(dy * y / self.scale)
+        bottom[0].diff[...] = (dy * np.power(self.scale, -p.beta)
+                               - (2 * p.alpha * p.beta / size) * x * window)
+
+
+@register_layer("MVN")
+class MVN(Layer):
+    """Mean-variance normalisation per sample and channel (or per sample: ``across_channels``).
+
+    x (N, C, ...): ``z = x − mean(x)``; with ``normalize_variance``, ``y = z / (σ + eps)``,
+    ``σ = sqrt(mean(z²))`` (Caffe adds eps to the standard deviation), else ``y = z``.
+    Backward is the exact derivative:
+    ``dx = (dy − mean(dy) − y·mean(dy·y)·(σ + eps)/σ) / (σ + eps)`` (Caffe drops the factor
+    ``(σ + eps)/σ``, which is 1 up to eps/σ).
+    """
+
+    class Params(LayerParams):
+        normalize_variance: bool = True
+        across_channels: bool = False
+        eps: float = Field(default=1e-9, ge=0)
+
+    min_bottoms = max_bottoms = 1
+    min_tops = max_tops = 1
+    allows_in_place = True
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) < 2:
+            raise self.error(f"MVN needs a bottom of at least 2 axes (N, C, ...); "
+                             f"'{bottom[0].name}' has shape {shape}", field="bottom")
+        groups = shape[0] if self.params.across_channels else shape[0] * shape[1]
+        self.view = (groups, int(np.prod(shape)) // groups)
+        if top[0] is not bottom[0]:
+            top[0].reshape(shape)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.view)
+        y = top[0].data.reshape(self.view)
+        np.subtract(x, x.mean(axis=1, keepdims=True), out=y)
+        if self.params.normalize_variance:
+            self.std = np.sqrt(np.square(y).mean(axis=1, keepdims=True))
+            y /= self.std + self.params.eps
+            self.y = y.copy()   # a later in-place layer may overwrite top
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.view)
+        dx = dy - dy.mean(axis=1, keepdims=True)
+        if self.params.normalize_variance:
+            denominator = self.std + self.params.eps
+            # a constant group has y = 0, so the ratio's value there does not matter
+            ratio = np.divide(denominator, self.std, out=np.ones_like(self.std),
+                              where=self.std > 0)
+            dx -= self.y * (dy * self.y).mean(axis=1, keepdims=True) * ratio
+            dx /= denominator
+        bottom[0].diff.reshape(self.view)[...] = dx
