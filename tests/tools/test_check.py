@@ -1,0 +1,54 @@
+"""`solverkit check`: the per-phase table holds every layer, its tops' shapes and its
+parameter count; the totals count shared parameters once."""
+
+import re
+import subprocess
+import sys
+
+from solverkit.cli import main
+
+
+def _rows(text: str, phase: str) -> dict[str, list[str]]:
+    """The table rows of one phase, split on runs of two or more spaces."""
+    block = text.split(f"{phase} net ")[1].split("\n\n")[0]
+    lines = block.splitlines()[2:]           # title, header
+    rows = {}
+    for line in lines:
+        if line.startswith("  ") and not line.startswith("  total") and ":" not in line:
+            cells = re.split(r"\s{2,}", line.strip())
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_check_lists_layers_shapes_and_params_per_phase(mlp_file, capsys):
+    assert main(["check", "--net", str(mlp_file)]) == 0
+    out = capsys.readouterr().out
+    train, test = _rows(out, "TRAIN"), _rows(out, "TEST")
+    assert list(train) == ["input", "ip1", "relu1", "ip2", "loss"]
+    assert list(test) == [*train, "accuracy"]        # include: {phase: TEST}
+    # InnerProduct: weight (num_output, fan_in) + bias (num_output,)
+    ip1_params, ip2_params = 16 * 16 + 16, 3 * 16 + 3
+    assert train["ip1"] == ["ip1", "InnerProduct", "data -> ip1", "8x16", f"{ip1_params:,}"]
+    assert train["ip2"][3:] == ["8x3", f"{ip2_params:,}"]
+    assert train["input"][2:4] == ["-> data, label", "8x1x4x4, 8"]
+    assert train["relu1"][2] == "ip1 -> ip1"
+    assert train["loss"][3] == "scalar"
+    assert out.count(f"total parameters: {ip1_params + ip2_params:,}") == 2
+    assert "outputs: loss, accuracy" in out
+
+
+def test_shared_parameters_are_counted_once(shared_file, capsys):
+    assert main(["check", "--net", str(shared_file)]) == 0
+    out = capsys.readouterr().out
+    rows = _rows(out, "TRAIN")
+    assert rows["left"][4] == f"{5 * 6 + 5}"
+    assert rows["right"][4] == f"{5 * 6 + 5}*"
+    assert f"total parameters: {5 * 6 + 5}" in out
+    assert "TEST net" not in out                    # no phase rules: TRAIN only
+
+
+def test_check_runs_as_a_command(mlp_file):
+    done = subprocess.run([sys.executable, "-m", "solverkit", "check", "--net", str(mlp_file)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "SoftmaxWithLoss" in done.stdout and f"{mlp_file}: OK" in done.stdout

@@ -1,0 +1,61 @@
+"""`solverkit plot`: panels for train outputs, each test output and the rate; logs overlay."""
+
+import numpy as np
+import pytest
+
+from solverkit.cli import main
+from solverkit.tools.plot import moving_average, plot_logs, read_log
+
+pytest.importorskip("matplotlib")
+
+
+def write_log(path, iterations=120, test_every=40, base_lr=0.01):
+    lines = ["iter,phase,name,value,lr,seconds"]
+    for it in range(iterations):
+        lr = base_lr * (1 + 1e-3 * it) ** -0.75
+        lines.append(f"{it},TRAIN,loss,{2.0 * np.exp(-it / 50) + 0.05 * (it % 3):.6f},{lr},0.1")
+        if it % test_every == 0:
+            lines.append(f"{it},TEST,accuracy,{it / iterations:.4f},{lr},0.1")
+            lines.append(f"{it},TEST,loss,{2.0 * np.exp(-it / 60):.4f},{lr},0.1")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_read_log_groups_rows(tmp_path):
+    log = read_log(write_log(tmp_path / "run_log.csv"))
+    assert set(log.train) == {"loss"} and set(log.test) == {"accuracy", "loss"}
+    assert list(log.test["accuracy"].iters) == [0, 40, 80]
+    assert len(log.lr.iters) == 120 and log.lr.values[0] == 0.01
+
+
+def test_moving_average_is_a_trailing_mean():
+    values = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert np.allclose(moving_average(values, 2), [1.0, 1.5, 2.5, 3.5, 4.5])
+    assert np.allclose(moving_average(values, 1), values)
+
+
+def test_two_logs_overlay_in_four_panels(tmp_path):
+    logs = [read_log(write_log(tmp_path / "sgd_log.csv")),
+            read_log(write_log(tmp_path / "adam_log.csv", base_lr=0.001))]
+    figure = plot_logs(logs, smooth=10)
+    train, accuracy, test_loss, lr = figure.axes            # train, one per test output, lr
+    assert len(train.get_lines()) == 2 * 2                  # raw and smoothed, per log
+    smoothed = train.get_lines()[1].get_ydata()
+    raw = logs[0].train["loss"].values
+    assert np.isclose(smoothed[50], raw[41:51].mean())
+    assert len(accuracy.get_lines()) == len(test_loss.get_lines()) == len(lr.get_lines()) == 2
+    assert accuracy.get_title() == "test: accuracy"
+    labels = [line.get_label() for line in lr.get_lines()]
+    assert labels == ["sgd_log.csv", "adam_log.csv"]
+    assert lr.get_yscale() == "log"                         # the rates span 10x
+
+
+def test_plot_command_writes_a_png(tmp_path, capsys):
+    out = tmp_path / "curves.png"
+    log = write_log(tmp_path / "run_log.csv")
+    assert main(["plot", str(log), "-o", str(out)]) == 0
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 20_000
+    from matplotlib.image import imread
+    height, width = imread(out).shape[:2]
+    assert width == 800 and height == 4 * 260               # 8 in wide, 2.6 in per panel

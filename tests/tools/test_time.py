@@ -1,0 +1,45 @@
+"""`solverkit time`: a row per layer, the total is the sum of the rows, labels are in range."""
+
+import re
+
+import numpy as np
+
+from solverkit.cli import main
+from solverkit.net import Net
+from solverkit.tools.timing import random_inputs, time_net
+
+
+def test_time_prints_a_row_per_layer_and_their_total(mlp_file, capsys):
+    assert main(["time", "--net", str(mlp_file), "--iterations", "3", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()[2:-2]]
+    assert sorted(r[1] for r in rows) == sorted(["input", "ip1", "relu1", "ip2", "loss"])
+    totals = [float(r[5]) for r in rows]
+    assert totals == sorted(totals, reverse=True)                 # slowest first
+    for r in rows:
+        assert abs(float(r[3]) + float(r[4]) - float(r[5])) <= 0.0015
+    total = re.split(r"\s{2,}", out.splitlines()[-2].strip())
+    assert total[0] == "total"
+    assert abs(float(total[3]) - sum(totals)) <= 0.001 * len(rows) + 1e-9
+    assert abs(sum(float(r[6].rstrip("%")) for r in rows) - 100) < 0.1 * len(rows)
+
+
+def test_layer_times_add_up_to_at_most_the_measured_pass(shared_file):
+    net = Net(shared_file, seed=0)
+    report = time_net(net, iterations=5, warmup=1)
+    assert [t.name for t in report.layers] == net.layer_names
+    assert all(t.forward_ms > 0 for t in report.layers if t.type != "Input")
+    assert report.layers[1].backward_ms > 0                 # InnerProduct 'left' ran backward
+    measured = report.forward_ms + report.backward_ms
+    assert 0 < report.layer_total_ms <= measured * 1.05
+    # the clocks are removed afterwards: the layers' own methods run again
+    assert "forward" not in vars(net.layers[1])
+
+
+def test_random_labels_are_integers_in_range(mlp_file):
+    net = Net(mlp_file, seed=0)
+    inputs = random_inputs(net, np.random.default_rng(1))
+    label = inputs["label"]
+    assert label.shape == (8,) and np.issubdtype(label.dtype, np.integer)
+    assert label.min() >= 0 and label.max() < 3           # ip2 has num_output 3
+    assert inputs["data"].shape == (8, 1, 4, 4) and inputs["data"].std() > 0
