@@ -5,10 +5,11 @@ from .errors import ConfigError, DataError, NonFiniteError, ShapeError, Solverki
 from .layers import Layer, LayerParams, LossLayer
 from .net import Net
 from .registry import layer_types, register_layer
-from .spec import NetSpec, load_net_spec
+from .solvers import Solver
+from .spec import NetSpec, SolverSpec, load_net_spec, load_solver_spec
 
 __version__ = "0.1.0"
 
 __all__ = ["Blob", "ConfigError", "DataError", "Layer", "LayerParams", "LossLayer", "Net",
-           "NetSpec", "NonFiniteError", "ShapeError", "SolverkitError", "layer_types",
-           "load_net_spec", "register_layer", "__version__"]
+           "NetSpec", "NonFiniteError", "ShapeError", "Solver", "SolverSpec", "SolverkitError",
+           "layer_types", "load_net_spec", "load_solver_spec", "register_layer", "__version__"]

@@ -2,7 +2,9 @@
 
 from .net import (FillerSpec, LayerParams, LayerSpec, NetSpec, NetStateRule, ParamSpec,
                   StrictModel, load_net_spec)
+from .solver import SolverSpec, load_solver_spec
 from .source import SpecSource, read_spec_source, validation_error
 
 __all__ = ["FillerSpec", "LayerParams", "LayerSpec", "NetSpec", "NetStateRule", "ParamSpec",
-           "SpecSource", "StrictModel", "load_net_spec", "read_spec_source", "validation_error"]
+           "SolverSpec", "SpecSource", "StrictModel", "load_net_spec", "load_solver_spec",
+           "read_spec_source", "validation_error"]

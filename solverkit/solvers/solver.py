@@ -1,0 +1,272 @@
+"""The training loop (SPEC §5): TRAIN and TEST nets, updates, display, tests, the CSV log.
+
+Each iteration: clear the parameter diffs, ``iter_size`` × (forward, backward) so the
+diffs hold the summed gradient, one update (``_apply_update``: normalize, clip,
+regularize, step), then ``iter += 1``. Every ``display`` iterations a log line; every
+``test_interval`` iterations (and at 0 with ``test_initialization``, and after the last
+update) ``test_iter`` forward passes of the TEST net, each output averaged.
+
+The loop's whole state lives in plain attributes: ``iter``, the update's state arrays
+(``updater.state_arrays()``), the loss-smoothing window ``smoothed_losses``, the seconds
+already trained ``seconds_before`` and every net's random generators.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, NonFiniteError
+from ..net import Net
+from ..spec.solver import SolverSpec, load_solver_spec
+from .schedule import learning_rate
+from .updates import make_update
+
+logger = logging.getLogger("solverkit")
+
+LOG_HEADER = ("iter", "phase", "name", "value", "lr", "seconds")
+
+
+def batches_per_pass(net: Net) -> int | None:
+    """Batches for one pass over the net's data: ceil of the largest ``batches_per_epoch``
+    among its layers (data layers expose it), or ``None`` when no layer does."""
+    counts = [layer.batches_per_epoch for layer in net.layers
+              if getattr(layer, "batches_per_epoch", None) is not None]
+    return math.ceil(max(counts)) if counts else None
+
+
+def _scalar_outputs(outputs: dict) -> dict[str, float]:
+    """The one-element outputs (losses, accuracies): those the loop logs and averages."""
+    return {name: value for name, value in outputs.items() if isinstance(value, float)}
+
+
+class Solver:
+    """``Solver(solver_spec_or_path, net=net_spec_or_path, overrides=None)``.
+
+    ``net`` wins over the spec's ``net:`` (which is relative to the solver file).
+    ``overrides`` is a dict or ``["key=value", ...]`` (the CLI's ``--set``).
+    ``progress``: show a tqdm bar (default: when stderr is a terminal and INFO is logged).
+    """
+
+    def __init__(self, spec, net=None, overrides=None, progress: bool | None = None):
+        self.spec: SolverSpec = load_solver_spec(spec, overrides)
+        self.net_source = net if net is not None else self.spec.net_path()
+        if self.net_source is None:
+            raise ConfigError("no net given: set 'net:' in the solver spec or pass --net",
+                              file=self.spec.file, field="net")
+        if self.spec.random_seed >= 0:
+            self.seed = self.spec.random_seed
+        else:
+            self.seed = time.time_ns() % 2**32
+            logger.info("random_seed is -1: using seed %d (set random_seed to repeat this run)",
+                        self.seed)
+        self.progress = progress
+
+        self.net = Net(self.net_source, phase="TRAIN", seed=self._net_seed("TRAIN"))
+        self._test_net: Net | None = None
+        # with tests in the loop, build the TEST net now so its mistakes show before training
+        self.test_iter = self.test_iterations() if self.spec.test_interval > 0 else None
+        self.updater = make_update(self.spec, self.net.learnable_params)
+
+        self.iter = 0
+        self.smoothed_losses: list[float] = []   # the last average_loss losses
+        self.seconds_before = 0.0                # training time of earlier runs (resume)
+        self.snapshot_prefix = self.spec.default_snapshot_prefix(self.net.name)
+        self.log_path = Path(f"{self.snapshot_prefix}_log.csv")
+        self._log_file = None
+        self._log_writer = None
+        self._clock: float | None = None         # perf_counter when this run started
+
+    # ------------------------------------------------------------------ nets
+    def _net_seed(self, phase: str) -> int:
+        """Each net's seed, derived from ``random_seed`` (so TRAIN and TEST differ)."""
+        stream = {"TRAIN": 0, "TEST": 1}[phase]
+        return int(np.random.SeedSequence(self.seed, spawn_key=(stream,)).generate_state(1)[0])
+
+    @property
+    def test_net(self) -> Net:
+        """The TEST net, sharing the TRAIN net's parameters (built when first needed)."""
+        if self._test_net is None:
+            self._test_net = Net(self.net_source, phase="TEST", seed=self._net_seed("TEST"),
+                                 share_from=self.net)
+        return self._test_net
+
+    def test_iterations(self) -> int:
+        """``test_iter``, or one pass over the TEST net's data when it is not given."""
+        count = self.spec.test_iter or batches_per_pass(self.test_net)
+        if count is None:
+            raise ConfigError("test_iter is needed: the TEST net has no data layer to count "
+                              "one pass over its data", file=self.spec.file,
+                              line=self.spec.line_of("test_interval"), field="test_iter")
+        return count
+
+    def rate(self, it: int | None = None) -> float:
+        """The learning rate of the update made at iteration ``it`` (default: the current one)."""
+        return learning_rate(self.spec, self.iter if it is None else it)
+
+    # ------------------------------------------------------------------ the loop
+    def solve(self) -> dict[str, float]:
+        """Train to ``max_iter``, test after the last update (if ``test_interval > 0``),
+        close the nets and the log; returns the final test outputs (``{}`` without tests)."""
+        try:
+            self.step(self.spec.max_iter - self.iter)
+            results = self.test() if self.spec.test_interval > 0 else {}
+            logger.info("Optimization done at iteration %d", self.iter)
+            return results
+        finally:
+            self.close()
+
+    def step(self, iters: int) -> None:
+        """Run ``iters`` iterations (tests and display lines fall where their intervals say)."""
+        stop = self.iter + max(0, iters)
+        self._start_clock()
+        bar = self._progress_bar(stop)
+        with contextlib.ExitStack() as stack:
+            if bar is not None:     # log lines go above the bar instead of through it
+                from tqdm.contrib.logging import logging_redirect_tqdm
+                stack.enter_context(logging_redirect_tqdm())
+                stack.callback(bar.close)
+            self._run(stop, bar)
+
+    def _run(self, stop: int, bar) -> None:
+        spec = self.spec
+        window_start, window_iter = time.perf_counter(), self.iter
+        try:
+            while self.iter < stop:
+                if (spec.test_interval > 0 and self.iter % spec.test_interval == 0
+                        and (self.iter > 0 or spec.test_initialization)):
+                    self.test()
+                loss, outputs = self._forward_backward()
+                self._smooth(loss)
+                rate = self.rate()
+                self._apply_update()
+                self._log_rows("TRAIN", outputs, rate)
+                if spec.display and self.iter % spec.display == 0:
+                    now = time.perf_counter()
+                    speed = (self.iter + 1 - window_iter) / max(now - window_start, 1e-9)
+                    window_start, window_iter = now, self.iter + 1
+                    shown = ", ".join(f"{name} = {value:.6g}" for name, value in outputs.items())
+                    logger.info("Iteration %d (%.3g iter/s), loss = %.6g, lr = %.6g%s",
+                                self.iter, speed, self.smoothed_loss, rate,
+                                f"; {shown}" if shown else "")
+                self.iter += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{self.smoothed_loss:.4g}", refresh=False)
+        finally:
+            if self._log_file is not None:
+                self._log_file.flush()
+
+    def _forward_backward(self) -> tuple[float, dict[str, float]]:
+        """``iter_size`` forward/backward passes summing into cleared parameter diffs;
+        returns the total loss and the scalar outputs, both averaged over the passes."""
+        self.net.clear_param_diffs()
+        loss, sums = 0.0, {}
+        for _ in range(self.spec.iter_size):
+            outputs = _scalar_outputs(self.net.forward())
+            if not math.isfinite(self.net.loss):
+                where = self.net.find_nonfinite() or "no layer holds a non-finite value"
+                raise NonFiniteError(f"iteration {self.iter}: the loss is {self.net.loss}; "
+                                     f"first non-finite value: {where}")
+            self.net.backward()
+            loss += self.net.loss
+            for name, value in outputs.items():
+                sums[name] = sums.get(name, 0.0) + value
+        n = self.spec.iter_size
+        return loss / n, {name: value / n for name, value in sums.items()}
+
+    def _apply_update(self) -> None:
+        """The one gradient path: the diffs hold the sum over ``iter_size`` passes; normalize,
+        clip, regularize and step every learnable parameter with ``rate(iter)``."""
+        self.updater.update(self.rate(), self.iter)
+
+    def _smooth(self, loss: float) -> None:
+        self.smoothed_losses.append(loss)
+        del self.smoothed_losses[:-self.spec.average_loss]
+
+    @property
+    def smoothed_loss(self) -> float:
+        """The mean of the last ``average_loss`` iteration losses (Caffe's displayed loss)."""
+        losses = self.smoothed_losses
+        return sum(losses) / len(losses) if losses else float("nan")
+
+    # ------------------------------------------------------------------ testing
+    def test(self) -> dict[str, float]:
+        """``test_iter`` forward passes of the TEST net; each one-element output averaged."""
+        net = self.test_net
+        if self.test_iter is None:
+            self.test_iter = self.test_iterations()
+        self._start_clock()
+        sums: dict[str, float] = {}
+        for _ in range(self.test_iter):
+            for name, value in _scalar_outputs(net.forward()).items():
+                sums[name] = sums.get(name, 0.0) + value
+        results = {name: value / self.test_iter for name, value in sums.items()}
+        logger.info("Iteration %d, test (%d batches): %s", self.iter, self.test_iter,
+                    ", ".join(f"{name} = {value:.6g}" for name, value in results.items()))
+        self._log_rows("TEST", results, self.rate())
+        if self._log_file is not None:
+            self._log_file.flush()
+        return results
+
+    # ------------------------------------------------------------------ CSV log, progress
+    def _start_clock(self) -> None:
+        if self._clock is None:
+            self._clock = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of training so far (earlier runs of a resumed training included)."""
+        running = time.perf_counter() - self._clock if self._clock is not None else 0.0
+        return self.seconds_before + running
+
+    def _open_log(self) -> None:
+        """Open ``<snapshot_prefix>_log.csv``: a fresh file at iteration 0; from a later
+        iteration, keep the rows before it and append (a resumed run)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if self.iter > 0 and self.log_path.exists():
+            with open(self.log_path, newline="") as old:
+                rows = list(csv.reader(old))
+            kept = [row for row in rows[1:] if row and int(row[0]) < self.iter]
+        # stays open across step() calls, closed by close(); flushed after every iteration
+        self._log_file = open(self.log_path, "w", newline="")  # noqa: SIM115
+        self._log_writer = csv.writer(self._log_file)
+        self._log_writer.writerow(LOG_HEADER)
+        self._log_writer.writerows(kept)
+
+    def _log_rows(self, phase: str, values: dict[str, float], rate: float) -> None:
+        if self._log_writer is None:
+            self._open_log()
+        seconds = f"{self.seconds:.3f}"
+        self._log_writer.writerows([self.iter, phase, name, repr(float(value)), repr(rate),
+                                    seconds] for name, value in values.items())
+
+    def _progress_bar(self, stop: int):
+        show = self.progress
+        if show is None:
+            show = sys.stderr.isatty() and logger.isEnabledFor(logging.INFO)
+        if not show or stop <= self.iter:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=stop, initial=self.iter, unit="iter", dynamic_ncols=True,
+                    leave=False, file=sys.stderr)
+
+    def close(self) -> None:
+        """Close the CSV log and stop the nets' background work (data prefetching)."""
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = self._log_writer = None
+        self.net.close()
+        if self._test_net is not None:
+            self._test_net.close()
+
+    def __repr__(self) -> str:
+        return f"Solver({self.spec.type}, iter={self.iter}, net={self.net.name!r})"

@@ -1,0 +1,237 @@
+"""Parameter updates (SPEC §4): Caffe's SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam, plus AdamW.
+
+One update, after the gradients of ``iter_size`` passes were summed into the diffs:
+
+1. normalize  ``g /= iter_size``
+2. clip       if ``clip_gradients = c > 0`` and ``L = sqrt(Σ_params Σ g²) > c``: ``g *= c/L``
+3. regularize ``λ = weight_decay·decay_mult``: L2 ``g += λW``, L1 ``g += λ·sign(W)``,
+              ElasticNet ``g += λ(βW + sign(W))`` (AdamW skips this and decays in its step)
+4. step       with ``lr = rate·lr_mult`` and ``t = it + 1``: one class per type below.
+
+Parameters with ``lr_mult == 0`` are frozen: left out of every step, the global norm
+included. State arrays (Caffe's "history") are allocated once, start at zero, and are
+updated in place. ``state_arrays()`` / ``load_state_arrays()`` expose them by name
+(``"<layer>/<index>/<state>"``) for snapshots.
+
+A new optimizer is one subclass: ``state_names`` and ``step``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import SnapshotError
+from ..spec.solver import SolverSpec
+
+
+class Update:
+    """The shared part of every update: normalize, clip, regularize, then ``step`` per parameter.
+
+    ``params`` are ``Net.learnable_params`` (``Param``: ``key``, ``blob``, ``lr_mult``,
+    ``decay_mult``); the update writes ``param.blob.data`` in place, so nets sharing
+    those Blobs see the new values.
+    """
+
+    type: ClassVar[str] = ""
+    state_names: ClassVar[tuple[str, ...]] = ()
+    # AdamW: weight decay is applied to W in the step, not added to the gradient.
+    decoupled_decay: ClassVar[bool] = False
+
+    def __init__(self, spec: SolverSpec, params):
+        self.spec = spec
+        self.params = [p for p in params if p.lr_mult != 0]
+        self.state: list[dict[str, np.ndarray]] = [
+            {name: np.zeros_like(p.blob.data) for name in self.state_names} for p in self.params]
+
+    # ---------------------------------------------------------------- the update
+    def update(self, rate: float, it: int) -> None:
+        """Steps 1–4 for every learnable parameter, from the summed diffs, at iteration ``it``."""
+        self.normalize()
+        self.clip()
+        for param, state in zip(self.params, self.state):
+            decay = self.spec.weight_decay * param.decay_mult
+            if decay and not self.decoupled_decay:
+                self.regularize(param.blob.data, param.blob.diff, decay)
+            self.step(param.blob.data, param.blob.diff, rate * param.lr_mult, decay, state,
+                      it + 1)
+
+    def normalize(self) -> None:
+        """``g /= iter_size``: the diffs hold the sum over ``iter_size`` forward/backward passes."""
+        if self.spec.iter_size > 1:
+            scale = 1.0 / self.spec.iter_size
+            for param in self.params:
+                param.blob.diff *= scale
+
+    def gradient_norm(self) -> float:
+        """``L = sqrt(Σ over all updated parameters of Σ g²)``."""
+        total = 0.0
+        for param in self.params:
+            g = param.blob.diff.reshape(-1)
+            total += float(np.dot(g, g))
+        return math.sqrt(total)
+
+    def clip(self) -> None:
+        """Scale every diff by ``c/L`` when the global norm ``L`` exceeds ``clip_gradients``."""
+        limit = self.spec.clip_gradients
+        if limit <= 0:
+            return
+        norm = self.gradient_norm()
+        if norm > limit:
+            scale = limit / norm
+            for param in self.params:
+                param.blob.diff *= scale
+
+    def regularize(self, w: np.ndarray, g: np.ndarray, decay: float) -> None:
+        """Add the gradient of ``decay·R(W)`` to ``g`` (L2: ½ΣW², L1: Σ|W|, ElasticNet: Σ(½βW²+|W|))."""
+        kind = self.spec.regularization_type
+        if kind == "L2":
+            g += decay * w
+        elif kind == "L1":
+            g += decay * np.sign(w)
+        else:
+            g += decay * (self.spec.elastic_net_beta * w + np.sign(w))
+
+    def step(self, w: np.ndarray, g: np.ndarray, lr: float, decay: float,
+             state: dict[str, np.ndarray], t: int) -> None:
+        """Change ``w`` in place from the (normalized, clipped, regularized) gradient ``g``."""
+        raise NotImplementedError(f"{type(self).__name__} must define step")
+
+    # ---------------------------------------------------------------- state for snapshots
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Every state array by ``"<layer>/<index>/<state name>"`` (the arrays themselves)."""
+        return {f"{param.key}/{name}": array
+                for param, state in zip(self.params, self.state) for name, array in state.items()}
+
+    def load_state_arrays(self, arrays) -> None:
+        """Copy saved state arrays back in place; a missing key or another shape is an error."""
+        for key, array in self.state_arrays().items():
+            if key not in arrays:
+                raise SnapshotError(f"{self.type} state '{key}' is missing from the saved state")
+            saved = np.asarray(arrays[key])
+            if saved.shape != array.shape:
+                raise SnapshotError(f"{self.type} state '{key}' has shape {saved.shape} in the "
+                                    f"saved state but {array.shape} in this net")
+            np.copyto(array, saved, casting="same_kind")
+
+
+class SGD(Update):
+    """Caffe's SGD with momentum: ``V = momentum·V + lr·g;  W −= V``."""
+
+    type = "SGD"
+    state_names = ("history",)
+
+    def step(self, w, g, lr, decay, state, t):
+        v = state["history"]
+        v *= self.spec.momentum
+        v += lr * g
+        w -= v
+
+
+class Nesterov(Update):
+    """``V' = momentum·V + lr·g;  W −= (1+momentum)·V' − momentum·V;  V = V'``."""
+
+    type = "Nesterov"
+    state_names = ("history",)
+
+    def step(self, w, g, lr, decay, state, t):
+        m = self.spec.momentum
+        v = state["history"]
+        w += m * v              # + momentum·V (the old V)
+        v *= m
+        v += lr * g             # V' (stored as the new V)
+        w -= (1.0 + m) * v
+
+
+class AdaGrad(Update):
+    """``H += g²;  W −= lr·g / (sqrt(H) + delta)``."""
+
+    type = "AdaGrad"
+    state_names = ("history",)
+
+    def step(self, w, g, lr, decay, state, t):
+        h = state["history"]
+        h += g * g
+        w -= lr * g / (np.sqrt(h) + self.spec.delta)
+
+
+class RMSProp(Update):
+    """``H = rms_decay·H + (1−rms_decay)·g²;  W −= lr·g / (sqrt(H) + delta)``."""
+
+    type = "RMSProp"
+    state_names = ("history",)
+
+    def step(self, w, g, lr, decay, state, t):
+        rho = self.spec.rms_decay
+        h = state["history"]
+        h *= rho
+        h += (1.0 - rho) * (g * g)
+        w -= lr * g / (np.sqrt(h) + self.spec.delta)
+
+
+class AdaDelta(Update):
+    """``H = m·H + (1−m)·g²;  u = g·sqrt((D+delta)/(H+delta));  D = m·D + (1−m)·u²;  W −= lr·u``.
+
+    ``m`` is ``momentum``; H is the running mean of g² ("history"), D of u² ("update_history").
+    """
+
+    type = "AdaDelta"
+    state_names = ("history", "update_history")
+
+    def step(self, w, g, lr, decay, state, t):
+        m, delta = self.spec.momentum, self.spec.delta
+        h, d = state["history"], state["update_history"]
+        h *= m
+        h += (1.0 - m) * (g * g)
+        u = g * np.sqrt((d + delta) / (h + delta))
+        d *= m
+        d += (1.0 - m) * (u * u)
+        w -= lr * u
+
+
+class Adam(Update):
+    """``M = β1·M + (1−β1)·g;  V = β2·V + (1−β2)·g²;  W −= lr·sqrt(1−β2^t)/(1−β1^t)·M/(sqrt(V)+ε)``.
+
+    β1 = ``momentum``, β2 = ``momentum2``, ε = ``delta`` (Caffe's form: ε outside the correction).
+    """
+
+    type = "Adam"
+    state_names = ("m", "v")
+
+    def adam_step(self, w, g, lr, state, t):
+        beta1, beta2 = self.spec.momentum, self.spec.momentum2
+        m, v = state["m"], state["v"]
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        v += (1.0 - beta2) * (g * g)
+        correction = math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+        w -= (lr * correction) * m / (np.sqrt(v) + self.spec.delta)
+
+    def step(self, w, g, lr, decay, state, t):
+        self.adam_step(w, g, lr, state, t)
+
+
+class AdamW(Adam):
+    """Adam on the unregularized ``g`` plus decoupled decay on the old weights:
+    ``W ← W − lr·λ·W_old − lr·sqrt(1−β2^t)/(1−β1^t)·M/(sqrt(V)+ε)``, ``λ = weight_decay·decay_mult``.
+    """
+
+    type = "AdamW"
+    decoupled_decay = True
+
+    def step(self, w, g, lr, decay, state, t):
+        if decay:
+            w *= 1.0 - lr * decay       # the Adam term does not depend on W: same as using W_old
+        self.adam_step(w, g, lr, state, t)
+
+
+UPDATES: dict[str, type[Update]] = {cls.type: cls for cls in
+                                    (SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam, AdamW)}
+
+
+def make_update(spec: SolverSpec, params) -> Update:
+    """The update of ``spec.type`` over ``params`` (those with ``lr_mult == 0`` are left out)."""
+    return UPDATES[spec.type](spec, params)
