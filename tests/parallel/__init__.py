@@ -1,0 +1,1 @@
+"""Tests of data-parallel training over MPI."""
