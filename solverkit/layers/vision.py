@@ -1,0 +1,630 @@
+"""Vision layers: Convolution, Deconvolution and Pooling on NCHW blobs (Caffe's semantics).
+
+Convolution is im2col + one matrix product per group over the whole batch:
+
+    col = im2col(x)                         (C·kh·kw, N·OH·OW), rows (c, i, j), columns (n, oh, ow)
+    y   = W · col + b                       W viewed as (num_output, C/group·kh·kw) per group
+
+and its backward is ``dW += dy · colᵀ``, ``dx = col2im(Wᵀ · dy)``. Deconvolution is the
+same machinery run the other way round (its forward is Convolution's backward-data pass).
+Pooling loops over the kh·kw kernel offsets, each a strided view of the whole batch.
+
+Every large temporary (padded image, column matrix, transposed rows) lives in a buffer
+that is reused while the bottom shape stays the same, so a training step allocates no
+big arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..registry import register_layer
+from ..spec.net import FillerSpec, LayerParams
+from .base import Layer, spatial_pair
+
+IntPair = int | list[int] | None
+
+
+class _Buffers:
+    """Named scratch arrays, reallocated only when the requested shape or dtype changes."""
+
+    def __init__(self):
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape, dtype, fill=None) -> np.ndarray:
+        """The buffer ``name``; ``fill`` initialises it only when it is (re)allocated."""
+        shape = tuple(int(s) for s in shape)
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+            self._arrays[name] = array
+        return array
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """Caffe's convolution output size: ``floor((in + 2p − (d(k−1)+1)) / s) + 1``."""
+    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+def deconv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """Caffe's deconvolution output size: ``s(in − 1) + d(k − 1) + 1 − 2p``."""
+    return stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
+
+
+class Im2col:
+    """Caffe's im2col / col2im for a batch of images of one shape (N, C, H, W).
+
+    ``im2col(x)`` returns the column matrix (C·kh·kw, N·OH·OW): row (c, i, j) holds, for
+    every output pixel (n, oh, ow), the input ``x[n, c, oh·s − p + i·d, ow·s − p + j·d]``
+    (zero in the padding). ``col2im(col, out)`` is its adjoint: every column entry is
+    added back to the pixel it was read from. Both work on the whole batch at once: the
+    column matrix is one copy out of a strided view of the padded image, and col2im is one
+    strided add per kernel offset (kh·kw of them).
+    """
+
+    def __init__(self, shape, kernel, stride, pad, dilation, dtype):
+        self.n, self.channels, self.height, self.width = (int(s) for s in shape)
+        self.kernel, self.stride, self.pad, self.dilation = kernel, stride, pad, dilation
+        self.dtype = np.dtype(dtype)
+        self.out_h = conv_output_size(self.height, kernel[0], stride[0], pad[0], dilation[0])
+        self.out_w = conv_output_size(self.width, kernel[1], stride[1], pad[1], dilation[1])
+        assert self.out_h > 0 and self.out_w > 0, "callers check the output size first"
+        self.rows = self.channels * kernel[0] * kernel[1]
+        self.columns = self.n * self.out_h * self.out_w
+        self._buffers = _Buffers()
+
+    @property
+    def padded_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.channels, self.height + 2 * self.pad[0], self.width + 2 * self.pad[1])
+
+    def col_buffer(self) -> np.ndarray:
+        """The reusable (C·kh·kw, N·OH·OW) array that ``im2col`` fills."""
+        return self._buffers.get("col", (self.rows, self.columns), self.dtype)
+
+    def im2col(self, x: np.ndarray) -> np.ndarray:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel, self.stride, self.pad,
+                                                  self.dilation)
+        if ph or pw:
+            # the border is zeroed once, at allocation; only the interior is rewritten
+            source = self._buffers.get("padded", self.padded_shape, self.dtype, fill=0)
+            source[:, :, ph:ph + self.height, pw:pw + self.width] = x
+        else:
+            source = x
+        s_n, s_c, s_h, s_w = source.strides
+        windows = as_strided(source, (self.channels, kh, kw, self.n, self.out_h, self.out_w),
+                             (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w), writeable=False)
+        col = self.col_buffer()
+        np.copyto(col.reshape(windows.shape), windows)
+        return col
+
+    def col2im(self, col: np.ndarray, out: np.ndarray) -> None:
+        """``out`` (N, C, H, W) = col2im(col): overwritten with the sums of the taps."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel, self.stride, self.pad,
+                                                  self.dilation)
+        target = self._buffers.get("dpadded", self.padded_shape, self.dtype) if ph or pw else out
+        target.fill(0)
+        taps = col.reshape(self.channels, kh, kw, self.n, self.out_h, self.out_w)
+        by_channel = target.transpose(1, 0, 2, 3)          # (C, N, Hp, Wp), matches the taps
+        span_h, span_w = sh * (self.out_h - 1) + 1, sw * (self.out_w - 1) + 1
+        for i in range(kh):
+            for j in range(kw):
+                window = by_channel[:, :, i * dh:i * dh + span_h:sh, j * dw:j * dw + span_w:sw]
+                window += taps[:, i, j]
+        if ph or pw:
+            out[...] = target[:, :, ph:ph + self.height, pw:pw + self.width]
+
+
+class ConvolutionParams(LayerParams):
+    """Caffe's ConvolutionParameter (flat), shared by Convolution and Deconvolution."""
+
+    num_output: int
+    kernel_size: IntPair = None
+    kernel_h: int | None = None
+    kernel_w: int | None = None
+    stride: IntPair = None
+    stride_h: int | None = None
+    stride_w: int | None = None
+    pad: IntPair = None
+    pad_h: int | None = None
+    pad_w: int | None = None
+    dilation: IntPair = None
+    group: int = 1
+    bias_term: bool = True
+    weight_filler: FillerSpec | None = None
+    bias_filler: FillerSpec | None = None
+    axis: int = 1
+
+
+def _field(params, name: str, field_h: str) -> str:
+    """The field a user wrote for a (h, w) pair (``kernel_size`` or ``kernel_h``), for messages."""
+    return field_h if getattr(params, field_h, None) is not None else name
+
+
+class _ConvolutionBase(Layer):
+    """Reads and checks the shared parameters; makes the weights; keeps the Im2col."""
+
+    Params = ConvolutionParams
+    min_bottoms = max_bottoms = 1
+    min_tops = max_tops = 1
+
+    def setup(self, bottom, top):
+        p = self.params
+        self.kernel = spatial_pair(p, "kernel_size", field_h="kernel_h", field_w="kernel_w")
+        self.stride = spatial_pair(p, "stride", default=1)
+        self.pad = spatial_pair(p, "pad", default=0)
+        self.dilation = spatial_pair(p, "dilation", default=1)
+        for name, field_h, pair, least in (("kernel_size", "kernel_h", self.kernel, 1),
+                                           ("stride", "stride_h", self.stride, 1),
+                                           ("pad", "pad_h", self.pad, 0),
+                                           ("dilation", "dilation", self.dilation, 1)):
+            if min(pair) < least:
+                raise self.error(f"{name} must be {'positive' if least else 'non-negative'}, "
+                                 f"got {pair[0]}×{pair[1]} (h×w)", field=_field(p, name, field_h))
+        if p.num_output <= 0:
+            raise self.error(f"num_output must be positive, got {p.num_output}", field="num_output")
+        if p.group <= 0:
+            raise self.error(f"group must be positive, got {p.group}", field="group")
+        if p.axis not in (1, -3):
+            raise self.error(f"only axis 1 (channels of NCHW) is supported, got {p.axis}",
+                             field="axis")
+        self.channels = self._check_bottom(bottom[0].shape)[1]
+        if self.channels % p.group:
+            raise self.error(f"group {p.group} does not divide the {self.channels} input "
+                             f"channels of bottom '{bottom[0].name}'", field="group")
+        if p.num_output % p.group:
+            raise self.error(f"group {p.group} does not divide num_output {p.num_output}",
+                             field="group")
+        self.make_param(self.weight_shape(), p.weight_filler)
+        if p.bias_term:
+            self.make_param((p.num_output,), p.bias_filler)
+        self.im2col: Im2col | None = None
+        self._buffers = _Buffers()
+
+    def _check_bottom(self, shape):
+        if len(shape) != 4:
+            raise self.error(f"bottom must be 4-d (N, C, H, W), got shape {shape}", field="bottom")
+        return shape
+
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        raise NotImplementedError
+
+    def _im2col_for(self, image_shape, dtype) -> Im2col:
+        """The Im2col for images of ``image_shape``, kept while that shape stays."""
+        if (self.im2col is None or self.im2col.dtype != dtype or
+                (self.im2col.n, self.im2col.channels, self.im2col.height, self.im2col.width)
+                != tuple(image_shape)):
+            self.im2col = Im2col(image_shape, self.kernel, self.stride, self.pad, self.dilation,
+                                 dtype)
+        return self.im2col
+
+    def _kernel_error(self, height, width):
+        p = self.params
+        extent = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel)]
+        return self.error(
+            f"kernel {self.kernel[0]}×{self.kernel[1]} (dilated extent {extent[0]}×{extent[1]}) "
+            f"is larger than the padded input {height + 2 * self.pad[0]}×"
+            f"{width + 2 * self.pad[1]}", field=_field(p, "kernel_size", "kernel_h"))
+
+    def _group_rows(self, rows: int):
+        size = rows // self.params.group
+        return [slice(g * size, (g + 1) * size) for g in range(self.params.group)]
+
+
+@register_layer("Convolution")
+class Convolution(_ConvolutionBase):
+    """2-d convolution (cross-correlation, as Caffe), with stride, pad, dilation and groups.
+
+    x: (N, C, H, W); W: (num_output, C/group, kh, kw); b: (num_output,);
+    y: (N, num_output, OH, OW), ``OH = floor((H + 2p − (d(k−1)+1)) / s) + 1``;
+    ``y[n, o] = b[o] + Σ_{c in o's group, i, j} W[o, c, i, j] · x[n, c, oh·s − p + i·d, ow·s − p + j·d]``.
+    """
+
+    def weight_shape(self):
+        p = self.params
+        return (p.num_output, self.channels // p.group, *self.kernel)
+
+    def reshape(self, bottom, top):
+        n, c, h, w = self._check_bottom(bottom[0].shape)
+        if c != self.channels:
+            raise self.error(f"bottom '{bottom[0].name}' has {c} channels but the weights were "
+                             f"made for {self.channels}", field="bottom")
+        out_h, out_w = (conv_output_size(size, *args) for size, args in
+                        zip((h, w), zip(self.kernel, self.stride, self.pad, self.dilation)))
+        if out_h <= 0 or out_w <= 0:
+            raise self._kernel_error(h, w)
+        self._im2col_for((n, c, h, w), bottom[0].data.dtype)
+        top[0].reshape((n, self.params.num_output, out_h, out_w))
+        self._col_valid = False
+
+    def _rows(self):
+        """(num_output, N·OH·OW): the product before it is transposed to NCHW (y, then dy)."""
+        geometry = self.im2col
+        return self._buffers.get("rows", (self.params.num_output, geometry.columns),
+                                 geometry.dtype)
+
+    def forward(self, bottom, top):
+        p, geometry = self.params, self.im2col
+        col = geometry.im2col(bottom[0].data)
+        self._col_valid = True
+        weight = self.blobs[0].data.reshape(p.num_output, -1)
+        rows = self._rows()
+        for g_out, g_in in zip(self._group_rows(p.num_output), self._group_rows(geometry.rows)):
+            np.matmul(weight[g_out], col[g_in], out=rows[g_out])
+        n = geometry.n
+        y = top[0].data.reshape(n, p.num_output, -1)
+        by_sample = rows.reshape(p.num_output, n, -1).transpose(1, 0, 2)
+        if p.bias_term:
+            np.add(by_sample, self.blobs[1].data.reshape(1, -1, 1), out=y)
+        else:
+            np.copyto(y, by_sample)
+
+    def backward(self, top, propagate_down, bottom):
+        p, geometry = self.params, self.im2col
+        n = geometry.n
+        rows = self._rows()
+        np.copyto(rows.reshape(p.num_output, n, -1),
+                  top[0].diff.reshape(n, p.num_output, -1).transpose(1, 0, 2))
+        if p.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff += rows.sum(axis=1)
+        if self.param_propagate_down[0]:
+            col = geometry.col_buffer() if self._col_valid else geometry.im2col(bottom[0].data)
+            self._col_valid = True
+            grad = self._buffers.get("weight_grad", (p.num_output, geometry.rows // p.group),
+                                     geometry.dtype)
+            weight_diff = self.blobs[0].diff.reshape(p.num_output, -1)
+            for g_out, g_in in zip(self._group_rows(p.num_output),
+                                   self._group_rows(geometry.rows)):
+                np.matmul(rows[g_out], col[g_in].T, out=grad[g_out])
+            weight_diff += grad
+        if propagate_down[0]:
+            # the column buffer is free once dW is done: dcol overwrites it
+            dcol = geometry.col_buffer()
+            self._col_valid = False
+            weight = self.blobs[0].data.reshape(p.num_output, -1)
+            for g_out, g_in in zip(self._group_rows(p.num_output),
+                                   self._group_rows(geometry.rows)):
+                np.matmul(weight[g_out].T, rows[g_out], out=dcol[g_in])
+            geometry.col2im(dcol, bottom[0].diff)
+
+
+@register_layer("Deconvolution")
+class Deconvolution(_ConvolutionBase):
+    """Transposed convolution: the adjoint of Convolution with the same parameters.
+
+    x: (N, C, H, W); W: (C, num_output/group, kh, kw) (Caffe's layout); b: (num_output,);
+    y: (N, num_output, OH, OW), ``OH = s(H − 1) + d(k − 1) + 1 − 2p``;
+    ``y = col2im(Wᵀ · x) + b``, so ``⟨conv_W(z), x⟩ = ⟨z, deconv_W(x)⟩`` for a Convolution
+    from num_output to C channels with the same kernel, stride, pad, dilation and group.
+    """
+
+    def weight_shape(self):
+        p = self.params
+        return (self.channels, p.num_output // p.group, *self.kernel)
+
+    def reshape(self, bottom, top):
+        n, c, h, w = self._check_bottom(bottom[0].shape)
+        if c != self.channels:
+            raise self.error(f"bottom '{bottom[0].name}' has {c} channels but the weights were "
+                             f"made for {self.channels}", field="bottom")
+        out_h, out_w = (deconv_output_size(size, *args) for size, args in
+                        zip((h, w), zip(self.kernel, self.stride, self.pad, self.dilation)))
+        if out_h <= 0 or out_w <= 0:
+            raise self.error(f"output size {out_h}×{out_w} is not positive: pad {self.pad[0]}×"
+                             f"{self.pad[1]} is too large for input {h}×{w} and kernel "
+                             f"{self.kernel[0]}×{self.kernel[1]}", field=_field(self.params, "pad", "pad_h"))
+        geometry = self._im2col_for((n, self.params.num_output, out_h, out_w),
+                                    bottom[0].data.dtype)
+        assert (geometry.out_h, geometry.out_w) == (h, w)
+        top[0].reshape((n, self.params.num_output, out_h, out_w))
+
+    def _bottom_rows(self, bottom):
+        """The bottom as (C, N·H·W), the layout the product needs."""
+        geometry = self.im2col
+        rows = self._buffers.get("bottom_rows", (self.channels, geometry.columns),
+                                 geometry.dtype)
+        np.copyto(rows.reshape(self.channels, geometry.n, -1),
+                  bottom[0].data.reshape(geometry.n, self.channels, -1).transpose(1, 0, 2))
+        return rows
+
+    def forward(self, bottom, top):
+        p, geometry = self.params, self.im2col
+        x = self._bottom_rows(bottom)
+        weight = self.blobs[0].data.reshape(self.channels, -1)
+        dcol = geometry.col_buffer()
+        for g_in, g_col in zip(self._group_rows(self.channels), self._group_rows(geometry.rows)):
+            np.matmul(weight[g_in].T, x[g_in], out=dcol[g_col])
+        geometry.col2im(dcol, top[0].data)
+        if p.bias_term:
+            top[0].data += self.blobs[1].data.reshape(1, -1, 1, 1)
+
+    def backward(self, top, propagate_down, bottom):
+        p, geometry = self.params, self.im2col
+        dy = top[0].diff
+        if p.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+        if not (self.param_propagate_down[0] or propagate_down[0]):
+            return
+        col = geometry.im2col(dy)
+        groups = list(zip(self._group_rows(self.channels), self._group_rows(geometry.rows)))
+        if self.param_propagate_down[0]:
+            x = self._bottom_rows(bottom)
+            grad = self._buffers.get("weight_grad", (self.channels, geometry.rows // p.group),
+                                     geometry.dtype)
+            for g_in, g_col in groups:
+                np.matmul(x[g_in], col[g_col].T, out=grad[g_in])
+            self.blobs[0].diff.reshape(self.channels, -1)[...] += grad
+        if propagate_down[0]:
+            weight = self.blobs[0].data.reshape(self.channels, -1)
+            dx = self._buffers.get("bottom_diff_rows", (self.channels, geometry.columns),
+                                   geometry.dtype)
+            for g_in, g_col in groups:
+                np.matmul(weight[g_in], col[g_col], out=dx[g_in])
+            np.copyto(bottom[0].diff.reshape(geometry.n, self.channels, -1),
+                      dx.reshape(self.channels, geometry.n, -1).transpose(1, 0, 2))
+
+
+def pool_output_size(size: int, kernel: int, stride: int, pad: int, ceil: bool,
+                     clip: bool) -> int:
+    """Caffe's pooling output size.
+
+    ``ceil((in + 2p − k) / s) + 1`` (``floor`` with round_mode FLOOR); then, when the layer
+    has any padding (``clip``), one less if the last window would start at or beyond
+    ``in + p``, so that every window starts inside the image or its leading padding.
+    """
+    span = size + 2 * pad - kernel
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if clip and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _tap_range(size: int, out: int, kernel_offset: int, stride: int, pad: int):
+    """For kernel offset i: the outputs whose tap ``o·s − p + i`` lies inside the image.
+
+    Returns (output slice, input slice) or None when no output reads this offset.
+    """
+    first = max(0, -((kernel_offset - pad) // stride))          # ceil((p − i) / s)
+    last = min(out - 1, (size - 1 + pad - kernel_offset) // stride)
+    if last < first:
+        return None
+    start = first * stride - pad + kernel_offset
+    return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
+
+
+@register_layer("Pooling")
+class Pooling(Layer):
+    """MAX or AVE pooling over kh×kw windows (Caffe's PoolingLayer).
+
+    x: (N, C, H, W) -> y: (N, C, OH, OW), OH from ``pool_output_size`` (ceil by default).
+    MAX: ``y = max`` over the window's pixels inside the image (padding never wins; ties go
+    to the first pixel in row-major order, as Caffe). AVE: the sum over the window's
+    pixels inside the image divided by Caffe's ``pool_size = (min(h0 + kh, H + ph) − h0) ·
+    (min(w0 + kw, W + pw) − w0)``, ``h0 = oh·s − ph``: padding counts, the ceil overhang
+    beyond the padding does not. ``global_pooling`` pools each whole channel to 1×1.
+    A second top (MAX only) receives Caffe's mask: the flat index ``h·W + w`` of each max.
+    """
+
+    class Params(LayerParams):
+        pool: Literal["MAX", "AVE", "STOCHASTIC"] = "MAX"
+        kernel_size: IntPair = None
+        kernel_h: int | None = None
+        kernel_w: int | None = None
+        stride: IntPair = None
+        stride_h: int | None = None
+        stride_w: int | None = None
+        pad: IntPair = None
+        pad_h: int | None = None
+        pad_w: int | None = None
+        global_pooling: bool = False
+        round_mode: Literal["CEIL", "FLOOR"] = "CEIL"
+
+    min_bottoms = max_bottoms = 1
+    min_tops = 1
+    max_tops = 2
+
+    def setup(self, bottom, top):
+        p = self.params
+        if p.pool == "STOCHASTIC":
+            # Caffe itself has STOCHASTIC pooling only on the GPU (its CPU path is
+            # NOT_IMPLEMENTED), so a CPU framework offers MAX and AVE.
+            raise self.error("STOCHASTIC pooling is not available (Caffe implements it on the "
+                             "GPU only); use MAX or AVE", field="pool")
+        if len(top) == 2 and p.pool != "MAX":
+            raise self.error("a second top (the argmax mask) exists only for pool: MAX",
+                             field="top")
+        self.stride = spatial_pair(p, "stride", default=1)
+        self.pad = spatial_pair(p, "pad", default=0)
+        if p.global_pooling:
+            given = [f for f in ("kernel_size", "kernel_h", "kernel_w") if getattr(p, f) is not None]
+            if given:
+                raise self.error("global_pooling takes the whole image as the kernel; do not "
+                                 "give a kernel size", field=given[0])
+            if self.stride != (1, 1) or self.pad != (0, 0):
+                raise self.error("global_pooling needs stride 1 and pad 0",
+                                 field="stride" if self.stride != (1, 1) else "pad")
+        else:
+            self.kernel = spatial_pair(p, "kernel_size", field_h="kernel_h", field_w="kernel_w")
+            if min(self.kernel) <= 0:
+                raise self.error(f"kernel_size must be positive, got {self.kernel}",
+                                 field=_field(p, "kernel_size", "kernel_h"))
+            if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
+                raise self.error(f"pad {self.pad[0]}×{self.pad[1]} must be smaller than the kernel "
+                                 f"{self.kernel[0]}×{self.kernel[1]} (Caffe's rule)",
+                                 field=_field(p, "pad", "pad_h"))
+        if min(self.stride) <= 0:
+            raise self.error(f"stride must be positive, got {self.stride}",
+                             field=_field(p, "stride", "stride_h"))
+        if min(self.pad) < 0:
+            raise self.error(f"pad must be non-negative, got {self.pad}",
+                             field=_field(p, "pad", "pad_h"))
+        self._buffers = _Buffers()
+        self._shape = None
+
+    def reshape(self, bottom, top):
+        p = self.params
+        shape = bottom[0].shape
+        if len(shape) != 4:
+            raise self.error(f"bottom must be 4-d (N, C, H, W), got shape {shape}", field="bottom")
+        n, c, h, w = shape
+        if p.global_pooling:
+            self.kernel = (h, w)
+        if h + 2 * self.pad[0] < self.kernel[0] or w + 2 * self.pad[1] < self.kernel[1]:
+            raise self.error(f"kernel {self.kernel[0]}×{self.kernel[1]} is larger than the padded "
+                             f"input {h + 2 * self.pad[0]}×{w + 2 * self.pad[1]}",
+                             field=_field(p, "kernel_size", "kernel_h"))
+        clip = self.pad != (0, 0)
+        ceil = p.round_mode == "CEIL"
+        out_h = pool_output_size(h, self.kernel[0], self.stride[0], self.pad[0], ceil, clip)
+        out_w = pool_output_size(w, self.kernel[1], self.stride[1], self.pad[1], ceil, clip)
+        for blob in top:
+            blob.reshape((n, c, out_h, out_w))
+        if self._shape != (shape, out_h, out_w):
+            self._shape = (shape, out_h, out_w)
+            self._plan(h, w, out_h, out_w)
+
+    def _plan(self, h, w, out_h, out_w):
+        """Per kernel offset, the output and input slices it connects; AVE's divisors."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        self.taps = []
+        for i in range(kh):
+            rows = _tap_range(h, out_h, i, sh, ph)
+            for j in range(kw):
+                cols = _tap_range(w, out_w, j, sw, pw)
+                if rows is not None and cols is not None:
+                    self.taps.append((i * kw + j, (..., rows[0], cols[0]), (..., rows[1], cols[1])))
+        # kernel == stride, no padding, sizes divisible: every pixel is in exactly one window
+        self.tiles = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and \
+            (out_h * kh, out_w * kw) == (h, w)
+        start_h = np.arange(out_h) * sh - ph
+        start_w = np.arange(out_w) * sw - pw
+        size_h = np.minimum(start_h + kh, h + ph) - start_h
+        size_w = np.minimum(start_w + kw, w + pw) - start_w
+        pool_size = np.outer(size_h, size_w)
+        # a window lying wholly beyond the image (kernel < stride, no pad) averages to 0
+        self.inv_pool_size = np.where(pool_size > 0, 1.0 / np.maximum(pool_size, 1),
+                                      0.0).astype(self.dtype)
+        self.uniform_size = bool(np.all(self.inv_pool_size == self.inv_pool_size.flat[0]))
+        self.window_start = (start_h, start_w)
+
+    # ----- forward -----
+    def forward(self, bottom, top):
+        x, y = bottom[0].data, top[0].data
+        if self.params.global_pooling:
+            self._forward_global(x, y)
+        elif self.params.pool == "MAX":
+            self._forward_max(x, y)
+        else:
+            self._forward_ave(x, y)
+        if len(top) == 2:
+            self._write_mask(x.shape, top[1].data)
+
+    def _forward_global(self, x, y):
+        flat = x.reshape(x.shape[0], x.shape[1], -1)
+        if self.params.pool == "MAX":
+            self.argmax = flat.argmax(axis=2)
+            y.reshape(self.argmax.shape)[...] = np.take_along_axis(
+                flat, self.argmax[..., None], axis=2)[..., 0]
+        else:
+            np.mean(flat, axis=2, out=y.reshape(flat.shape[:2]))
+
+    def _forward_max(self, x, y):
+        taps = self.taps
+        self.argmax = self._buffers.get("argmax", y.shape, self._index_type())
+        wins = self._buffers.get("wins", y.shape, np.bool_)
+        first_k, first_out, first_in = taps[0]
+        if y[first_out].shape == y.shape:           # the first offset reaches every output
+            np.copyto(y, x[first_in])
+            self.argmax.fill(first_k)
+            rest = taps[1:]
+        else:
+            # Caffe starts from -FLT_MAX: a window with no pixel in the image keeps it
+            y.fill(np.finfo(y.dtype).min)
+            self.argmax.fill(self._no_pixel())
+            rest = taps
+        for k, out_slice, in_slice in rest:
+            window, greater = x[in_slice], wins[out_slice]
+            # strictly greater: the first maximum in row-major order keeps the place (Caffe)
+            np.greater(window, y[out_slice], out=greater)
+            np.copyto(y[out_slice], window, where=greater)
+            np.copyto(self.argmax[out_slice], k, where=greater)
+
+    def _index_type(self):
+        return np.uint8 if self.kernel[0] * self.kernel[1] < 255 else np.int32
+
+    def _no_pixel(self):
+        """The argmax of a window that holds no image pixel."""
+        return np.iinfo(self._index_type()).max
+
+    def _forward_ave(self, x, y):
+        y.fill(0)
+        for _, out_slice, in_slice in self.taps:
+            target = y[out_slice]
+            np.add(target, x[in_slice], out=target)
+        if self.uniform_size:
+            y *= self.inv_pool_size.flat[0]
+        else:
+            y *= self.inv_pool_size
+
+    def _write_mask(self, shape, mask):
+        """Caffe's top_mask: the flat input index ``h·W + w`` of each window's maximum."""
+        width = shape[3]
+        if self.params.global_pooling:
+            mask[...] = self.argmax.reshape(mask.shape)
+            return
+        kw = self.kernel[1]
+        start_h, start_w = self.window_start
+        rows = start_h[:, None] + self.argmax // kw
+        cols = start_w[None, :] + self.argmax % kw
+        np.add(rows * width, cols, out=mask, casting="unsafe")
+        mask[self.argmax == self._no_pixel()] = -1                 # Caffe's "no max"
+
+    # ----- backward -----
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy, dx = top[0].diff, bottom[0].diff
+        if self.params.global_pooling:
+            flat_dx = dx.reshape(dx.shape[0], dx.shape[1], -1)
+            flat_dy = dy.reshape(dx.shape[0], dx.shape[1], 1)
+            if self.params.pool == "MAX":
+                flat_dx.fill(0)
+                np.put_along_axis(flat_dx, self.argmax[..., None], flat_dy, axis=2)
+            else:
+                np.multiply(flat_dy, 1.0 / flat_dx.shape[2], out=flat_dx)
+            return
+        if self.params.pool == "MAX":
+            self._backward_max(dy, dx)
+        else:
+            self._backward_ave(dy, dx)
+
+    def _backward_max(self, dy, dx):
+        picked = self._buffers.get("wins", dy.shape, np.bool_)
+        if self.tiles:
+            # every pixel belongs to one window: write each offset's share, no zeroing
+            for k, out_slice, in_slice in self.taps:
+                np.equal(self.argmax, k, out=picked)
+                np.multiply(dy, picked, out=dx[in_slice])
+            return
+        dx.fill(0)
+        for k, out_slice, in_slice in self.taps:
+            target, chosen = dx[in_slice], picked[out_slice]
+            np.equal(self.argmax[out_slice], k, out=chosen)
+            np.add(target, dy[out_slice], out=target, where=chosen)
+
+    def _backward_ave(self, dy, dx):
+        share = self._buffers.get("share", dy.shape, dy.dtype)
+        if self.uniform_size:
+            np.multiply(dy, self.inv_pool_size.flat[0], out=share)
+        else:
+            np.multiply(dy, self.inv_pool_size, out=share)
+        if self.tiles:
+            for _, _, in_slice in self.taps:
+                np.copyto(dx[in_slice], share)
+            return
+        dx.fill(0)
+        for _, out_slice, in_slice in self.taps:
+            target = dx[in_slice]
+            np.add(target, share[out_slice], out=target)
