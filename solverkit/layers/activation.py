@@ -171,7 +171,8 @@ class AbsVal(ElementwiseLayer):
 
 @register_layer("Power")
 class Power(ElementwiseLayer):
-    """``y = (shift + scale · x)^power``; ``dy/dx = power · scale · (shift + scale · x)^(power−1)``."""
+    """``y = (shift + scale · x)^power``;
+    ``dy/dx = power · scale · (shift + scale · x)^(power − 1)``."""
 
     class Params(LayerParams):
         power: float = 1.0
