@@ -7,6 +7,7 @@ Both specs (net and solver) come through here, so every message has the same sha
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,21 +101,46 @@ def parse_yaml_text(text: str, what: str, file: str | None = None,
                       lines=_line_map(node) if node is not None else {})
 
 
+def _nested_model(model: type[BaseModel] | None, loc) -> type[BaseModel] | None:
+    """The model that holds the last name of ``loc``, following nested fields and lists."""
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        model = _model_in(field.annotation) if field is not None else None
+    return model
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _describe(error: dict, model: type[BaseModel] | None) -> tuple[str, str | None]:
     """One pydantic error entry -> (message, field name)."""
     loc = [str(p) for p in error["loc"] if not isinstance(p, int)]
     name = loc[0] if loc else None
+    path = ".".join(loc) if loc else None     # nested fields: "include.phase", "param.lr_mult"
     kind = error["type"]
     if kind == "extra_forbidden":
-        valid = list(model.model_fields) if model is not None else []
-        return f"unknown field '{name}'{did_you_mean(name, valid)}", name
+        # the suggestion comes from the model that owns the name (a filler, a rule, a param)
+        owner = _nested_model(model, error["loc"])
+        valid = list(owner.model_fields) if owner is not None else []
+        return f"unknown field '{loc[-1]}'{did_you_mean(loc[-1], valid)}", path
     if kind == "missing":
         return "required field is missing", name
     if kind in ("literal_error", "enum"):
         expected = error.get("ctx", {}).get("expected", "")
         given = error.get("input")
         choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",")]
-        return (f"'{given}' is not one of {expected}{did_you_mean(given, choices)}", name)
+        return (f"'{given}' is not one of {expected}{did_you_mean(given, choices)}", path)
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
