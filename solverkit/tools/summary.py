@@ -108,3 +108,48 @@ def phases_to_check(spec, test_interval: int | None = None) -> list[str]:
     phase_rules = any(rule.phase is not None for layer in spec.layers
                       for rule in [*layer.include, *layer.exclude])
     return ["TRAIN", "TEST"] if phase_rules else ["TRAIN"]
+
+
+def rate_checkpoints(spec) -> list[int]:
+    """Iterations worth showing the learning rate at: the start, the ends of warm-up and
+    of each step, the quarters of the run and its last update (``max_iter - 1``)."""
+    last = max(spec.max_iter - 1, 0)
+    points = {0, last, *(spec.max_iter * q // 4 for q in (1, 2, 3))}
+    if spec.warmup_iter:
+        points |= {spec.warmup_iter - 1, spec.warmup_iter}
+    if spec.lr_policy in ("step", "sigmoid") and spec.stepsize:
+        points |= {spec.stepsize - 1, spec.stepsize}
+    if spec.lr_policy == "multistep":
+        points |= {v for s in spec.stepvalue for v in (s - 1, s)}
+    return sorted(p for p in points if 0 <= p <= last)
+
+
+def format_solver_summary(spec, rate, overridden=(), test_iter: int | None = None,
+                          snapshot_prefix: str | None = None) -> str:
+    """The solver's settings, each marked as given in the file, by ``--set`` or a default,
+    and ``rate(it)`` at ``rate_checkpoints``. Fields the type and policy do not use are left
+    out (the spec holds None for them)."""
+    given = spec.model_fields_set
+    rows = []
+    for name in type(spec).model_fields:
+        value = getattr(spec, name)
+        if name == "snapshot_prefix" and value is None and snapshot_prefix is not None:
+            value, origin = snapshot_prefix, "default: the solver file without extension"
+        elif name == "test_iter" and value is None:
+            if spec.test_interval == 0:
+                continue
+            value, origin = test_iter, "default: one pass over the TEST data"
+        elif value is None:
+            continue
+        else:
+            origin = ("--set" if name in overridden else "file" if name in given
+                      else "default")
+        rows.append([name, str(value), origin])
+    checkpoints = rate_checkpoints(spec)
+    rate_rows = [[f"{it:,}", f"{rate(it):.6g}"] for it in checkpoints]
+    title = f"solver{f' {spec.file}' if spec.file else ''}: type {spec.type}"
+    lines = [f"{title}, lr_policy {spec.lr_policy}",
+             format_table(["field", "value", "from"], rows),
+             "learning rate (before each parameter's lr_mult):",
+             format_table(["iteration", "rate"], rate_rows, right={0, 1})]
+    return "\n".join(lines)

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from solverkit.cli import main
 
 
@@ -52,3 +54,53 @@ def test_check_runs_as_a_command(mlp_file):
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "SoftmaxWithLoss" in done.stdout and f"{mlp_file}: OK" in done.stdout
+
+
+SOLVER = """\
+net: mlp_net.yaml
+base_lr: 0.01
+lr_policy: multistep
+gamma: 0.1
+stepvalue: [100, 200]
+max_iter: 300
+test_interval: 50
+test_iter: 2
+random_seed: 1
+"""
+
+
+def test_solver_settings_with_defaults_and_rates(mlp_file, capsys):
+    solver = mlp_file.parent / "mlp_solver.yaml"
+    solver.write_text(SOLVER)
+    assert main(["check", "--solver", str(solver), "--set", "type=Adam", "warmup_iter=10"]) == 0
+    out = capsys.readouterr().out
+    settings = {}
+    for line in out.split("\nsolver ")[1].split("learning rate")[0].splitlines()[2:]:
+        name, value, origin = re.split(r"\s{2,}", line.strip(), maxsplit=2)
+        settings[name] = (value, origin)
+    assert settings["type"] == ("Adam", "--set")
+    assert settings["base_lr"] == ("0.01", "file")
+    assert settings["momentum2"] == ("0.999", "default")       # Adam's own default
+    assert settings["weight_decay"] == ("0.0", "default")
+    assert "rms_decay" not in settings and "stepsize" not in settings
+    rates = {}
+    for line in out.split("lr_mult):")[1].split("\n\n")[0].splitlines()[2:]:
+        it, rate = line.split()
+        rates[int(it.replace(",", ""))] = float(rate)
+    # multistep: 0.01 · 0.1^k (k = stepvalues ≤ it), times (it+1)/10 during warm-up
+    def expected(it):
+        k = sum(s <= it for s in (100, 200))
+        return 0.01 * 0.1 ** k * (min(it + 1, 10) / 10)
+    assert {0, 9, 10, 99, 100, 199, 200, 299} <= set(rates)
+    for it, rate in rates.items():
+        assert rate == pytest.approx(expected(it), rel=1e-5)
+    assert "TEST net 'tiny_mlp'" in out                       # test_interval > 0
+
+
+def test_solver_without_tests_checks_the_train_net_only(mlp_file, capsys):
+    solver = mlp_file.parent / "mlp_solver.yaml"
+    solver.write_text("base_lr: 0.1\nmax_iter: 10\n")
+    assert main(["check", "--net", str(mlp_file), "--solver", str(solver)]) == 0
+    out = capsys.readouterr().out
+    assert "TRAIN net" in out and "TEST net" not in out
+    assert re.search(r"lr_policy\s+fixed\s+default", out)

@@ -1,0 +1,34 @@
+"""Write JSON Schemas of the net and solver specs (net.schema.json, solver.schema.json).
+
+Editors validate and complete the YAML with them: put the line
+'# yaml-language-server: $schema=<DIR>/net.schema.json' at the top of a net file.
+The net schema covers every registered layer type (plus --plugins modules).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..spec.schema import net_schema, solver_schema
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("-o", "--output", required=True, metavar="DIR",
+                        help="folder to write net.schema.json and solver.schema.json into")
+    parser.add_argument("--plugins", nargs="+", default=[], metavar="MODULE",
+                        help="modules whose custom layers the net schema should include")
+
+
+def run(args) -> int:
+    folder = Path(args.output)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError("is a file, not a folder", file=str(folder), field="-o")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, schema in (("net.schema.json", net_schema(args.plugins)),
+                         ("solver.schema.json", solver_schema())):
+        path = folder / name
+        path.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
