@@ -1,0 +1,282 @@
+"""The batch feeder: batches in a seeded order, prepared ahead on a background thread.
+
+The stream of samples is Caffe's: the samples of an epoch in ``order`` (a new random
+permutation at the start of every epoch when shuffling, else 0..N-1); a batch that
+reaches the end of the epoch takes the rest of its samples from the start of the next
+one (it wraps), so every batch is full and every sample appears exactly once per epoch.
+
+Where the stream stands is a ``Position``: epoch, cursor (next sample within ``order``),
+``order``, and the state of the feeder's own Generator (which draws the permutations and
+the random crops and mirrors). A batch is a pure function of the position it starts
+from, so restoring a position reproduces the following batches exactly. The position the
+feeder reports is that of the next batch the *consumer* will get: batches prepared ahead
+but not consumed are thrown away on ``set_state``, and their work is redone.
+
+With ``num_ranks = K`` (data-parallel training) each step draws ``K * batch_size`` samples
+from the one stream, and rank r keeps the r-th slice: K ranks together see exactly what
+one process with a K-times larger batch would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError, SnapshotError
+from .sources import Dataset
+from .transform import Transform
+
+
+@dataclass(frozen=True, eq=False)
+class Position:
+    """Where a sample stream stands (immutable: ``order`` arrays are never written to)."""
+
+    epoch: int                 # epochs begun so far, minus one
+    cursor: int                # index into ``order`` of the next sample, 0 <= cursor < N
+    order: np.ndarray          # (N,) sample indices of the current epoch
+    rng_state: dict            # the Generator's bit_generator.state
+
+
+class _Stream:
+    """A mutable Position with a live Generator: what one producer works on."""
+
+    def __init__(self, position: Position, shuffle: bool):
+        self.epoch = position.epoch
+        self.cursor = position.cursor
+        self.order = position.order
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = position.rng_state
+
+    def take(self, count: int) -> np.ndarray:
+        """The next ``count`` sample indices, wrapping into the next epoch(s)."""
+        size = len(self.order)
+        parts = []
+        while count:
+            k = min(count, size - self.cursor)
+            parts.append(self.order[self.cursor:self.cursor + k])
+            self.cursor += k
+            count -= k
+            if self.cursor == size:
+                self.epoch += 1
+                self.cursor = 0
+                if self.shuffle:
+                    self.order = self.rng.permutation(size)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def position(self) -> Position:
+        return Position(self.epoch, self.cursor, self.order, self.rng.bit_generator.state)
+
+
+@dataclass(frozen=True, eq=False)
+class _Producer:
+    """What turns a stream position into a batch; holds no reference to the feeder, so a
+    forgotten feeder can be collected (and its thread stopped by a finalizer)."""
+
+    dataset: Dataset
+    transform: Transform
+    batch_size: int
+    shuffle: bool
+    label_dtype: np.dtype
+    rank: int
+    num_ranks: int
+
+    def batch(self, stream: _Stream):
+        """(data, labels or None, the position after this batch)."""
+        indices = stream.take(self.batch_size * self.num_ranks)
+        choices = self.transform.draw(stream.rng, len(indices))
+        if self.num_ranks > 1:
+            mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+            indices = indices[mine]
+            choices = None if choices is None else tuple(
+                None if c is None else c[mine] for c in choices)
+        data = self.transform.apply(self.dataset.data[indices], choices)
+        labels = self.dataset.labels
+        if labels is not None:
+            labels = labels[indices].astype(self.label_dtype)
+        return data, labels, stream.position()
+
+
+class _Failure:
+    """An exception raised on the producer thread, delivered in the batch queue."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _produce(producer: _Producer, stream: _Stream, out: queue.Queue, stop: threading.Event):
+    """The producer thread: fill ``out`` until ``stop`` is set; a failure is queued too."""
+    try:
+        while not stop.is_set():
+            if not _put(out, producer.batch(stream), stop):
+                return
+    except BaseException as error:  # noqa: BLE001 (delivered to the consumer, raised there)
+        _put(out, _Failure(error), stop)
+
+
+def _put(out: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class BatchFeeder:
+    """Batches of ``batch_size`` samples of ``dataset``, transformed, in a seeded order.
+
+    ``next()`` -> ``(data (B, *transform.output_shape), labels (B,) or None)``.
+    ``prefetch`` batches are prepared ahead on a thread (0: in the caller's thread).
+    ``rng`` is the feeder's own Generator: it draws the epoch permutations and the random
+    crops/mirrors, and its state is part of ``get_state()``.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, transform: Transform, *,
+                 shuffle: bool, rng: np.random.Generator, label_dtype=np.float32,
+                 prefetch: int = 4, name: str = "data"):
+        self.name = name
+        self.prefetch = int(prefetch)
+        self._producer = _Producer(dataset, transform, int(batch_size), bool(shuffle),
+                                   np.dtype(label_dtype), 0, 1)
+        self._check_batch_size()
+        size = len(dataset)
+        order = rng.permutation(size) if shuffle else np.arange(size)
+        self._position = Position(0, 0, order, rng.bit_generator.state)
+        self._thread: threading.Thread | None = None
+        self._stop: threading.Event | None = None
+        self._queue: queue.Queue | None = None
+        self._finalizer = None
+
+    # ------------------------------------------------------------ facts
+    @property
+    def num_samples(self) -> int:
+        return len(self._producer.dataset)
+
+    @property
+    def batch_size(self) -> int:
+        return self._producer.batch_size
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Steps for one pass over the data: ``ceil(N / (batch_size * num_ranks))``."""
+        p = self._producer
+        return math.ceil(self.num_samples / (p.batch_size * p.num_ranks))
+
+    @property
+    def epoch(self) -> int:
+        return self._position.epoch
+
+    def _check_batch_size(self) -> None:
+        p = self._producer
+        if p.batch_size * p.num_ranks > self.num_samples:
+            ranks = f" x {p.num_ranks} ranks" if p.num_ranks > 1 else ""
+            raise DataError(f"batch_size {p.batch_size}{ranks} is larger than the data set "
+                            f"{_name(p.dataset)} ({self.num_samples} samples)",
+                            field="batch_size")
+
+    # ------------------------------------------------------------ batches
+    def next(self):
+        """The next batch: ``(data, labels)``; labels are None for a source without labels."""
+        if self.prefetch <= 0:
+            data, labels, self._position = self._producer.batch(
+                _Stream(self._position, self._producer.shuffle))
+            return data, labels
+        if self._thread is None:
+            self._start()
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    self._halt()
+                    raise RuntimeError(f"the data thread of layer '{self.name}' stopped") from None
+        if isinstance(item, _Failure):
+            self._halt()
+            raise item.error
+        data, labels, self._position = item
+        return data, labels
+
+    def _start(self) -> None:
+        self._stop = threading.Event()
+        self._queue = queue.Queue(maxsize=self.prefetch)
+        stream = _Stream(self._position, self._producer.shuffle)
+        self._thread = threading.Thread(target=_produce, name=f"solverkit-data-{self.name}",
+                                        args=(self._producer, stream, self._queue, self._stop),
+                                        daemon=True)
+        self._finalizer = weakref.finalize(self, self._stop.set)
+        self._thread.start()
+
+    def _halt(self) -> None:
+        """Stop the thread and drop what it prepared; the next batch restarts from the
+        consumer's position."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        while not self._queue.empty():      # wakes a producer blocked on a full queue
+            self._queue.get_nowait()
+        self._thread.join()
+        self._finalizer.detach()
+        self._thread = self._stop = self._queue = self._finalizer = None
+
+    def close(self) -> None:
+        """End the prefetch thread (it restarts if ``next()`` is called again)."""
+        self._halt()
+
+    # ------------------------------------------------------------ position
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The position of the next batch ``next()`` returns, as arrays an npz can hold:
+        ``epoch``, ``cursor`` (int64 scalars), ``order`` (N,) int64, ``rng`` (JSON str)."""
+        pos = self._position
+        return {"epoch": np.array(pos.epoch, dtype=np.int64),
+                "cursor": np.array(pos.cursor, dtype=np.int64),
+                "order": np.array(pos.order, dtype=np.int64),
+                "rng": np.array(json.dumps(pos.rng_state))}
+
+    def set_state(self, state: dict) -> None:
+        """Continue from a position ``get_state()`` returned (prefetched batches are dropped)."""
+        missing = {"epoch", "cursor", "order", "rng"} - set(state)
+        if missing:
+            raise SnapshotError(f"the data position of layer '{self.name}' lacks "
+                                f"{', '.join(sorted(missing))}", layer=self.name)
+        order = np.asarray(state["order"], dtype=np.int64)
+        size = self.num_samples
+        if order.shape != (size,) or not np.array_equal(np.sort(order), np.arange(size)):
+            raise SnapshotError(f"the saved data position of layer '{self.name}' is for "
+                                f"{order.size} samples, but its source now has {size}",
+                                layer=self.name)
+        cursor, epoch = int(state["cursor"]), int(state["epoch"])
+        if not 0 <= cursor < size or epoch < 0:
+            raise SnapshotError(f"the saved data position of layer '{self.name}' is invalid "
+                                f"(epoch {epoch}, cursor {cursor})", layer=self.name)
+        try:
+            rng_state = json.loads(str(state["rng"]))
+            np.random.default_rng().bit_generator.state = rng_state
+        except (ValueError, TypeError, KeyError) as err:
+            raise SnapshotError(f"the saved generator state of layer '{self.name}' is invalid: "
+                                f"{err}", layer=self.name) from None
+        self._halt()
+        self._position = Position(epoch, cursor, order, rng_state)
+
+    def set_shard(self, rank: int, num_ranks: int) -> None:
+        """Serve rank ``rank`` of ``num_ranks``: its slice of every ``num_ranks``-times larger
+        step of the one stream (data-parallel training)."""
+        if not 0 <= rank < num_ranks:
+            raise ValueError(f"rank {rank} is outside 0..{num_ranks - 1}")
+        self._halt()
+        p = self._producer
+        self._producer = _Producer(p.dataset, p.transform, p.batch_size, p.shuffle,
+                                   p.label_dtype, int(rank), int(num_ranks))
+        self._check_batch_size()
+
+
+def _name(dataset: Dataset) -> str:
+    return dataset.name if dataset.name.startswith(("builtin:", "the ")) else f"'{dataset.name}'"

@@ -1,0 +1,217 @@
+"""Caffe's DataTransformer, vectorised over a batch: crop, mirror, then ``(x - mean) * scale``.
+
+For a batch x (B, C, H, W) in its stored dtype and crop size c (0: no crop):
+
+    y[b, k, i, j] = (x[b, k, h_b + i, w'_b(j)] - mean_file[k, h_b + i, w'_b(j)]
+                     - mean_value[k]) * scale
+
+with ``w'_b(j) = w_b + j``, or ``w_b + c - 1 - j`` when sample b is mirrored. In TRAIN the
+offsets (h_b, w_b) are drawn uniformly per sample and each sample is mirrored with
+probability 1/2; in TEST the crop is centred (``(H - c) // 2`` as Caffe) and nothing is
+mirrored. The mean file is full size and is indexed at the uncropped position, as Caffe's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+
+class Transform:
+    """The transform of one Data layer for samples of ``sample_shape`` (without N).
+
+    ``draw(rng, count)`` takes the random choices for ``count`` samples (TRAIN only);
+    ``apply(x, choices)`` maps a raw batch to the net's dtype.
+    """
+
+    def __init__(self, *, sample_shape: tuple[int, ...], dtype, train: bool, scale: float = 1.0,
+                 mean_value=(), mean: np.ndarray | None = None, crop_size: int = 0,
+                 mirror: bool = False):
+        self.sample_shape = tuple(sample_shape)
+        self.dtype = np.dtype(dtype)
+        self.train = train
+        self.scale = float(scale)
+        self.crop_size = int(crop_size)
+        self.mirror = bool(mirror)
+        spatial = self.crop_size > 0 or self.mirror
+        if spatial and len(self.sample_shape) < 2:
+            raise DataError(f"crop_size and mirror need image samples (C, H, W); these samples "
+                            f"have shape {self.sample_shape}",
+                            field="transform.crop_size" if self.crop_size else "transform.mirror")
+        height, width = self.sample_shape[-2:] if len(self.sample_shape) >= 2 else (0, 0)
+        if self.crop_size > min(height, width) and self.crop_size:
+            raise DataError(f"crop_size {self.crop_size} is larger than the images "
+                            f"({height}x{width})", field="transform.crop_size")
+        self.mean_value = self._channel_means(mean_value)
+        if mean is not None and mean.shape != self.sample_shape:
+            raise DataError(f"the mean file holds shape {mean.shape} but samples have shape "
+                            f"{self.sample_shape}", field="transform.mean_file")
+        self.mean = None if mean is None else mean.astype(self.dtype)
+
+    def _channel_means(self, values) -> np.ndarray | None:
+        values = list(values or ())
+        if not values:
+            return None
+        channels = self.sample_shape[0] if self.sample_shape else 1
+        if len(values) not in (1, channels):
+            raise DataError(f"mean_value has {len(values)} values; give one, or one per channel "
+                            f"({channels})", field="transform.mean_value")
+        # shaped to broadcast over (B, C, ...): one value per channel (axis 1)
+        trailing = (1,) * max(len(self.sample_shape) - 1, 0)
+        return np.asarray(values, dtype=self.dtype).reshape(len(values), *trailing)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The shape of one transformed sample."""
+        if not self.crop_size:
+            return self.sample_shape
+        return (*self.sample_shape[:-2], self.crop_size, self.crop_size)
+
+    @property
+    def is_random(self) -> bool:
+        return self.train and (self.mirror or self.crop_size > 0)
+
+    def draw(self, rng: np.random.Generator, count: int):
+        """Random choices for ``count`` samples: (h offsets, w offsets, mirror flags) or None."""
+        if not self.is_random:
+            return None
+        flip = rng.integers(0, 2, size=count).astype(bool) if self.mirror else None
+        if self.crop_size:
+            height, width = self.sample_shape[-2:]
+            h_off = rng.integers(0, height - self.crop_size + 1, size=count)
+            w_off = rng.integers(0, width - self.crop_size + 1, size=count)
+        else:
+            h_off = w_off = None
+        return h_off, w_off, flip
+
+    def apply(self, x: np.ndarray, choices=None) -> np.ndarray:
+        """Transform a raw batch (B, *sample_shape) into (B, *output_shape) of the net's dtype."""
+        out = x.astype(self.dtype, copy=True)
+        if self.mean is not None:
+            out -= self.mean
+        if choices is not None:
+            out = self._crop_and_mirror(out, *choices)
+        elif self.crop_size:
+            height, width = self.sample_shape[-2:]
+            top, left = (height - self.crop_size) // 2, (width - self.crop_size) // 2
+            out = out[..., top:top + self.crop_size, left:left + self.crop_size]
+        if self.mean_value is not None:
+            out -= self.mean_value
+        if self.scale != 1.0:
+            out *= self.scale
+        return np.ascontiguousarray(out)
+
+    def _crop_and_mirror(self, x, h_off, w_off, flip) -> np.ndarray:
+        """One gather for every sample's own window, columns reversed where mirrored."""
+        batch = x.shape[0]
+        height, width = x.shape[-2:]
+        size_h = self.crop_size or height
+        size_w = self.crop_size or width
+        rows = np.arange(size_h) + (h_off[:, None] if h_off is not None else 0)
+        cols = np.arange(size_w) + (w_off[:, None] if w_off is not None else 0)
+        rows = np.broadcast_to(rows, (batch, size_h))
+        cols = np.broadcast_to(cols, (batch, size_w))
+        if flip is not None:
+            cols = np.where(flip[:, None], cols[:, ::-1], cols)
+        lead = x.reshape(batch, -1, height, width)
+        samples = np.arange(batch)[:, None, None, None]
+        channels = np.arange(lead.shape[1])[None, :, None, None]
+        out = lead[samples, channels, rows[:, None, :, None], cols[:, None, None, :]]
+        return out.reshape(*x.shape[:-2], size_h, size_w)
+
+
+def load_mean_file(path: Path) -> np.ndarray:
+    """A mean image: ``.npy`` (C, H, W) or (1, C, H, W), ``.npz`` (its one array, or ``mean``),
+    or Caffe's ``.binaryproto`` (a BlobProto as written by ``compute_image_mean``)."""
+    name = path.name.lower()
+    try:
+        if name.endswith(".binaryproto"):
+            mean = _read_blob_proto(path)
+        elif name.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.files)
+                if "mean" in keys:
+                    mean = archive["mean"]
+                elif len(keys) == 1:
+                    mean = archive[keys[0]]
+                else:
+                    raise DataError(f"'{path}' holds {len(keys)} arrays ({', '.join(keys)}); "
+                                    f"name the mean image 'mean'", field="transform.mean_file")
+        else:
+            mean = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"cannot read mean file '{path}': {err}",
+                        field="transform.mean_file") from None
+    mean = np.asarray(mean)
+    if mean.dtype.kind not in "biuf":
+        raise DataError(f"mean file '{path}' is not numeric", field="transform.mean_file")
+    if mean.ndim == 4 and mean.shape[0] == 1:
+        mean = mean[0]
+    return mean
+
+
+def _read_blob_proto(path: Path) -> np.ndarray:
+    """Caffe's BlobProto: num(1) channels(2) height(3) width(4) varints, data(5) floats,
+    shape(7) = BlobShape {dim(1) int64}; only what a mean image uses."""
+    raw = path.read_bytes()
+    legacy: dict[int, int] = {}
+    data: list[np.ndarray] = []
+    dims: list[int] = []
+    for number, wire, value in _proto_fields(raw):
+        if number == 5:
+            data.append(np.frombuffer(value, dtype="<f4"))
+        elif number == 7 and wire == 2:
+            for inner_number, inner_wire, dim in _proto_fields(value):
+                if inner_number == 1 and inner_wire == 2:       # packed dims
+                    pos = 0
+                    while pos < len(dim):
+                        d, pos = _varint(dim, pos)
+                        dims.append(d)
+                elif inner_number == 1:
+                    dims.append(dim)
+        elif wire == 0:
+            legacy[number] = value
+    if not data:
+        raise ValueError("no data in the BlobProto")
+    values = np.concatenate(data)
+    dims = dims or [legacy.get(k, 1) for k in (1, 2, 3, 4)]
+    if int(np.prod(dims)) != values.size:
+        raise ValueError(f"shape {dims} does not match its {values.size} values")
+    return values.reshape(dims).astype(np.float32)
+
+
+def _proto_fields(raw: bytes):
+    """(field number, wire type, value) of each protobuf field: ints for varints, bytes else."""
+    pos = 0
+    while pos < len(raw):
+        key, pos = _varint(raw, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(raw, pos)
+        elif wire == 2:
+            length, pos = _varint(raw, pos)
+            value, pos = raw[pos:pos + length], pos + length
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = raw[pos:pos + size], pos + size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > len(raw):
+            raise ValueError("truncated protobuf")
+        yield number, wire, value
+
+
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(raw):
+            raise ValueError("truncated protobuf")
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
