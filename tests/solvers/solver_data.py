@@ -28,6 +28,7 @@ class FixedData(Layer):
             self.x = arrays["x"].astype(self.dtype)
             self.y = arrays["y"].astype(self.dtype)
         self.cursor = 0
+        self.closed = False
         self.batches_per_epoch = len(self.x) / self.params.batch_size
 
     def reshape(self, bottom, top):
@@ -41,6 +42,9 @@ class FixedData(Layer):
         top[0].data[...] = self.x[index]
         if len(top) > 1:
             top[1].data[...] = self.y[index]
+
+    def close(self):
+        self.closed = True
 
 
 def write_arrays(path, x, y) -> str:
