@@ -253,3 +253,35 @@ def test_checker_catches_wrong_param_gradient():
     layer = {"name": "wrong", "type": "GradientCheckWrongParam", "bottom": "x", "top": "y"}
     with pytest.raises(GradientMismatch, match="param:wrong/0"):
         check_layer_gradients(layer, {"x": normal(3, 2)})
+
+
+def test_whole_net_with_sharing_in_place_fan_out_and_plumbing():
+    """In place on a fanned-out blob's producer, shared weights, Dropout, Concat/Slice/Split,
+    three readers of one blob in one Eltwise, and two weighted losses, checked end to end."""
+    from solverkit import Net
+
+    layers = [
+        {"name": "input", "type": "Input", "top": ["x", "label"], "shape": [[3, 4], [3]]},
+        {"name": "copy", "type": "Reshape", "bottom": "x", "top": "h", "shape": [0, -1]},
+        {"name": "relu", "type": "ReLU", "bottom": "h", "top": "h", "negative_slope": 0.2},
+        {"name": "ip1", "type": "InnerProduct", "bottom": "h", "top": "a", "num_output": 3,
+         "weight_filler": GAUSS, "param": [{"name": "w"}]},
+        {"name": "ip2", "type": "InnerProduct", "bottom": "h", "top": "b", "num_output": 3,
+         "weight_filler": GAUSS, "param": [{"name": "w"}]},
+        {"name": "drop", "type": "Dropout", "bottom": "b", "top": "b"},
+        {"name": "cat", "type": "Concat", "bottom": ["a", "b", "x"], "top": "c"},
+        {"name": "slice", "type": "Slice", "bottom": "c", "top": ["c1", "c2"],
+         "slice_point": [5]},
+        {"name": "split", "type": "Split", "bottom": "c1", "top": ["s1", "s2"]},
+        {"name": "prod", "type": "Eltwise", "bottom": ["s1", "s2", "c1"], "top": "e",
+         "operation": "PROD"},
+        {"name": "softmax", "type": "Softmax", "bottom": "c2", "top": "p"},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["e", "label"], "top": "loss"},
+        {"name": "l2", "type": "EuclideanLoss", "bottom": ["p", "c2"], "top": "l2",
+         "loss_weight": 0.3},
+    ]
+    net = Net({"dtype": "float64", "layers": layers}, seed=1)
+    net.set_input("x", away_from_zero(3, 4, seed=5))
+    net.set_input("label", np.array([0.0, 2, 4]))
+    worst = check_net_gradients(net)
+    assert set(worst) == {"input:x", "param:ip1/0", "param:ip1/1", "param:ip2/1"}
