@@ -21,6 +21,7 @@ rank and calls ``MPI_Abort``, which ends every rank; the launcher exits non-zero
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import traceback
@@ -36,6 +37,7 @@ SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "MP
 OPT_OUT_VARIABLE = "SOLVERKIT_MPI"
 
 _world: World | None = None
+logger = logging.getLogger("solverkit")
 
 
 def launcher_size(environ=None) -> int:
@@ -66,6 +68,8 @@ def world() -> World:
     if _world is None:
         expected = launcher_size()
         _world = World(_mpi_comm(expected) if expected > 1 else None)
+        if not _world.is_root:      # rank 0 speaks for the run; the others report errors only
+            logger.setLevel(logging.ERROR)
     return _world
 
 
@@ -279,3 +283,67 @@ def _copy_generator(generator: np.random.Generator) -> np.random.Generator:
     copy = np.random.Generator(type(generator.bit_generator)())
     copy.bit_generator.state = generator.bit_generator.state
     return copy
+
+
+class DataParallel:
+    """What a Solver does differently on K > 1 ranks; it calls these at its hooks.
+
+    - ``prepare(net)`` when a net is built: every ``Data`` layer serves this rank's slice of
+      a K-times larger batch drawn from the one seeded stream (``set_shard``), and the other
+      layers' generators get per-rank streams (``decorrelate_generators``).
+    - ``synchronize(params, state_arrays)`` at start and after a resume: rank 0's parameters
+      and solver state, broadcast in a fixed order.
+    - ``average_gradients(loss, outputs)`` after the ``iter_size`` passes, before the update:
+      one Allreduce averaging the summed diffs, the loss and the train outputs.
+    - ``average_outputs(results)`` after a test: the outputs averaged over ranks.
+
+    Ranks other than 0 log errors only (see ``world()``); the Solver lets only rank 0 show
+    the progress bar and write the CSV log and snapshots.
+    """
+
+    def __init__(self, world: World, net, iter_size: int = 1):
+        assert world.distributed
+        self.world = world
+        self.net = net
+        self.prepare(net)
+        params = net.learnable_params
+        self._blobs = [p.blob for p in params if p.lr_mult != 0]
+        # parameters the solver never updates but layers change in forward (BatchNorm's
+        # running statistics): their data is averaged so that every rank keeps one model
+        self._state_blobs = [p.blob for p in params if p.index in net.layer(p.layer).fixed_params]
+        self._reduce: GradientAllreduce | None = None
+        self._output_names: list[str] | None = None
+        batches = [layer.params.batch_size for layer in net.layers if hasattr(layer, "set_shard")]
+        per_rank = "/".join(str(b) for b in batches) or "as fed"
+        effective = "/".join(str(b * world.size * iter_size) for b in batches) or "K x fed"
+        logger.info("Data-parallel training on %d ranks: batch %s per rank, effective batch "
+                    "%s (ranks x batch_size x iter_size)", world.size, per_rank, effective)
+
+    def prepare(self, net) -> None:
+        """Shard the net's data layers; give its random layers this rank's streams."""
+        shared_stream = [layer for layer in net.layers if hasattr(layer, "set_shard")]
+        for layer in shared_stream:
+            layer.set_shard(self.world.rank, self.world.size)
+        decorrelate_generators([layer.rng for layer in net.layers if layer not in shared_stream],
+                               self.world.rank)
+
+    def synchronize(self, params, state_arrays=()) -> None:
+        """Overwrite every rank's parameters and solver state with rank 0's (in list order)."""
+        self.world.broadcast_arrays([p.blob.data for p in params] + list(state_arrays),
+                                    "parameters and solver state")
+
+    def average_gradients(self, loss: float, outputs: dict[str, float]):
+        """Average the diffs (summed over ``iter_size``), the loss and ``outputs`` over ranks;
+        returns ``(loss, outputs)`` averaged."""
+        names = list(outputs)
+        if self._reduce is None:
+            self._output_names = names
+            self._reduce = GradientAllreduce(self.world, self._blobs, self._state_blobs,
+                                             num_extra=1 + len(names))
+        assert names == self._output_names, (names, self._output_names)
+        averaged = self._reduce([loss, *outputs.values()])
+        return float(averaged[0]), dict(zip(names, map(float, averaged[1:])))
+
+    def average_outputs(self, results: dict[str, float]) -> dict[str, float]:
+        """Test outputs averaged over ranks (each rank tested its slice of every batch)."""
+        return dict(zip(results, map(float, self.world.average(list(results.values())))))

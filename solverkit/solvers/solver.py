@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import parallel
 from ..errors import ConfigError, NonFiniteError
 from ..net import Net
 from ..spec.solver import SolverSpec, load_solver_spec
@@ -55,6 +56,7 @@ class Solver:
     ``progress``: show a tqdm bar (default: when stderr is a terminal and INFO is logged).
     """
 
+    @parallel.abort_on_error
     def __init__(self, spec, net=None, overrides=None, progress: bool | None = None):
         self.spec: SolverSpec = load_solver_spec(spec, overrides)
         self.net_source = net if net is not None else self.spec.net_path()
@@ -67,13 +69,21 @@ class Solver:
             self.seed = time.time_ns() % 2**32
             logger.info("random_seed is -1: using seed %d (set random_seed to repeat this run)",
                         self.seed)
-        self.progress = progress
+        # MPI (mpirun -n K): every rank builds from rank 0's seed; only rank 0 shows progress
+        self.world = parallel.world()
+        self.seed = self.world.broadcast(self.seed)
+        self.progress = progress if self.world.is_root else False
 
         self.net = Net(self.net_source, phase="TRAIN", seed=self._net_seed("TRAIN"))
+        self.data_parallel = (parallel.DataParallel(self.world, self.net, self.spec.iter_size)
+                              if self.world.distributed else None)
         self._test_net: Net | None = None
         # with tests in the loop, build the TEST net now so its mistakes show before training
         self.test_iter = self.test_iterations() if self.spec.test_interval > 0 else None
         self.updater = make_update(self.spec, self.net.learnable_params)
+        if self.data_parallel is not None:
+            self.data_parallel.synchronize(self.net.learnable_params,
+                                           self.updater.state_arrays().values())
 
         self.iter = 0
         self.smoothed_losses: list[float] = []   # the last average_loss losses
@@ -96,6 +106,8 @@ class Solver:
         if self._test_net is None:
             self._test_net = Net(self.net_source, phase="TEST", seed=self._net_seed("TEST"),
                                  share_from=self.net)
+            if self.data_parallel is not None:
+                self.data_parallel.prepare(self._test_net)
         return self._test_net
 
     def test_iterations(self) -> int:
@@ -112,6 +124,7 @@ class Solver:
         return learning_rate(self.spec, self.iter if it is None else it)
 
     # ------------------------------------------------------------------ the loop
+    @parallel.abort_on_error
     def solve(self) -> dict[str, float]:
         """Train to ``max_iter``, test after the last update (if ``test_interval > 0``),
         close the nets and the log; returns the final test outputs (``{}`` without tests)."""
@@ -123,6 +136,7 @@ class Solver:
         finally:
             self.close()
 
+    @parallel.abort_on_error
     def step(self, iters: int) -> None:
         """Run ``iters`` iterations (tests and display lines fall where their intervals say)."""
         stop = self.iter + max(0, iters)
@@ -180,7 +194,10 @@ class Solver:
             for name, value in outputs.items():
                 sums[name] = sums.get(name, 0.0) + value
         n = self.spec.iter_size
-        return loss / n, {name: value / n for name, value in sums.items()}
+        loss, outputs = loss / n, {name: value / n for name, value in sums.items()}
+        if self.data_parallel is not None:      # one Allreduce: diffs, loss, outputs
+            loss, outputs = self.data_parallel.average_gradients(loss, outputs)
+        return loss, outputs
 
     def _apply_update(self) -> None:
         """The one gradient path: the diffs hold the sum over ``iter_size`` passes; normalize,
@@ -198,6 +215,7 @@ class Solver:
         return sum(losses) / len(losses) if losses else float("nan")
 
     # ------------------------------------------------------------------ testing
+    @parallel.abort_on_error
     def test(self) -> dict[str, float]:
         """``test_iter`` forward passes of the TEST net; each one-element output averaged."""
         net = self.test_net
@@ -209,6 +227,8 @@ class Solver:
             for name, value in _scalar_outputs(net.forward()).items():
                 sums[name] = sums.get(name, 0.0) + value
         results = {name: value / self.test_iter for name, value in sums.items()}
+        if self.data_parallel is not None:
+            results = self.data_parallel.average_outputs(results)
         logger.info("Iteration %d, test (%d batches): %s", self.iter, self.test_iter,
                     ", ".join(f"{name} = {value:.6g}" for name, value in results.items()))
         self._log_rows("TEST", results, self.rate())
@@ -243,6 +263,8 @@ class Solver:
         self._log_writer.writerows(kept)
 
     def _log_rows(self, phase: str, values: dict[str, float], rate: float) -> None:
+        if not self.world.is_root:      # rank 0 writes the log of a data-parallel run
+            return
         if self._log_writer is None:
             self._open_log()
         seconds = f"{self.seconds:.3f}"

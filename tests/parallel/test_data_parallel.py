@@ -1,0 +1,49 @@
+"""Data-parallel training under ``mpirun -n 2`` equals one process with a twice larger batch."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .tiny_problem import CASES, STEPS, run_cases
+
+HERE = Path(__file__).resolve().parent
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.mark.slow
+def test_two_ranks_with_batch_b_equal_one_process_with_batch_2b(mpirun, tmp_path, monkeypatch):
+    result = mpirun(f"""
+        import sys
+        import numpy as np
+        sys.path.insert(0, {str(HERE)!r})
+        from solverkit import parallel
+        from tiny_problem import run_cases
+        record = run_cases(batch_size=4, prefix="mpi_")
+        np.savez(f"rank{{parallel.world().rank}}.npz", **record)
+    """, timeout=120)
+    assert result.returncode == 0, result.stderr
+    monkeypatch.chdir(tmp_path)
+    reference = run_cases(batch_size=8, prefix="ref_")
+    assert len(reference) == len(CASES) * (STEPS * 4 + 2)     # 4 parameter blobs, 2 test outputs
+    for rank in (0, 1):
+        with np.load(tmp_path / f"rank{rank}.npz", allow_pickle=False) as saved:
+            assert sorted(saved.files) == sorted(reference)
+            for key, expected in reference.items():
+                np.testing.assert_allclose(saved[key], expected, rtol=0, atol=1e-5, err_msg=key)
+    # the parameters do move, or the comparison above would prove little
+    assert not np.allclose(reference["sgd/0/ip1/0"], reference[f"sgd/{STEPS - 1}/ip1/0"])
+    for name in CASES:
+        # one CSV log, written by rank 0 alone, with the averaged (global-batch) outputs
+        mpi_rows, ref_rows = _rows(tmp_path / f"mpi_{name}_log.csv"), _rows(tmp_path / f"ref_{name}_log.csv")
+        assert len(mpi_rows) == len(ref_rows)
+        for mine, theirs in zip(mpi_rows[1:], ref_rows[1:]):
+            assert mine[:3] == theirs[:3]
+            assert float(mine[3]) == pytest.approx(float(theirs[3]), abs=1e-9)
