@@ -74,13 +74,14 @@ def regression_net(source: str, batch_size: int, *, ip1_param=None, ip2_param=No
     ]}
 
 
-def classifier_net(train_source: str, test_source: str, batch_size: int) -> dict:
-    """x (N, F) -> ip1 (16) -> ReLU -> ip2 (classes) -> SoftmaxWithLoss; Accuracy in TEST."""
-    return {"name": "classifier", "plugins": ["solver_data"], "layers": [
-        {"name": "data", "type": "FixedData", "top": ["data", "label"], "source": train_source,
-         "batch_size": batch_size, "include": {"phase": "TRAIN"}},
-        {"name": "test_data", "type": "FixedData", "top": ["data", "label"],
-         "source": test_source, "batch_size": batch_size, "include": {"phase": "TEST"}},
+def classifier_net(train_source, test_source, batch_size: int) -> dict:
+    """Data (npz; shuffled in TRAIN) -> ip1 (16) -> ReLU -> ip2 (3) -> SoftmaxWithLoss;
+    Accuracy in TEST."""
+    return {"name": "classifier", "layers": [
+        {"name": "data", "type": "Data", "top": ["data", "label"], "source": train_source,
+         "batch_size": batch_size, "shuffle": True, "include": {"phase": "TRAIN"}},
+        {"name": "data", "type": "Data", "top": ["data", "label"], "source": test_source,
+         "batch_size": batch_size, "include": {"phase": "TEST"}},
         {"name": "ip1", "type": "InnerProduct", "bottom": "data", "top": "ip1",
          "num_output": 16, "weight_filler": {"type": "xavier"}},
         {"name": "relu1", "type": "ReLU", "bottom": "ip1", "top": "ip1"},

@@ -131,11 +131,13 @@ def test_snapshot_prefix_defaults(tmp_path, monkeypatch, classifier):
     assert (tmp_path / "classifier_log.csv").exists()
 
 
-def test_solve_closes_the_nets(classifier, tmp_path):
+def test_solve_closes_the_nets(regression, tmp_path):
+    path, _, _ = regression
     solver = sk.Solver({"base_lr": 0.1, "max_iter": 2, "test_interval": 2,
-                        "snapshot_prefix": str(tmp_path / "r")}, net=classifier, progress=False)
+                        "snapshot_prefix": str(tmp_path / "r")}, net=regression_net(path, 4),
+                       progress=False)
     solver.solve()
-    assert solver.net.layer("data").closed and solver.test_net.layer("test_data").closed
+    assert solver.net.layer("data").closed and solver.test_net.layer("data").closed
 
 
 def test_random_seed_drives_initial_weights(classifier, tmp_path, caplog):
@@ -166,7 +168,7 @@ def test_nan_in_data_names_iteration_and_layer(regression, tmp_path):
 @pytest.mark.filterwarnings("ignore:overflow encountered")
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
 def test_diverging_rate_is_caught_at_the_first_layer_that_overflows(regression, tmp_path):
-    path, _, _ = regression
+    path, _x, _y = regression
     solver = sk.Solver({"base_lr": 1e25, "max_iter": 10, "snapshot_prefix": str(tmp_path / "r")},
                        net=regression_net(path, 4, dtype="float32"), progress=False)
     with pytest.raises(sk.NonFiniteError) as info:
