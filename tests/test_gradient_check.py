@@ -78,6 +78,9 @@ CASES = [
      [in_place("Eltwise", bottom=["h", "b"], operation="PROD")], "TRAIN"),
     ("eltwise_sum_in_place", copy_of("a", "h"), {"a": normal(2, 3), "b": normal(2, 3, seed=1)},
      [in_place("Eltwise", bottom=["h", "b"], coeff=[2.0, 3.0])], "TRAIN"),
+    ("eltwise_prod_in_place_on_second", copy_of("a", "h"),
+     {"a": normal(2, 3), "b": normal(2, 3, seed=1), "c": normal(2, 3, seed=2)},
+     [in_place("Eltwise", bottom=["b", "h", "c"], operation="PROD")], "TRAIN"),
     ("eltwise_max_in_place", copy_of("a", "h"), {"a": normal(2, 3), "b": normal(2, 3, seed=1)},
      [in_place("Eltwise", bottom=["h", "b"], operation="MAX")], "TRAIN"),
     # Flatten, Reshape
