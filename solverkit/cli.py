@@ -11,9 +11,10 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import re
 import sys
 
-from .errors import NonFiniteError, SolverkitError
+from .errors import NonFiniteError, SolverkitError, did_you_mean
 
 # sub-command -> module in solverkit.commands (each has add_arguments(parser) and run(args))
 COMMANDS = {
@@ -32,7 +33,24 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.print_usage(sys.stderr)
-        raise SolverkitError(f"{self.prog}: {message}")
+        raise SolverkitError(f"{self.prog}: {message}{_argparse_hint(self, message)}")
+
+
+def _argparse_hint(parser: argparse.ArgumentParser, message: str) -> str:
+    """A did-you-mean for a mistyped sub-command, choice or option in an argparse message."""
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        return did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+    unknown = re.search(r"unrecognized arguments: (\S+)", message)
+    if unknown:
+        options, parsers = set(), [parser]
+        while parsers:                    # the options of every sub-command too
+            for action in parsers.pop()._actions:
+                options.update(action.option_strings)
+                if isinstance(action, argparse._SubParsersAction):
+                    parsers.extend(action.choices.values())
+        return did_you_mean(unknown.group(1), options)
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:

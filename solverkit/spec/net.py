@@ -212,7 +212,10 @@ def load_net_spec(source) -> NetSpec:
         head = NetSpec.model_validate(raw)
     except ValidationError as err:
         raise validation_error(err, NetSpec, src) from None
-    import_plugins(head.plugins)
+    try:
+        import_plugins(head.plugins)
+    except SolverkitError as err:
+        raise err.located(file=src.file, line=src.line("plugins")) from None
     layers = [_layer_spec(layer, i, src) for i, layer in enumerate(layers_raw)]
     spec = NetSpec.model_construct(**{**head.__dict__, "layers": layers})
     spec._source = src

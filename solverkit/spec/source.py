@@ -89,6 +89,10 @@ def parse_yaml_text(text: str, what: str, file: str | None = None,
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err)
         context = getattr(err, "context", None)
+        context_mark = getattr(err, "context_mark", None)
+        if context and context_mark is not None and mark is not None \
+                and context_mark.line != mark.line:
+            context = f"{context} started at line {context_mark.line + 1}"
         detail = f"{problem} ({context})" if context else problem
         raise ConfigError(f"YAML syntax error: {detail}", file=file,
                           line=mark.line + 1 if mark else None) from None
