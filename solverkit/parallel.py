@@ -190,6 +190,8 @@ class World:
         sys.stdout.flush()
         print(text, file=sys.stderr, flush=True)
         self.comm.Abort(code)
+        # MPICH's MPI_Abort may return once the launcher is told; never go on from here
+        os._exit(code)
 
 
 def abort_on_error(method):

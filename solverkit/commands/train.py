@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     solver = Solver(args.solver, net=args.net, overrides=args.overrides,
                     progress=False if args.quiet else None)
     results = solver.solve()
+    if not solver.world.is_root:    # under mpirun, rank 0 prints the run's results
+        return 0
     for i, (name, value) in enumerate(results.items()):
         print(f"Test net output #{i}: {name} = {value:.6g}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,41 @@ def test_two_ranks_with_batch_b_equal_one_process_with_batch_2b(mpirun, tmp_path
         for mine, theirs in zip(mpi_rows[1:], ref_rows[1:]):
             assert mine[:3] == theirs[:3]
             assert float(mine[3]) == pytest.approx(float(theirs[3]), abs=1e-9)
+
+
+def _write_cli_problem(folder: Path, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+    np.savez(folder / "data.npz", x=x, y=y)
+    (folder / "net.yaml").write_text(f"""
+name: tiny
+layers:
+  - {{name: data, type: Data, top: [x, label], source: data.npz, batch_size: {batch_size}}}
+  - {{name: ip, type: InnerProduct, bottom: x, top: ip, num_output: 3,
+     weight_filler: {{type: constant, value: 1}}}}
+  - {{name: loss, type: SoftmaxWithLoss, bottom: [ip, label], top: loss}}
+""")
+    (folder / "solver.yaml").write_text("base_lr: 0.1\nmax_iter: 50\nrandom_seed: 1\n"
+                                        "snapshot_after_train: false\n")
+
+
+@pytest.mark.parametrize("bad, status, message", [
+    ("overflow", 1, "iteration 0: the loss is"),          # finite data, infinite scores
+    ("label", 2, "label"),                                 # a label the net has no class for
+])
+def test_a_failure_on_one_rank_ends_the_whole_run(mpirun, tmp_path, bad, status, message):
+    """Only rank 1's slice of the first step is bad: rank 0 is already waiting in the
+    Allreduce when rank 1 fails, and both must end at once with rank 1's message."""
+    x, y = np.ones((16, 4), np.float32), np.arange(16) % 3
+    if bad == "overflow":
+        x[4] = 3e38                       # batch 4 per rank: sample 4 is rank 1's, step 0
+    else:
+        y[5] = 7
+    _write_cli_problem(tmp_path, x, y, batch_size=4)
+    start = time.monotonic()
+    result = mpirun(["-m", "solverkit", "train", "--net", "net.yaml", "--solver", "solver.yaml"],
+                    timeout=60)
+    elapsed = time.monotonic() - start
+    assert result.returncode == status, result.stderr
+    assert "rank 1 of 2" in result.stderr and message in result.stderr
+    assert "rank 0 of 2" not in result.stderr
+    assert "Optimization done" not in result.stdout
+    assert elapsed < 20
