@@ -79,6 +79,7 @@ class Net:
         self._shared: dict[str, Param] = {}     # param.name -> the Param that owns the Blob
         self._needs_reshape = False
         self.loss = 0.0
+        self._seed_values: dict = {}            # diffs given to the last backward(), by blob
 
         self._build()
         if share_from is not None:
@@ -336,7 +337,10 @@ class Net:
                                   f"{did_you_mean(name, self.outputs)}; outputs: "
                                   f"{', '.join(self.outputs)}", file=self.spec.file)
             seeds[name] = value
+        self._seed_values = seeds
         for name, value in seeds.items():
+            if name not in self.outputs:
+                continue        # a weighted top that later layers read: see _backward_plan
             blob = self.blobs[name]
             diff = blob.diff
             diff[...] = value
@@ -348,7 +352,11 @@ class Net:
 
     def _backward_plan(self, seeds: set[str]) -> list:
         """The ordered steps of one backward pass: zero unreached diffs, layers, fan-in sums."""
-        received = {id(self.blobs[name]): True for name in seeds}
+        received = {id(self.blobs[name]): True for name in seeds if name in self.outputs}
+        # A weighted top that later layers also read (Caffe puts a Split before its loss):
+        # its diff is the readers' gradient plus the weight, added where it was last written.
+        consumed_seeds = {id(self.blobs[name]): name for name in seeds
+                          if name not in self.outputs}
         fans_by_first_reader = {}
         for fan in self._fan_outs:
             first = min(position for position, _, _ in fan.readers)
@@ -356,6 +364,11 @@ class Net:
         plan = []
         for position in reversed(range(len(self.layers))):
             layer, top, bottom = self.layers[position], self.tops[position], self.bottoms[position]
+            for blob in top:
+                name = consumed_seeds.pop(id(blob), None)
+                if name is not None:
+                    plan.append(_add_seed(self, blob, name, received.get(id(blob), False)))
+                    received[id(blob)] = True
             reached = [received.get(id(blob), False) for blob in top]
             if self.layer_need_backward[position] and any(reached):
                 for blob, r in zip(top, reached):
@@ -434,6 +447,16 @@ class Net:
 def _zero_diff(blob: Blob):
     def step():
         blob.diff[...] = 0
+    return step
+
+
+def _add_seed(net: Net, blob: Blob, name: str, add: bool):
+    def step():
+        value = net._seed_values[name]
+        if add:
+            blob.diff[...] += value
+        else:
+            blob.diff[...] = value
     return step
 
 

@@ -152,6 +152,26 @@ def test_loss_weights_number_list_and_non_loss_top(make_net, input_layer):
     np.testing.assert_allclose(net.blobs["x"].diff, expected, rtol=1e-10)
 
 
+@pytest.mark.parametrize("reader_propagates", [True, False])
+def test_loss_weight_on_a_top_that_later_layers_read(make_net, input_layer, reader_propagates):
+    """As Caffe (which splits such a top): dL/dy = weight + whatever the readers send back."""
+    net = make_net(input_layer(x=(2, 3), t=(2, 3)),
+                   {"name": "th", "type": "TanH", "bottom": "x", "top": "y", "loss_weight": 0.5},
+                   euclidean(["y", "t"], propagate_down=[reader_propagates, True]))
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    net.forward(x=x, t=t)
+    y = np.tanh(x)
+    assert net.loss == pytest.approx(0.5 * y.sum() + ((y - t) ** 2).sum() / 4)
+    for _ in range(2):                       # the same result on a second pass
+        net.backward()
+        dy = 0.5 + ((y - t) / 2 if reader_propagates else 0)
+        np.testing.assert_allclose(net.blobs["y"].diff, np.broadcast_to(dy, y.shape))
+        np.testing.assert_allclose(net.blobs["x"].diff, dy * (1 - y * y), rtol=1e-12)
+    if reader_propagates:
+        assert set(check_net_gradients(net)) == {"input:x", "input:t"}
+
+
 def test_loss_weight_count_must_match_tops(make_net, input_layer):
     with pytest.raises(sk.ConfigError, match="loss_weight has 2 values for 1 tops") as err:
         make_net(input_layer(x=(2, 3), t=(2, 3)), euclidean(["x", "t"], loss_weight=[1, 2]))
