@@ -93,6 +93,7 @@ def test_tests_and_display_follow_their_intervals(initialization, tested, classi
     # the displayed loss is the mean of the last average_loss (3) losses in the log
     train = [float(r[3]) for r in rows if r[1] == "TRAIN" and r[2] == "loss"]
     assert f"loss = {np.mean(train[6:9]):.6g}" in shown[2]
+    assert f"    Train net output #0: loss = {train[8]:.6g}" in caplog.messages
 
 
 def test_csv_log_rows_and_rates(regression, tmp_path):
@@ -154,7 +155,7 @@ def test_random_seed_drives_initial_weights(classifier, tmp_path, caplog):
 
 
 def test_nan_in_data_names_iteration_and_layer(regression, tmp_path):
-    path, x, y = regression
+    _path, x, y = regression
     x = x.copy()
     x[13, 2] = np.nan                           # batch 4: reached at iteration 3
     bad = write_arrays(tmp_path / "bad.npz", x, y)

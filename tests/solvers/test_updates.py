@@ -50,7 +50,7 @@ def reference_run(solver_fields, w0, x, y, batch, iters):
             index = (cursor + np.arange(batch)) % len(x)
             cursor = (cursor + batch) % len(x)
             for k, v in hand_gradients(w, x[index], y[index]).items():
-                g[k] += v
+                g[k] = g[k] + v
         g = {k: v / f["iter_size"] for k, v in g.items()}
         if f["clip_gradients"] > 0:
             norm = math.sqrt(sum(float((v ** 2).sum()) for v in g.values()))
@@ -58,11 +58,11 @@ def reference_run(solver_fields, w0, x, y, batch, iters):
                 g = {k: v * f["clip_gradients"] / norm for k, v in g.items()}
         rate = f["base_lr"] * f["gamma"] ** (it // f["stepsize"])
         t = it + 1
-        for k in w:
+        for k, W in list(w.items()):
             lr_mult, decay_mult = MULTS[k]
             lam = f["weight_decay"] * decay_mult
             lr = rate * lr_mult
-            gk, W, s = g[k], w[k], state[k]
+            gk, s = g[k], state[k]
             if f["type"] != "AdamW":
                 if f["regularization_type"] == "L2":
                     gk = gk + lam * W
