@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Data-parallel scaling: training throughput with 1 and K MPI ranks, one BLAS thread each.
+
+Each run trains a case of ``scripts/bench.py`` (default Caffe's MNIST LeNet, batch 64 per
+rank, synthetic data, SGD with momentum) through the real ``Solver``: 1 rank is a plain
+process, K ranks are ``mpirun -n K``, every rank with ``OMP_NUM_THREADS=1`` /
+``OPENBLAS_NUM_THREADS=1`` (the comparison SPEC §10 asks for). The batch per rank stays
+the same, so K ranks train on a K-times larger global batch (weak scaling, as Caffe's
+multi-GPU training). Timed: ``--steps`` iterations after ``--warmup``, between two
+barriers, on rank 0. The 1-rank and K-rank runs alternate over ``--rounds`` (medians
+reported), so that load from other processes hits both alike.
+
+    throughput  = steps x batch x ranks / seconds                (samples/s)
+    speedup     = throughput(K) / throughput(1)
+    efficiency  = speedup / K
+
+    python scripts/bench_mpi.py --ranks 2                 # a table
+    python scripts/bench_mpi.py --ranks 2 --json
+    python scripts/bench.py --mpi 2                       # the same, from the main benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def find_mpirun() -> str:
+    """The launcher beside the interpreter (the MPICH wheel's), else the one on PATH."""
+    for name in ("mpirun", "mpiexec"):
+        beside = Path(sys.executable).parent / name
+        if beside.exists():
+            return str(beside)
+    found = shutil.which("mpirun") or shutil.which("mpiexec")
+    if found is None:
+        raise SystemExit("bench_mpi: no mpirun/mpiexec found; pip install 'solverkit[mpi]'")
+    return found
+
+
+# --------------------------------------------------------------------------- one run
+def worker(case_name: str, steps: int, warmup: int, workdir: Path) -> None:
+    """Train ``case_name`` on this rank; rank 0 prints one JSON line with its timing."""
+    sys.path.insert(0, str(HERE))
+    from bench import CASES, make_solver, net_dict, synthetic
+
+    from solverkit import parallel
+
+    world = parallel.world()
+    case = CASES[case_name]
+    net = net_dict(case.net, case.batch, {"source": synthetic(case)})
+    solver = make_solver(net, case.solver, workdir, f"mpi{world.size}")
+    solver.step(warmup)
+    world.barrier()
+    start = time.perf_counter()
+    solver.step(steps)
+    world.barrier()
+    seconds = time.perf_counter() - start
+    solver.close()
+    if world.is_root:
+        samples = steps * case.batch * world.size
+        print(json.dumps({"ranks": world.size, "batch_per_rank": case.batch, "steps": steps,
+                          "seconds": seconds, "samples_per_s": samples / seconds}), flush=True)
+
+
+def run_once(ranks: int, args, workdir: Path) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--case", args.case,
+               "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--workdir", str(workdir)]
+    if ranks > 1:
+        command = [find_mpirun(), "-n", str(ranks), *command]
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PMI_", "OMPI_", "MPI_LOCAL", "HYDRA_"))}
+    env.update(ONE_THREAD)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False,
+                            timeout=args.timeout)
+    if result.returncode != 0:
+        raise SystemExit(f"bench_mpi: {' '.join(command)} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- the comparison
+def scaling(ranks: int, case: str = "lenet_b64", steps: int = 30, warmup: int = 5,
+            rounds: int = 3, timeout: float = 600) -> dict:
+    """Median throughput with 1 and ``ranks`` ranks, the speedup and the efficiency."""
+    args = argparse.Namespace(case=case, steps=steps, warmup=warmup, timeout=timeout)
+    runs: dict[int, list[dict]] = {1: [], ranks: []}
+    with tempfile.TemporaryDirectory(prefix="sk-bench-mpi-") as workdir:
+        for round_ in range(rounds):
+            order = (1, ranks) if round_ % 2 == 0 else (ranks, 1)
+            for k in order:
+                runs[k].append(run_once(k, args, Path(workdir)))
+    single = statistics.median(r["samples_per_s"] for r in runs[1])
+    multi = statistics.median(r["samples_per_s"] for r in runs[ranks])
+    return {"case": case, "batch_per_rank": runs[1][0]["batch_per_rank"], "steps": steps,
+            "rounds": rounds, "blas_threads_per_rank": 1, "cpus": os.cpu_count(),
+            "samples_per_s": {"1": single, str(ranks): multi},
+            "speedup": multi / single, "efficiency": multi / single / ranks,
+            "runs": {str(k): v for k, v in runs.items()}}
+
+
+def print_table(report: dict) -> None:
+    (one, single), (k, multi) = report["samples_per_s"].items()
+    print(f"{report['case']}: batch {report['batch_per_rank']} per rank, 1 BLAS thread per "
+          f"rank, {report['cpus']} CPUs, median of {report['rounds']} runs of "
+          f"{report['steps']} steps")
+    print(f"{'ranks':>5}  {'samples/s':>10}  {'speedup':>7}  {'efficiency':>10}")
+    print(f"{one:>5}  {single:>10.1f}  {1.0:>7.2f}  {1.0:>10.0%}")
+    print(f"{k:>5}  {multi:>10.1f}  {report['speedup']:>7.2f}  {report['efficiency']:>10.0%}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ranks", type=int, default=2, help="K, compared with 1 rank")
+    parser.add_argument("--case", default="lenet_b64", help="a case of scripts/bench.py")
+    parser.add_argument("--steps", type=int, default=30, help="timed iterations per run")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per run")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.case, args.steps, args.warmup, args.workdir)
+        return 0
+    if args.ranks < 2:
+        parser.error("--ranks must be at least 2")
+    report = scaling(args.ranks, args.case, args.steps, args.warmup, args.rounds, args.timeout)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
