@@ -246,8 +246,6 @@ class Solver:
         logger.info("Iteration %d, test (%d batches): %s", self.iter, self.test_iter,
                     ", ".join(f"{name} = {value:.6g}" for name, value in results.items()))
         self._log_rows("TEST", results, self.rate())
-        if self._log_file is not None:
-            self._log_file.flush()
         return results
 
     # ------------------------------------------------------------------ CSV log, progress
@@ -284,6 +282,7 @@ class Solver:
         seconds = f"{self.seconds:.3f}"
         self._log_writer.writerows([self.iter, phase, name, repr(float(value)), repr(rate),
                                     seconds] for name, value in values.items())
+        self._log_file.flush()          # complete up to this iteration, however the run ends
 
     def _progress_bar(self, stop: int):
         show = self.progress

@@ -257,6 +257,8 @@ def load_solver_spec(source, overrides=None) -> SolverSpec:
     overridden ``type``.
     """
     extra = parse_overrides(overrides)
+    if extra.get("net") is not None:        # a net named on the command line: from the cwd
+        extra["net"] = str(Path(extra["net"]).resolve())
     if isinstance(source, SolverSpec):
         if not extra:
             return source

@@ -135,3 +135,13 @@ def test_net_is_relative_to_the_solver_file_and_net_argument_wins(tmp_path):
     with pytest.raises(sk.ConfigError, match="no net given") as info:
         sk.Solver(solver_file)
     assert info.value.field == "net"
+
+
+def test_net_given_through_set_is_relative_to_the_working_folder(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    solver_file = tmp_path / "sub" / "solver.yaml"
+    solver_file.write_text(BASE + "net: net.yaml\n")
+    assert sk.load_solver_spec(solver_file).net_path() == tmp_path / "sub" / "net.yaml"
+    monkeypatch.chdir(tmp_path)
+    spec = sk.load_solver_spec(solver_file, ["net=other.yaml"])
+    assert spec.net_path() == (tmp_path / "other.yaml").resolve()
