@@ -2,8 +2,8 @@
 
 Convolution is im2col + one matrix product per group over the whole batch:
 
-    col = im2col(x)                         (C·kh·kw, N·OH·OW), rows (c, i, j), columns (n, oh, ow)
-    y   = W · col + b                       W viewed as (num_output, C/group·kh·kw) per group
+    col = im2col(x)       (C·kh·kw, N·OH·OW): rows (c, i, j), columns (n, oh, ow)
+    y   = W · col + b     W viewed as (num_output, C/group·kh·kw), one product per group
 
 and its backward is ``dW += dy · colᵀ``, ``dx = col2im(Wᵀ · dy)``. Deconvolution is the
 same machinery run the other way round (its forward is Convolution's backward-data pass).
@@ -219,7 +219,8 @@ class Convolution(_ConvolutionBase):
 
     x: (N, C, H, W); W: (num_output, C/group, kh, kw); b: (num_output,);
     y: (N, num_output, OH, OW), ``OH = floor((H + 2p − (d(k−1)+1)) / s) + 1``;
-    ``y[n, o] = b[o] + Σ_{c in o's group, i, j} W[o, c, i, j] · x[n, c, oh·s − p + i·d, ow·s − p + j·d]``.
+    ``y[n, o, oh, ow] = b[o] + Σ_{c in o's group, i, j} W[o, c, i, j] ·
+    x[n, c, oh·s − p + i·d, ow·s − p + j·d]`` (zero outside the image).
     """
 
     def weight_shape(self):
@@ -314,7 +315,8 @@ class Deconvolution(_ConvolutionBase):
         if out_h <= 0 or out_w <= 0:
             raise self.error(f"output size {out_h}×{out_w} is not positive: pad {self.pad[0]}×"
                              f"{self.pad[1]} is too large for input {h}×{w} and kernel "
-                             f"{self.kernel[0]}×{self.kernel[1]}", field=_field(self.params, "pad", "pad_h"))
+                             f"{self.kernel[0]}×{self.kernel[1]}",
+                             field=_field(self.params, "pad", "pad_h"))
         geometry = self._im2col_for((n, self.params.num_output, out_h, out_w),
                                     bottom[0].data.dtype)
         assert (geometry.out_h, geometry.out_w) == (h, w)
@@ -438,7 +440,8 @@ class Pooling(Layer):
         self.stride = spatial_pair(p, "stride", default=1)
         self.pad = spatial_pair(p, "pad", default=0)
         if p.global_pooling:
-            given = [f for f in ("kernel_size", "kernel_h", "kernel_w") if getattr(p, f) is not None]
+            given = [f for f in ("kernel_size", "kernel_h", "kernel_w")
+                     if getattr(p, f) is not None]
             if given:
                 raise self.error("global_pooling takes the whole image as the kernel; do not "
                                  "give a kernel size", field=given[0])
@@ -451,8 +454,8 @@ class Pooling(Layer):
                 raise self.error(f"kernel_size must be positive, got {self.kernel}",
                                  field=_field(p, "kernel_size", "kernel_h"))
             if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
-                raise self.error(f"pad {self.pad[0]}×{self.pad[1]} must be smaller than the kernel "
-                                 f"{self.kernel[0]}×{self.kernel[1]} (Caffe's rule)",
+                raise self.error(f"pad {self.pad[0]}×{self.pad[1]} must be smaller than the "
+                                 f"kernel {self.kernel[0]}×{self.kernel[1]} (Caffe's rule)",
                                  field=_field(p, "pad", "pad_h"))
         if min(self.stride) <= 0:
             raise self.error(f"stride must be positive, got {self.stride}",
@@ -506,6 +509,11 @@ class Pooling(Layer):
         # a window lying wholly beyond the image (kernel < stride, no pad) averages to 0
         self.inv_pool_size = np.where(pool_size > 0, 1.0 / np.maximum(pool_size, 1),
                                       0.0).astype(self.dtype)
+        # windows wholly beyond the image (kernel < stride, no pad): Caffe leaves them empty
+        covered = np.zeros((out_h, out_w), bool)
+        for _, out_slice, _ in self.taps:
+            covered[out_slice[1:]] = True
+        self.empty_windows = None if covered.all() else ~covered
         self.uniform_size = bool(np.all(self.inv_pool_size == self.inv_pool_size.flat[0]))
         self.window_start = (start_h, start_w)
 
@@ -532,8 +540,10 @@ class Pooling(Layer):
 
     def _forward_max(self, x, y):
         taps = self.taps
-        self.argmax = self._buffers.get("argmax", y.shape, self._index_type())
-        wins = self._buffers.get("wins", y.shape, np.bool_)
+        index_type = self._index_type()
+        self.argmax = self._buffers.get("argmax", y.shape, index_type)
+        greater = self._buffers.get("greater", y.shape, np.bool_)
+        chosen = self._buffers.get("chosen", y.shape, index_type)
         first_k, first_out, first_in = taps[0]
         if y[first_out].shape == y.shape:           # the first offset reaches every output
             np.copyto(y, x[first_in])
@@ -542,21 +552,20 @@ class Pooling(Layer):
         else:
             # Caffe starts from -FLT_MAX: a window with no pixel in the image keeps it
             y.fill(np.finfo(y.dtype).min)
-            self.argmax.fill(self._no_pixel())
+            self.argmax.fill(0)
             rest = taps
+        # Branch-free updates (masked copies are slow on random data): offsets come in
+        # increasing k, so where a window value is strictly greater (the first maximum in
+        # row-major order keeps the place, as Caffe), k is also the largest index so far.
         for k, out_slice, in_slice in rest:
-            window, greater = x[in_slice], wins[out_slice]
-            # strictly greater: the first maximum in row-major order keeps the place (Caffe)
-            np.greater(window, y[out_slice], out=greater)
-            np.copyto(y[out_slice], window, where=greater)
-            np.copyto(self.argmax[out_slice], k, where=greater)
+            window, best = x[in_slice], y[out_slice]
+            np.greater(window, best, out=greater[out_slice])
+            np.maximum(best, window, out=best)
+            np.multiply(greater[out_slice], index_type(k), out=chosen[out_slice])
+            np.maximum(self.argmax[out_slice], chosen[out_slice], out=self.argmax[out_slice])
 
     def _index_type(self):
-        return np.uint8 if self.kernel[0] * self.kernel[1] < 255 else np.int32
-
-    def _no_pixel(self):
-        """The argmax of a window that holds no image pixel."""
-        return np.iinfo(self._index_type()).max
+        return np.uint8 if self.kernel[0] * self.kernel[1] <= 256 else np.int32
 
     def _forward_ave(self, x, y):
         y.fill(0)
@@ -579,7 +588,8 @@ class Pooling(Layer):
         rows = start_h[:, None] + self.argmax // kw
         cols = start_w[None, :] + self.argmax % kw
         np.add(rows * width, cols, out=mask, casting="unsafe")
-        mask[self.argmax == self._no_pixel()] = -1                 # Caffe's "no max"
+        if self.empty_windows is not None:
+            mask[..., self.empty_windows] = -1                      # Caffe's "no max"
 
     # ----- backward -----
     def backward(self, top, propagate_down, bottom):
@@ -601,18 +611,20 @@ class Pooling(Layer):
             self._backward_ave(dy, dx)
 
     def _backward_max(self, dy, dx):
-        picked = self._buffers.get("wins", dy.shape, np.bool_)
+        picked = self._buffers.get("greater", dy.shape, np.bool_)
         if self.tiles:
             # every pixel belongs to one window: write each offset's share, no zeroing
             for k, out_slice, in_slice in self.taps:
                 np.equal(self.argmax, k, out=picked)
                 np.multiply(dy, picked, out=dx[in_slice])
             return
+        share = self._buffers.get("share", dy.shape, dy.dtype)
         dx.fill(0)
         for k, out_slice, in_slice in self.taps:
-            target, chosen = dx[in_slice], picked[out_slice]
-            np.equal(self.argmax[out_slice], k, out=chosen)
-            np.add(target, dy[out_slice], out=target, where=chosen)
+            target, routed = dx[in_slice], share[out_slice]
+            np.equal(self.argmax[out_slice], k, out=picked[out_slice])
+            np.multiply(dy[out_slice], picked[out_slice], out=routed)
+            np.add(target, routed, out=target)
 
     def _backward_ave(self, dy, dx):
         share = self._buffers.get("share", dy.shape, dy.dtype)

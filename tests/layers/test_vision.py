@@ -128,8 +128,10 @@ CONV_CASES = [
     {"num_output": 3, "kernel_size": 3, "stride": 2, "pad": 1},
     {"num_output": 4, "kernel_size": 2, "dilation": 2, "pad": 1},
     {"num_output": 4, "kernel_size": 3, "group": 2, "pad": 1, "bias_term": False},
-    {"num_output": 2, "kernel_h": 3, "kernel_w": 2, "stride_h": 2, "stride_w": 1, "pad_h": 1, "pad_w": 0},
-    {"num_output": 6, "kernel_size": [1, 3], "group": 2, "stride": [1, 2], "dilation": [1, 2], "pad": [0, 2]},
+    {"num_output": 2, "kernel_h": 3, "kernel_w": 2, "stride_h": 2, "stride_w": 1,
+     "pad_h": 1, "pad_w": 0},
+    {"num_output": 6, "kernel_size": [1, 3], "group": 2, "stride": [1, 2], "dilation": [1, 2],
+     "pad": [0, 2]},
     {"num_output": 2, "kernel_size": 1},
 ]
 
@@ -153,7 +155,8 @@ def test_convolution_forward_matches_direct_loops(case, rng):
     w = net.params["conv"][0].data
     b = net.params["conv"][1].data if case.get("bias_term", True) else None
     assert w.shape == (case["num_output"], 4 // case.get("group", 1),
-                       *_pair(case.get("kernel_size", (case.get("kernel_h"), case.get("kernel_w")))))
+                       *_pair(case.get("kernel_size",
+                                       (case.get("kernel_h"), case.get("kernel_w")))))
     np.testing.assert_allclose(y, direct_conv(x, w, b, **_conv_args(case)), rtol=1e-10, atol=1e-12)
 
 
@@ -206,7 +209,7 @@ def test_convolution_shapes_follow_caffe_formula():
         ((8, 8), {"kernel_size": 3, "stride": 2}, (3, 3)),                 # floor(5/2)+1
         ((8, 8), {"kernel_size": 3, "stride": 2, "pad": 1}, (4, 4)),          # floor(7/2)+1
         ((10, 9), {"kernel_size": 3, "dilation": 2}, (6, 5)),              # extent 5
-        ((5, 7), {"kernel_h": 5, "kernel_w": 1, "stride_h": 1, "stride_w": 3}, (1, 3)),  # floor(6/3)+1
+        ((5, 7), {"kernel_h": 5, "kernel_w": 1, "stride_h": 1, "stride_w": 3}, (1, 3)),  # 6/3+1
         ((6, 6), {"kernel_size": 1, "stride": 4}, (2, 2)),                 # floor(5/4)+1
         ((3, 3), {"kernel_size": 4, "pad": 1}, (2, 2)),                    # 3+2−4+1
         ((11, 4), {"kernel_size": [3, 2], "stride": [4, 1], "pad": [2, 0]}, (4, 3)),
@@ -221,7 +224,8 @@ DECONV_CASES = [
     {"num_output": 3, "kernel_size": 3},
     {"num_output": 2, "kernel_size": 4, "stride": 2, "pad": 1},
     {"num_output": 4, "kernel_size": 3, "stride": 2, "group": 2, "bias_term": False},
-    {"num_output": 2, "kernel_h": 2, "kernel_w": 3, "stride_h": 3, "stride_w": 2, "pad_w": 1, "pad_h": 0,
+    {"num_output": 2, "kernel_h": 2, "kernel_w": 3, "stride_h": 3, "stride_w": 2, "pad_w": 1,
+     "pad_h": 0,
          "dilation": 2},
 ]
 
@@ -249,7 +253,8 @@ def test_deconvolution_gradients(case, rng):
     {"kernel_size": 3, "stride": 2, "pad": 1},
     {"kernel_size": 4, "stride": 2, "pad": 1, "group": 2},
     {"kernel_size": 2, "stride": 3, "dilation": 2},
-    {"kernel_h": 3, "kernel_w": 1, "stride_h": 2, "stride_w": 1, "pad_h": 1, "pad_w": 0, "group": 2},
+    {"kernel_h": 3, "kernel_w": 1, "stride_h": 2, "stride_w": 1, "pad_h": 1, "pad_w": 0,
+     "group": 2},
 ])
 def test_deconvolution_is_the_adjoint_of_convolution(case, rng):
     """⟨conv_W(x), y⟩ = ⟨x, deconv_W(y)⟩ with one weight array for both layers."""
@@ -273,7 +278,8 @@ def test_deconvolution_shapes_follow_caffe_formula():
         ((5, 3), {"kernel_size": 3}, (7, 5)),
         ((3, 3), {"kernel_size": 3, "stride": 3}, (9, 9)),
         ((2, 6), {"kernel_size": 2, "dilation": 3, "pad": 1}, (3, 7)),      # 1+3+1−2, 5+3+1−2
-        ((4, 4), {"kernel_h": 1, "kernel_w": 5, "stride_h": 2, "stride_w": 1, "pad_w": 2, "pad_h": 0}, (7, 4)),
+        ((4, 4), {"kernel_h": 1, "kernel_w": 5, "stride_h": 2, "stride_w": 1, "pad_w": 2,
+                  "pad_h": 0}, (7, 4)),
     ]:
         net = _net(_input((1, 2, h, w)), _deconv(num_output=3, **fields))
         assert net.blobs["y"].shape == (1, 3, *expected), fields
@@ -309,7 +315,8 @@ def _pool_args(fields):
     stride = (fields["stride_h"], fields["stride_w"]) if "stride_h" in fields else fields.get(
         "stride", 1)
     pad = (fields["pad_h"], fields["pad_w"]) if "pad_h" in fields else fields.get("pad", 0)
-    return {"kernel": kernel, "stride": stride, "pad": pad, "ceil": fields.get("round_mode") != "FLOOR"}
+    return {"kernel": kernel, "stride": stride, "pad": pad,
+            "ceil": fields.get("round_mode") != "FLOOR"}
 
 
 def _distinct(rng, shape):
