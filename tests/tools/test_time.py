@@ -43,3 +43,21 @@ def test_random_labels_are_integers_in_range(mlp_file):
     assert label.shape == (8,) and np.issubdtype(label.dtype, np.integer)
     assert label.min() >= 0 and label.max() < 3           # ip2 has num_output 3
     assert inputs["data"].shape == (8, 1, 4, 4) and inputs["data"].std() > 0
+
+
+def test_nets_with_data_layers_read_their_source(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "train.npz", x=rng.standard_normal((20, 1, 3, 3)).astype(np.float32),
+             y=rng.integers(0, 4, 20))
+    net = tmp_path / "data_net.yaml"
+    net.write_text("""\
+name: from_file
+layers:
+  - {name: data, type: Data, top: [data, label], source: train.npz, batch_size: 6}
+  - {name: ip, type: InnerProduct, bottom: data, top: ip, num_output: 4}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label], top: loss}
+""")
+    assert main(["time", "--net", str(net), "--iterations", "2", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    names = [re.split(r"\s{2,}", line.strip())[1] for line in out.splitlines()[2:-2]]
+    assert sorted(names) == ["data", "ip", "loss"]
