@@ -8,10 +8,12 @@ crash never leaves half a file under the final name.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -160,3 +162,198 @@ def load_model(net, path, allow_missing: bool = False) -> list[str]:
         raise SnapshotError(f"the file has weights for layers the net does not have: {names} "
                             f"(pass --allow-missing to ignore them)", file=str(path))
     return skipped
+
+
+# ---------------------------------------------------------------------------- solver state
+def snapshot_paths(prefix: str, it: int) -> tuple[Path, Path]:
+    """``<prefix>_iter_<N>.model.npz`` and ``<prefix>_iter_<N>.solverstate.npz``."""
+    return Path(f"{prefix}_iter_{it}.model.npz"), Path(f"{prefix}_iter_{it}.solverstate.npz")
+
+
+def _jsonable(value):
+    """Spec values as JSON (in-memory data sources become a short description)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return f"<array {value.shape} {value.dtype}>"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def _parameter_list(net) -> list[list]:
+    return [[key, list(array.shape)] for key, array in model_arrays(net).items()]
+
+
+def _data_layers(net) -> dict[str, object]:
+    return {layer.name: layer for layer in net.layers if hasattr(layer, "get_state")}
+
+
+def _nets(solver) -> dict[str, object]:
+    nets = {"TRAIN": solver.net}
+    if solver._test_net is not None:
+        nets["TEST"] = solver._test_net
+    return nets
+
+
+def save_solver(solver) -> Path:
+    """Write the model and the solver state for ``solver.iter``; returns the state's path.
+
+    The model goes first: a crash between the two leaves a model without a state, which
+    ``latest`` skips. The state records the model's file name and SHA-256.
+    """
+    model_path, state_path = snapshot_paths(solver.snapshot_prefix, solver.iter)
+    model_sha = save_model(solver.net, model_path, {"iter": solver.iter})
+    arrays = {f"update/{key}": array for key, array in solver.updater.state_arrays().items()}
+    generators, data = {}, {}
+    for phase, net in _nets(solver).items():
+        generators[phase] = {name: gen.bit_generator.state
+                             for name, gen in net.random_generators().items()}
+        for name, layer in _data_layers(net).items():
+            for field, value in layer.get_state().items():
+                arrays[f"data/{phase}/{name}/{field}"] = np.asarray(value)
+    from . import __version__
+    meta = {
+        "kind": "solverstate", "format": FORMAT_VERSION, "iter": solver.iter,
+        "type": solver.spec.type, "solver": _jsonable(solver.spec.model_dump()),
+        "net": solver.net.name, "net_spec": _jsonable(solver.net.spec.to_dict()),
+        "parameters": _parameter_list(solver.net),
+        "model_file": model_path.name, "model_sha256": model_sha,
+        "rate": solver.rate(), "seed": solver.seed, "generators": generators,
+        "smoothed_losses": list(solver.smoothed_losses), "seconds": solver.seconds,
+        "world_size": solver.world.size,
+        "versions": {"solverkit": __version__, "numpy": np.__version__},
+    }
+    atomic_write_npz(state_path, arrays, meta)
+    return state_path
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    names = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            names.append(f"{prefix}{key} ({old.get(key)!r} -> {new.get(key)!r})")
+    return names
+
+
+def _net_differences(old: dict, new: dict) -> list[str]:
+    old_layers = {layer.get("name"): layer for layer in old.get("layers", [])}
+    new_layers = {layer.get("name"): layer for layer in new.get("layers", [])}
+    found = _differences({k: v for k, v in old.items() if k != "layers"},
+                         {k: v for k, v in new.items() if k != "layers"}, "net ")
+    for name in old_layers.keys() & new_layers.keys():
+        found += _differences(old_layers[name], new_layers[name], f"layer '{name}' ")
+    return found
+
+
+def restore_solver(solver, path, warn=None) -> None:
+    """Continue ``solver`` exactly from a ``.solverstate.npz`` (see SPEC §7).
+
+    Only the solver type and the parameter list (layer, index, shape) must match; other
+    differences (hyperparameters, data paths, batch sizes) are reported through ``warn``.
+    """
+    path = Path(path)
+    arrays, meta = read_npz(path, "solverstate")
+    where = str(path)
+    if meta.get("type") != solver.spec.type:
+        raise SnapshotError(f"this state is of a {meta.get('type')} solver, but the solver spec "
+                            f"says {solver.spec.type}: resume with the same type, or start a "
+                            f"fresh solver from the weights with --weights "
+                            f"{path.parent / meta.get('model_file', '<model file>')}",
+                            file=where, field="type")
+    saved_params = [(k, tuple(s)) for k, s in meta.get("parameters", [])]
+    current = [(k, tuple(s)) for k, s in _parameter_list(solver.net)]
+    if saved_params != current:
+        saved_map, current_map = dict(saved_params), dict(current)
+        diffs = [f"'{k}' {saved_map.get(k, 'absent')} in the snapshot, "
+                 f"{current_map.get(k, 'absent')} in the net"
+                 for k in dict.fromkeys([*saved_map, *current_map])
+                 if saved_map.get(k) != current_map.get(k)]
+        raise SnapshotError("the net's parameters differ from the snapshot's: "
+                            f"{'; '.join(diffs[:5])}{' …' if len(diffs) > 5 else ''}; to start "
+                            f"from these weights with another net use --weights "
+                            f"(with --allow-missing for new layers)", file=where)
+    if meta.get("world_size", 1) != solver.world.size:
+        raise SnapshotError(f"this state was written by {meta.get('world_size')} MPI rank(s) "
+                            f"but this run has {solver.world.size}", file=where,
+                            field="world_size")
+    model_path = path.parent / meta["model_file"]
+    if not model_path.exists():
+        raise SnapshotError(f"its model file {model_path.name} is missing (it must sit beside "
+                            f"the state)", file=where)
+    if file_sha256(model_path) != meta["model_sha256"]:
+        raise SnapshotError(f"the model file {model_path.name} does not match the state (its "
+                            f"SHA-256 differs: overwritten or corrupt)", file=where)
+    load_model(solver.net, model_path)
+    updates = {k[len("update/"):]: v for k, v in arrays.items() if k.startswith("update/")}
+    try:
+        solver.updater.load_state_arrays(updates)
+    except SnapshotError as err:
+        raise err.located(file=where) from None
+
+    nets = {"TRAIN": solver.net}
+    if "TEST" in meta.get("generators", {}) and solver.spec.test_interval > 0:
+        nets["TEST"] = solver.test_net
+    for phase, net in nets.items():
+        states = meta["generators"].get(phase, {})
+        for name, gen in net.random_generators().items():
+            if name in states:
+                gen.bit_generator.state = states[name]
+        for name, layer in _data_layers(net).items():
+            prefix = f"data/{phase}/{name}/"
+            state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            if state:
+                try:
+                    layer.set_state(state)
+                except SnapshotError as err:
+                    raise err.located(file=where) from None
+
+    solver.iter = int(meta["iter"])
+    solver.smoothed_losses = [float(x) for x in meta.get("smoothed_losses", [])]
+    solver.seconds_before = float(meta.get("seconds", 0.0))
+    if warn is not None:
+        changed = _differences(meta.get("solver", {}), _jsonable(solver.spec.model_dump()),
+                               "solver ")
+        changed += _net_differences(meta.get("net_spec", {}),
+                                    _jsonable(solver.net.spec.to_dict()))
+        for change in changed:
+            warn(f"resuming with a changed setting: {change}")
+
+
+_STATE_NAME = re.compile(r"_iter_(\d+)\.solverstate\.npz$")
+
+
+def latest_snapshot(prefix: str) -> Path | None:
+    """The state file with the highest N whose state and model are both complete."""
+    prefix_path = Path(prefix)
+    folder = prefix_path.parent if str(prefix_path.parent) else Path(".")
+    if not folder.is_dir():
+        return None
+    found = []
+    for candidate in folder.glob(f"{glob.escape(prefix_path.name)}_iter_*.solverstate.npz"):
+        match = _STATE_NAME.search(candidate.name)
+        if match and candidate.name == f"{prefix_path.name}_iter_{match.group(1)}.solverstate.npz":
+            found.append((int(match.group(1)), candidate))
+    for _, candidate in sorted(found, reverse=True):
+        try:
+            _, meta = read_npz(candidate, "solverstate")
+            model = candidate.parent / meta["model_file"]
+            if model.exists() and file_sha256(model) == meta["model_sha256"]:
+                return candidate
+        except (SnapshotError, KeyError):
+            continue
+    return None
+
+
+def resolve_resume(value: str, prefix: str) -> Path:
+    """``--resume PATH`` or ``--resume latest`` (for the solver's snapshot prefix)."""
+    if value == "latest":
+        found = latest_snapshot(prefix)
+        if found is None:
+            raise SnapshotError(f"no complete snapshot found for the prefix '{prefix}' "
+                                f"(looked for {prefix}_iter_<N>.solverstate.npz)",
+                                field="--resume")
+        return found
+    return Path(value)

@@ -1,13 +1,23 @@
 """Train a net with a solver: solverkit train --net NET --solver SOLVER [--set key=value ...]
 
 Prints each final averaged TEST output as ``Test net output #<i>: <name> = <value>``.
+``--resume PATH|latest`` continues bit-exactly from a snapshot; ``--weights MODEL`` starts a
+fresh solver from given weights (fine-tuning). SIGINT/SIGTERM write a snapshot and exit 0
+(``--on-signal stop`` skips the snapshot).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import shlex
+import signal
+import sys
 
+from ..errors import SolverkitError
 from ..solvers import Solver
+
+logger = logging.getLogger("solverkit")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,13 +29,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE",
                         help="override solver fields, e.g. --set type=Adam base_lr=0.001 "
                              "(repeatable)")
+    parser.add_argument("--resume", metavar="STATE|latest",
+                        help="continue from a .solverstate.npz, or the newest complete one")
+    parser.add_argument("--weights", metavar="MODEL",
+                        help="start from the weights of a .model.npz (layers matched by name)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="with --weights: leave layers the file lacks as initialised "
+                             "(fine-tuning a new head) and ignore layers the net lacks")
+    parser.add_argument("--on-signal", choices=("snapshot", "stop"), default="snapshot",
+                        help="on SIGINT/SIGTERM: write a snapshot (default) or just stop")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.resume and args.weights:
+        raise SolverkitError("give --resume or --weights, not both: --resume continues a run "
+                             "(its weights come with it), --weights starts a fresh one",
+                             field="--weights")
+    if args.allow_missing and not args.weights:
+        raise SolverkitError("--allow-missing goes with --weights", field="--allow-missing")
     solver = Solver(args.solver, net=args.net, overrides=args.overrides,
                     progress=False if args.quiet else None)
-    results = solver.solve()
+    solver.on_signal = args.on_signal
+    if args.resume:
+        from ..snapshot import resolve_resume
+        solver.restore(resolve_resume(args.resume, solver.snapshot_prefix))
+    elif args.weights:
+        skipped = solver.net.load(args.weights, allow_missing=args.allow_missing)
+        if skipped:
+            logger.info("Layers without weights in %s (left as initialised): %s",
+                        args.weights, ", ".join(skipped))
+    previous = {sig: signal.signal(sig, lambda signum, frame: solver.request_stop(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        results = solver.solve()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not solver.world.is_root:    # under mpirun, rank 0 prints the run's results
+        return 0
+    if solver.stopped_by is not None:
+        name = signal.Signals(solver.stopped_by).name
+        if args.on_signal == "snapshot" and solver.last_snapshot is not None:
+            again = [a for a in sys.argv[1:] if a not in ("--resume", args.resume or "")]
+            print(f"Stopped by {name} at iteration {solver.iter}; snapshot written to "
+                  f"{solver.last_snapshot}\nResume with: solverkit {shlex.join(again)} "
+                  f"--resume {solver.last_snapshot}")
+        else:
+            print(f"Stopped by {name} at iteration {solver.iter} (no snapshot written)")
         return 0
     for i, (name, value) in enumerate(results.items()):
         print(f"Test net output #{i}: {name} = {value:.6g}")

@@ -93,6 +93,9 @@ class Solver:
         self._log_file = None
         self._log_writer = None
         self._clock: float | None = None         # perf_counter when this run started
+        self.on_signal = "snapshot"              # SIGINT/SIGTERM: "snapshot" or "stop"
+        self.stopped_by: int | None = None       # the signal that ended training early
+        self.last_snapshot: Path | None = None
 
     # ------------------------------------------------------------------ nets
     def _net_seed(self, phase: str) -> int:
@@ -130,6 +133,13 @@ class Solver:
         close the nets and the log; returns the final test outputs (``{}`` without tests)."""
         try:
             self.step(self.spec.max_iter - self.iter)
+            if self.stopped_by is not None:
+                if self.on_signal == "snapshot":
+                    self.snapshot()
+                return {}
+            spec = self.spec
+            if spec.snapshot_after_train and (not spec.snapshot or self.iter % spec.snapshot):
+                self.snapshot()     # before the final test, as a resumed run would test next
             results = self.test() if self.spec.test_interval > 0 else {}
             logger.info("Optimization done at iteration %d", self.iter)
             return results
@@ -174,6 +184,10 @@ class Solver:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{self.smoothed_loss:.4g}", refresh=False)
+                if spec.snapshot and self.iter % spec.snapshot == 0:
+                    self.snapshot()
+                if self.stopped_by is not None:
+                    break
         finally:
             if self._log_file is not None:
                 self._log_file.flush()
@@ -279,6 +293,31 @@ class Solver:
         from tqdm import tqdm
         return tqdm(total=stop, initial=self.iter, unit="iter", dynamic_ncols=True,
                     leave=False, file=sys.stderr)
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> Path | None:
+        """Write ``<prefix>_iter_<N>.model.npz`` and ``.solverstate.npz`` (rank 0 only);
+        returns the state's path."""
+        from ..snapshot import save_solver
+        path = save_solver(self) if self.world.is_root else None
+        self.world.barrier()
+        if path is not None:
+            logger.info("Snapshotting solver state to %s", path)
+            self.last_snapshot = path
+        return path
+
+    def restore(self, path) -> None:
+        """Continue exactly from a ``.solverstate.npz`` (its model file sits beside it)."""
+        from ..snapshot import restore_solver
+        restore_solver(self, path, warn=logger.warning)
+        if self.data_parallel is not None:
+            self.data_parallel.synchronize(self.net.learnable_params,
+                                           self.updater.state_arrays().values())
+        logger.info("Resumed from %s at iteration %d", path, self.iter)
+
+    def request_stop(self, signum: int) -> None:
+        """End training after the current iteration (a signal handler calls this)."""
+        self.stopped_by = signum
 
     def close(self) -> None:
         """Close the CSV log and stop the nets' background work (data prefetching)."""
