@@ -209,6 +209,14 @@ class Net:
                         f"shared parameter '{pspec.name}' has shape {layer.blobs[j].shape} here "
                         f"but {owner.blob.shape} in layer '{owner.layer}'", field="param"),
                         position)
+                for field in ("lr_mult", "decay_mult"):     # Caffe: both given must agree
+                    if (field in pspec.model_fields_set
+                            and getattr(pspec, field) != getattr(owner, field)):
+                        raise self._located(ConfigError(
+                            f"shared parameter '{pspec.name}' has {field} "
+                            f"{getattr(pspec, field)} here but {getattr(owner, field)} in layer "
+                            f"'{owner.layer}' (the owner's settings apply to every user)",
+                            field="param"), position)
                 layer.blobs[j] = owner.blob
                 continue
             key = f"{layer.name}/{j}"

@@ -222,6 +222,18 @@ def test_shared_param_shapes_must_agree(make_net, input_layer):
     assert (err.value.layer, err.value.field) == ("ip_b", "param")
 
 
+def test_shared_param_multipliers_must_agree(make_net, input_layer):
+    with pytest.raises(sk.ConfigError, match="lr_mult 2.0 here but 1.0") as err:
+        make_net(input_layer(a=(2, 3), b=(2, 3)),
+                 ip("ip_a", "a", "ya", 2, param=[{"name": "w", "lr_mult": 1}]),
+                 ip("ip_b", "b", "yb", 2, param=[{"name": "w", "lr_mult": 2}]))
+    assert (err.value.layer, err.value.field) == ("ip_b", "param")
+    # not giving it means "the owner's": no error
+    make_net(input_layer(a=(2, 3), b=(2, 3)),
+             ip("ip_a", "a", "ya", 2, param=[{"name": "w", "lr_mult": 3}]),
+             ip("ip_b", "b", "yb", 2, param=[{"name": "w"}]))
+
+
 def test_propagate_down_false_stops_the_gradient(make_net, input_layer):
     net = make_net(input_layer(a=(2, 2), b=(2, 2)),
                    {"name": "prod", "type": "Eltwise", "bottom": ["a", "b"], "top": "y",

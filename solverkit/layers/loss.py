@@ -59,7 +59,8 @@ class SoftmaxWithLoss(LossLayer):
 
     def _normalizer(self, valid: int) -> float:
         mode = self.params.normalization
-        if self.params.normalize is not None:
+        # Caffe: the old `normalize` flag counts only when `normalization` is not given
+        if self.params.normalize is not None and "normalization" not in self.params.model_fields_set:
             mode = "VALID" if self.params.normalize else "BATCH_SIZE"
         count = {"FULL": self.outer * self.inner, "VALID": valid,
                  "BATCH_SIZE": self.outer, "NONE": 1}[mode]

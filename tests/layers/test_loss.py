@@ -85,6 +85,11 @@ def test_softmax_with_loss_legacy_normalize_flag(make_net, input_layer):
     net = _softmax_loss(make_net, input_layer, ignore_label=0, normalize=False)
     loss = net.forward(x=SCORES, label=LABELS)["loss"]
     assert loss == pytest.approx(-np.log(P_LABEL[LABELS != 0]).sum() / 4)   # BATCH_SIZE
+    # as in Caffe, an explicit normalization wins over the old flag
+    net = _softmax_loss(make_net, input_layer, ignore_label=0, normalize=False,
+                        normalization="NONE")
+    loss = net.forward(x=SCORES, label=LABELS)["loss"]
+    assert loss == pytest.approx(-np.log(P_LABEL[LABELS != 0]).sum())
 
 
 def test_softmax_with_loss_spatial_and_weighted(make_net, input_layer):
