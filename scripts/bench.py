@@ -1,0 +1,579 @@
+#!/usr/bin/env python3
+"""Training-step benchmark: solverkit against PyTorch on the CPU, in the same run.
+
+Each case is a net written in YAML (Caffe's layer names and fillers), trained on
+synthetic in-memory data of the right shape (fixed seed) with SGD + momentum:
+
+    mlp_b64, mlp_b256     MLP 784-512-512-10 (ReLU), batch 64 and 256
+    lenet_b64             Caffe's MNIST LeNet, batch 64
+    cifar10_quick_b100    Caffe's cifar10_quick, batch 100
+
+solverkit is timed through the real ``Solver``: one timed sample is ``solver.step(1)``,
+i.e. data layer + forward + backward + the SGD-momentum update. When ``torch`` is
+importable, the same net (same initial weights, same per-parameter lr/decay multipliers,
+same learning-rate policy) is timed in PyTorch: ``zero_grad``, forward, cross-entropy,
+``backward``, ``optimizer.step()``, ``loss.item()``. Both use the same number of threads
+(``--threads``, default 2: ``torch.set_num_threads`` and numpy's BLAS pool). After a
+warm-up, the two alternate in rounds (A/B, then B/A) so that load from other processes
+hits both alike; reported times are medians, the ratio is the median over rounds of
+(solverkit median / PyTorch median).
+
+Peak memory is ``ru_maxrss`` of a child process per framework and case (the child
+imports only its own framework, builds the case and trains ``--memory-iters`` steps).
+
+The feeding cases measure what the Data layer adds to a LeNet step: the same net fed by a
+``Data`` layer (an ``.npz`` file, the built-in digits, in-memory arrays) against an
+``Input`` layer whose blobs were filled once before timing.
+
+    python scripts/bench.py                       # all cases, a table
+    python scripts/bench.py --cases lenet_b64 --json
+    python scripts/bench.py --quick --no-torch    # a few iterations, solverkit alone (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _threads_argument() -> str:
+    return sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[:-1] else "2"
+
+
+# numpy sizes its BLAS pool once, at import: without threadpoolctl this is the only knob
+os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_argument())
+
+import numpy as np
+import yaml
+
+SEED = 0
+
+MLP = """
+name: mlp
+layers:
+  - {name: data, type: Data, top: [data, label], batch_size: 64}
+  - {name: ip1, type: InnerProduct, bottom: data, top: ip1, num_output: 512,
+     weight_filler: {type: xavier}, bias_filler: {type: constant}}
+  - {name: relu1, type: ReLU, bottom: ip1, top: ip1}
+  - {name: ip2, type: InnerProduct, bottom: ip1, top: ip2, num_output: 512,
+     weight_filler: {type: xavier}, bias_filler: {type: constant}}
+  - {name: relu2, type: ReLU, bottom: ip2, top: ip2}
+  - {name: ip3, type: InnerProduct, bottom: ip2, top: ip3, num_output: 10,
+     weight_filler: {type: xavier}, bias_filler: {type: constant}}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [ip3, label], top: loss}
+"""
+
+# Caffe's examples/mnist/lenet_train_test.prototxt (TRAIN phase)
+LENET = """
+name: LeNet
+layers:
+  - {name: mnist, type: Data, top: [data, label], batch_size: 64}
+  - {name: conv1, type: Convolution, bottom: data, top: conv1, num_output: 20, kernel_size: 5,
+     stride: 1, weight_filler: {type: xavier}, bias_filler: {type: constant},
+     param: [{lr_mult: 1}, {lr_mult: 2}]}
+  - {name: pool1, type: Pooling, bottom: conv1, top: pool1, pool: MAX, kernel_size: 2, stride: 2}
+  - {name: conv2, type: Convolution, bottom: pool1, top: conv2, num_output: 50, kernel_size: 5,
+     stride: 1, weight_filler: {type: xavier}, bias_filler: {type: constant},
+     param: [{lr_mult: 1}, {lr_mult: 2}]}
+  - {name: pool2, type: Pooling, bottom: conv2, top: pool2, pool: MAX, kernel_size: 2, stride: 2}
+  - {name: ip1, type: InnerProduct, bottom: pool2, top: ip1, num_output: 500,
+     weight_filler: {type: xavier}, bias_filler: {type: constant},
+     param: [{lr_mult: 1}, {lr_mult: 2}]}
+  - {name: relu1, type: ReLU, bottom: ip1, top: ip1}
+  - {name: ip2, type: InnerProduct, bottom: ip1, top: ip2, num_output: 10,
+     weight_filler: {type: xavier}, bias_filler: {type: constant},
+     param: [{lr_mult: 1}, {lr_mult: 2}]}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label], top: loss}
+"""
+
+# Caffe's examples/cifar10/cifar10_quick_train_test.prototxt (TRAIN phase)
+CIFAR10_QUICK = """
+name: CIFAR10_quick
+layers:
+  - {name: cifar, type: Data, top: [data, label], batch_size: 100}
+  - {name: conv1, type: Convolution, bottom: data, top: conv1, num_output: 32, pad: 2,
+     kernel_size: 5, stride: 1, weight_filler: {type: gaussian, std: 0.0001},
+     bias_filler: {type: constant}, param: [{lr_mult: 1}, {lr_mult: 2}]}
+  - {name: pool1, type: Pooling, bottom: conv1, top: pool1, pool: MAX, kernel_size: 3, stride: 2}
+  - {name: relu1, type: ReLU, bottom: pool1, top: pool1}
+  - {name: conv2, type: Convolution, bottom: pool1, top: conv2, num_output: 32, pad: 2,
+     kernel_size: 5, stride: 1, weight_filler: {type: gaussian, std: 0.01},
+     bias_filler: {type: constant}, param: [{lr_mult: 1}, {lr_mult: 2}]}
+  - {name: relu2, type: ReLU, bottom: conv2, top: conv2}
+  - {name: pool2, type: Pooling, bottom: conv2, top: pool2, pool: AVE, kernel_size: 3, stride: 2}
+  - {name: conv3, type: Convolution, bottom: pool2, top: conv3, num_output: 64, pad: 2,
+     kernel_size: 5, stride: 1, weight_filler: {type: gaussian, std: 0.01},
+     bias_filler: {type: constant}, param: [{lr_mult: 1}, {lr_mult: 2}]}
+  - {name: relu3, type: ReLU, bottom: conv3, top: conv3}
+  - {name: pool3, type: Pooling, bottom: conv3, top: pool3, pool: AVE, kernel_size: 3, stride: 2}
+  - {name: ip1, type: InnerProduct, bottom: pool3, top: ip1, num_output: 64,
+     weight_filler: {type: gaussian, std: 0.1}, bias_filler: {type: constant},
+     param: [{lr_mult: 1}, {lr_mult: 2}]}
+  - {name: ip2, type: InnerProduct, bottom: ip1, top: ip2, num_output: 10,
+     weight_filler: {type: gaussian, std: 0.1}, bias_filler: {type: constant},
+     param: [{lr_mult: 1}, {lr_mult: 2}]}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label], top: loss}
+"""
+
+# LeNet shrunk to the 8x8 built-in digits (3x3 kernels, padded), for the feeding case
+LENET_DIGITS = """
+name: LeNet_digits
+layers:
+  - {name: digits, type: Data, top: [data, label], batch_size: 64}
+  - {name: conv1, type: Convolution, bottom: data, top: conv1, num_output: 20, kernel_size: 3,
+     pad: 1, weight_filler: {type: xavier}, bias_filler: {type: constant}}
+  - {name: pool1, type: Pooling, bottom: conv1, top: pool1, pool: MAX, kernel_size: 2, stride: 2}
+  - {name: conv2, type: Convolution, bottom: pool1, top: conv2, num_output: 50, kernel_size: 3,
+     pad: 1, weight_filler: {type: xavier}, bias_filler: {type: constant}}
+  - {name: pool2, type: Pooling, bottom: conv2, top: pool2, pool: MAX, kernel_size: 2, stride: 2}
+  - {name: ip1, type: InnerProduct, bottom: pool2, top: ip1, num_output: 500,
+     weight_filler: {type: xavier}, bias_filler: {type: constant}}
+  - {name: relu1, type: ReLU, bottom: ip1, top: ip1}
+  - {name: ip2, type: InnerProduct, bottom: ip1, top: ip2, num_output: 10,
+     weight_filler: {type: xavier}, bias_filler: {type: constant}}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label], top: loss}
+"""
+
+# Caffe's solvers for these examples, with the learning-rate policy they use
+SGD_INV = {"type": "SGD", "base_lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005,
+           "lr_policy": "inv", "gamma": 0.0001, "power": 0.75}
+SGD_FIXED = {"type": "SGD", "base_lr": 0.001, "momentum": 0.9, "weight_decay": 0.004,
+             "lr_policy": "fixed"}
+
+
+@dataclass
+class Case:
+    net: str                 # YAML of the TRAIN net; its first layer is the Data layer
+    batch: int
+    shape: tuple             # one sample, CHW
+    solver: dict
+    classes: int = 10
+    batches_in_set: int = 8  # size of the synthetic data set, in batches
+
+
+CASES = {
+    "mlp_b64": Case(MLP, 64, (1, 28, 28), SGD_INV),
+    "mlp_b256": Case(MLP, 256, (1, 28, 28), SGD_INV),
+    "lenet_b64": Case(LENET, 64, (1, 28, 28), SGD_INV),
+    "cifar10_quick_b100": Case(CIFAR10_QUICK, 100, (3, 32, 32), SGD_FIXED),
+}
+
+# feeding case -> (net, Data layer fields besides batch_size); the baseline is an Input layer
+FEEDING = {
+    "feed_lenet_npz": (LENET, {"source": "npz", "transform": {"scale": 0.00390625}}),
+    "feed_lenet_memory": (LENET, {"source": "memory", "transform": {"scale": 0.00390625}}),
+    "feed_lenet_digits": (LENET_DIGITS, {"source": "builtin:digits/train", "shuffle": True,
+                                         "transform": {"scale": 0.0625}}),
+}
+
+
+@dataclass
+class Settings:
+    warmup: int = 10
+    rounds: int = 6
+    steps: int = 15                  # timed steps per framework per round
+    memory_iters: int = 30
+    threads: int = 2
+    torch: bool = True
+    memory: bool = True
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sk-bench-")))
+
+
+# --------------------------------------------------------------------------- threads, BLAS
+def limit_threads(threads: int):
+    """numpy's BLAS pool to ``threads`` (threadpoolctl when installed); returns its description."""
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        return [{"note": "threadpoolctl not installed; BLAS threads from OPENBLAS_NUM_THREADS/"
+                         "OMP_NUM_THREADS, set by this script before numpy was imported"}]
+    threadpool_limits(threads, user_api="blas")
+    return [{k: info.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
+                                       "threading_layer", "filepath")}
+            for info in threadpool_info() if info.get("user_api") == "blas"]
+
+
+def synthetic(case: Case, seed: int = SEED):
+    """A fixed data set of ``batches_in_set`` batches: x ~ N(0, 1) float32, labels 0..classes-1."""
+    rng = np.random.default_rng(seed)
+    n = case.batch * case.batches_in_set
+    x = rng.standard_normal((n, *case.shape), dtype=np.float32)
+    y = rng.integers(0, case.classes, n).astype(np.float32)
+    return x, y
+
+
+# --------------------------------------------------------------------------- solverkit side
+def net_dict(net_yaml: str, batch: int, data_fields: dict) -> dict:
+    spec = yaml.safe_load(net_yaml)
+    data = spec["layers"][0]
+    data.update({"batch_size": batch, "shuffle": False})
+    data.update(data_fields)
+    return spec
+
+
+def input_net_dict(net_yaml: str, batch: int, shape: tuple) -> dict:
+    """The same net with an Input layer in place of the Data layer."""
+    spec = yaml.safe_load(net_yaml)
+    data = spec["layers"][0]
+    spec["layers"][0] = {"name": data["name"], "type": "Input", "top": data["top"],
+                         "shape": [[batch, *shape], [batch]]}
+    return spec
+
+
+def make_solver(net, solver_fields: dict, workdir: Path, tag: str):
+    import solverkit as sk
+    spec = dict(solver_fields, max_iter=10**9, display=0, test_interval=0, snapshot=0,
+                snapshot_after_train=False, random_seed=SEED,
+                snapshot_prefix=str(workdir / tag))
+    return sk.Solver(spec, net=net)
+
+
+def solverkit_case(case: Case, settings: Settings, data=None):
+    x, y = data if data is not None else synthetic(case)
+    return make_solver(net_dict(case.net, case.batch, {"source": (x, y)}), case.solver,
+                       settings.workdir, "sk")
+
+
+def solverkit_loss(solver) -> float:
+    return float(solver.net.blobs["loss"].data)
+
+
+# --------------------------------------------------------------------------- PyTorch side
+class TorchCase:
+    """The case's net in PyTorch, translated layer by layer from the same YAML."""
+
+    def __init__(self, case: Case, data, threads: int):
+        import torch
+        from torch import nn
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(SEED)
+        self.torch = torch
+        self.batch = case.batch
+        x, y = data
+        self.x = torch.from_numpy(x)
+        self.y = torch.from_numpy(y).long()
+        self.cursor = 0
+        spec = yaml.safe_load(case.net)
+        modules, self.by_layer, groups = [], {}, {}
+        probe = torch.zeros((1, *case.shape))
+        for lspec in spec["layers"][1:]:
+            kind = lspec["type"]
+            if kind == "Convolution":
+                k, pad = lspec["kernel_size"], lspec.get("pad", 0)
+                module = nn.Conv2d(probe.shape[1], lspec["num_output"], k,
+                                   stride=lspec.get("stride", 1), padding=pad)
+            elif kind == "Pooling":
+                pool = nn.MaxPool2d if lspec["pool"] == "MAX" else nn.AvgPool2d
+                # Caffe rounds pooled sizes up
+                module = pool(lspec["kernel_size"], lspec.get("stride", 1),
+                              lspec.get("pad", 0), ceil_mode=True)
+            elif kind == "ReLU":
+                module = nn.ReLU(inplace=True)
+            elif kind == "InnerProduct":
+                if probe.dim() > 2:
+                    modules.append(nn.Flatten())
+                    probe = modules[-1](probe)
+                module = nn.Linear(probe.shape[1], lspec["num_output"])
+            elif kind == "SoftmaxWithLoss":
+                continue
+            else:
+                raise ValueError(f"no PyTorch translation for layer type {kind}")
+            modules.append(module)
+            probe = module(probe)
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                self.by_layer[lspec["name"]] = module
+                mults = lspec.get("param", [])
+                for j, tensor in enumerate((module.weight, module.bias)):
+                    m = mults[j] if j < len(mults) else {}
+                    key = (m.get("lr_mult", 1.0), m.get("decay_mult", 1.0))
+                    groups.setdefault(key, []).append(tensor)
+        self.model = nn.Sequential(*modules)
+        s = case.solver
+        self.optimizer = torch.optim.SGD(
+            [{"params": params, "lr": s["base_lr"] * lr, "weight_decay": s["weight_decay"] * dm}
+             for (lr, dm), params in groups.items()],
+            lr=s["base_lr"], momentum=s["momentum"])
+        if s["lr_policy"] == "inv":
+            def policy(it):
+                return (1 + s["gamma"] * it) ** -s["power"]
+        else:
+            def policy(it):
+                return 1.0
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, policy)
+        self.loss = float("nan")
+
+    def copy_weights_from(self, net) -> None:
+        """Start from solverkit's initial weights (Caffe and PyTorch lay them out alike)."""
+        with self.torch.no_grad():
+            for name, module in self.by_layer.items():
+                module.weight.copy_(self.torch.from_numpy(net.params[name][0].data))
+                module.bias.copy_(self.torch.from_numpy(net.params[name][1].data))
+
+    def step(self) -> None:
+        torch = self.torch
+        start = self.cursor * self.batch
+        self.cursor = (self.cursor + 1) % (self.x.shape[0] // self.batch)
+        xb, yb = self.x[start:start + self.batch], self.y[start:start + self.batch]
+        self.optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(self.model(xb), yb)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        self.loss = loss.item()
+
+
+def torch_available() -> bool:
+    """Whether torch is installed (without importing it: see ``child_peak_rss``)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+# --------------------------------------------------------------------------- timing
+def time_steps(step, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def alternate(steps: dict, settings: Settings) -> dict:
+    """Warm each up, then time them in rounds, alternating their order; per-step seconds."""
+    for step in steps.values():
+        time_steps(step, settings.warmup)
+    names = list(steps)
+    rounds = {name: [] for name in names}
+    for r in range(settings.rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            rounds[name].append(time_steps(steps[name], settings.steps))
+    return rounds
+
+
+def summarize(rounds: list[list[float]]) -> float:
+    return statistics.median(t for times in rounds for t in times)
+
+
+def median_ratio(a: list[list[float]], b: list[list[float]]) -> float:
+    return statistics.median(statistics.median(x) / statistics.median(y) for x, y in zip(a, b))
+
+
+# --------------------------------------------------------------------------- memory (children)
+def child_peak_rss(framework: str, name: str, settings: Settings) -> float:
+    """Peak RSS in MiB of a fresh process that trains case ``name`` with ``framework`` only.
+
+    Linux carries the parent's resident size at fork into the child's ``ru_maxrss`` across
+    ``exec``, so children are started while this process is still small (before any net
+    or torch is loaded here): see ``main``.
+    """
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", framework, "--cases", name,
+           "--memory-iters", str(settings.memory_iters), "--threads", str(settings.threads),
+           "--workdir", str(settings.workdir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory child for {framework} {name} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def run_child(framework: str, name: str, settings: Settings) -> None:
+    limit_threads(settings.threads)
+    case = CASES[name]
+    data = synthetic(case)
+    if framework == "solverkit":
+        solver = solverkit_case(case, settings, data)
+        for _ in range(settings.memory_iters):
+            solver.step(1)
+    else:
+        model = TorchCase(case, data, settings.threads)
+        for _ in range(settings.memory_iters):
+            model.step()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB on Linux
+    print(json.dumps({"peak_rss_mib": peak_kib / 1024}))
+
+
+# --------------------------------------------------------------------------- the cases
+def run_case(name: str, settings: Settings) -> dict:
+    case = CASES[name]
+    data = synthetic(case)
+    solver = solverkit_case(case, settings, data)
+    steps = {"solverkit": lambda: solver.step(1)}
+    model = None
+    if settings.torch:
+        model = TorchCase(case, data, settings.threads)
+        model.copy_weights_from(solver.net)
+        steps["torch"] = model.step
+    result = {"case": name, "batch": case.batch}
+    if model is not None:
+        # the same weights and the same first batch give the same first loss
+        solver.step(1)
+        model.step()
+        result["first_loss"] = {"solverkit": solverkit_loss(solver), "torch": model.loss}
+    rounds = alternate(steps, settings)
+    for framework, times in rounds.items():
+        ms = summarize(times) * 1e3
+        result[f"{framework}_ms"] = ms
+        result[f"{framework}_samples_per_s"] = case.batch / ms * 1e3
+    if model is not None:
+        result["ratio"] = median_ratio(rounds["solverkit"], rounds["torch"])
+    solver.net.close()
+    return result
+
+
+def measure_memory(name: str, settings: Settings) -> dict:
+    frameworks = ["solverkit", "torch"] if settings.torch else ["solverkit"]
+    result = {f"{f}_peak_rss_mib": child_peak_rss(f, name, settings) for f in frameworks}
+    if settings.torch:
+        result["rss_ratio"] = result["solverkit_peak_rss_mib"] / result["torch_peak_rss_mib"]
+    return result
+
+
+def run_feeding(name: str, settings: Settings) -> dict:
+    """A Data-fed LeNet step against the same step with its Input blobs filled beforehand."""
+    net_yaml, fields = FEEDING[name]
+    fields = copy.deepcopy(fields)
+    digits = fields["source"].startswith("builtin:")
+    shape = (1, 8, 8) if digits else (1, 28, 28)
+    case = Case(net_yaml, 64, shape, SGD_INV, batches_in_set=32)
+    rng = np.random.default_rng(SEED)
+    n = case.batch * case.batches_in_set
+    x = rng.integers(0, 256, (n, *shape)).astype(np.float32)
+    y = rng.integers(0, case.classes, n).astype(np.float32)
+    if fields["source"] == "npz":
+        path = settings.workdir / "feed.npz"
+        np.savez(path, x=x, y=y)
+        fields["source"] = str(path)
+    elif fields["source"] == "memory":
+        fields["source"] = (x, y)
+    fed = make_solver(net_dict(net_yaml, case.batch, fields), case.solver, settings.workdir,
+                      "fed")
+    preloaded = make_solver(input_net_dict(net_yaml, case.batch, shape), case.solver,
+                            settings.workdir, "pre")
+    scale = fields["transform"]["scale"]
+    preloaded.net.set_input("data", x[:case.batch] * scale)
+    preloaded.net.set_input("label", y[:case.batch])
+    rounds = alternate({"data": lambda: fed.step(1), "input": lambda: preloaded.step(1)},
+                       settings)
+    fed.net.close()
+    return {"case": name, "batch": case.batch,
+            "data_layer_ms": summarize(rounds["data"]) * 1e3,
+            "input_ms": summarize(rounds["input"]) * 1e3,
+            "overhead": median_ratio(rounds["data"], rounds["input"]) - 1}
+
+
+# --------------------------------------------------------------------------- report
+def machine(blas) -> dict:
+    info = {"python": platform.python_version(), "numpy": np.__version__,
+            "cores": os.cpu_count(), "blas": blas,
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def print_table(report: dict) -> None:
+    m = report["machine"]
+    blas = m["blas"][0] if m["blas"] else {}
+    print(f"# {m['cores']} cores, Python {m['python']}, numpy {m['numpy']} "
+          f"({blas.get('internal_api', '?')} {blas.get('version', '')} "
+          f"{blas.get('architecture', '')}, {blas.get('num_threads', '?')} threads), "
+          f"torch {m['torch']}, OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}")
+    head = (f"{'case':<20}{'solverkit ms':>13}{'torch ms':>10}{'ratio':>7}"
+            f"{'sk samples/s':>14}{'torch samples/s':>16}{'sk MiB':>8}{'torch MiB':>10}"
+            f"{'mem ratio':>10}")
+    print(head)
+    def num(r, key, fmt):
+        return format(r[key], fmt) if key in r else format("-", f">{fmt.split('.')[0]}")
+
+    for r in report["cases"]:
+        print(f"{r['case']:<20}{num(r, 'solverkit_ms', '13.2f')}{num(r, 'torch_ms', '10.2f')}"
+              f"{num(r, 'ratio', '7.2f')}{num(r, 'solverkit_samples_per_s', '14.0f')}"
+              f"{num(r, 'torch_samples_per_s', '16.0f')}{num(r, 'solverkit_peak_rss_mib', '8.0f')}"
+              f"{num(r, 'torch_peak_rss_mib', '10.0f')}{num(r, 'rss_ratio', '10.2f')}")
+    for r in report["cases"]:
+        first = r.get("first_loss")
+        if first and abs(first["solverkit"] - first["torch"]) > 1e-4 * max(1.0, abs(first["torch"])):
+            print(f"warning: {r['case']}: first losses differ (solverkit {first['solverkit']:.6g},"
+                  f" torch {first['torch']:.6g}): the two nets are not the same computation")
+    if report["feeding"]:
+        print(f"\n{'feeding':<20}{'Data ms':>10}{'Input ms':>10}{'overhead':>10}")
+        for r in report["feeding"]:
+            print(f"{r['case']:<20}{r['data_layer_ms']:>10.2f}{r['input_ms']:>10.2f}"
+                  f"{r['overhead']:>10.1%}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    names = list(CASES) + list(FEEDING)
+    parser.add_argument("--cases", default=",".join(names),
+                        help=f"comma-separated cases (default: all of {', '.join(names)})")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few iterations of each (a smoke test, not a measurement)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--no-torch", action="store_true", help="time solverkit alone")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--steps", type=int, help="timed steps per framework per round")
+    parser.add_argument("--memory-iters", type=int)
+    parser.add_argument("--child", choices=["solverkit", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    settings = Settings(threads=args.threads, memory=not args.no_memory)
+    if args.quick:
+        settings.warmup, settings.rounds, settings.steps, settings.memory_iters = 1, 2, 2, 3
+    for key in ("rounds", "steps", "memory_iters"):
+        if getattr(args, key) is not None:
+            setattr(settings, key, getattr(args, key))
+    if args.workdir is not None:
+        settings.workdir = args.workdir
+    if args.child:
+        run_child(args.child, args.cases, settings)
+        return 0
+
+    selected = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in selected if c not in names]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    settings.torch = not args.no_torch and torch_available()
+    # peak memory first, while this process is small (see child_peak_rss)
+    memory = {name: measure_memory(name, settings) for name in selected
+              if name in CASES and settings.memory}
+    blas = limit_threads(settings.threads)
+    report = {"machine": machine(blas), "settings": {
+        k: getattr(settings, k) for k in ("warmup", "rounds", "steps", "memory_iters",
+                                          "threads", "torch")},
+        "cases": [], "feeding": []}
+    for name in selected:
+        if name in CASES:
+            report["cases"].append({**run_case(name, settings), **memory.get(name, {})})
+        else:
+            report["feeding"].append(run_feeding(name, settings))
+        if not args.json:
+            print(f"done: {name}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
