@@ -177,3 +177,13 @@ def test_diverging_rate_is_caught_at_the_first_layer_that_overflows(regression, 
     message = str(info.value)
     assert f"iteration {solver.iter}:" in message and solver.iter >= 1
     assert "layer 'ip" in message
+
+
+def test_progress_bar_on_request_and_not_when_stderr_is_no_terminal(regression, tmp_path,
+                                                                       capsys):
+    path, _, _ = regression
+    spec = {"base_lr": 0.01, "max_iter": 3, "snapshot_prefix": str(tmp_path / "r")}
+    sk.Solver(spec, net=regression_net(path, 4), progress=True).step(3)
+    assert "0/3 [" in capsys.readouterr().err
+    sk.Solver(spec, net=regression_net(path, 4)).step(3)      # pytest's stderr is no TTY
+    assert "/3" not in capsys.readouterr().err
