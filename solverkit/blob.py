@@ -11,9 +11,14 @@ class Blob:
     A blob may *share data* with another (``Blob.sharing(source)``): the net uses
     that to give each consumer of a fanned-out blob its own ``diff`` while the
     data stays one array. ``diff`` is allocated lazily, on first use.
+
+    ``clear_diff()`` zeroes the diff lazily: the next read of ``diff`` sees zeros, while
+    ``diff_for_accumulation()`` lets a layer write its gradient straight over the stale
+    values instead (the solver clears every parameter diff each iteration; this saves a
+    pass of zeroing and a pass of adding over every weight).
     """
 
-    __slots__ = ("name", "dtype", "_data", "_diff", "_source")
+    __slots__ = ("_data", "_diff", "_diff_cleared", "_source", "dtype", "name")
 
     def __init__(self, shape=(), dtype=np.float32, name: str = ""):
         self.name = name
@@ -21,6 +26,7 @@ class Blob:
         self._data = np.zeros(tuple(int(s) for s in shape), dtype=self.dtype)
         self._diff = None
         self._source: Blob | None = None
+        self._diff_cleared = False
 
     @classmethod
     def sharing(cls, source: Blob, name: str = "") -> Blob:
@@ -31,6 +37,7 @@ class Blob:
         blob._data = None
         blob._diff = None
         blob._source = source
+        blob._diff_cleared = False
         return blob
 
     @property
@@ -52,6 +59,9 @@ class Blob:
         shape = self.shape
         if self._diff is None or self._diff.shape != shape:
             self._diff = np.zeros(shape, dtype=self.dtype)
+        elif self._diff_cleared:
+            self._diff.fill(0)
+        self._diff_cleared = False
         return self._diff
 
     @diff.setter
@@ -59,6 +69,26 @@ class Blob:
         value = np.asarray(value, dtype=self.dtype)
         assert value.shape == self.shape, (self.name, value.shape, self.shape)
         self._diff = value
+        self._diff_cleared = False
+
+    def clear_diff(self) -> None:
+        """Zero the diff lazily (see the class docstring); nothing is written now."""
+        self._diff_cleared = True
+
+    def diff_for_accumulation(self) -> tuple[np.ndarray, bool]:
+        """``(diff, overwrite)`` for a gradient ``g`` to add into the diff: when ``overwrite``
+        the diff was cleared and the caller must write ``g`` over every element (``out=``);
+        otherwise it adds ``diff += g``. Either way the diff then holds the sum."""
+        cleared = self._diff_cleared and self._diff is not None and self._diff.shape == self.shape
+        if not cleared:
+            return self.diff, False
+        self._diff_cleared = False
+        return self._diff, True
+
+    @property
+    def has_diff(self) -> bool:
+        """Whether a diff with values exists (allocated and not lazily cleared)."""
+        return self._diff is not None and not self._diff_cleared
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -399,7 +399,7 @@ class Net:
     def clear_param_diffs(self) -> None:
         """Zero every parameter diff (the solver does this at the start of each iteration)."""
         for param in self.learnable_params:
-            param.blob.diff[...] = 0
+            param.blob.clear_diff()
 
     # ------------------------------------------------------------ inspection
     @property
@@ -426,10 +426,10 @@ class Net:
         for position in reversed(range(len(self.layers))):
             layer = self.layers[position]
             for j, blob in enumerate(layer.blobs):
-                if blob._diff is not None and not np.all(np.isfinite(blob._diff)):
+                if blob.has_diff and not np.all(np.isfinite(blob._diff)):
                     return f"layer '{layer.name}' ({layer.type}): gradient of parameter {j}"
             for blob, flag in zip(self.bottoms[position], self.bottom_need_backward[position]):
-                if flag and blob._diff is not None and not np.all(np.isfinite(blob._diff)):
+                if flag and blob.has_diff and not np.all(np.isfinite(blob._diff)):
                     return f"layer '{layer.name}' ({layer.type}): gradient of bottom '{blob.name}'"
         return None
 
@@ -438,10 +438,10 @@ class Net:
         from .snapshot import save_model
         return save_model(self, path)
 
-    def load(self, path, allow_missing: bool = False) -> list[str]:
+    def load(self, path, allow_missing: bool = False, allow_extra: bool = False) -> list[str]:
         """Copy parameters from a model file, layers matched by name (see snapshot.load_model)."""
         from .snapshot import load_model
-        return load_model(self, path, allow_missing=allow_missing)
+        return load_model(self, path, allow_missing=allow_missing, allow_extra=allow_extra)
 
     def close(self) -> None:
         """Stop background work (data prefetch threads) of every layer."""

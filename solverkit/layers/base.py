@@ -121,6 +121,29 @@ class LossLayer(Layer):
         top[0].reshape(())
 
 
+def accumulate_matmul(blob: Blob, a: np.ndarray, b: np.ndarray) -> None:
+    """``blob.diff += a @ b``, the diff viewed as ``(a.shape[0], b.shape[1])``.
+
+    Parameter gradients accumulate (Caffe); right after the solver cleared the diff the
+    product is written straight into it, which saves zeroing it, a temporary and a pass.
+    """
+    diff, overwrite = blob.diff_for_accumulation()
+    target = diff.reshape(a.shape[0], b.shape[1])
+    if overwrite:
+        np.matmul(a, b, out=target)
+    else:
+        target += a @ b
+
+
+def accumulate_sum(blob: Blob, x: np.ndarray, axis) -> None:
+    """``blob.diff += x.sum(axis)`` (a bias gradient), written in place when just cleared."""
+    diff, overwrite = blob.diff_for_accumulation()
+    if overwrite:
+        np.sum(x, axis=axis, out=diff.reshape(-1))
+    else:
+        diff += x.sum(axis=axis).reshape(diff.shape)
+
+
 def spatial_pair(params, name: str, default=None, field_h: str | None = None,
                  field_w: str | None = None) -> tuple[int, int]:
     """Caffe's ``kernel_size``/``kernel_h``/``kernel_w`` style fields as one (h, w) pair.

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
-from .base import Layer
+from .base import Layer, accumulate_matmul, accumulate_sum
 
 
 @register_layer("Input")
@@ -98,10 +98,12 @@ class InnerProduct(Layer):
         dy = top[0].diff.reshape(-1, self.params.num_output)
         x = bottom[0].data.reshape(-1, self.fan_in)
         if self.param_propagate_down[0]:
-            grad = x.T @ dy if self.params.transpose else dy.T @ x
-            self.blobs[0].diff += grad
+            if self.params.transpose:
+                accumulate_matmul(self.blobs[0], x.T, dy)
+            else:
+                accumulate_matmul(self.blobs[0], dy.T, x)
         if self.params.bias_term and self.param_propagate_down[1]:
-            self.blobs[1].diff += dy.sum(axis=0)
+            accumulate_sum(self.blobs[1], dy, axis=0)
         if propagate_down[0]:
             np.matmul(dy, self._weight().T, out=bottom[0].diff.reshape(x.shape))
 
