@@ -99,7 +99,7 @@ class Net:
 
         for position, (spec_index, lspec) in enumerate(selected):
             self._spec_index.append(spec_index)
-            where = dict(file=self.spec.file, layer=lspec.name, layer_index=spec_index)
+            where = {"file": self.spec.file, "layer": lspec.name, "layer_index": spec_index}
             if lspec.name in seen_names:
                 raise ConfigError(f"layer name '{lspec.name}' is used twice in the "
                                   f"{self.phase} net", field="name", **where,
@@ -168,9 +168,10 @@ class Net:
         self._mark_need_backward()
 
     @staticmethod
-    def _check_counts(cls, lspec: LayerSpec) -> None:
-        for what, items, low, high in (("bottom", lspec.bottom, cls.min_bottoms, cls.max_bottoms),
-                                       ("top", lspec.top, cls.min_tops, cls.max_tops)):
+    def _check_counts(layer_cls, lspec: LayerSpec) -> None:
+        for what, items, low, high in (
+                ("bottom", lspec.bottom, layer_cls.min_bottoms, layer_cls.max_bottoms),
+                ("top", lspec.top, layer_cls.min_tops, layer_cls.max_tops)):
             n = len(items)
             if (low is not None and n < low) or (high is not None and n > high):
                 want = (f"exactly {low}" if low == high else

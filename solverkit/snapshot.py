@@ -116,12 +116,13 @@ def save_model(net, path, extra_meta: dict | None = None) -> str:
     return atomic_write_npz(path, model_arrays(net), meta)
 
 
-def load_model(net, path, allow_missing: bool = False) -> list[str]:
+def load_model(net, path, allow_missing: bool = False, allow_extra: bool = False) -> list[str]:
     """Copy parameters from a model file into ``net``, matching layers by name.
 
     A layer of the net without weights in the file, a file layer the net lacks, or a shape
     that differs is a SnapshotError naming the layer — unless ``allow_missing`` (fine-tuning
     a new head), which skips the first two and returns the names of layers left as they were.
+    ``allow_extra`` alone ignores file layers the net lacks (a TEST net reading a TRAIN model).
     """
     arrays, _ = read_npz(path, "model")
     by_layer: dict[str, dict[int, np.ndarray]] = {}
@@ -140,8 +141,8 @@ def load_model(net, path, allow_missing: bool = False) -> list[str]:
             if all(id(b) in shared_done for b in layer.blobs):
                 continue        # every parameter is shared with a layer already loaded
             if not allow_missing:
-                raise SnapshotError(f"the file has no weights for this layer (fine-tuning a new "
-                                    f"layer? pass --allow-missing)", file=str(path),
+                raise SnapshotError("the file has no weights for this layer (fine-tuning a new "
+                                    "layer? pass --allow-missing)", file=str(path),
                                     layer=layer.name)
             skipped.append(layer.name)
             continue
@@ -157,7 +158,7 @@ def load_model(net, path, allow_missing: bool = False) -> list[str]:
                                     layer=layer.name)
             np.copyto(blob.data, stored[j], casting="same_kind")
             shared_done.add(id(blob))
-    if by_layer and not allow_missing:
+    if by_layer and not (allow_missing or allow_extra):
         names = ", ".join(sorted(by_layer))
         raise SnapshotError(f"the file has weights for layers the net does not have: {names} "
                             f"(pass --allow-missing to ignore them)", file=str(path))
@@ -207,7 +208,7 @@ def save_solver(solver) -> Path:
     model_path, state_path = snapshot_paths(solver.snapshot_prefix, solver.iter)
     model_sha = save_model(solver.net, model_path, {"iter": solver.iter})
     arrays = {f"update/{key}": array for key, array in solver.updater.state_arrays().items()}
-    generators, data = {}, {}
+    generators = {}
     for phase, net in _nets(solver).items():
         generators[phase] = {name: gen.bit_generator.state
                              for name, gen in net.random_generators().items()}
@@ -248,11 +249,12 @@ def _net_differences(old: dict, new: dict) -> list[str]:
     return found
 
 
-def restore_solver(solver, path, warn=None) -> None:
+def restore_solver(solver, path, warn=None, allow_world_size_change: bool = False) -> None:
     """Continue ``solver`` exactly from a ``.solverstate.npz`` (see SPEC §7).
 
     Only the solver type and the parameter list (layer, index, shape) must match; other
     differences (hyperparameters, data paths, batch sizes) are reported through ``warn``.
+    So is another number of MPI ranks with ``allow_world_size_change``; without, an error.
     """
     path = Path(path)
     arrays, meta = read_npz(path, "solverstate")
@@ -275,10 +277,17 @@ def restore_solver(solver, path, warn=None) -> None:
                             f"{'; '.join(diffs[:5])}{' …' if len(diffs) > 5 else ''}; to start "
                             f"from these weights with another net use --weights "
                             f"(with --allow-missing for new layers)", file=where)
-    if meta.get("world_size", 1) != solver.world.size:
-        raise SnapshotError(f"this state was written by {meta.get('world_size')} MPI rank(s) "
-                            f"but this run has {solver.world.size}", file=where,
-                            field="world_size")
+    saved_size = meta.get("world_size", 1)
+    if saved_size != solver.world.size:
+        change = (f"this state was written by {saved_size} MPI rank(s) but this run has "
+                  f"{solver.world.size}")
+        if not allow_world_size_change:
+            raise SnapshotError(f"{change}: resume with mpirun -n {saved_size}, or pass "
+                                f"--allow-world-size-change to go on with {solver.world.size} "
+                                f"(the effective batch changes with it)", file=where,
+                                field="world_size")
+        if warn is not None:
+            warn(f"resuming with a changed setting: {change} (the effective batch changes)")
     model_path = path.parent / meta["model_file"]
     if not model_path.exists():
         raise SnapshotError(f"its model file {model_path.name} is missing (it must sit beside "

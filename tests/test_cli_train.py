@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -16,6 +15,7 @@ sys.path.insert(0, str(SOLVER_TESTS))
 from solver_data import blobs_classification, classifier_net, write_arrays
 
 import solverkit as sk
+from solverkit.snapshot import atomic_write_npz
 
 
 def run(*args, cwd):
@@ -89,14 +89,15 @@ def test_test_command_evaluates_a_model_file(files):
                                                          "snapshot_prefix": str(files / "py")})
     solver.step(5)
     expected = solver.test()
-    np.savez(files / "model.npz", **{p.key: p.blob.data for p in solver.net.learnable_params})
+    solver.net.save(files / "model.npz")
     result = run("test", "--net", net_file, "--weights", "model.npz", cwd=files)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"Test net output #{i}: {name} = {value:.6g}" for i, (name, value) in
         enumerate(expected.items())]
-    np.savez(files / "partial.npz", **{"ip1/0": solver.net.params["ip1"][0].data})
+    atomic_write_npz(files / "partial.npz", {"ip1/0": solver.net.params["ip1"][0].data},
+                     {"kind": "model"})
     result = run("test", "--net", net_file, "--weights", "partial.npz", "--iterations", "1",
                  cwd=files)
     assert result.returncode == 2
-    assert "layer 'ip1'" in result.stderr and "'ip1/1'" in result.stderr
+    assert "layer 'ip1'" in result.stderr and "parameter 1 is missing" in result.stderr

@@ -56,7 +56,7 @@ def _write(folder: Path, kind: str, max_iter: int, extra: str = "", prefix: str 
 
 def _cli(folder: Path, *args, check=True):
     done = subprocess.run([sys.executable, "-m", "solverkit", "--quiet", *args], cwd=folder,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     if check:
         assert done.returncode == 0, done.stderr
     return done
@@ -121,7 +121,7 @@ def test_snapshot_files_hold_what_spec_says(tmp_path):
     assert sorted(p.name for p in out.glob("*.npz")) == [
         "run_iter_3.model.npz", "run_iter_3.solverstate.npz",
         "run_iter_6.model.npz", "run_iter_6.solverstate.npz"]
-    params, meta = read_npz(out / "run_iter_6.model.npz", "model")
+    params, _ = read_npz(out / "run_iter_6.model.npz", "model")
     assert set(params) == {"ip1/0", "ip1/1", "ip2/0", "ip2/1"}
     arrays, state = read_npz(out / "run_iter_6.solverstate.npz", "solverstate")
     assert state["iter"] == 6 and state["type"] == "SGD"
