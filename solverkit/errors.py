@@ -15,11 +15,11 @@ from collections.abc import Iterable
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'kernel_size'?)`` when a choice is close to ``word``, else ``""``."""
     choices = [str(c) for c in choices]
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
-    if not close:
-        lowered = {c.lower(): c for c in choices}
-        if str(word).lower() in lowered:
-            close = [lowered[str(word).lower()]]
+    lowered = {c.lower(): c for c in choices}
+    if str(word).lower() in lowered:        # a wrong case only: 'Adamw' -> 'AdamW'
+        close = [lowered[str(word).lower()]]
+    else:
+        close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
