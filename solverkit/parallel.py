@@ -296,8 +296,13 @@ class DataParallel:
     - ``synchronize(params, state_arrays)`` at start and after a resume: rank 0's parameters
       and solver state, broadcast in a fixed order.
     - ``average_gradients(loss, outputs)`` after the ``iter_size`` passes, before the update:
-      one Allreduce averaging the summed diffs, the loss and the train outputs.
+      one Allreduce averaging the summed diffs, the loss and the train outputs, and agreeing
+      on a stop: a signal (``request_stop``) seen by any rank ends every rank after the same
+      iteration (``stop_signal``), so that no rank waits in a collective the others left.
     - ``average_outputs(results)`` after a test: the outputs averaged over ranks.
+    - ``rekey_generators(nets)`` after a snapshot or a resume: ranks other than 0 derive
+      their random streams afresh from rank 0's (which the snapshot holds), so a resumed
+      run draws what the run that wrote the snapshot would have drawn next.
 
     Ranks other than 0 log errors only (see ``world()``); the Solver lets only rank 0 show
     the progress bar and write the CSV log and snapshots.
@@ -315,6 +320,8 @@ class DataParallel:
         self._state_blobs = [p.blob for p in params if p.index in net.layer(p.layer).fixed_params]
         self._reduce: GradientAllreduce | None = None
         self._output_names: list[str] | None = None
+        self._pending_signal: int | None = None     # a signal this rank got, not yet agreed
+        self.stop_signal: int | None = None         # the signal every rank stops for
         batches = [layer.params.batch_size for layer in net.layers if hasattr(layer, "set_shard")]
         per_rank = "/".join(str(b) for b in batches) or "as fed"
         effective = "/".join(str(b * world.size * iter_size) for b in batches) or "K x fed"
@@ -323,28 +330,52 @@ class DataParallel:
 
     def prepare(self, net) -> None:
         """Shard the net's data layers; give its random layers this rank's streams."""
-        shared_stream = [layer for layer in net.layers if hasattr(layer, "set_shard")]
-        for layer in shared_stream:
-            layer.set_shard(self.world.rank, self.world.size)
-        decorrelate_generators([layer.rng for layer in net.layers if layer not in shared_stream],
-                               self.world.rank)
+        for layer in net.layers:
+            if hasattr(layer, "set_shard"):
+                layer.set_shard(self.world.rank, self.world.size)
+        self.prepare_generators(net)
+
+    def prepare_generators(self, net) -> None:
+        """Per-rank streams for every layer but the data layers (they share one stream)."""
+        decorrelate_generators([layer.rng for layer in net.layers
+                                if not hasattr(layer, "set_shard")], self.world.rank)
+
+    def rekey_generators(self, nets) -> None:
+        """Every rank's generators from rank 0's states, then per-rank streams again."""
+        states = self.world.broadcast([{name: generator.bit_generator.state
+                                        for name, generator in net.random_generators().items()}
+                                       for net in nets])
+        if self.world.is_root:
+            return
+        for net, saved in zip(nets, states):
+            for name, generator in net.random_generators().items():
+                generator.bit_generator.state = saved[name]
+            self.prepare_generators(net)
 
     def synchronize(self, params, state_arrays=()) -> None:
         """Overwrite every rank's parameters and solver state with rank 0's (in list order)."""
         self.world.broadcast_arrays([p.blob.data for p in params] + list(state_arrays),
                                     "parameters and solver state")
 
+    def request_stop(self, signum: int) -> None:
+        """Note a signal; every rank stops after the iteration whose Allreduce carries it."""
+        self._pending_signal = signum
+
     def average_gradients(self, loss: float, outputs: dict[str, float]):
         """Average the diffs (summed over ``iter_size``), the loss and ``outputs`` over ranks;
-        returns ``(loss, outputs)`` averaged."""
+        returns ``(loss, outputs)`` averaged and sets ``stop_signal`` when a rank got one."""
         names = list(outputs)
         if self._reduce is None:
             self._output_names = names
             self._reduce = GradientAllreduce(self.world, self._blobs, self._state_blobs,
-                                             num_extra=1 + len(names))
+                                             num_extra=3 + len(names))
         assert names == self._output_names, (names, self._output_names)
-        averaged = self._reduce([loss, *outputs.values()])
-        return float(averaged[0]), dict(zip(names, map(float, averaged[1:])))
+        signum = self._pending_signal
+        averaged = self._reduce([float(signum is not None), float(signum or 0), loss,
+                                 *outputs.values()])
+        if averaged[0] > 0:     # mean signal number over the ranks that got one
+            self.stop_signal = signum if signum is not None else round(averaged[1] / averaged[0])
+        return float(averaged[2]), dict(zip(names, map(float, averaged[3:])))
 
     def average_outputs(self, results: dict[str, float]) -> dict[str, float]:
         """Test outputs averaged over ranks (each rank tested its slice of every batch)."""

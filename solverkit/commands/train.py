@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-missing", action="store_true",
                         help="with --weights: leave layers the file lacks as initialised "
                              "(fine-tuning a new head) and ignore layers the net lacks")
+    parser.add_argument("--allow-world-size-change", action="store_true",
+                        help="with --resume: accept a state written by another number of "
+                             "MPI ranks (the effective batch changes)")
     parser.add_argument("--on-signal", choices=("snapshot", "stop"), default="snapshot",
                         help="on SIGINT/SIGTERM: write a snapshot (default) or just stop")
 
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     solver.on_signal = args.on_signal
     if args.resume:
         from ..snapshot import resolve_resume
-        solver.restore(resolve_resume(args.resume, solver.snapshot_prefix))
+        solver.restore(resolve_resume(args.resume, solver.snapshot_prefix),
+                       allow_world_size_change=args.allow_world_size_change)
     elif args.weights:
         skipped = solver.net.load(args.weights, allow_missing=args.allow_missing)
         if skipped:

@@ -209,8 +209,10 @@ class Solver:
                 sums[name] = sums.get(name, 0.0) + value
         n = self.spec.iter_size
         loss, outputs = loss / n, {name: value / n for name, value in sums.items()}
-        if self.data_parallel is not None:      # one Allreduce: diffs, loss, outputs
+        if self.data_parallel is not None:      # one Allreduce: diffs, loss, outputs, stop
             loss, outputs = self.data_parallel.average_gradients(loss, outputs)
+            if self.data_parallel.stop_signal is not None:     # a signal reached some rank
+                self.stopped_by = self.data_parallel.stop_signal
         return loss, outputs
 
     def _apply_update(self) -> None:
@@ -295,29 +297,44 @@ class Solver:
                     leave=False, file=sys.stderr)
 
     # ------------------------------------------------------------------ snapshots
+    @parallel.abort_on_error
     def snapshot(self) -> Path | None:
         """Write ``<prefix>_iter_<N>.model.npz`` and ``.solverstate.npz`` (rank 0 only);
         returns the state's path."""
         from ..snapshot import save_solver
         path = save_solver(self) if self.world.is_root else None
         self.world.barrier()
+        if self.data_parallel is not None:      # what a resume from this snapshot will do
+            self.data_parallel.rekey_generators(self._nets())
         if path is not None:
             logger.info("Snapshotting solver state to %s", path)
             self.last_snapshot = path
         return path
 
-    def restore(self, path) -> None:
-        """Continue exactly from a ``.solverstate.npz`` (its model file sits beside it)."""
+    @parallel.abort_on_error
+    def restore(self, path, allow_world_size_change: bool = False) -> None:
+        """Continue exactly from a ``.solverstate.npz`` (its model file sits beside it).
+
+        A state written by another number of MPI ranks is an error unless
+        ``allow_world_size_change`` (the effective batch then changes)."""
         from ..snapshot import restore_solver
-        restore_solver(self, path, warn=logger.warning)
+        restore_solver(self, path, warn=logger.warning,
+                       allow_world_size_change=allow_world_size_change)
         if self.data_parallel is not None:
             self.data_parallel.synchronize(self.net.learnable_params,
                                            self.updater.state_arrays().values())
+            self.data_parallel.rekey_generators(self._nets())
         logger.info("Resumed from %s at iteration %d", path, self.iter)
 
     def request_stop(self, signum: int) -> None:
         """End training after the current iteration (a signal handler calls this)."""
+        if self.data_parallel is not None:      # all ranks stop after one agreed iteration
+            self.data_parallel.request_stop(signum)
+            return
         self.stopped_by = signum
+
+    def _nets(self) -> list[Net]:
+        return [self.net] + ([self._test_net] if self._test_net is not None else [])
 
     def close(self) -> None:
         """Close the CSV log and stop the nets' background work (data prefetching)."""
