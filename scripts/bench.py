@@ -28,6 +28,7 @@ The feeding cases measure what the Data layer adds to a LeNet step: the same net
     python scripts/bench.py                       # all cases, a table
     python scripts/bench.py --cases lenet_b64 --json
     python scripts/bench.py --quick --no-torch    # a few iterations, solverkit alone (CI)
+    python scripts/bench.py --mpi 2               # LeNet with 1 and 2 MPI ranks, efficiency
 """
 
 from __future__ import annotations
@@ -534,7 +535,21 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-iters", type=int)
     parser.add_argument("--child", choices=["solverkit", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mpi", type=int, metavar="K",
+                        help="instead: LeNet samples/s with 1 and K MPI ranks at one BLAS "
+                             "thread each, and the scaling efficiency (scripts/bench_mpi.py)")
     args = parser.parse_args(argv)
+    if args.mpi:
+        from bench_mpi import print_table as print_scaling
+        from bench_mpi import scaling
+        report = scaling(args.mpi, steps=args.steps or (3 if args.quick else 30),
+                         warmup=1 if args.quick else 5,
+                         rounds=args.rounds or (1 if args.quick else 3))
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print_scaling(report)
+        return 0
 
     settings = Settings(threads=args.threads, memory=not args.no_memory)
     if args.quick:
