@@ -553,7 +553,7 @@ def main(argv=None) -> int:
 
     settings = Settings(threads=args.threads, memory=not args.no_memory)
     if args.quick:
-        settings.warmup, settings.rounds, settings.steps, settings.memory_iters = 1, 2, 2, 3
+        settings.warmup, settings.rounds, settings.steps, settings.memory_iters = 1, 1, 2, 2
     for key in ("rounds", "steps", "memory_iters"):
         if getattr(args, key) is not None:
             setattr(settings, key, getattr(args, key))
