@@ -47,33 +47,36 @@ def read_log(path) -> TrainingLog:
     rows: dict[tuple[str, str], tuple[list, list]] = {}
     rates: dict[int, float] = {}
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None or [h.strip() for h in header] != LOG_HEADER:
-                raise DataError(f"not a solverkit training log: the header must be "
-                                f"'{','.join(LOG_HEADER)}', got '{','.join(header or [])}'",
-                                file=str(path), line=1)
-            for line, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                try:
-                    iteration, phase, name, value, lr = (int(row[0]), row[1], row[2],
-                                                         float(row[3]), float(row[4]))
-                except (ValueError, IndexError):
-                    raise DataError(f"malformed row {','.join(row)!r}: expected "
-                                    f"{','.join(LOG_HEADER)}", file=str(path),
-                                    line=line) from None
-                if phase not in ("TRAIN", "TEST"):
-                    raise DataError(f"phase must be TRAIN or TEST, got {phase!r}",
-                                    file=str(path), line=line)
-                iters, values = rows.setdefault((phase, name), ([], []))
-                iters.append(iteration)
-                values.append(value)
-                if phase == "TRAIN":
-                    rates[iteration] = lr
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read the log: {err}", file=str(path)) from None
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()         # a row still being written by a running solver
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None or [h.strip() for h in header] != LOG_HEADER:
+        raise DataError(f"not a solverkit training log: the header must be "
+                        f"'{','.join(LOG_HEADER)}', got '{','.join(header or [])}'",
+                        file=str(path), line=1)
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        try:
+            iteration, phase, name, value, lr = (int(row[0]), row[1], row[2],
+                                                 float(row[3]), float(row[4]))
+        except (ValueError, IndexError):
+            raise DataError(f"malformed row {','.join(row)!r}: expected "
+                            f"{','.join(LOG_HEADER)}", file=str(path),
+                            line=line) from None
+        if phase not in ("TRAIN", "TEST"):
+            raise DataError(f"phase must be TRAIN or TEST, got {phase!r}",
+                            file=str(path), line=line)
+        iters, values = rows.setdefault((phase, name), ([], []))
+        iters.append(iteration)
+        values.append(value)
+        if phase == "TRAIN":
+            rates[iteration] = lr
     if not rows:
         raise DataError("the log has no rows yet", file=str(path))
     log = TrainingLog(path)

@@ -59,3 +59,11 @@ def test_plot_command_writes_a_png(tmp_path, capsys):
     from matplotlib.image import imread
     height, width = imread(out).shape[:2]
     assert width == 800 and height == 4 * 260               # 8 in wide, 2.6 in per panel
+
+
+def test_a_row_still_being_written_is_ignored(tmp_path):
+    path = write_log(tmp_path / "live_log.csv", iterations=10)
+    with path.open("a") as handle:
+        handle.write("10,TRAIN,lo")                       # the solver is mid-write
+    log = read_log(path)
+    assert list(log.train["loss"].iters) == list(range(10))
