@@ -106,7 +106,9 @@ def load_source(source, *, format: str | None = None, base_dir=None, x_key: str 
 
 
 def resolve_paths(source, base_dir, field: str) -> list[Path]:
-    """A path, a glob pattern or a list of them -> existing files (relative to ``base_dir``)."""
+    """A path, a glob pattern or a list of them -> existing files (relative to ``base_dir``).
+
+    A missing ``NAME`` whose ``NAME.gz`` exists is read from the ``.gz``."""
     items = list(source) if isinstance(source, (list, tuple)) else [source]
     if not items:
         raise DataError("no file given", field=field)
@@ -123,6 +125,8 @@ def resolve_paths(source, base_dir, field: str) -> list[Path]:
                 raise DataError(f"no file matches '{path}'", field=field)
             paths.extend(matches)
             continue
+        if not path.exists() and path.with_name(path.name + ".gz").exists():
+            path = path.with_name(path.name + ".gz")    # MNIST as downloaded, still gzipped
         if not path.exists():
             raise DataError(f"data file '{path}' does not exist", field=field)
         if path.is_dir():
@@ -235,8 +239,10 @@ def _read_idx(path: Path, *, labels_path, **_) -> Dataset:
         images = images[:, None]
     if labels_path is None:
         guess = path.with_name(path.name.replace("images", "labels").replace("idx3", "idx1"))
-        if guess != path and guess.exists():
-            labels_path = guess
+        for candidate in (guess, guess.with_name(guess.name + ".gz")):
+            if candidate != path and candidate.exists():
+                labels_path = candidate
+                break
     labels = None
     if labels_path is not None:
         labels = read_idx_file(labels_path, "label_source")
