@@ -15,7 +15,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 NET_CONFIGS = sorted(CONFIGS.glob("**/*_net.yaml"))
-SOLVER_CONFIGS = sorted(CONFIGS.glob("**/*_solver.yaml"))
+SOLVER_CONFIGS = sorted([*CONFIGS.glob("**/*_solver.yaml"), *CONFIGS.glob("solvers/*.yaml")])
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,11 @@ def test_every_registered_layer_type_is_described(schemas):
             assert field in definition["properties"], (name, field)
 
 
-@pytest.mark.parametrize("path", NET_CONFIGS + SOLVER_CONFIGS, ids=lambda p: p.name)
+def test_the_examples_are_there():
+    assert len(NET_CONFIGS) >= 3 and len(SOLVER_CONFIGS) >= 3
+
+
+@pytest.mark.parametrize("path", NET_CONFIGS + SOLVER_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_the_example_configs_validate(schemas, path):
     kind = "net" if path.name.endswith("_net.yaml") else "solver"
     assert _errors(schemas[kind], yaml.safe_load(path.read_text())) == []
