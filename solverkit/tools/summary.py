@@ -111,14 +111,18 @@ def phases_to_check(spec, test_interval: int | None = None) -> list[str]:
 
 
 def rate_checkpoints(spec) -> list[int]:
-    """Iterations worth showing the learning rate at: the start, the ends of warm-up and
-    of each step, the quarters of the run and its last update (``max_iter - 1``)."""
+    """Iterations worth showing the learning rate at: the start, the end of warm-up, both
+    sides of each step (the first four for ``step``), the quarters of the run and its last
+    update (``max_iter - 1``)."""
     last = max(spec.max_iter - 1, 0)
     points = {0, last, *(spec.max_iter * q // 4 for q in (1, 2, 3))}
     if spec.warmup_iter:
         points |= {spec.warmup_iter - 1, spec.warmup_iter}
-    if spec.lr_policy in ("step", "sigmoid") and spec.stepsize:
+    if spec.lr_policy == "sigmoid":
         points |= {spec.stepsize - 1, spec.stepsize}
+    if spec.lr_policy == "step":            # around the first few steps
+        steps = range(spec.stepsize, min(spec.max_iter, 4 * spec.stepsize) + 1, spec.stepsize)
+        points |= {v for s in steps for v in (s - 1, s)}
     if spec.lr_policy == "multistep":
         points |= {v for s in spec.stepvalue for v in (s - 1, s)}
     return sorted(p for p in points if 0 <= p <= last)
