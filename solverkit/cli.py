@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import re
 import sys
+import traceback
 
 from .errors import NonFiniteError, SolverkitError, did_you_mean
 
@@ -85,13 +86,13 @@ def main(argv=None) -> int:
                             format="%(message)s", stream=sys.stdout, force=True)
         return int(args.run(args) or 0)
     except SolverkitError as err:
-        if debug:
-            raise
+        if debug:       # the traceback, but still a user error's status
+            traceback.print_exc()
         print(f"solverkit: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteError as err:
         if debug:
-            raise
+            traceback.print_exc()
         print(f"solverkit: training failed: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
