@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     net = Net(args.net, phase="TEST", seed=0)
     try:
         net.load(args.weights, allow_extra=True)   # a TRAIN-only layer's weights may be there
-        iterations = args.iterations or batches_per_pass(net)
+        # --iterations 0 is a mistake, not a request for the default
+        iterations = (args.iterations if args.iterations is not None
+                      else batches_per_pass(net))
         if iterations is None:
             raise ConfigError("give --iterations: the TEST net has no data layer to count one "
                               "pass over its data", file=args.net)
