@@ -27,6 +27,9 @@ from .base import Layer, spatial_pair
 
 IntPair = int | list[int] | None
 
+# Pooling works on blocks of samples of about this many input bytes (they stay in cache).
+CACHE_BLOCK_BYTES = 1 << 20
+
 
 class _Buffers:
     """Named scratch arrays, reallocated only when the requested shape or dtype changes."""
@@ -487,6 +490,12 @@ class Pooling(Layer):
         if self._shape != (shape, out_h, out_w):
             self._shape = (shape, out_h, out_w)
             self._plan(h, w, out_h, out_w)
+            # The kh·kw passes run over blocks of samples whose image fits in the L2 cache
+            # (~1 MB), not over the whole batch: otherwise every pass streams it from memory.
+            per_sample = c * h * w * bottom[0].data.dtype.itemsize
+            self.block_size = max(1, min(n, CACHE_BLOCK_BYTES // per_sample))
+            self.blocks = [slice(start, min(start + self.block_size, n))
+                           for start in range(0, n, self.block_size)]
 
     def _plan(self, h, w, out_h, out_w):
         """Per kernel offset, the output and input slices it connects; AVE's divisors."""
@@ -523,9 +532,12 @@ class Pooling(Layer):
         if self.params.global_pooling:
             self._forward_global(x, y)
         elif self.params.pool == "MAX":
-            self._forward_max(x, y)
+            self.argmax = self._buffers.get("argmax", y.shape, self._index_type())
+            for block in self.blocks:
+                self._forward_max(x[block], y[block], self.argmax[block])
         else:
-            self._forward_ave(x, y)
+            for block in self.blocks:
+                self._forward_ave(x[block], y[block])
         if len(top) == 2:
             self._write_mask(x.shape, top[1].data)
 
@@ -538,21 +550,25 @@ class Pooling(Layer):
         else:
             np.mean(flat, axis=2, out=y.reshape(flat.shape[:2]))
 
-    def _forward_max(self, x, y):
+    def _scratch(self, name, like, dtype):
+        """A per-block buffer shaped like ``like`` (a block of the top)."""
+        full = self._buffers.get(name, (self.block_size, *like.shape[1:]), dtype)
+        return full[:like.shape[0]]
+
+    def _forward_max(self, x, y, argmax):
         taps = self.taps
-        index_type = self._index_type()
-        self.argmax = self._buffers.get("argmax", y.shape, index_type)
-        greater = self._buffers.get("greater", y.shape, np.bool_)
-        chosen = self._buffers.get("chosen", y.shape, index_type)
+        index_type = argmax.dtype.type
+        greater = self._scratch("greater", y, np.bool_)
+        chosen = self._scratch("chosen", y, index_type)
         first_k, first_out, first_in = taps[0]
         if y[first_out].shape == y.shape:           # the first offset reaches every output
             np.copyto(y, x[first_in])
-            self.argmax.fill(first_k)
+            argmax.fill(first_k)
             rest = taps[1:]
         else:
             # Caffe starts from -FLT_MAX: a window with no pixel in the image keeps it
             y.fill(np.finfo(y.dtype).min)
-            self.argmax.fill(0)
+            argmax.fill(0)
             rest = taps
         # Branch-free updates (masked copies are slow on random data): offsets come in
         # increasing k, so where a window value is strictly greater (the first maximum in
@@ -562,7 +578,7 @@ class Pooling(Layer):
             np.greater(window, best, out=greater[out_slice])
             np.maximum(best, window, out=best)
             np.multiply(greater[out_slice], index_type(k), out=chosen[out_slice])
-            np.maximum(self.argmax[out_slice], chosen[out_slice], out=self.argmax[out_slice])
+            np.maximum(argmax[out_slice], chosen[out_slice], out=argmax[out_slice])
 
     def _index_type(self):
         return np.uint8 if self.kernel[0] * self.kernel[1] <= 256 else np.int32
@@ -605,29 +621,30 @@ class Pooling(Layer):
             else:
                 np.multiply(flat_dy, 1.0 / flat_dx.shape[2], out=flat_dx)
             return
-        if self.params.pool == "MAX":
-            self._backward_max(dy, dx)
-        else:
-            self._backward_ave(dy, dx)
+        for block in self.blocks:
+            if self.params.pool == "MAX":
+                self._backward_max(dy[block], dx[block], self.argmax[block])
+            else:
+                self._backward_ave(dy[block], dx[block])
 
-    def _backward_max(self, dy, dx):
-        picked = self._buffers.get("greater", dy.shape, np.bool_)
+    def _backward_max(self, dy, dx, argmax):
+        picked = self._scratch("greater", dy, np.bool_)
         if self.tiles:
             # every pixel belongs to one window: write each offset's share, no zeroing
             for k, out_slice, in_slice in self.taps:
-                np.equal(self.argmax, k, out=picked)
+                np.equal(argmax, k, out=picked)
                 np.multiply(dy, picked, out=dx[in_slice])
             return
-        share = self._buffers.get("share", dy.shape, dy.dtype)
+        share = self._scratch("share", dy, dy.dtype)
         dx.fill(0)
         for k, out_slice, in_slice in self.taps:
             target, routed = dx[in_slice], share[out_slice]
-            np.equal(self.argmax[out_slice], k, out=picked[out_slice])
+            np.equal(argmax[out_slice], k, out=picked[out_slice])
             np.multiply(dy[out_slice], picked[out_slice], out=routed)
             np.add(target, routed, out=target)
 
     def _backward_ave(self, dy, dx):
-        share = self._buffers.get("share", dy.shape, dy.dtype)
+        share = self._scratch("share", dy, dy.dtype)
         if self.uniform_size:
             np.multiply(dy, self.inv_pool_size.flat[0], out=share)
         else:
