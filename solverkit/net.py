@@ -156,6 +156,9 @@ class Net:
                 layer.reshape(bottom, top)
             except SolverkitError as err:
                 raise self._located(err, position) from None
+            except MemoryError as err:      # sizes typed by mistake (num_output: 10**12)
+                raise self._located(ShapeError(f"not enough memory for this layer's blobs: "
+                                               f"{err}; check its sizes"), position) from None
             self._check_loss_weights(layer, lspec, position)
             self._setup_params(layer, lspec, position)
             if lspec.type == "Input":
