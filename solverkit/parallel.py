@@ -83,14 +83,14 @@ def _mpi_comm(expected: int):
             f"(or set {OPT_OUT_VARIABLE}=off to train one independent run per process)",
             field="mpi") from None
     comm = MPI.COMM_WORLD
-    if comm.Get_size() != expected:
+    if comm.Get_size() == 1:
         # The classic mix-up: Open MPI's mpirun starting processes linked against MPICH (or
         # the reverse) gives K singleton worlds that would each train and write snapshots.
         raise SolverkitError(
             f"the MPI launcher started {expected} processes but mpi4py's MPI library sees a "
             f"world of {comm.Get_size()}: mpirun and mpi4py come from different MPI "
-            f"implementations; use the mpirun of the MPI mpi4py was built with "
-            f"(python -c 'import mpi4py; print(mpi4py.get_config())')", field="mpi")
+            f"implementations; use the mpirun of the MPI mpi4py uses (python -c 'from "
+            f"mpi4py import MPI; print(MPI.Get_library_version())' names it)", field="mpi")
     return comm
 
 
