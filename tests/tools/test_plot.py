@@ -1,5 +1,8 @@
 """`solverkit plot`: panels for train outputs, each test output and the rate; logs overlay."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -67,3 +70,19 @@ def test_a_row_still_being_written_is_ignored(tmp_path):
         handle.write("10,TRAIN,lo")                       # the solver is mid-write
     log = read_log(path)
     assert list(log.train["loss"].iters) == list(range(10))
+
+
+def test_without_matplotlib_the_message_names_the_extra(tmp_path, monkeypatch, capsys):
+    log = write_log(tmp_path / "run_log.csv", iterations=5)
+    for module in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)          # import fails
+    assert main(["plot", str(log), "-o", str(tmp_path / "c.png")]) == 2
+    assert "pip install 'solverkit[plot]'" in capsys.readouterr().err
+
+
+def test_matplotlib_is_imported_only_when_plotting():
+    code = ("import sys, solverkit.cli, solverkit.tools.plot; "
+            "solverkit.cli.build_parser(); print('matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
