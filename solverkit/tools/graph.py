@@ -19,7 +19,6 @@ from .summary import format_shape
 
 DOT_SUFFIXES = (".dot", ".gv")
 RENDERED_SUFFIXES = (".svg", ".png", ".pdf", ".jpg", ".jpeg", ".gif", ".ps", ".eps")
-DATA_TYPES = ("Input", "Data", "HDF5Data", "ImageData", "MemoryData")
 
 
 def _quote(text: str) -> str:
@@ -61,7 +60,7 @@ def net_to_dot(net: Net, rankdir: str = "TB") -> str:
     for layer, lspec in zip(net.layers, net.layer_specs):
         count = sum(blob.count for blob in layer.blobs)
         label = f"{layer.name}\n{lspec.type}" + (f"\n{count:,} params" if count else "")
-        color = ("#e2f0d9" if lspec.type in DATA_TYPES else
+        color = ("#e2f0d9" if not lspec.bottom else            # data sources
                  "#fbe5d6" if layer.is_loss or not layer.has_backward else "#dbe8f5")
         lines.append(f"  {_quote(layer.name)} [label={_quote(label)}, fillcolor={_quote(color)}];")
     for name in net.outputs:
