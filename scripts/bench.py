@@ -450,7 +450,8 @@ def run_feeding(name: str, settings: Settings) -> dict:
     case = Case(net_yaml, 64, shape, SGD_INV, batches_in_set=32)
     rng = np.random.default_rng(SEED)
     n = case.batch * case.batches_in_set
-    x = rng.integers(0, 256, (n, *shape)).astype(np.float32)
+    # pixel values as the real sources store them: 0..16 for the digits, 0..255 for MNIST
+    x = rng.integers(0, 17 if digits else 256, (n, *shape)).astype(np.float32)
     y = rng.integers(0, case.classes, n).astype(np.float32)
     if fields["source"] == "npz":
         path = settings.workdir / "feed.npz"
