@@ -100,11 +100,9 @@ def format_net_summary(summary: NetSummary) -> str:
     return "\n".join(lines)
 
 
-def phases_to_check(spec, test_interval: int | None = None) -> list[str]:
-    """The phases a run builds: TRAIN always; TEST when the solver tests (``test_interval > 0``)
-    or, with no solver, when some layer's include/exclude rule names a phase."""
-    if test_interval is not None:
-        return ["TRAIN", "TEST"] if test_interval > 0 else ["TRAIN"]
+def phases_to_check(spec) -> list[str]:
+    """The phases worth building for a net without a solver: TRAIN, and TEST when some
+    layer's include/exclude rule names a phase (otherwise TEST has the same layers)."""
     phase_rules = any(rule.phase is not None for layer in spec.layers
                       for rule in [*layer.include, *layer.exclude])
     return ["TRAIN", "TEST"] if phase_rules else ["TRAIN"]
