@@ -179,7 +179,7 @@ class BatchFeeder:
         if p.batch_size * p.num_ranks > self.num_samples:
             ranks = f" x {p.num_ranks} ranks" if p.num_ranks > 1 else ""
             raise DataError(f"batch_size {p.batch_size}{ranks} is larger than the data set "
-                            f"{_name(p.dataset)} ({self.num_samples} samples)",
+                            f"{p.dataset.title} ({self.num_samples} samples)",
                             field="batch_size")
 
     # ------------------------------------------------------------ batches
@@ -276,7 +276,3 @@ class BatchFeeder:
         self._producer = _Producer(p.dataset, p.transform, p.batch_size, p.shuffle,
                                    p.label_dtype, int(rank), int(num_ranks))
         self._check_batch_size()
-
-
-def _name(dataset: Dataset) -> str:
-    return dataset.name if dataset.name.startswith(("builtin:", "the ")) else f"'{dataset.name}'"

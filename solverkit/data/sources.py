@@ -32,7 +32,8 @@ import numpy as np
 
 from ..errors import DataError, did_you_mean
 
-FORMATS = ("npz", "npy", "idx", "cifar10", "csv", "hdf5", "builtin", "memory")
+FORMATS = ("npz", "npy", "idx", "cifar10", "csv", "hdf5")     # the file formats
+IN_MEMORY = "the in-memory source"
 
 # The built-in digits: 1,797 images stored permuted (see scripts/make_digits.py);
 # the first 1,437 are the training set, the last 360 the test set.
@@ -62,6 +63,16 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.data.shape[0])
 
+    @property
+    def title(self) -> str:
+        """The name as messages show it: file names quoted, ``builtin:...`` as is."""
+        return describe(self.name)
+
+
+def describe(name) -> str:
+    name = str(name)
+    return name if name == IN_MEMORY or name.startswith("builtin:") else f"'{name}'"
+
 
 def load_source(source, *, format: str | None = None, base_dir=None, x_key: str | None = None,
                 y_key: str | None = None, label_source=None, label_column: int | None = -1,
@@ -74,17 +85,16 @@ def load_source(source, *, format: str | None = None, base_dir=None, x_key: str 
     if _is_in_memory(source):
         dataset = _read_memory(source, x_key or "x", y_key or "y")
     elif isinstance(source, str) and source.startswith("builtin:"):
-        if format not in (None, "builtin"):
+        if format is not None:
             raise DataError(f"'{source}' is a built-in data set; drop format: {format}",
                             field="format")
         dataset = _read_builtin(source[len("builtin:"):])
     else:
         paths = resolve_paths(source, base_dir, "source")
         fmt = format or _detect_format(paths[0])
-        if fmt in ("builtin", "memory"):
-            raise DataError(f"format: {fmt} needs "
-                            + ("a 'builtin:NAME' source" if fmt == "builtin" else
-                               "arrays given from Python (source=(x, y))"), field="format")
+        if fmt not in _READERS:
+            raise DataError(f"unknown format '{fmt}'{did_you_mean(fmt, FORMATS)}; formats: "
+                            f"{', '.join(FORMATS)}", field="format")
         labels_paths = (resolve_paths(label_source, base_dir, "label_source")
                         if label_source is not None else None)
         if labels_paths is not None and fmt not in ("npy", "idx"):
@@ -150,8 +160,7 @@ def _detect_format(path: Path) -> str:
     if "idx" in name and "ubyte" in name:
         return "idx"
     raise DataError(f"cannot tell the format of '{path}' from its name; set format: to one of "
-                    f"{', '.join(f for f in FORMATS if f not in ('builtin', 'memory'))}",
-                    field="format")
+                    f"{', '.join(FORMATS)}", field="format")
 
 
 # ---------------------------------------------------------------- readers
@@ -164,7 +173,7 @@ def _is_in_memory(source) -> bool:
 
 
 def _read_memory(source, x_key: str, y_key: str) -> Dataset:
-    name = "the in-memory source"
+    name = IN_MEMORY
     if isinstance(source, dict):
         if x_key not in source:
             raise DataError(f"{name} has no array '{x_key}'{did_you_mean(x_key, source)}; "
@@ -401,16 +410,12 @@ def _reason(err: Exception) -> str:
 def _numeric(array, where, what: str) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype.kind not in "biuf":
-        raise DataError(f"{_where(where)}: '{what}' must be numeric, not {array.dtype}",
+        raise DataError(f"{describe(where)}: '{what}' must be numeric, not {array.dtype}",
                         field="source")
     if array.ndim == 0:
-        raise DataError(f"{_where(where)}: '{what}' is a single value, not one per sample",
+        raise DataError(f"{describe(where)}: '{what}' is a single value, not one per sample",
                         field="source")
     return array
-
-
-def _where(where) -> str:
-    return where if where == "the in-memory source" else f"'{where}'"
 
 
 def _concatenate(parts: list[Dataset]) -> Dataset:
@@ -431,7 +436,7 @@ def _concatenate(parts: list[Dataset]) -> Dataset:
 
 def _check_dataset(dataset: Dataset) -> None:
     """Shape and value checks every source gets (labels: see ``check_labels``)."""
-    where = _where(dataset.name)
+    where = dataset.title
     if len(dataset) == 0:
         raise DataError(f"{where} holds no samples", field="source")
     if dataset.data.dtype.kind == "f" and not np.all(np.isfinite(dataset.data)):
@@ -457,7 +462,7 @@ def check_labels(dataset: Dataset, label_type: str) -> None:
     labels = dataset.labels
     if labels is None or label_type == "value":
         return
-    where = _where(dataset.name)
+    where = dataset.title
     if labels.dtype.kind == "f":
         fractional = labels != np.round(labels)
         if np.any(fractional):

@@ -42,7 +42,7 @@ class Transform:
                             f"have shape {self.sample_shape}",
                             field="transform.crop_size" if self.crop_size else "transform.mirror")
         height, width = self.sample_shape[-2:] if len(self.sample_shape) >= 2 else (0, 0)
-        if self.crop_size > min(height, width) and self.crop_size:
+        if self.crop_size and self.crop_size > min(height, width):
             raise DataError(f"crop_size {self.crop_size} is larger than the images "
                             f"({height}x{width})", field="transform.crop_size")
         self.mean_value = self._channel_means(mean_value)

@@ -98,8 +98,9 @@ class Data(Layer):
                               label_column=p.label_column, num_classes=p.num_classes)
         check_labels(dataset, p.label_type)
         if len(top) == 2 and dataset.labels is None:
-            raise DataError(f"{_name(dataset.name)} has no labels for top '{top[1].name}'; "
-                            f"give only the data top", field="top")
+            raise DataError(f"{dataset.title} has no labels for top '{top[1].name}' (set y_key "
+                            f"for npz, HDF5 and arrays, label_source for npy, label_column for "
+                            f"csv), or give only the data top", field="top")
         self.num_samples = len(dataset)
         self.transform = self._transform(dataset)
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
@@ -158,7 +159,3 @@ class Data(Layer):
     def close(self) -> None:
         if getattr(self, "feeder", None) is not None:
             self.feeder.close()
-
-
-def _name(name: str) -> str:
-    return name if name.startswith(("builtin:", "the ")) else f"'{name}'"
