@@ -1,7 +1,9 @@
 """`solverkit draw`: the DOT text, parsed back, holds every layer and every blob edge."""
 
+import json
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -57,6 +59,19 @@ def test_without_graphviz_the_dot_file_is_written_with_a_note(mlp_file, tmp_path
     assert not (tmp_path / "net.png").exists()
     assert "apt-get install graphviz" in result.note and "dot -Tpng" in result.note
     assert parse_dot(result.path.read_text())[0]["ip1"][:2] == ["ip1", "InnerProduct"]
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
+def test_graphviz_reads_the_dot_back(shared_file, tmp_path):
+    out = tmp_path / "net.dot"
+    main(["draw", "--net", str(shared_file), "-o", str(out)])
+    done = subprocess.run(["dot", "-Tjson", str(out)], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    graph = json.loads(done.stdout)
+    names = {node["name"] for node in graph["objects"]}
+    assert {"input", "left", "right", "sum", "act", "loss", "l1"} <= names
+    assert len(graph["edges"]) == len(parse_dot(out.read_text())[1]) == 11
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
