@@ -37,6 +37,7 @@ class NetSummary:
     learnable_count: int       # of those, the ones the solver updates (lr_mult != 0)
     inputs: list[str]
     outputs: list[str]
+    sources: list[str]         # one line per data layer: its source, samples, batches
 
 
 def format_shape(shape) -> str:
@@ -62,8 +63,16 @@ def summarize_net(net: Net) -> NetSummary:
         rows.append(LayerRow(layer.name, lspec.type, list(lspec.bottom), list(lspec.top),
                              [blob.shape for blob in top], count, shared))
     learnable = sum(p.blob.count for p in net.learnable_params if p.lr_mult != 0)
+    sources = []
+    for layer in net.layers:
+        samples = getattr(layer, "num_samples", None)      # data layers read a source
+        if samples is not None:
+            source = getattr(layer.params, "source", None)
+            named = source if isinstance(source, str) else "arrays"
+            sources.append(f"'{layer.name}' reads {named}: {samples:,} samples, "
+                           f"{layer.batches_per_epoch:,} batches per epoch")
     return NetSummary(net.name, net.phase, rows, total, learnable, list(net.input_blobs),
-                      list(net.outputs))
+                      list(net.outputs), sources)
 
 
 def format_table(header: list[str], rows: list[list[str]], right: set[int] = frozenset(),
@@ -96,6 +105,7 @@ def format_net_summary(summary: NetSummary) -> str:
                  + (f" ({frozen:,} not updated: lr_mult 0 or fixed)" if frozen else ""))
     if summary.inputs:
         lines.append(f"  inputs: {', '.join(summary.inputs)}")
+    lines += [f"  data {line}" for line in summary.sources]
     lines.append(f"  outputs: {', '.join(summary.outputs) or 'none'}")
     return "\n".join(lines)
 

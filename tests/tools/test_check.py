@@ -113,3 +113,20 @@ def test_step_policy_rates_around_each_step(tmp_path):
                              "gamma": 0.1, "stepsize": 100})
     assert {0, 99, 100, 199, 200, 299} <= set(rate_checkpoints(spec))
     assert max(rate_checkpoints(spec)) == 299
+
+
+def test_data_sources_are_read_and_counted(tmp_path, capsys):
+    import numpy as np
+    np.savez(tmp_path / "train.npz", x=np.zeros((20, 1, 3, 3), np.float32),
+             y=np.arange(20) % 4)
+    net = tmp_path / "data_net.yaml"
+    net.write_text("""\
+layers:
+  - {name: data, type: Data, top: [data, label], source: train.npz, batch_size: 6}
+  - {name: ip, type: InnerProduct, bottom: data, top: ip, num_output: 4}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label], top: loss}
+""")
+    assert main(["check", "--net", str(net)]) == 0
+    out = capsys.readouterr().out
+    assert "data 'data' reads train.npz: 20 samples, 4 batches per epoch" in out   # ceil(20/6)
+    assert re.search(r"data\s+Data\s+-> data, label\s+6x1x3x3, 6\s+-", out)
