@@ -125,9 +125,9 @@ class Net:
             for name in lspec.top:
                 if name in lspec.bottom:                       # in place
                     if not cls.allows_in_place:
-                        raise ConfigError(f"a {lspec.type} layer cannot work in place "
-                                          f"(top '{name}' is also its bottom); give the top "
-                                          f"its own name", field="top", **where,
+                        raise ConfigError(f"{_article(lspec.type)} {lspec.type} layer cannot "
+                                          f"work in place (top '{name}' is also its bottom); "
+                                          f"give the top its own name", field="top", **where,
                                           line=self.spec.line_of(spec_index, "top"))
                     blob = current[name]
                 elif name in current or name in [b.name for b in top]:
@@ -180,8 +180,9 @@ class Net:
                 want = (f"exactly {low}" if low == high else
                         f"at least {low}" if high is None else
                         f"at most {high}" if low in (None, 0) else f"{low} to {high}")
-                raise ConfigError(f"a {lspec.type} layer takes {want} {what}"
-                                  f"{'s' if want != 'exactly 1' else ''}, got {n}", field=what)
+                raise ConfigError(f"{_article(lspec.type)} {lspec.type} layer takes {want} "
+                                  f"{what}{'s' if want != 'exactly 1' else ''}, got {n}",
+                                  field=what)
 
     def _check_loss_weights(self, layer: Layer, lspec: LayerSpec, position: int) -> None:
         weights = lspec.loss_weight
@@ -199,8 +200,8 @@ class Net:
     def _setup_params(self, layer: Layer, lspec: LayerSpec, position: int) -> None:
         if len(lspec.param) > len(layer.blobs):
             raise self._located(ConfigError(
-                f"{len(lspec.param)} param entries given but a {lspec.type} layer here has "
-                f"{len(layer.blobs)} parameter{'s' if len(layer.blobs) != 1 else ''}",
+                f"{len(lspec.param)} param entries given but {_article(lspec.type)} "
+                f"{lspec.type} layer here has {len(layer.blobs)} parameter{'s' if len(layer.blobs) != 1 else ''}",
                 field="param"), position)
         for j in range(len(layer.blobs)):
             pspec = lspec.param[j] if j < len(lspec.param) else ParamSpec()
@@ -454,6 +455,10 @@ class Net:
 
     def __repr__(self) -> str:
         return f"Net({self.name!r}, phase={self.phase}, layers={len(self.layers)})"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _zero_diff(blob: Blob):

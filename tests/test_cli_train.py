@@ -101,3 +101,11 @@ def test_test_command_evaluates_a_model_file(files):
                  cwd=files)
     assert result.returncode == 2
     assert "layer 'ip1'" in result.stderr and "parameter 1 is missing" in result.stderr
+
+
+def test_a_missing_net_named_by_the_solver_names_the_solver_file_and_line(tmp_path):
+    (tmp_path / "solver.yaml").write_text("base_lr: 0.1\nmax_iter: 1\nnet: nets/missing.yaml\n")
+    result = run("train", "--solver", "solver.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "solver.yaml:3" in result.stderr and "field 'net'" in result.stderr
+    assert "missing.yaml" in result.stderr

@@ -63,6 +63,10 @@ class Solver:
         if self.net_source is None:
             raise ConfigError("no net given: set 'net:' in the solver spec or pass --net",
                               file=self.spec.file, field="net")
+        if net is None and not Path(self.net_source).exists():
+            raise ConfigError(f"the net file {self.net_source} does not exist (a relative "
+                              f"'net:' is relative to the solver file)", file=self.spec.file,
+                              line=self.spec.line_of("net"), field="net")
         if self.spec.random_seed >= 0:
             self.seed = self.spec.random_seed
         else:
