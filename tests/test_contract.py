@@ -7,6 +7,7 @@ called in-process (``solverkit.cli.main``) except where the process itself matte
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import subprocess
@@ -112,6 +113,21 @@ def test_unused_fields_are_errors_naming_them(text, field, tmp_path):
         sk.load_solver_spec(path)
     assert info.value.field == field
     assert "solver.yaml" in str(info.value) and "does not use" in str(info.value)
+
+
+@pytest.mark.parametrize("text, field", [
+    ("lr_policy: exp\n", "gamma"),
+    ("lr_policy: poly\n", "power"),
+    ("lr_policy: sigmoid\ngamma: 0.1\n", "stepsize"),
+    ("lr_policy: sigmoid\nstepsize: 3\n", "gamma"),
+    ("lr_policy: step\nstepsize: 3\n", "gamma"),
+])
+def test_missing_fields_the_policy_needs_are_errors_naming_them(text, field):
+    """§4: "a missing field it needs (stepsize for step, stepvalue for multistep, …), is an
+    error naming the field"."""
+    with pytest.raises(sk.ConfigError) as info:
+        sk.load_solver_spec(f"base_lr: 0.1\nmax_iter: 10\n{text}")
+    assert info.value.field == field and f"needs {field}" in str(info.value)
 
 
 @pytest.mark.parametrize("text", [
@@ -232,6 +248,36 @@ def test_snapshot_files_carry_a_0d_str_json_meta(tmp_path):
             assert isinstance(json.loads(str(meta)), dict)
 
 
+def test_solver_state_holds_what_resume_needs(tmp_path):
+    """§7: the state holds "iteration, solver type and hyperparameters, every state array,
+    the learning-rate state, the state of every random generator, every data layer's
+    epoch/cursor/order, the loss-smoothing window, and the model file's name and SHA-256"."""
+    solver = _solver(tmp_path, max_iter=3, average_loss=2, momentum=0.9, lr_policy="exp",
+                     gamma=0.5)
+    solver.step(3)
+    state = solver.snapshot()
+    model = state.with_name("run_iter_3.model.npz")
+    with np.load(state, allow_pickle=False) as archive:
+        meta = json.loads(str(archive["__meta__"]))
+        arrays = {key: archive[key] for key in archive.files}
+    assert (meta["iter"], meta["type"]) == (3, "SGD")
+    assert meta["solver"]["momentum"] == 0.9 and meta["solver"]["gamma"] == 0.5
+    assert meta["rate"] == pytest.approx(0.1 * 0.5 ** 3)
+    assert len(meta["smoothed_losses"]) == 2
+    assert meta["smoothed_losses"] == pytest.approx(solver.smoothed_losses)
+    assert meta["model_file"] == model.name
+    assert meta["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert set(meta["generators"]["TRAIN"]) == {"data", "ip", "loss"}
+    for name in ("ip/0/history", "ip/1/history"):          # SGD's momentum history
+        np.testing.assert_array_equal(arrays[f"update/{name}"],
+                                      solver.updater.state_arrays()[name])
+    assert arrays["update/ip/0/history"].any()
+    assert {"data/TRAIN/data/epoch", "data/TRAIN/data/cursor", "data/TRAIN/data/order"} \
+        <= set(arrays)
+    assert int(arrays["data/TRAIN/data/cursor"]) == (3 * 10) % 40
+    solver.close()
+
+
 def test_shared_parameter_is_stored_once_under_its_first_layer(tmp_path):
     """§10: "besides the <layer>/<index> arrays (a shared parameter stored once, under its
     first layer) ...; net.save/load use the model format"."""
@@ -328,6 +374,17 @@ def test_test_prints_caffes_wording_for_k_iterations(cli_files, capsys):
     expected = [f"Test net output #{i}: {name} = {np.mean([o[name] for o in outs]):.6g}"
                 for i, name in enumerate(["loss", "accuracy"])]
     assert capsys.readouterr().out.splitlines() == expected
+
+
+def test_time_phase_selects_the_test_net(cli_files, capsys):
+    """§10: "draw/time --phase TRAIN|TEST" — the TEST-only Accuracy is timed only in TEST."""
+    capsys.readouterr()
+    assert main(["time", "--net", "net.yaml", "--iterations", "1", "--phase", "TEST"]) == 0
+    test_rows = capsys.readouterr().out
+    assert main(["time", "--net", "net.yaml", "--iterations", "1"]) == 0
+    train_rows = capsys.readouterr().out
+    assert "(TEST)" in test_rows and " Accuracy " in test_rows
+    assert "(TRAIN)" in train_rows and " Accuracy " not in train_rows
 
 
 def test_python_dash_m_runs_the_cli_with_its_exit_codes(cli_files):
