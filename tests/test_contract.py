@@ -85,6 +85,34 @@ def test_weight_filler_defaults_to_constant_zero_and_multipliers_to_one():
     assert [(p.lr_mult, p.decay_mult) for p in net.learnable_params] == [(2, 1), (1, 1)]
 
 
+@pytest.mark.parametrize("loss_type, bottoms", [
+    ("SoftmaxWithLoss", ["scores", "label"]),
+    ("EuclideanLoss", ["scores", "target"]),
+    ("L1Loss", ["scores", "target"]),
+    ("SigmoidCrossEntropyLoss", ["scores", "target"]),
+    ("HingeLoss", ["scores", "label"]),
+])
+def test_loss_weight_defaults_to_one_on_a_loss_layers_first_top_only(loss_type, bottoms):
+    """§3: "loss_weight (one per top; default 1 on a loss layer's first top, 0 otherwise)";
+    the total loss is sum(loss_weight * top)."""
+    rng = np.random.default_rng(0)
+    net = sk.Net({"dtype": "float64", "layers": [
+        {"name": "input", "type": "Input", "top": ["scores", "label", "target"],
+         "shape": [[4, 3], [4], [4, 3]]},
+        {"name": "loss", "type": loss_type, "bottom": bottoms, "top": "loss"},
+        {"name": "softmax", "type": "Softmax", "bottom": "scores", "top": "prob"},
+        {"name": "acc", "type": "Accuracy", "bottom": ["scores", "label"], "top": "acc"}]})
+    out = net.forward(scores=rng.standard_normal((4, 3)), label=[0.0, 2.0, 1.0, 1.0],
+                      target=rng.uniform(0, 1, (4, 3)))
+    assert out["loss"] > 0 and net.loss == out["loss"]       # prob and acc weigh nothing
+    two_tops = sk.Net({"dtype": "float64", "layers": [
+        {"name": "input", "type": "Input", "top": ["scores", "label"], "shape": [[4, 3], [4]]},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"],
+         "top": ["loss", "prob"]}]})
+    out = two_tops.forward(scores=rng.standard_normal((4, 3)), label=[0.0, 2.0, 1.0, 1.0])
+    assert two_tops.loss == out["loss"]                      # not + Σ prob (= 4)
+
+
 # ---------------------------------------------------------------- §4 solver spec
 
 @pytest.mark.parametrize("text, field", [
