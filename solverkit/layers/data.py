@@ -30,11 +30,12 @@ from .base import Layer
 class TransformSpec(StrictModel):
     """Caffe's TransformationParameter: crop, mirror, then ``(x - mean) * scale``."""
 
-    scale: float = 1.0
-    mean_value: list[float] = Field(default_factory=list)   # one value, or one per channel
-    mean_file: str | None = None                            # .npy, .npz or .binaryproto
-    crop_size: int = Field(0, ge=0)                         # 0: no crop
-    mirror: bool = False
+    scale: float = Field(1.0, description="multiplies (x - mean)")
+    mean_value: list[float] = Field(default_factory=list,
+                                    description="one value, or one per channel")
+    mean_file: str | None = Field(None, description="a mean image: .npy, .npz or .binaryproto")
+    crop_size: int = Field(0, ge=0, description="random window in TRAIN, centre in TEST; 0: none")
+    mirror: bool = Field(False, description="random left-right flips in TRAIN")
 
     @field_validator("mean_value", mode="before")
     @classmethod
@@ -57,16 +58,20 @@ class Data(Layer):
         source: Any = Field(description="a file, a glob, a list of files, 'builtin:digits/"
                                         "train|test'; from Python also (x, y) or a dict")
         batch_size: int = Field(gt=0)
-        shuffle: bool = False
-        transform: TransformSpec = Field(default_factory=TransformSpec)
-        format: Literal["npz", "npy", "idx", "cifar10", "csv", "hdf5"] | None = None
-        x_key: str | None = None            # npz/dict: 'x'; hdf5: 'data'
-        y_key: str | None = None            # npz/dict: 'y'; hdf5: 'label'
-        label_source: str | list[str] | None = None   # npy/idx: the labels file(s)
-        label_column: int | None = -1       # csv; null: no label column
-        label_type: Literal["class", "value"] = "class"   # value: regression targets
-        num_classes: int | None = Field(None, gt=0)     # labels must be below it
-        prefetch: int = Field(4, ge=0)      # batches prepared ahead; 0: no thread
+        shuffle: bool = Field(False, description="a new random order every epoch")
+        transform: TransformSpec = Field(default_factory=TransformSpec,
+                                         description="crop, mirror, then (x - mean) * scale")
+        format: Literal["npz", "npy", "idx", "cifar10", "csv", "hdf5"] | None = Field(
+            None, description="overrides detection from the file name")
+        x_key: str | None = Field(None, description="data array: 'x' in npz/dict, 'data' in HDF5")
+        y_key: str | None = Field(None, description="labels: 'y' in npz/dict, 'label' in HDF5")
+        label_source: str | list[str] | None = Field(
+            None, description="the labels file(s) of npy data or of IDX images")
+        label_column: int | None = Field(-1, description="csv: the label column; null: none")
+        label_type: Literal["class", "value"] = Field(
+            "class", description="class: integers >= 0; value: regression targets")
+        num_classes: int | None = Field(None, gt=0, description="class labels must be below it")
+        prefetch: int = Field(4, ge=0, description="batches prepared ahead; 0: no thread")
 
         @field_validator("source", mode="before")
         @classmethod
