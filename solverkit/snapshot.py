@@ -239,13 +239,31 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return names
 
 
+def _layer_entries(spec: dict) -> dict[str, dict]:
+    """The layer entries of a net spec dict by a label for messages. A name several entries
+    share (Caffe nets name their TRAIN and TEST Data layers alike) is told apart by the
+    entry's include phase, or else by its place among them."""
+    layers = spec.get("layers", [])
+    names = [layer.get("name") for layer in layers]
+    entries, seen = {}, {}
+    for name, layer in zip(names, layers):
+        seen[name] = seen.get(name, 0) + 1
+        label = f"layer '{name}'"
+        if names.count(name) > 1:
+            phases = [rule.get("phase") for rule in layer.get("include", [])]
+            only = phases[0] if len(phases) == 1 and phases[0] else None
+            label += f" ({only})" if only else f" (entry {seen[name]} of that name)"
+        entries[label] = layer
+    return entries
+
+
 def _net_differences(old: dict, new: dict) -> list[str]:
-    old_layers = {layer.get("name"): layer for layer in old.get("layers", [])}
-    new_layers = {layer.get("name"): layer for layer in new.get("layers", [])}
+    old_layers, new_layers = _layer_entries(old), _layer_entries(new)
     found = _differences({k: v for k, v in old.items() if k != "layers"},
                          {k: v for k, v in new.items() if k != "layers"}, "net ")
-    for name in old_layers.keys() & new_layers.keys():
-        found += _differences(old_layers[name], new_layers[name], f"layer '{name}' ")
+    for label in old_layers:
+        if label in new_layers:
+            found += _differences(old_layers[label], new_layers[label], f"{label} ")
     return found
 
 

@@ -333,13 +333,17 @@ def test_resume_with_changed_settings_warns_naming_them(tmp_path, caplog):
     """§10 Resume: "Only type and the parameter list must match; any other difference
     (hyperparameters, ..., max_iter through --set) is allowed and logged as a warning naming
     it"."""
-    _solver(tmp_path, max_iter=2).solve()
+    _solver(tmp_path, max_iter=2, test_interval=2).solve()
     state = snapshot_paths(str(tmp_path / "run"), 2)[1]
-    resumed = _solver(tmp_path, max_iter=3, base_lr=0.05)
+    net = _classifier()
+    net["layers"][0]["batch_size"] = 8      # the TRAIN one of two layers named 'data'
+    resumed = _solver(tmp_path, net=net, max_iter=3, base_lr=0.05, test_interval=2)
     with caplog.at_level(logging.WARNING, logger="solverkit"):
         resumed.restore(state)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("base_lr" in w for w in warnings) and any("max_iter" in w for w in warnings)
+    assert any("layer 'data' (TRAIN) batch_size (10 -> 8)" in w for w in warnings), warnings
+    assert not any("(TEST)" in w for w in warnings)
     assert resumed.iter == 2
     resumed.solve()
     assert resumed.iter == 3
