@@ -59,7 +59,7 @@ def _log(path) -> list[dict]:
 # ---------------------------------------------------------------- §2 blobs, shapes, dtypes
 
 def test_parameters_are_in_caffe_order_and_shape():
-    """"Parameters ... in Caffe order: [weight, bias]. InnerProduct weight is (num_output,
+    """§2: "Parameters ... in Caffe order: [weight, bias]. InnerProduct weight is (num_output,
     fan_in); Convolution weight is (num_output, channels/group, kh, kw); bias is
     (num_output,)." and "default dtype float32"."""
     net = sk.Net({"layers": [
@@ -75,7 +75,7 @@ def test_parameters_are_in_caffe_order_and_shape():
 # ---------------------------------------------------------------- §3 net spec
 
 def test_weight_filler_defaults_to_constant_zero_and_multipliers_to_one():
-    """"Defaults as Caffe: weight_filler constant 0 unless given" and "param (per parameter:
+    """§3: "Defaults as Caffe: weight_filler constant 0 unless given" and "param (per parameter:
     lr_mult default 1, decay_mult default 1 ...)"."""
     net = sk.Net({"layers": [
         {"name": "input", "type": "Input", "top": "x", "shape": [[2, 3]]},
