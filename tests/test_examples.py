@@ -7,6 +7,7 @@ the MNIST and CIFAR-10 configs build and train on tiny files of their formats.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import struct
@@ -19,13 +20,18 @@ import pytest
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SOLVERS = sorted((CONFIGS / "solvers").glob("*.yaml"))
+# These nets multiply small matrices, where more BLAS threads gain little and, on a busy
+# machine, spin against each other for the cores (training got several times slower).
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
+       "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
 def train(solver: Path, cwd: Path, *args: str) -> dict[str, float]:
     """``solverkit train --solver SOLVER`` in ``cwd``; the printed test outputs by name."""
     run = subprocess.run([sys.executable, "-m", "solverkit", "train", "--quiet",
                           "--solver", str(solver), *args],
-                         cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+                         cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600,
+                         check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     outputs = dict(re.findall(r"Test net output #\d+: (\w+) = (\S+)", run.stdout))
     assert outputs, run.stdout[-3000:]
