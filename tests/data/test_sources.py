@@ -215,3 +215,23 @@ def test_cli_bad_data_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in run.stderr
     assert "net.yaml" in run.stderr and "layer 'points'" in run.stderr
     assert "cells.csv" in run.stderr and "row 2, column 2: 'x' is not a number" in run.stderr
+
+
+def test_transform_mistakes_name_the_field(tmp_path):
+    np.save(tmp_path / "x.npy", images(3, 2, 4, 4))
+    np.save(tmp_path / "mean.npy", np.zeros((3, 4, 4)))     # relative to the net file
+    cases = [
+        ({"mean_file": "mean.npy"}, "transform.mean_file", "shape (3, 4, 4) but samples"),
+        ({"mean_file": "mean.npy", "mean_value": 1}, "transform.mean_value", "not both"),
+        ({"mean_value": [1, 2, 3]}, "transform.mean_value", "one per channel (2)"),
+        ({"crop_size": 5}, "transform.crop_size", "larger than the images (4x4)"),
+    ]
+    for transform, field, message in cases:
+        spec = {"name": "t", "layers": [{"name": "data", "type": "Data", "top": ["data"],
+                                         "source": "x.npy", "batch_size": 3,
+                                         "transform": transform}]}
+        (tmp_path / "net.yaml").write_text(yaml.safe_dump(spec))
+        with pytest.raises(sk.DataError) as caught:
+            sk.Net(str(tmp_path / "net.yaml"))
+        assert caught.value.field == field and message in str(caught.value)
+        assert "net.yaml" in str(caught.value) and "layer 'data'" in str(caught.value)
