@@ -279,8 +279,12 @@ class Net:
 
     # ------------------------------------------------------------ sharing
     def share_params_with(self, other: Net) -> None:
-        """Use ``other``'s parameter Blobs for every layer of the same name (TEST shares TRAIN's)."""
-        by_blob = {id(p.blob): p for p in self.learnable_params}
+        """Use ``other``'s parameter Blobs for every layer of the same name (TEST shares TRAIN's).
+
+        A Blob this net shares by ``param.name`` is replaced everywhere it is used, so a
+        layer that only this net has keeps sharing with its partner.
+        """
+        replace: dict[int, Blob] = {}
         for layer in self.layers:
             theirs = other.params.get(layer.name)
             if theirs is None:
@@ -290,12 +294,13 @@ class Net:
                                   f"{[b.shape for b in layer.blobs]} in the {self.phase} net "
                                   f"but {[b.shape for b in theirs]} in the {other.phase} net",
                                   file=self.spec.file, layer=layer.name)
-            for j, blob in enumerate(theirs):
-                param = by_blob.get(id(layer.blobs[j]))
-                if param is not None:
-                    param.blob = blob
-                layer.blobs[j] = blob
+            for mine, blob in zip(layer.blobs, theirs):
+                replace.setdefault(id(mine), blob)
+        for layer in self.layers:
+            layer.blobs[:] = [replace.get(id(blob), blob) for blob in layer.blobs]
             self.params[layer.name] = layer.blobs
+        for param in self.learnable_params:
+            param.blob = replace.get(id(param.blob), param.blob)
 
     # ------------------------------------------------------------ running
     def reshape(self) -> None:

@@ -413,3 +413,20 @@ def test_missing_plugin_module(write_net):
     with pytest.raises(sk.ConfigError, match="cannot import plugin module") as err:
         sk.Net(path)
     assert err.value.field == "plugins"
+
+
+def test_sharing_with_another_net_keeps_name_sharing_of_layers_it_lacks():
+    """TRAIN has 'a'; TEST has 'a' and 'b', both sharing 'w': b must see TRAIN's weights."""
+    spec = {"layers": [
+        {"name": "input", "type": "Input", "top": "x", "shape": [[2, 3]]},
+        {"name": "a", "type": "InnerProduct", "bottom": "x", "top": "ya", "num_output": 2,
+         "param": [{"name": "w"}], "bias_term": False},
+        {"name": "b", "type": "InnerProduct", "bottom": "x", "top": "yb", "num_output": 2,
+         "param": [{"name": "w"}], "bias_term": False, "include": {"phase": "TEST"}},
+    ]}
+    train = sk.Net(spec, phase="TRAIN", seed=1)
+    train.params["a"][0].data[...] = 5.0
+    test = sk.Net(spec, phase="TEST", seed=2, share_from=train)
+    assert test.params["a"][0] is train.params["a"][0]
+    assert test.params["b"][0] is train.params["a"][0]
+    assert [p.blob for p in test.learnable_params] == [train.params["a"][0]]

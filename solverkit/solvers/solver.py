@@ -64,7 +64,7 @@ class Solver:
             raise ConfigError("no net given: set 'net:' in the solver spec or pass --net",
                               file=self.spec.file, field="net")
         if net is None and not Path(self.net_source).exists():
-            raise ConfigError(f"the net file {self.net_source} does not exist (a relative "
+            raise ConfigError(f"net file not found: {self.net_source} (a relative "
                               f"'net:' is relative to the solver file)", file=self.spec.file,
                               line=self.spec.line_of("net"), field="net")
         if self.spec.random_seed >= 0:
