@@ -83,7 +83,10 @@ class Solver:
                               if self.world.distributed else None)
         self._test_net: Net | None = None
         # with tests in the loop, build the TEST net now so its mistakes show before training
-        self.test_iter = self.test_iterations() if self.spec.test_interval > 0 else None
+        self.test_iter = None
+        if self.spec.test_interval > 0:
+            self.test_net   # noqa: B018  (building it now reports a bad TEST net before training)
+            self.test_iter = self.test_iterations()
         self.updater = make_update(self.spec, self.net.learnable_params)
         if self.data_parallel is not None:
             self.data_parallel.synchronize(self.net.learnable_params,
