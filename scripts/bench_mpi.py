@@ -7,8 +7,13 @@ process, K ranks are ``mpirun -n K``, every rank with ``OMP_NUM_THREADS=1`` /
 ``OPENBLAS_NUM_THREADS=1`` (the comparison SPEC §10 asks for). The batch per rank stays
 the same, so K ranks train on a K-times larger global batch (weak scaling, as Caffe's
 multi-GPU training). Timed: ``--steps`` iterations after ``--warmup``, between two
-barriers, on rank 0. The 1-rank and K-rank runs alternate over ``--rounds`` (medians
-reported), so that load from other processes hits both alike.
+barriers, on rank 0. The runs alternate over ``--rounds`` (medians reported), so that
+load from other processes hits all alike.
+
+As a yardstick for the machine itself, K *independent* 1-rank processes also run at the
+same time (no MPI, no communication): their summed throughput is what K cores give when
+nothing is shared, so ``throughput(K) / throughput(K independent)`` is the share of it
+that data-parallel training keeps (communication and waiting for the slowest rank).
 
     throughput  = steps x batch x ranks / seconds                (samples/s)
     speedup     = throughput(K) / throughput(1)
@@ -59,7 +64,7 @@ def worker(case_name: str, steps: int, warmup: int, workdir: Path) -> None:
     world = parallel.world()
     case = CASES[case_name]
     net = net_dict(case.net, case.batch, {"source": synthetic(case)})
-    solver = make_solver(net, case.solver, workdir, f"mpi{world.size}")
+    solver = make_solver(net, case.solver, workdir, f"mpi{world.size}_{os.getpid()}")
     solver.step(warmup)
     world.barrier()
     start = time.perf_counter()
@@ -73,50 +78,71 @@ def worker(case_name: str, steps: int, warmup: int, workdir: Path) -> None:
                           "seconds": seconds, "samples_per_s": samples / seconds}), flush=True)
 
 
-def run_once(ranks: int, args, workdir: Path) -> dict:
+def run_once(ranks: int, args, workdir: Path, independent: bool = False) -> dict:
+    """One run with ``ranks`` MPI ranks, or ``ranks`` independent processes at once."""
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--case", args.case,
                "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--workdir", str(workdir)]
-    if ranks > 1:
+    copies = 1
+    if independent:
+        copies = ranks
+    elif ranks > 1:
         command = [find_mpirun(), "-n", str(ranks), *command]
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PMI_", "OMPI_", "MPI_LOCAL", "HYDRA_"))}
     env.update(ONE_THREAD)
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False,
-                            timeout=args.timeout)
-    if result.returncode != 0:
-        raise SystemExit(f"bench_mpi: {' '.join(command)} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env) for _ in range(copies)]
+    reports = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=args.timeout)
+        if process.returncode != 0:
+            raise SystemExit(f"bench_mpi: {' '.join(command)} failed:\n{stderr}")
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    if not independent:
+        return reports[0]
+    return {"ranks": 1, "processes": copies, "batch_per_rank": reports[0]["batch_per_rank"],
+            "steps": args.steps, "seconds": max(r["seconds"] for r in reports),
+            "samples_per_s": sum(r["samples_per_s"] for r in reports)}
 
 
 # --------------------------------------------------------------------------- the comparison
 def scaling(ranks: int, case: str = "lenet_b64", steps: int = 30, warmup: int = 5,
             rounds: int = 3, timeout: float = 600) -> dict:
-    """Median throughput with 1 and ``ranks`` ranks, the speedup and the efficiency."""
+    """Median throughput with 1 and ``ranks`` ranks, the speedup and the efficiency, and
+    the yardstick: ``ranks`` independent 1-rank processes at once."""
     args = argparse.Namespace(case=case, steps=steps, warmup=warmup, timeout=timeout)
-    runs: dict[int, list[dict]] = {1: [], ranks: []}
+    kinds = ["1", str(ranks), "independent"]
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="sk-bench-mpi-") as workdir:
         for round_ in range(rounds):
-            order = (1, ranks) if round_ % 2 == 0 else (ranks, 1)
-            for k in order:
-                runs[k].append(run_once(k, args, Path(workdir)))
-    single = statistics.median(r["samples_per_s"] for r in runs[1])
-    multi = statistics.median(r["samples_per_s"] for r in runs[ranks])
-    return {"case": case, "batch_per_rank": runs[1][0]["batch_per_rank"], "steps": steps,
+            for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+                runs[kind].append(run_once(1 if kind == "1" else ranks, args, Path(workdir),
+                                           independent=kind == "independent"))
+    median = {kind: statistics.median(r["samples_per_s"] for r in runs[kind]) for kind in kinds}
+    single, multi = median["1"], median[str(ranks)]
+    return {"case": case, "batch_per_rank": runs["1"][0]["batch_per_rank"], "steps": steps,
             "rounds": rounds, "blas_threads_per_rank": 1, "cpus": os.cpu_count(),
+            "load_average": os.getloadavg()[0],
             "samples_per_s": {"1": single, str(ranks): multi},
             "speedup": multi / single, "efficiency": multi / single / ranks,
-            "runs": {str(k): v for k, v in runs.items()}}
+            "independent_samples_per_s": median["independent"],
+            "share_of_independent": multi / median["independent"],
+            "runs": runs}
 
 
 def print_table(report: dict) -> None:
-    (one, single), (k, multi) = report["samples_per_s"].items()
+    (_, single), (k, multi) = report["samples_per_s"].items()
     print(f"{report['case']}: batch {report['batch_per_rank']} per rank, 1 BLAS thread per "
-          f"rank, {report['cpus']} CPUs, median of {report['rounds']} runs of "
-          f"{report['steps']} steps")
-    print(f"{'ranks':>5}  {'samples/s':>10}  {'speedup':>7}  {'efficiency':>10}")
-    print(f"{one:>5}  {single:>10.1f}  {1.0:>7.2f}  {1.0:>10.0%}")
-    print(f"{k:>5}  {multi:>10.1f}  {report['speedup']:>7.2f}  {report['efficiency']:>10.0%}")
+          f"rank, {report['cpus']} CPUs (load average {report['load_average']:.1f}), median "
+          f"of {report['rounds']} runs of {report['steps']} steps")
+    print(f"{'run':<28}  {'samples/s':>10}  {'speedup':>7}  {'efficiency':>10}")
+    print(f"{'1 rank':<28}  {single:>10.1f}  {1.0:>7.2f}  {1.0:>10.0%}")
+    print(f"{k + ' ranks (mpirun)':<28}  {multi:>10.1f}  {report['speedup']:>7.2f}  "
+          f"{report['efficiency']:>10.0%}")
+    independent = report["independent_samples_per_s"]
+    print(f"{k + ' independent processes':<28}  {independent:>10.1f}  "
+          f"{independent / single:>7.2f}  {independent / single / int(k):>10.0%}")
 
 
 def main(argv=None) -> int:

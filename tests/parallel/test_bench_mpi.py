@@ -33,3 +33,8 @@ def test_bench_mpi_reports_one_and_two_ranks():
     assert report["speedup"] == pytest.approx(two / one)
     assert report["efficiency"] == pytest.approx(two / one / 2)
     assert report["blas_threads_per_rank"] == 1 and report["case"] == "lenet_b64"
+    # the yardstick: two independent one-rank processes, their throughputs summed
+    (independent,) = runs["independent"]
+    assert independent["processes"] == 2
+    assert report["independent_samples_per_s"] == independent["samples_per_s"]
+    assert report["share_of_independent"] == pytest.approx(two / independent["samples_per_s"])
