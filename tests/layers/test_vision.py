@@ -11,6 +11,7 @@ import pytest
 import solverkit as sk
 from solverkit import ConfigError
 from solverkit.gradient_check import check_layer_gradients
+from solverkit.layers import vision
 
 
 # ---------------------------------------------------------------- direct implementations
@@ -163,6 +164,20 @@ def test_convolution_forward_matches_direct_loops(case, rng):
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_convolution_gradients(case, rng):
     x = rng.standard_normal((2, 4, 5, 5))
+    check_layer_gradients(_conv(**case), {"x": x})
+
+
+@pytest.mark.parametrize("case", CONV_CASES[1:4])
+def test_convolution_in_blocks_of_samples(case, rng, monkeypatch):
+    """A column matrix too big for the block size is built a few samples at a time."""
+    monkeypatch.setattr(vision, "CONV_BLOCK_BYTES", 1)             # one sample per block
+    x = rng.standard_normal((3, 4, 6, 5))
+    net = _net(_input(x.shape), _conv(**case))
+    assert len(net.layers[1].blocks) == 3
+    w = net.params["conv"][0].data
+    b = net.params["conv"][1].data if case.get("bias_term", True) else None
+    np.testing.assert_allclose(net.forward(x=x)["y"], direct_conv(x, w, b, **_conv_args(case)),
+                               rtol=1e-10, atol=1e-12)
     check_layer_gradients(_conv(**case), {"x": x})
 
 
