@@ -182,9 +182,9 @@ FEEDING = {
 
 @dataclass
 class Settings:
-    warmup: int = 10
-    rounds: int = 6
-    steps: int = 15                  # timed steps per framework per round
+    warmup: int = 5
+    rounds: int = 20                 # short rounds: load from other processes hits both alike
+    steps: int = 5                   # timed steps per framework per round
     memory_iters: int = 30
     threads: int = 2
     torch: bool = True
@@ -479,7 +479,9 @@ def run_feeding(name: str, settings: Settings) -> dict:
 def machine(blas) -> dict:
     info = {"python": platform.python_version(), "numpy": np.__version__,
             "cores": os.cpu_count(), "blas": blas,
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            # other processes on the machine skew every number; this says how busy it was
+            "load_average_1min": os.getloadavg()[0]}
     try:
         import torch
         info["torch"] = torch.__version__
@@ -495,7 +497,8 @@ def print_table(report: dict) -> None:
     print(f"# {m['cores']} cores, Python {m['python']}, numpy {m['numpy']} "
           f"({blas.get('internal_api', '?')} {blas.get('version', '')} "
           f"{blas.get('architecture', '')}, {blas.get('num_threads', '?')} threads), "
-          f"torch {m['torch']}, OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}")
+          f"torch {m['torch']}, OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, load average "
+          f"{m['load_average_1min']:.1f} before, {m['load_average_1min_after']:.1f} after")
     head = (f"{'case':<20}{'solverkit ms':>13}{'torch ms':>10}{'ratio':>7}"
             f"{'sk samples/s':>14}{'torch samples/s':>16}{'sk MiB':>8}{'torch MiB':>10}"
             f"{'mem ratio':>10}")
@@ -584,6 +587,7 @@ def main(argv=None) -> int:
             report["feeding"].append(run_feeding(name, settings))
         if not args.json:
             print(f"done: {name}", file=sys.stderr)
+    report["machine"]["load_average_1min_after"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(report, indent=2))
     else:
