@@ -71,11 +71,21 @@ def worker(case_name: str, steps: int, warmup: int, workdir: Path) -> None:
     solver.step(steps)
     world.barrier()
     seconds = time.perf_counter() - start
+    report = {"ranks": world.size, "batch_per_rank": case.batch, "steps": steps,
+              "seconds": seconds, "samples_per_s": steps * case.batch * world.size / seconds}
+    if world.distributed:
+        # the step's communication alone: the gradient Allreduce, timed without compute
+        blobs = [param.blob for param in solver.net.learnable_params if param.lr_mult != 0]
+        reduce = parallel.GradientAllreduce(world, blobs)
+        world.barrier()
+        start = time.perf_counter()
+        for _ in range(steps):
+            reduce()
+        report["allreduce_ms"] = (time.perf_counter() - start) / steps * 1000
+        report["gradient_count"] = int(reduce.buffer.size)
     solver.close()
     if world.is_root:
-        samples = steps * case.batch * world.size
-        print(json.dumps({"ranks": world.size, "batch_per_rank": case.batch, "steps": steps,
-                          "seconds": seconds, "samples_per_s": samples / seconds}), flush=True)
+        print(json.dumps(report), flush=True)
 
 
 def run_once(ranks: int, args, workdir: Path, independent: bool = False) -> dict:
@@ -121,11 +131,14 @@ def scaling(ranks: int, case: str = "lenet_b64", steps: int = 30, warmup: int = 
                                            independent=kind == "independent"))
     median = {kind: statistics.median(r["samples_per_s"] for r in runs[kind]) for kind in kinds}
     single, multi = median["1"], median[str(ranks)]
+    step_ms = statistics.median(r["seconds"] / r["steps"] * 1000 for r in runs[str(ranks)])
     return {"case": case, "batch_per_rank": runs["1"][0]["batch_per_rank"], "steps": steps,
             "rounds": rounds, "blas_threads_per_rank": 1, "cpus": os.cpu_count(),
             "load_average": os.getloadavg()[0],
             "samples_per_s": {"1": single, str(ranks): multi},
             "speedup": multi / single, "efficiency": multi / single / ranks,
+            "step_ms": step_ms, "gradient_count": runs[str(ranks)][0]["gradient_count"],
+            "allreduce_ms": statistics.median(r["allreduce_ms"] for r in runs[str(ranks)]),
             "independent_samples_per_s": median["independent"],
             "share_of_independent": multi / median["independent"],
             "runs": runs}
@@ -143,6 +156,8 @@ def print_table(report: dict) -> None:
     independent = report["independent_samples_per_s"]
     print(f"{k + ' independent processes':<28}  {independent:>10.1f}  "
           f"{independent / single:>7.2f}  {independent / single / int(k):>10.0%}")
+    print(f"Allreduce of the {report['gradient_count']:,} gradients alone: "
+          f"{report['allreduce_ms']:.2f} ms, of a {report['step_ms']:.1f} ms step with {k} ranks")
 
 
 def main(argv=None) -> int:

@@ -33,6 +33,8 @@ def test_bench_mpi_reports_one_and_two_ranks():
     assert report["speedup"] == pytest.approx(two / one)
     assert report["efficiency"] == pytest.approx(two / one / 2)
     assert report["blas_threads_per_rank"] == 1 and report["case"] == "lenet_b64"
+    assert 0 < report["allreduce_ms"] < report["step_ms"]
+    assert report["gradient_count"] == 431080          # Caffe's LeNet: 430,500 weights + 580 biases
     # the yardstick: two independent one-rank processes, their throughputs summed
     (independent,) = runs["independent"]
     assert independent["processes"] == 2
