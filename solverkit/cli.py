@@ -15,6 +15,8 @@ import re
 import sys
 import traceback
 
+import numpy as np
+
 from .errors import NonFiniteError, SolverkitError, did_you_mean
 
 # sub-command -> module in solverkit.commands (each has add_arguments(parser) and run(args))
@@ -84,7 +86,10 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stdout, force=True)
-        return int(args.run(args) or 0)
+        # a non-finite loss is reported once, naming the layer: numpy's own floating-point
+        # warnings would only repeat it, without saying where
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return int(args.run(args) or 0)
     except SolverkitError as err:
         if debug:       # the traceback, but still a user error's status
             traceback.print_exc()
