@@ -186,6 +186,7 @@ class Settings:
     rounds: int = 20                 # short rounds: load from other processes hits both alike
     steps: int = 5                   # timed steps per framework per round
     memory_iters: int = 30
+    gap: float = 0.25                # seconds idle before each round (see ``alternate``)
     threads: int = 2
     torch: bool = True
     memory: bool = True
@@ -360,6 +361,9 @@ def alternate(steps: dict, settings: Settings) -> dict:
     for r in range(settings.rounds):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
+            # Idle first: OpenBLAS workers busy-wait ~0.1 s after their last call (OpenMP's
+            # a little too) and would take a core from whichever framework runs next.
+            time.sleep(settings.gap)
             rounds[name].append(time_steps(steps[name], settings.steps))
     return rounds
 
@@ -558,6 +562,7 @@ def main(argv=None) -> int:
     settings = Settings(threads=args.threads, memory=not args.no_memory)
     if args.quick:
         settings.warmup, settings.rounds, settings.steps, settings.memory_iters = 1, 1, 2, 2
+        settings.gap = 0.0
     for key in ("rounds", "steps", "memory_iters"):
         if getattr(args, key) is not None:
             setattr(settings, key, getattr(args, key))
