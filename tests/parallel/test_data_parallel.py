@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .tiny_problem import CASES, STEPS, run_cases
+from .tiny_problem import CASES, STEPS, batchnorm_solver, run_cases
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,3 +86,36 @@ def test_a_failure_on_one_rank_ends_the_whole_run(mpirun, tmp_path, bad, status,
     assert "rank 0 of 2" not in result.stderr
     assert "Optimization done" not in result.stdout
     assert elapsed < 20
+
+
+
+def test_batchnorm_statistics_are_averaged_over_ranks(mpirun, tmp_path, monkeypatch):
+    """Each rank's BatchNorm adds the mean of its own slice to the running sum; averaged in
+    the step's Allreduce, that is the mean of the global batch (as one process with 2B would
+    add), and every rank keeps the same statistics and parameters."""
+    result = mpirun(f"""
+        import sys
+        import numpy as np
+        sys.path.insert(0, {str(HERE)!r})
+        from solverkit import parallel
+        from tiny_problem import batchnorm_solver
+
+        solver = batchnorm_solver(batch_size=4)
+        solver.step(1)
+        first = [blob.data.copy() for blob in solver.net.params["bn"]]
+        solver.step(2)
+        record = {{p.key: p.blob.data for p in solver.net.learnable_params}}
+        record.update({{f"first/{{i}}": value for i, value in enumerate(first)}})
+        np.savez(f"rank{{parallel.world().rank}}.npz", **record)
+    """, timeout=60)
+    assert result.returncode == 0, result.stderr
+    monkeypatch.chdir(tmp_path)
+    single = batchnorm_solver(batch_size=8)
+    single.step(1)
+    mean_sum, _, count = (blob.data for blob in single.net.params["bn"])
+    with np.load(tmp_path / "rank0.npz") as rank0, np.load(tmp_path / "rank1.npz") as rank1:
+        assert sorted(rank0.files) == sorted(rank1.files)
+        for key in rank0.files:
+            assert np.array_equal(rank0[key], rank1[key]), key
+        np.testing.assert_allclose(rank0["first/0"], mean_sum, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(rank0["first/2"], count, rtol=0, atol=1e-12)

@@ -70,3 +70,11 @@ def run_cases(batch_size: int, prefix: str) -> dict[str, np.ndarray]:
             record[f"{name}/test/{output}"] = np.array(value)
         solver.close()
     return record
+
+
+def batchnorm_solver(batch_size: int) -> sk.Solver:
+    """SGD on InnerProduct -> BatchNorm -> InnerProduct (batch statistics in TRAIN)."""
+    net = net_spec(batch_size)
+    net["layers"].insert(3, {"name": "bn", "type": "BatchNorm", "bottom": "ip1", "top": "ip1"})
+    spec = {"base_lr": 0.1, "max_iter": 3, "random_seed": 2, "snapshot_prefix": "bn"}
+    return sk.Solver(spec, net=net, progress=False)
