@@ -186,7 +186,7 @@ class World:
             code, text = 130, f"solverkit: interrupted ({where})"
         else:
             code = 1
-            text = "".join(traceback.format_exception(err)).rstrip() + f"\nsolverkit: crashed ({where})"
+            text = "".join(traceback.format_exception(err)) + f"solverkit: crashed ({where})"
         sys.stdout.flush()
         print(text, file=sys.stderr, flush=True)
         self.comm.Abort(code)
@@ -267,10 +267,10 @@ def decorrelate_generators(generators, rank: int) -> None:
     """Give rank ``rank`` its own stream in every Generator of ``generators`` (in place).
 
     All ranks build their nets from one ``random_seed``, so without this every rank's
-    Dropout would draw the same masks for different samples. Rank 0 keeps its streams
-    (it draws what a single process would); rank r > 0 reseeds each generator from a
-    number drawn from a copy of it and r, so the streams depend on (seed, layer, rank)
-    only. Data layers are not passed here: they share one shuffling stream (see ``shard``).
+    Dropout would draw the same masks for different samples. Rank 0 keeps its generators
+    (those a single process would use); rank r > 0 reseeds each one from a number drawn
+    from a copy of it and r, so its stream depends on the generator's state and r only.
+    Data layers are not passed here: they share one stream (``Data.set_shard``).
     """
     if rank == 0:
         return
@@ -317,7 +317,8 @@ class DataParallel:
         self._blobs = [p.blob for p in params if p.lr_mult != 0]
         # parameters the solver never updates but layers change in forward (BatchNorm's
         # running statistics): their data is averaged so that every rank keeps one model
-        self._state_blobs = [p.blob for p in params if p.index in net.layer(p.layer).fixed_params]
+        self._state_blobs = [p.blob for p in params
+                             if p.index in net.layer(p.layer).fixed_params]
         self._reduce: GradientAllreduce | None = None
         self._output_names: list[str] | None = None
         self._pending_signal: int | None = None     # a signal this rank got, not yet agreed

@@ -43,7 +43,8 @@ def test_two_ranks_with_batch_b_equal_one_process_with_batch_2b(mpirun, tmp_path
     assert not np.allclose(reference["sgd/0/ip1/0"], reference[f"sgd/{STEPS - 1}/ip1/0"])
     for name in CASES:
         # one CSV log, written by rank 0 alone, with the averaged (global-batch) outputs
-        mpi_rows, ref_rows = _rows(tmp_path / f"mpi_{name}_log.csv"), _rows(tmp_path / f"ref_{name}_log.csv")
+        mpi_rows = _rows(tmp_path / f"mpi_{name}_log.csv")
+        ref_rows = _rows(tmp_path / f"ref_{name}_log.csv")
         assert len(mpi_rows) == len(ref_rows)
         for mine, theirs in zip(mpi_rows[1:], ref_rows[1:]):
             assert mine[:3] == theirs[:3]

@@ -110,7 +110,8 @@ def test_collectives_on_two_ranks(mpirun, tmp_path):
         assert np.all(arrays[2] == -1.0) and arrays[0].dtype == np.float32
 
         # GradientAllreduce: diff <- mean over ranks; state data averaged; extras averaged
-        weight, bias, stats = Blob((3, 2), np.float64), Blob((3,), np.float64), Blob((2,), np.float64)
+        weight, bias = Blob((3, 2), np.float64), Blob((3,), np.float64)
+        stats = Blob((2,), np.float64)
         weight.diff[...] = np.arange(6.0).reshape(3, 2) * (rank + 1)
         bias.diff[...] = 10.0 * rank
         stats.data[...] = 4.0 * rank
