@@ -17,6 +17,7 @@ import traceback
 
 import numpy as np
 
+from . import parallel
 from .errors import NonFiniteError, SolverkitError, did_you_mean
 
 # sub-command -> module in solverkit.commands (each has add_arguments(parser) and run(args))
@@ -94,15 +95,15 @@ def main(argv=None) -> int:
         if debug:       # the traceback, but still a user error's status
             traceback.print_exc()
         print(f"solverkit: error: {err}", file=sys.stderr)
-        return 2
+        return parallel.abort_if_distributed(2)     # under mpirun: every rank ends
     except NonFiniteError as err:
         if debug:
             traceback.print_exc()
         print(f"solverkit: training failed: {err}", file=sys.stderr)
-        return 1
+        return parallel.abort_if_distributed(1)
     except KeyboardInterrupt:
         print("solverkit: interrupted", file=sys.stderr)
-        return 130
+        return parallel.abort_if_distributed(130)
 
 
 if __name__ == "__main__":

@@ -194,6 +194,20 @@ class World:
         os._exit(code)
 
 
+def abort_if_distributed(status: int) -> int:
+    """``status``, or under MPI with ``status != 0``: end every rank with it (``MPI_Abort``).
+
+    For a caller that already printed why (the CLI): exiting one rank normally would leave
+    the others waiting in their next collective.
+    """
+    if status and _world is not None and _world.distributed:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _world.comm.Abort(status)
+        os._exit(status)
+    return status
+
+
 def abort_on_error(method):
     """Decorate a solver entry point: under MPI an exception escaping it ends every rank.
 

@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                        allow_world_size_change=args.allow_world_size_change)
     elif args.weights:
         skipped = solver.net.load(args.weights, allow_missing=args.allow_missing)
+        if solver.data_parallel is not None:    # every rank starts from rank 0's weights
+            solver.data_parallel.synchronize(solver.net.learnable_params)
         if skipped:
             logger.info("Layers without weights in %s (left as initialised): %s",
                         args.weights, ", ".join(skipped))

@@ -120,3 +120,22 @@ def test_batchnorm_statistics_are_averaged_over_ranks(mpirun, tmp_path, monkeypa
             assert np.array_equal(rank0[key], rank1[key]), key
         np.testing.assert_allclose(rank0["first/0"], mean_sum, rtol=0, atol=1e-12)
         np.testing.assert_allclose(rank0["first/2"], count, rtol=0, atol=1e-12)
+
+
+def test_a_command_line_error_on_one_rank_ends_every_rank(mpirun, tmp_path):
+    """An error the CLI reports (here: rank 1's --weights file is missing) after MPI started:
+    rank 0 is training, waiting in the Allreduce; the CLI's exit ends it too."""
+    x, y = np.ones((16, 4), np.float32), np.arange(16) % 3
+    _write_cli_problem(tmp_path, x, y, batch_size=4)
+    result = mpirun("""
+        import sys
+        from solverkit import parallel
+        from solverkit.cli import main
+        command = ["train", "--net", "net.yaml", "--solver", "solver.yaml"]
+        if parallel.world().rank == 1:
+            command += ["--weights", "missing.model.npz"]
+        sys.exit(main(command))
+    """, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "missing.model.npz" in result.stderr
+    assert "Optimization done" not in result.stdout
