@@ -328,14 +328,17 @@ class Convolution(_ConvolutionBase):
             return
         weight = self.blobs[0].data.reshape(p.num_output, -1)
         weight_diff = self.blobs[0].diff.reshape(p.num_output, -1)
-        grad = self._buffers.get("weight_grad", weight.shape, geometry.dtype)
+        # dWᵀ = col · dyᵀ, per group: OpenBLAS runs this long-inner-dimension product 20–40%
+        # faster than dy · colᵀ, and the transposed result is only a weight's size
+        grad_t = self._buffers.get("weight_grad_t", (p.group, weight.shape[1],
+                                                     p.num_output // p.group), geometry.dtype)
         for block, products in self._products(rows):
             if need_weight:
                 col = (geometry.col_buffer(block.stop - block.start) if self._col_valid
                        else geometry.im2col(x[block]))
-                for g_out, g_in, dy in products:
-                    np.matmul(dy, col[g_in].T, out=grad[g_out])
-                weight_diff += grad
+                for g, (g_out, g_in, dy) in enumerate(products):
+                    np.matmul(col[g_in], dy.T, out=grad_t[g])
+                    weight_diff[g_out] += grad_t[g].T
             if need_bottom:
                 # dy of the block with the batch innermost, (num_output, OH·OW·n), so that
                 # dcol comes out batch-last too and col2im adds long contiguous runs
