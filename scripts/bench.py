@@ -527,6 +527,33 @@ def print_table(report: dict) -> None:
                   f"{r['overhead']:>10.1%}")
 
 
+def print_markdown(report: dict) -> None:
+    """The table as Markdown (the README's Performance section)."""
+    m = report["machine"]
+    blas = m["blas"][0] if m["blas"] else {}
+    print(f"{m['cores']} cores, numpy {m['numpy']} with {blas.get('internal_api', '?')} "
+          f"{blas.get('version', '')} ({blas.get('architecture', '')}), torch {m['torch']}, "
+          f"{report['settings']['threads']} threads; load average {m['load_average_1min']:.1f} "
+          f"before, {m['load_average_1min_after']:.1f} after.\n")
+    print("| case | solverkit ms/step | PyTorch ms/step | ratio | solverkit samples/s "
+          "| PyTorch samples/s | peak RSS solverkit / PyTorch (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    def num(r, key, fmt):
+        return format(r[key], fmt) if key in r else "–"
+
+    for r in report["cases"]:
+        print(f"| {r['case']} | {num(r, 'solverkit_ms', '.2f')} | {num(r, 'torch_ms', '.2f')} | "
+              f"{num(r, 'ratio', '.2f')} | {num(r, 'solverkit_samples_per_s', '.0f')} | "
+              f"{num(r, 'torch_samples_per_s', '.0f')} | "
+              f"{num(r, 'solverkit_peak_rss_mib', '.0f')} / {num(r, 'torch_peak_rss_mib', '.0f')} |")
+    if report["feeding"]:
+        print("\n| feeding case | Data layer ms/step | Input (preloaded) ms/step | overhead |")
+        print("|---|---:|---:|---:|")
+        for r in report["feeding"]:
+            print(f"| {r['case']} | {r['data_layer_ms']:.2f} | {r['input_ms']:.2f} | "
+                  f"{r['overhead']:+.1%} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = list(CASES) + list(FEEDING)
@@ -535,6 +562,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a few iterations of each (a smoke test, not a measurement)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--no-torch", action="store_true", help="time solverkit alone")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     parser.add_argument("--threads", type=int, default=2)
@@ -595,6 +623,8 @@ def main(argv=None) -> int:
     report["machine"]["load_average_1min_after"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(report, indent=2))
+    elif args.markdown:
+        print_markdown(report)
     else:
         print_table(report)
     return 0
