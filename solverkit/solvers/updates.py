@@ -26,6 +26,10 @@ import numpy as np
 from ..errors import SnapshotError
 from ..spec.solver import SolverSpec
 
+# elements per block of an update: W, g, two state arrays and a work array of this size
+# (256 KiB each in float32) fit in a core's L2 cache together
+BLOCK = 1 << 16
+
 
 class Update:
     """The shared part of every update: normalize, clip, regularize, then ``step`` per parameter.
@@ -45,6 +49,16 @@ class Update:
         self.params = [p for p in params if p.lr_mult != 0]
         self.state: list[dict[str, np.ndarray]] = [
             {name: np.zeros_like(p.blob.data) for name in self.state_names} for p in self.params]
+        self._work: dict[tuple, np.ndarray] = {}
+
+    def work_array(self, like: np.ndarray) -> np.ndarray:
+        """A scratch array of ``like``'s shape and dtype, reused from step to step (rules
+        write their intermediate products here instead of allocating temporaries)."""
+        key = (like.shape, like.dtype)
+        work = self._work.get(key)
+        if work is None:
+            work = self._work[key] = np.empty_like(like)
+        return work
 
     # ---------------------------------------------------------------- the update
     def update(self, rate: float, it: int) -> None:
@@ -53,10 +67,17 @@ class Update:
         self.clip()
         for param, state in zip(self.params, self.state):
             decay = self.spec.weight_decay * param.decay_mult
-            if decay and not self.decoupled_decay:
-                self.regularize(param.blob.data, param.blob.diff, decay)
-            self.step(param.blob.data, param.blob.diff, rate * param.lr_mult, decay, state,
-                      it + 1)
+            lr = rate * param.lr_mult
+            w, g = param.blob.data.reshape(-1), param.blob.diff.reshape(-1)
+            history = {name: array.reshape(-1) for name, array in state.items()}
+            # Every rule is element-wise, so it runs block by block: the few passes a rule
+            # makes over W, g, its state and a work array then stay in the CPU cache.
+            for start in range(0, w.size, BLOCK):
+                block = slice(start, start + BLOCK)
+                if decay and not self.decoupled_decay:
+                    self.regularize(w[block], g[block], decay)
+                self.step(w[block], g[block], lr, decay,
+                          {name: array[block] for name, array in history.items()}, it + 1)
 
     def normalize(self) -> None:
         """``g /= iter_size``: the diffs hold the sum over ``iter_size`` forward/backward passes."""
@@ -87,16 +108,25 @@ class Update:
     def regularize(self, w: np.ndarray, g: np.ndarray, decay: float) -> None:
         """Add the gradient of ``decay·R(W)`` to ``g`` (L2: ½ΣW², L1: Σ|W|, ElasticNet: Σ(½βW²+|W|))."""
         kind = self.spec.regularization_type
+        work = self.work_array(w)
         if kind == "L2":
-            g += decay * w
+            np.multiply(w, decay, out=work)
         elif kind == "L1":
-            g += decay * np.sign(w)
+            np.sign(w, out=work)
+            work *= decay
         else:
-            g += decay * (self.spec.elastic_net_beta * w + np.sign(w))
+            np.sign(w, out=work)
+            work += self.spec.elastic_net_beta * w
+            work *= decay
+        g += work
 
     def step(self, w: np.ndarray, g: np.ndarray, lr: float, decay: float,
              state: dict[str, np.ndarray], t: int) -> None:
-        """Change ``w`` in place from the (normalized, clipped, regularized) gradient ``g``."""
+        """Change ``w`` in place from the (normalized, clipped, regularized) gradient ``g``.
+
+        ``w``, ``g`` and the state arrays are one flat block of the parameter (see
+        ``update``): a rule is element-wise.
+        """
         raise NotImplementedError(f"{type(self).__name__} must define step")
 
     # ---------------------------------------------------------------- state for snapshots
@@ -126,7 +156,7 @@ class SGD(Update):
     def step(self, w, g, lr, decay, state, t):
         v = state["history"]
         v *= self.spec.momentum
-        v += lr * g
+        v += np.multiply(g, lr, out=self.work_array(g))
         w -= v
 
 
@@ -139,10 +169,11 @@ class Nesterov(Update):
     def step(self, w, g, lr, decay, state, t):
         m = self.spec.momentum
         v = state["history"]
-        w += m * v              # + momentum·V (the old V)
+        work = self.work_array(g)
+        w += np.multiply(v, m, out=work)            # + momentum·V (the old V)
         v *= m
-        v += lr * g             # V' (stored as the new V)
-        w -= (1.0 + m) * v
+        v += np.multiply(g, lr, out=work)           # V' (stored as the new V)
+        w -= np.multiply(v, 1.0 + m, out=work)
 
 
 class AdaGrad(Update):
