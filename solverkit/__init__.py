@@ -10,6 +10,23 @@ from .spec import NetSpec, SolverSpec, load_net_spec, load_solver_spec
 
 __version__ = "0.1.0"
 
-__all__ = ["Blob", "ConfigError", "DataError", "Layer", "LayerParams", "LossLayer", "Net",
-           "NetSpec", "NonFiniteError", "ShapeError", "Solver", "SolverSpec", "SolverkitError",
-           "layer_types", "load_net_spec", "load_solver_spec", "register_layer", "__version__"]
+__all__ = [
+           "Blob",
+           "ConfigError",
+           "DataError",
+           "Layer",
+           "LayerParams",
+           "LossLayer",
+           "Net",
+           "NetSpec",
+           "NonFiniteError",
+           "ShapeError",
+           "Solver",
+           "SolverSpec",
+           "SolverkitError",
+           "__version__",
+           "layer_types",
+           "load_net_spec",
+           "load_solver_spec",
+           "register_layer",
+]

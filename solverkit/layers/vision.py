@@ -226,7 +226,7 @@ class _ConvolutionBase(Layer):
         return shape
 
     def weight_shape(self) -> tuple[int, int, int, int]:
-        raise NotImplementedError
+        raise NotImplementedError(f"Weight layout is per type; {type(self).__name__} must define it")
 
     def _im2col_for(self, image_shape, dtype) -> Im2col:
         """The Im2col for images of ``image_shape``, kept while that shape stays."""

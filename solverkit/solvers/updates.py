@@ -127,7 +127,7 @@ class Update:
         ``w``, ``g`` and the state arrays are one flat block of the parameter (see
         ``update``): a rule is element-wise.
         """
-        raise NotImplementedError(f"{type(self).__name__} must define step")
+        raise NotImplementedError(f"Update.step is abstract; {type(self).__name__} must define it")
 
     # ---------------------------------------------------------------- state for snapshots
     def state_arrays(self) -> dict[str, np.ndarray]:

@@ -1,7 +1,15 @@
 """The YAML schema: pydantic models for the net and solver specs, loading and error text."""
 
-from .net import (FillerSpec, LayerParams, LayerSpec, NetSpec, NetStateRule, ParamSpec,
-                  StrictModel, load_net_spec)
+from .net import (
+                  FillerSpec,
+                  LayerParams,
+                  LayerSpec,
+                  NetSpec,
+                  NetStateRule,
+                  ParamSpec,
+                  StrictModel,
+                  load_net_spec,
+)
 from .solver import SolverSpec, load_solver_spec
 from .source import SpecSource, read_spec_source, validation_error
 

@@ -158,7 +158,7 @@ class NetSpec(StrictModel):
 
 
 def _layer_spec(raw: Any, index: int, source: SpecSource) -> LayerSpec:
-    where = dict(layer_index=index, file=source.file, line=source.line("layers", index))
+    where = {"layer_index": index, "file": source.file, "line": source.line("layers", index)}
     if not isinstance(raw, dict):
         raise ConfigError(f"a layer must be a mapping of fields, not {type(raw).__name__}", **where)
     name = raw.get("name")

@@ -26,8 +26,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import (ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
-                      field_validator)
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ..errors import ConfigError, did_you_mean
 from .net import StrictModel

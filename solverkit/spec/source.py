@@ -10,7 +10,6 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -146,8 +145,7 @@ def _describe(error: dict, model: type[BaseModel] | None) -> tuple[str, str | No
         choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",")]
         return (f"'{given}' is not one of {expected}{did_you_mean(given, choices)}", path)
     message = error["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+    message = message.removeprefix("Value error, ")
     given = error.get("input")
     if kind not in ("value_error", "assertion_error") and not isinstance(given, (dict, list)):
         message = f"{message} (got {given!r})"
