@@ -24,6 +24,7 @@ import functools
 import logging
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -189,6 +190,9 @@ class World:
             text = "".join(traceback.format_exception(err)) + f"solverkit: crashed ({where})"
         sys.stdout.flush()
         print(text, file=sys.stderr, flush=True)
+        # the launcher forwards each rank's stderr asynchronously and stops forwarding when
+        # it kills the ranks: give the message a moment to get out first
+        time.sleep(0.5)
         self.comm.Abort(code)
         # MPICH's MPI_Abort may return once the launcher is told; never go on from here
         os._exit(code)
