@@ -225,6 +225,14 @@ class _ConvolutionBase(Layer):
             raise self.error(f"bottom must be 4-d (N, C, H, W), got shape {shape}", field="bottom")
         return shape
 
+    def _bottom_shape(self, bottom):
+        """(N, C, H, W) of the bottom, whose channels must be those the weights were made for."""
+        n, c, h, w = self._check_bottom(bottom[0].shape)
+        if c != self.channels:
+            raise self.error(f"bottom '{bottom[0].name}' has {c} channels but the weights were "
+                             f"made for {self.channels}", field="bottom")
+        return n, c, h, w
+
     def weight_shape(self) -> tuple[int, int, int, int]:
         raise NotImplementedError(f"Weight layout is per type; {type(self).__name__} must define it")
 
@@ -265,10 +273,7 @@ class Convolution(_ConvolutionBase):
         return (p.num_output, self.channels // p.group, *self.kernel)
 
     def reshape(self, bottom, top):
-        n, c, h, w = self._check_bottom(bottom[0].shape)
-        if c != self.channels:
-            raise self.error(f"bottom '{bottom[0].name}' has {c} channels but the weights were "
-                             f"made for {self.channels}", field="bottom")
+        n, c, h, w = self._bottom_shape(bottom)
         out_h, out_w = (conv_output_size(size, *args) for size, args in
                         zip((h, w), zip(self.kernel, self.stride, self.pad, self.dilation)))
         if out_h <= 0 or out_w <= 0:
@@ -370,10 +375,7 @@ class Deconvolution(_ConvolutionBase):
         return (self.channels, p.num_output // p.group, *self.kernel)
 
     def reshape(self, bottom, top):
-        n, c, h, w = self._check_bottom(bottom[0].shape)
-        if c != self.channels:
-            raise self.error(f"bottom '{bottom[0].name}' has {c} channels but the weights were "
-                             f"made for {self.channels}", field="bottom")
+        n, _, h, w = self._bottom_shape(bottom)
         out_h, out_w = (deconv_output_size(size, *args) for size, args in
                         zip((h, w), zip(self.kernel, self.stride, self.pad, self.dilation)))
         if out_h <= 0 or out_w <= 0:
