@@ -154,10 +154,10 @@ class Im2col:
         np.copyto(out, target[:, ph:ph + self.height, pw:pw + self.width].transpose(3, 0, 1, 2))
 
 
-class ConvolutionParams(LayerParams):
-    """Caffe's ConvolutionParameter (flat), shared by Convolution and Deconvolution."""
+class WindowParams(LayerParams):
+    """The sliding-window fields Convolution and Pooling share (Caffe's names, flat):
+    ``kernel_size`` or ``kernel_h``/``kernel_w``, and likewise ``stride`` and ``pad``."""
 
-    num_output: int
     kernel_size: IntPair = None
     kernel_h: int | None = None
     kernel_w: int | None = None
@@ -167,6 +167,12 @@ class ConvolutionParams(LayerParams):
     pad: IntPair = None
     pad_h: int | None = None
     pad_w: int | None = None
+
+
+class ConvolutionParams(WindowParams):
+    """Caffe's ConvolutionParameter (flat), shared by Convolution and Deconvolution."""
+
+    num_output: int
     dilation: IntPair = None
     group: int = 1
     bias_term: bool = True
@@ -475,17 +481,8 @@ class Pooling(Layer):
     A second top (MAX only) receives Caffe's mask: the flat index ``h·W + w`` of each max.
     """
 
-    class Params(LayerParams):
+    class Params(WindowParams):
         pool: Literal["MAX", "AVE", "STOCHASTIC"] = "MAX"
-        kernel_size: IntPair = None
-        kernel_h: int | None = None
-        kernel_w: int | None = None
-        stride: IntPair = None
-        stride_h: int | None = None
-        stride_w: int | None = None
-        pad: IntPair = None
-        pad_h: int | None = None
-        pad_w: int | None = None
         global_pooling: bool = False
         round_mode: Literal["CEIL", "FLOOR"] = "CEIL"
 
