@@ -7,14 +7,13 @@ validated by that type's params model, which the layer registry provides.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ..errors import ConfigError, SolverkitError, did_you_mean
 from ..registry import import_plugins, layer_class
-from .source import SpecSource, read_spec_source, validation_error
+from .source import SourcedSpec, SpecSource, read_spec_source, validation_error
 
 
 class StrictModel(BaseModel):
@@ -117,7 +116,7 @@ class LayerSpec(StrictModel):
 COMMON_FIELDS = tuple(name for name in LayerSpec.model_fields if name != "params")
 
 
-class NetSpec(StrictModel):
+class NetSpec(SourcedSpec, StrictModel):
     """A whole net: name, dtype, plugins, and the layers in file order."""
 
     name: str = "net"
@@ -128,14 +127,6 @@ class NetSpec(StrictModel):
 
     _source: SpecSource | None = PrivateAttr(default=None)
 
-    @property
-    def file(self) -> str | None:
-        return self._source.file if self._source else None
-
-    @property
-    def base_dir(self) -> Path:
-        """Folder that relative paths inside the spec (data sources) are relative to."""
-        return self._source.base_dir if self._source else Path.cwd()
 
     def line_of(self, layer_index: int | None = None, field: str | None = None) -> int | None:
         if self._source is None:

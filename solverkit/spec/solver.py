@@ -37,7 +37,7 @@ from pydantic import (
 
 from ..errors import ConfigError, did_you_mean
 from .net import StrictModel
-from .source import SpecSource, read_spec_source, validation_error
+from .source import SourcedSpec, SpecSource, read_spec_source, validation_error
 
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam", "AdamW")
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "cosine")
@@ -74,7 +74,7 @@ def _users_of_any(table: dict[str, dict]) -> set[str]:
     return {field for fields in table.values() for field in fields}
 
 
-class SolverSpec(StrictModel):
+class SolverSpec(SourcedSpec, StrictModel):
     """A solver spec (Caffe's SolverParameter, the fields solverkit implements).
 
     Field order matters: ``type``, ``lr_policy`` and ``regularization_type`` are validated
@@ -188,14 +188,6 @@ class SolverSpec(StrictModel):
         return [value] if isinstance(value, int) else value
 
     # ----------------------------------------------------------- where it came from
-    @property
-    def file(self) -> str | None:
-        return self._source.file if self._source else None
-
-    @property
-    def base_dir(self) -> Path:
-        return self._source.base_dir if self._source else Path.cwd()
-
     def net_path(self) -> Path | None:
         """``net:`` resolved against the solver file's folder (``None`` when not given)."""
         if self.net is None:

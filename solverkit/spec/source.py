@@ -166,3 +166,17 @@ def validation_error(err: ValidationError, model: type[BaseModel], source: SpecS
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(message, file=source.file, line=source.line(*key_path),
                        layer=layer, layer_index=layer_index, field=name)
+
+
+class SourcedSpec:
+    """Mixin for a spec model that remembers its ``SpecSource`` in ``_source``."""
+
+    @property
+    def file(self) -> str | None:
+        """The file the spec was read from, as the user named it (None for a dict or text)."""
+        return self._source.file if self._source else None
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative paths inside the spec are relative to."""
+        return self._source.base_dir if self._source else Path.cwd()
