@@ -23,6 +23,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
+from ..threads import parallel_for
 from .base import Layer, spatial_pair
 
 IntPair = int | list[int] | None
@@ -93,22 +94,38 @@ class Im2col:
         flat = self._buffers.get("col", (self.rows * self.columns,), self.dtype)
         return flat[:self.rows * n * self.out_h * self.out_w].reshape(self.rows, -1)
 
+    def _blocks(self, count: int, bytes_each: int) -> list[slice]:
+        """``count`` samples or channels in runs of about CACHE_BLOCK_BYTES (``bytes_each`` each)."""
+        size = max(1, CACHE_BLOCK_BYTES // max(1, bytes_each))
+        return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
     def im2col(self, x: np.ndarray) -> np.ndarray:
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel, self.stride, self.pad,
                                                   self.dilation)
         n = x.shape[0]
         assert n <= self.n, (n, self.n)
-        if ph or pw:
-            # the border is zeroed once, at allocation; only the interior is rewritten
-            source = self._buffers.get("padded", self.padded_shape, self.dtype, fill=0)[:n]
-            source[:, :, ph:ph + self.height, pw:pw + self.width] = x
-        else:
-            source = x
-        s_n, s_c, s_h, s_w = source.strides
-        windows = as_strided(source, (self.channels, kh, kw, n, self.out_h, self.out_w),
-                             (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w), writeable=False)
+        # the border is zeroed once, at allocation; only the interior is rewritten
+        padded = (self._buffers.get("padded", self.padded_shape, self.dtype, fill=0)[:n]
+                  if ph or pw else None)
         col = self.col_buffer(n)
-        np.copyto(col.reshape(windows.shape), windows)
+        taps = col.reshape(self.channels, kh, kw, n, self.out_h, self.out_w)
+
+        def fill(block):
+            # a block of samples small enough that its image stays in cache for kh·kw reads
+            if padded is None:
+                source = x[block]
+            else:
+                source = padded[block]
+                source[:, :, ph:ph + self.height, pw:pw + self.width] = x[block]
+            s_n, s_c, s_h, s_w = source.strides
+            windows = as_strided(source, (self.channels, kh, kw, source.shape[0], self.out_h,
+                                          self.out_w),
+                                 (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w),
+                                 writeable=False)
+            np.copyto(taps[:, :, :, block], windows)
+
+        per_sample = self.channels * (self.height + 2 * ph) * (self.width + 2 * pw)
+        parallel_for(fill, self._blocks(n, per_sample * self.dtype.itemsize), elements=col.size)
         return col
 
     def col2im(self, col: np.ndarray, out: np.ndarray) -> None:
@@ -144,14 +161,22 @@ class Im2col:
                                  (self.channels * height * width * self.n,), self.dtype)
         target = flat[:self.channels * height * width * n].reshape(self.channels, height,
                                                                     width, n)
-        target.fill(0)
         taps = col.reshape(self.channels, kh, kw, self.out_h, self.out_w, n)
         span_h, span_w = sh * (self.out_h - 1) + 1, sw * (self.out_w - 1) + 1
-        for i in range(kh):
-            for j in range(kw):
-                window = target[:, i * dh:i * dh + span_h:sh, j * dw:j * dw + span_w:sw]
-                window += taps[:, i, j]
-        np.copyto(out, target[:, ph:ph + self.height, pw:pw + self.width].transpose(3, 0, 1, 2))
+
+        def scatter(channels):
+            # a run of channels whose sums stay in cache while kh·kw taps are added to them
+            sums = target[channels]
+            sums.fill(0)
+            for i in range(kh):
+                for j in range(kw):
+                    window = sums[:, i * dh:i * dh + span_h:sh, j * dw:j * dw + span_w:sw]
+                    window += taps[channels, i, j]
+            np.copyto(out[:, channels],
+                      sums[:, ph:ph + self.height, pw:pw + self.width].transpose(3, 0, 1, 2))
+
+        parallel_for(scatter, self._blocks(self.channels, height * width * n * self.dtype.itemsize),
+                     elements=col.size)
 
 
 class WindowParams(LayerParams):
@@ -455,17 +480,91 @@ def pool_output_size(size: int, kernel: int, stride: int, pad: int, ceil: bool,
     return out
 
 
-def _tap_range(size: int, out: int, kernel_offset: int, stride: int, pad: int):
-    """For kernel offset i: the outputs whose tap ``o·s − p + i`` lies inside the image.
+def _phase_range(size: int, cells: int, phase: int, stride: int, pad: int):
+    """Which cells q of stride phase ``phase`` hold image pixels (padded row q·s + phase).
 
-    Returns (output slice, input slice) or None when no output reads this offset.
+    Returns (cell slice, image slice), or None when the phase holds no pixel.
     """
-    first = max(0, -((kernel_offset - pad) // stride))          # ceil((p − i) / s)
-    last = min(out - 1, (size - 1 + pad - kernel_offset) // stride)
+    first = max(0, -((phase - pad) // stride))                  # ceil((p − phase) / s)
+    last = min(cells - 1, (size - 1 + pad - phase) // stride)
     if last < first:
         return None
-    start = first * stride - pad + kernel_offset
+    start = first * stride + phase - pad
     return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
+
+
+class PoolingWindows:
+    """A pooling layer's input laid out so that every kernel offset is one contiguous run.
+
+    The padded image P of each channel of each sample (an "image" m below; padding and the
+    ceil overhang hold ``fill``) is split into its sh·sw stride phases,
+
+        phases[a, b, m, q, r] = P[m, q·sh + a, r·sw + b]      (Hq × Wq cells each)
+
+    with Hq = OH + (kh − 1)//sh and Wq = OW + (kw − 1)//sw. Window (oh, ow) reads its offset
+    (i, j) at phases[i % sh, j % sw, m, oh + i//sh, ow + j//sw], so over a flattened phase
+    output (m, oh, ow) sits at ``m·Hq·Wq + oh·Wq + ow`` and its tap at that index plus
+    ``(i//sh)·Wq + j//sw``: each kernel offset is one shifted slice of a phase. Outputs are
+    computed on the "wide" Hq × Wq grid (the extra rows and columns are never read), with
+    element-wise passes over long contiguous runs instead of strided windows.
+    """
+
+    def __init__(self, images, height, width, kernel, stride, pad, out_h, out_w, fill, dtype):
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+        self.images, self.height, self.width = images, height, width
+        self.out_h, self.out_w = out_h, out_w
+        self.cells_h, self.cells_w = out_h + (kh - 1) // sh, out_w + (kw - 1) // sw
+        self.cells = self.cells_h * self.cells_w
+        self.stride = stride
+        # (k, phase a, phase b, offset) per kernel offset, k = i·kw + j in row-major order
+        self.taps = [(i * kw + j, i % sh, j % sw, (i // sh) * self.cells_w + j // sw)
+                     for i in range(kh) for j in range(kw)]
+        # a block's last cells lie beyond every valid output's taps: they are not computed
+        self.tail = max(offset for *_, offset in self.taps)
+        self.phase_slices = []
+        for a in range(sh):
+            rows = _phase_range(height, self.cells_h, a, sh, ph)
+            for b in range(sw):
+                cols = _phase_range(width, self.cells_w, b, sw, pw)
+                if rows is not None and cols is not None:
+                    self.phase_slices.append((a, b, (..., rows[0], cols[0]),
+                                              (..., rows[1], cols[1])))
+        # pixels no window reads (FLOOR mode, kernel < stride) are in no phase
+        self.covers_input = self._covered() == height * width
+        self._buffers = _Buffers()
+        self.fill, self.dtype = fill, dtype
+
+    def _covered(self) -> int:
+        return sum(len(range(rows.start, rows.stop, rows.step or 1)) *
+                   len(range(cols.start, cols.stop, cols.step or 1))
+                   for _, _, _, (_, rows, cols) in self.phase_slices)
+
+    def phases(self, name: str, fill=None) -> np.ndarray:
+        """A (sh, sw, images, Hq, Wq) buffer; ``fill`` is written at allocation only."""
+        return self._buffers.get(name, (*self.stride, self.images, self.cells_h, self.cells_w),
+                                 self.dtype, fill=fill)
+
+    def wide(self, name: str, dtype, fill=None) -> np.ndarray:
+        """An (images, Hq, Wq) buffer on the wide output grid."""
+        return self._buffers.get(name, (self.images, self.cells_h, self.cells_w), dtype, fill)
+
+    def run_length(self, block: slice) -> int:
+        """How many wide cells of a block of images are computed (all but the tail)."""
+        return (block.stop - block.start) * self.cells - self.tail
+
+    def load(self, x: np.ndarray, block: slice) -> np.ndarray:
+        """Copy images ``x`` (m, H, W) into their phases; the border keeps the fill."""
+        phases = self.phases("input", fill=self.fill)[:, :, block]
+        for a, b, cells, pixels in self.phase_slices:
+            phases[a, b][cells] = x[pixels]
+        return phases
+
+    def store(self, phases: np.ndarray, dx: np.ndarray) -> None:
+        """``dx`` (m, H, W) = the image pixels of ``phases``; pixels in no phase get 0."""
+        if not self.covers_input:
+            dx.fill(0)
+        for a, b, cells, pixels in self.phase_slices:
+            dx[pixels] = phases[a, b][cells]
 
 
 @register_layer("Pooling")
@@ -547,57 +646,57 @@ class Pooling(Layer):
         out_w = pool_output_size(w, self.kernel[1], self.stride[1], self.pad[1], ceil, clip)
         for blob in top:
             blob.reshape((n, c, out_h, out_w))
-        if self._shape != (shape, out_h, out_w):
+        if self._shape != (shape, out_h, out_w) and not p.global_pooling:
             self._shape = (shape, out_h, out_w)
-            self._plan(h, w, out_h, out_w)
-            # The kh·kw passes run over blocks of samples whose image fits in the L2 cache
-            # (~1 MB), not over the whole batch: otherwise every pass streams it from memory.
-            per_sample = c * h * w * bottom[0].data.dtype.itemsize
-            self.block_size = max(1, min(n, CACHE_BLOCK_BYTES // per_sample))
-            self.blocks = [slice(start, min(start + self.block_size, n))
-                           for start in range(0, n, self.block_size)]
+            self._plan(n * c, h, w, out_h, out_w, bottom[0].data.dtype)
 
-    def _plan(self, h, w, out_h, out_w):
-        """Per kernel offset, the output and input slices it connects; AVE's divisors."""
+    def _plan(self, images, h, w, out_h, out_w, dtype):
+        """The phase layout, the blocks of images, AVE's divisors and the empty windows."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
-        self.taps = []
-        for i in range(kh):
-            rows = _tap_range(h, out_h, i, sh, ph)
-            for j in range(kw):
-                cols = _tap_range(w, out_w, j, sw, pw)
-                if rows is not None and cols is not None:
-                    self.taps.append((i * kw + j, (..., rows[0], cols[0]), (..., rows[1], cols[1])))
-        # kernel == stride, no padding, sizes divisible: every pixel is in exactly one window
-        self.tiles = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and \
-            (out_h * kh, out_w * kw) == (h, w)
+        # padding never wins a MAX (Caffe compares image pixels only) and adds 0 to an AVE
+        fill = -np.inf if self.params.pool == "MAX" else 0
+        self.windows = PoolingWindows(images, h, w, self.kernel, self.stride, self.pad,
+                                      out_h, out_w, fill, dtype)
+        # blocks of images whose phases fit in the cache, processed in parallel
+        per_image = sh * sw * self.windows.cells * np.dtype(dtype).itemsize
+        size = max(1, min(images, CACHE_BLOCK_BYTES // per_image))
+        self.blocks = [slice(start, min(start + size, images)) for start in range(0, images, size)]
         start_h = np.arange(out_h) * sh - ph
         start_w = np.arange(out_w) * sw - pw
         size_h = np.minimum(start_h + kh, h + ph) - start_h
         size_w = np.minimum(start_w + kw, w + pw) - start_w
         pool_size = np.outer(size_h, size_w)
-        # a window lying wholly beyond the image (kernel < stride, no pad) averages to 0
-        self.inv_pool_size = np.where(pool_size > 0, 1.0 / np.maximum(pool_size, 1),
-                                      0.0).astype(self.dtype)
-        # windows wholly beyond the image (kernel < stride, no pad): Caffe leaves them empty
-        covered = np.zeros((out_h, out_w), bool)
-        for _, out_slice, _ in self.taps:
-            covered[out_slice[1:]] = True
+        # AVE's 1 / pool_size on the wide grid (0 on the extra cells and on windows wholly
+        # beyond the image, which average to 0 as in Caffe)
+        inverse = np.zeros((self.windows.cells_h, self.windows.cells_w), dtype)
+        inverse[:out_h, :out_w] = np.where(pool_size > 0, 1.0 / np.maximum(pool_size, 1), 0)
+        self.inv_pool_size = inverse
+        self.uniform_size = bool(np.all(pool_size == pool_size.flat[0]))
+        # windows with no pixel in the image (kernel < stride): Caffe's -FLT_MAX and mask -1
+        inside_h = (start_h + kh > 0) & (start_h < h)
+        inside_w = (start_w + kw > 0) & (start_w < w)
+        covered = np.outer(inside_h, inside_w)
         self.empty_windows = None if covered.all() else ~covered
-        self.uniform_size = bool(np.all(self.inv_pool_size == self.inv_pool_size.flat[0]))
         self.window_start = (start_h, start_w)
+        # kernel == stride: every padded pixel is in exactly one window, at offset 0 of its phase
+        self.tiles = (kh, kw) == (sh, sw)
 
     # ----- forward -----
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         if self.params.global_pooling:
             self._forward_global(x, y)
-        elif self.params.pool == "MAX":
-            self.argmax = self._buffers.get("argmax", y.shape, self._index_type())
-            for block in self.blocks:
-                self._forward_max(x[block], y[block], self.argmax[block])
         else:
-            for block in self.blocks:
-                self._forward_ave(x[block], y[block])
+            windows = self.windows
+            images = x.reshape(-1, windows.height, windows.width)
+            outputs = y.reshape(-1, windows.out_h, windows.out_w)
+            if self.params.pool == "MAX":
+                self.argmax = windows.wide("argmax", self._index_type())
+                run = self._forward_max
+            else:
+                run = self._forward_ave
+            parallel_for(lambda block: run(images[block], outputs[block], block), self.blocks,
+                         elements=x.size)
         if len(top) == 2:
             self._write_mask(x.shape, top[1].data)
 
@@ -610,48 +709,53 @@ class Pooling(Layer):
         else:
             np.mean(flat, axis=2, out=y.reshape(flat.shape[:2]))
 
-    def _scratch(self, name, like, dtype):
-        """A per-block buffer shaped like ``like`` (a block of the top)."""
-        full = self._buffers.get(name, (self.block_size, *like.shape[1:]), dtype)
-        return full[:like.shape[0]]
+    def _runs(self, block, *names_and_types):
+        """Flat views of the first ``run_length`` wide cells of ``block`` in named buffers."""
+        windows = self.windows
+        length = windows.run_length(block)
+        return [windows.wide(name, dtype)[block].reshape(-1)[:length]
+                for name, dtype in names_and_types]
 
-    def _forward_max(self, x, y, argmax):
-        taps = self.taps
-        index_type = argmax.dtype.type
-        greater = self._scratch("greater", y, np.bool_)
-        chosen = self._scratch("chosen", y, index_type)
-        first_k, first_out, first_in = taps[0]
-        if y[first_out].shape == y.shape:           # the first offset reaches every output
-            np.copyto(y, x[first_in])
-            argmax.fill(first_k)
-            rest = taps[1:]
-        else:
-            # Caffe starts from -FLT_MAX: a window with no pixel in the image keeps it
-            y.fill(np.finfo(y.dtype).min)
-            argmax.fill(0)
-            rest = taps
+    def _forward_max(self, x, y, block):
+        windows = self.windows
+        phases = windows.load(x, block)
+        index_type = self.argmax.dtype
+        best, greater, chosen = self._runs(block, ("best", y.dtype), ("greater", np.bool_),
+                                           ("chosen", index_type))
+        argmax = self.argmax[block].reshape(-1)[:best.size]
         # Branch-free updates (masked copies are slow on random data): offsets come in
         # increasing k, so where a window value is strictly greater (the first maximum in
         # row-major order keeps the place, as Caffe), k is also the largest index so far.
-        for k, out_slice, in_slice in rest:
-            window, best = x[in_slice], y[out_slice]
-            np.greater(window, best, out=greater[out_slice])
+        # Padding holds -inf: it never wins over a pixel.
+        (first_k, a, b, offset), *rest = windows.taps
+        np.copyto(best, phases[a, b].reshape(-1)[offset:offset + best.size])
+        argmax.fill(first_k)
+        for k, a, b, offset in rest:
+            window = phases[a, b].reshape(-1)[offset:offset + best.size]
+            np.greater(window, best, out=greater)
             np.maximum(best, window, out=best)
-            np.multiply(greater[out_slice], index_type(k), out=chosen[out_slice])
-            np.maximum(argmax[out_slice], chosen[out_slice], out=argmax[out_slice])
+            np.multiply(greater, index_type.type(k), out=chosen)
+            np.maximum(argmax, chosen, out=argmax)
+        np.copyto(y, windows.wide("best", y.dtype)[block, :windows.out_h, :windows.out_w])
+        if self.empty_windows is not None:
+            y[:, self.empty_windows] = np.finfo(y.dtype).min
 
     def _index_type(self):
-        return np.uint8 if self.kernel[0] * self.kernel[1] <= 256 else np.int32
+        return np.dtype(np.uint8 if self.kernel[0] * self.kernel[1] <= 256 else np.int32)
 
-    def _forward_ave(self, x, y):
-        y.fill(0)
-        for _, out_slice, in_slice in self.taps:
-            target = y[out_slice]
-            np.add(target, x[in_slice], out=target)
+    def _forward_ave(self, x, y, block):
+        windows = self.windows
+        phases = windows.load(x, block)
+        (total,) = self._runs(block, ("best", y.dtype))
+        (_, a, b, offset), *rest = windows.taps
+        np.copyto(total, phases[a, b].reshape(-1)[offset:offset + total.size])
+        for _, a, b, offset in rest:
+            np.add(total, phases[a, b].reshape(-1)[offset:offset + total.size], out=total)
+        sums = windows.wide("best", y.dtype)[block, :windows.out_h, :windows.out_w]
         if self.uniform_size:
-            y *= self.inv_pool_size.flat[0]
+            np.multiply(sums, self.inv_pool_size[0, 0], out=y)
         else:
-            y *= self.inv_pool_size
+            np.multiply(sums, self.inv_pool_size[:windows.out_h, :windows.out_w], out=y)
 
     def _write_mask(self, shape, mask):
         """Caffe's top_mask: the flat input index ``h·W + w`` of each window's maximum."""
@@ -659,10 +763,12 @@ class Pooling(Layer):
         if self.params.global_pooling:
             mask[...] = self.argmax.reshape(mask.shape)
             return
+        windows = self.windows
+        argmax = self.argmax[:, :windows.out_h, :windows.out_w].reshape(mask.shape)
         kw = self.kernel[1]
         start_h, start_w = self.window_start
-        rows = start_h[:, None] + self.argmax // kw
-        cols = start_w[None, :] + self.argmax % kw
+        rows = start_h[:, None] + argmax // kw
+        cols = start_w[None, :] + argmax % kw
         np.add(rows * width, cols, out=mask, casting="unsafe")
         if self.empty_windows is not None:
             mask[..., self.empty_windows] = -1                      # Caffe's "no max"
@@ -681,39 +787,33 @@ class Pooling(Layer):
             else:
                 np.multiply(flat_dy, 1.0 / flat_dx.shape[2], out=flat_dx)
             return
-        for block in self.blocks:
+        windows = self.windows
+        top_diffs = dy.reshape(-1, windows.out_h, windows.out_w)
+        bottom_diffs = dx.reshape(-1, windows.height, windows.width)
+        # dy on the wide grid: its extra cells are zeroed once, at allocation, and stay 0
+        wide_dy = windows.wide("top_diff", dy.dtype, fill=0)
+
+        def run(block):
+            np.copyto(wide_dy[block, :windows.out_h, :windows.out_w], top_diffs[block])
+            routed, share, picked = self._runs(block, ("top_diff", dy.dtype),
+                                               ("share", dy.dtype), ("greater", np.bool_))
             if self.params.pool == "MAX":
-                self._backward_max(dy[block], dx[block], self.argmax[block])
+                argmax = self.argmax[block].reshape(-1)[:routed.size]
             else:
-                self._backward_ave(dy[block], dx[block])
+                scale = self.inv_pool_size[0, 0] if self.uniform_size else self.inv_pool_size
+                np.multiply(wide_dy[block], scale, out=windows.wide("share", dy.dtype)[block])
+            phases = windows.phases("bottom_diff")[:, :, block]
+            if not self.tiles:
+                phases.fill(0)
+            for k, a, b, offset in windows.taps:
+                target = phases[a, b].reshape(-1)[offset:offset + routed.size]
+                if self.params.pool == "MAX":
+                    np.equal(argmax, k, out=picked)
+                    np.multiply(routed, picked, out=share)
+                if self.tiles:              # the one offset that reaches this phase: write
+                    np.copyto(target, share)
+                else:
+                    np.add(target, share, out=target)
+            windows.store(phases, bottom_diffs[block])
 
-    def _backward_max(self, dy, dx, argmax):
-        picked = self._scratch("greater", dy, np.bool_)
-        if self.tiles:
-            # every pixel belongs to one window: write each offset's share, no zeroing
-            for k, out_slice, in_slice in self.taps:
-                np.equal(argmax, k, out=picked)
-                np.multiply(dy, picked, out=dx[in_slice])
-            return
-        share = self._scratch("share", dy, dy.dtype)
-        dx.fill(0)
-        for k, out_slice, in_slice in self.taps:
-            target, routed = dx[in_slice], share[out_slice]
-            np.equal(argmax[out_slice], k, out=picked[out_slice])
-            np.multiply(dy[out_slice], picked[out_slice], out=routed)
-            np.add(target, routed, out=target)
-
-    def _backward_ave(self, dy, dx):
-        share = self._scratch("share", dy, dy.dtype)
-        if self.uniform_size:
-            np.multiply(dy, self.inv_pool_size.flat[0], out=share)
-        else:
-            np.multiply(dy, self.inv_pool_size, out=share)
-        if self.tiles:
-            for _, _, in_slice in self.taps:
-                np.copyto(dx[in_slice], share)
-            return
-        dx.fill(0)
-        for _, out_slice, in_slice in self.taps:
-            target = dx[in_slice]
-            np.add(target, share[out_slice], out=target)
+        parallel_for(run, self.blocks, elements=dx.size)

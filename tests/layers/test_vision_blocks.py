@@ -41,3 +41,87 @@ def test_convolution_in_blocks_of_two_and_one_sample(stride, pad, monkeypatch):
         np.testing.assert_allclose(net.forward(x=x)["y"], _direct_conv(x, w, b, stride, pad),
                                    rtol=1e-10, atol=1e-12)
     check_layer_gradients(layer, {"x": x})
+
+
+def _direct_pool_backward(x, dy, kernel, stride, pad, pool):
+    """Caffe's Backward_cpu loops: MAX routes dy to the first maximum, AVE spreads dy/size."""
+    n, c, h, w = x.shape
+    dx = np.zeros_like(x)
+    for r in range(dy.shape[2]):
+        for q in range(dy.shape[3]):
+            h0, w0 = r * stride - pad, q * stride - pad
+            h1, w1 = min(h0 + kernel, h + pad), min(w0 + kernel, w + pad)
+            size = (h1 - h0) * (w1 - w0)
+            h0, w0, h1, w1 = max(h0, 0), max(w0, 0), min(h1, h), min(w1, w)
+            if pool == "AVE":
+                dx[:, :, h0:h1, w0:w1] += dy[:, :, r, q, None, None] / size
+                continue
+            window = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+            k = window.argmax(axis=2)
+            rows, cols = h0 + k // (w1 - w0), w0 + k % (w1 - w0)
+            np.add.at(dx, (np.arange(n)[:, None], np.arange(c)[None, :], rows, cols),
+                      dy[:, :, r, q])
+    return dx
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+@pytest.mark.parametrize("kernel,stride,pad", [(3, 2, 0), (2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_pooling_in_blocks_on_two_threads_matches_caffe_loops(kernel, stride, pad, pool,
+                                                              monkeypatch):
+    from test_vision import direct_pool
+
+    from solverkit import threads
+    rng = np.random.default_rng(5)
+    x = rng.permutation(5 * 3 * 9 * 11).reshape(5, 3, 9, 11) / 7.0   # no ties
+    layer = {"name": "pool", "type": "Pooling", "bottom": "x", "top": "y", "pool": pool,
+             "kernel_size": kernel, "stride": stride, "pad": pad}
+    # blocks of 2 images (of 15): 8 blocks, the last one smaller, over two threads
+    cells = ((9 + 2 * pad) // stride + 2) * ((11 + 2 * pad) // stride + 2)
+    monkeypatch.setattr(vision, "CACHE_BLOCK_BYTES", 2 * stride * stride * cells * 8)
+    monkeypatch.setattr(threads, "MIN_PARALLEL_ELEMENTS", 0)
+    before = threads.num_threads()
+    threads.set_num_threads(2)
+    try:
+        net = Net({"name": "t", "dtype": "float64", "layers": [
+            {"name": "x", "type": "Input", "top": "x", "shape": [list(x.shape)]}, layer]})
+        assert len(net.layers[1].blocks) > 2
+        y = net.forward(x=x)["y"]
+        expected, _ = direct_pool(x, kernel, stride, pad, pool)
+        np.testing.assert_allclose(y, expected, rtol=1e-12)
+        dy = rng.standard_normal(y.shape)
+        for _ in range(2):            # the second pass reuses the buffers of the first
+            net.backward(y=dy)
+            np.testing.assert_allclose(net.blobs["x"].diff,
+                                       _direct_pool_backward(x, dy, kernel, stride, pad, pool),
+                                       rtol=1e-12, atol=1e-15)
+    finally:
+        threads.set_num_threads(before)
+
+
+def test_results_are_bitwise_the_same_on_one_and_two_threads(monkeypatch):
+    """Each block writes its own outputs: the thread count cannot change a single bit."""
+    from solverkit import threads
+    monkeypatch.setattr(threads, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(vision, "CACHE_BLOCK_BYTES", 4096)
+    spec = {"name": "t", "dtype": "float32", "layers": [
+        {"name": "x", "type": "Input", "top": "x", "shape": [[6, 3, 12, 12]]},
+        {"name": "conv", "type": "Convolution", "bottom": "x", "top": "c", "num_output": 8,
+         "kernel_size": 3, "pad": 1, "weight_filler": {"type": "xavier"}},
+        {"name": "pool", "type": "Pooling", "bottom": "c", "top": "p", "pool": "MAX",
+         "kernel_size": 3, "stride": 2},
+        {"name": "ave", "type": "Pooling", "bottom": "p", "top": "a", "pool": "AVE",
+         "kernel_size": 3, "stride": 2, "pad": 1}]}
+    x = np.random.default_rng(0).standard_normal((6, 3, 12, 12)).astype(np.float32)
+    results = []
+    before = threads.num_threads()
+    try:
+        for count in (1, 2):
+            threads.set_num_threads(count)
+            net = Net(spec, seed=1)
+            out = net.forward(x=x)["a"]
+            net.backward(a=np.ones_like(out))
+            results.append((out, net.blobs["x"].diff.copy(), net.params["conv"][0].diff.copy()))
+    finally:
+        threads.set_num_threads(before)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
