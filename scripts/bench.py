@@ -13,7 +13,8 @@ i.e. data layer + forward + backward + the SGD-momentum update. When ``torch`` i
 importable, the same net (same initial weights, same per-parameter lr/decay multipliers,
 same learning-rate policy) is timed in PyTorch: ``zero_grad``, forward, cross-entropy,
 ``backward``, ``optimizer.step()``, ``loss.item()``. Both use the same number of threads
-(``--threads``, default 2: ``torch.set_num_threads`` and numpy's BLAS pool). After a
+(``--threads``, default 2: ``torch.set_num_threads``; numpy's BLAS pool and solverkit's
+intra-op threads, ``solverkit.threads.set_num_threads``). After a
 warm-up, the two alternate in rounds (A/B, then B/A) so that load from other processes
 hits both alike; reported times are medians, the ratio is the median over rounds of
 (solverkit median / PyTorch median).
@@ -56,6 +57,7 @@ def _threads_argument() -> str:
 # numpy sizes its BLAS pool once, at import: without threadpoolctl this is the only knob
 os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_argument())
 
+import solverkit  # noqa: E402,F401  (first: it sets OpenBLAS's thread timeout before numpy loads)
 import numpy as np
 import yaml
 
@@ -195,7 +197,10 @@ class Settings:
 
 # --------------------------------------------------------------------------- threads, BLAS
 def limit_threads(threads: int):
-    """numpy's BLAS pool to ``threads`` (threadpoolctl when installed); returns its description."""
+    """numpy's BLAS pool (threadpoolctl when installed) and solverkit's intra-op threads to
+    ``threads``; returns the BLAS pool's description."""
+    from solverkit import threads as intra_op
+    intra_op.set_num_threads(threads)
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
     except ImportError:

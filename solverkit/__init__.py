@@ -1,5 +1,13 @@
 """solverkit: a Caffe-style, config-driven deep-learning framework on numpy."""
 
+import os
+
+# OpenBLAS's threads spin for 2^28 cycles (~0.1 s) after every product before they sleep,
+# holding the cores that solverkit's own threads need for the element-wise work between
+# products (see threads.py); 2^16 cycles (~25 µs) still bridges back-to-back products.
+# OpenBLAS reads this once, when numpy is first imported.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
+
 from .blob import Blob
 from .errors import ConfigError, DataError, NonFiniteError, ShapeError, SolverkitError
 from .layers import Layer, LayerParams, LossLayer
