@@ -20,6 +20,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 ENVIRONMENT_VARIABLES = ("SOLVERKIT_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # Below about this many array elements a pass is too short to be worth a thread's hand-off
 # (some 20–40 µs): it runs on the calling thread.
@@ -107,3 +109,10 @@ def split(count: int, pieces: int | None = None) -> list[slice]:
     pieces = max(1, min(count, num_threads() if pieces is None else pieces))
     bounds = [count * p // pieces for p in range(pieces + 1)]
     return [slice(bounds[p], bounds[p + 1]) for p in range(pieces)]
+
+
+def copyto(target, source) -> None:
+    """``np.copyto(target, source)`` with the first axis split over the threads (for the
+    transposing copies between layouts, which are memory-bound and slow on one core)."""
+    parallel_for(lambda part: np.copyto(target[part], source[part]), split(len(target)),
+                 elements=target.size)

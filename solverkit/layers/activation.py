@@ -8,6 +8,7 @@ from pydantic import Field
 from ..errors import ConfigError
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
+from ..threads import parallel_for, split
 from .base import Layer
 
 
@@ -32,7 +33,9 @@ class ReLU(ElementwiseLayer):
     def forward(self, bottom, top):
         x, slope = bottom[0].data, self.params.negative_slope
         if slope == 0:
-            np.maximum(x, 0, out=top[0].data)
+            flat_x, flat_y = x.reshape(-1), top[0].data.reshape(-1)
+            parallel_for(lambda part: np.maximum(flat_x[part], 0, out=flat_y[part]),
+                         split(x.size), elements=x.size)
         else:
             np.multiply(x, np.where(x > 0, 1, slope).astype(x.dtype), out=top[0].data)
 
@@ -42,7 +45,9 @@ class ReLU(ElementwiseLayer):
         # y > 0 exactly where x > 0 (for slope >= 0), so this works in place too
         y, slope = top[0].data, self.params.negative_slope
         if slope == 0:
-            np.multiply(top[0].diff, y > 0, out=bottom[0].diff)
+            flat_y, dy, dx = y.reshape(-1), top[0].diff.reshape(-1), bottom[0].diff.reshape(-1)
+            parallel_for(lambda part: np.multiply(dy[part], flat_y[part] > 0, out=dx[part]),
+                         split(y.size), elements=y.size)
         else:
             np.multiply(top[0].diff, np.where(y > 0, 1, slope).astype(y.dtype),
                         out=bottom[0].diff)

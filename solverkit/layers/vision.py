@@ -21,9 +21,10 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import threads
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
-from ..threads import parallel_for
+from ..threads import parallel_for, split
 from .base import Layer, spatial_pair
 
 IntPair = int | list[int] | None
@@ -345,18 +346,17 @@ class Convolution(_ConvolutionBase):
         self._col_valid = len(self.blocks) == 1
         y = top[0].data.reshape(n, p.num_output, -1)
         by_sample = rows.reshape(p.num_output, n, -1).transpose(1, 0, 2)
-        if p.bias_term:
-            np.add(by_sample, self.blobs[1].data.reshape(1, -1, 1), out=y)
-        else:
-            np.copyto(y, by_sample)
+        bias = self.blobs[1].data.reshape(1, -1, 1) if p.bias_term else 0
+        parallel_for(lambda part: np.add(by_sample[part], bias, out=y[part]), split(n),
+                     elements=y.size)
 
     def backward(self, top, propagate_down, bottom):
         p, geometry = self.params, self.im2col
         x = bottom[0].data
         n = x.shape[0]
         rows = self._rows(n)
-        np.copyto(rows.reshape(p.num_output, n, -1),
-                  top[0].diff.reshape(n, p.num_output, -1).transpose(1, 0, 2))
+        threads.copyto(rows.reshape(p.num_output, n, -1).transpose(1, 0, 2),
+                       top[0].diff.reshape(n, p.num_output, -1))
         if p.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += rows.sum(axis=1)
         need_weight, need_bottom = self.param_propagate_down[0], propagate_down[0]
@@ -381,8 +381,9 @@ class Convolution(_ConvolutionBase):
                 size = block.stop - block.start
                 flat = self._buffers.get("rows_batch_last", (rows.size,), geometry.dtype)
                 batch_last = flat[:p.num_output * size * self.pixels].reshape(p.num_output, -1)
-                np.copyto(batch_last.reshape(p.num_output, self.pixels, size),
-                          top[0].diff[block].reshape(size, p.num_output, -1).transpose(1, 2, 0))
+                threads.copyto(batch_last.reshape(p.num_output, self.pixels, size),
+                               top[0].diff[block].reshape(size, p.num_output, -1)
+                               .transpose(1, 2, 0))
                 # the column buffer is free once dW is done: dcol overwrites it
                 dcol = geometry.col_buffer(size)
                 self._col_valid = False

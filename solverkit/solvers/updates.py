@@ -19,12 +19,14 @@ A new optimizer is one subclass: ``state_names`` and ``step``.
 from __future__ import annotations
 
 import math
+import threading
 from typing import ClassVar
 
 import numpy as np
 
 from ..errors import SnapshotError
 from ..spec.solver import SolverSpec
+from ..threads import parallel_for
 
 # elements per block of an update: W, g, two state arrays and a work array of this size
 # (256 KiB each in float32) fit in a core's L2 cache together
@@ -53,8 +55,9 @@ class Update:
 
     def work_array(self, like: np.ndarray) -> np.ndarray:
         """A scratch array of ``like``'s shape and dtype, reused from step to step (rules
-        write their intermediate products here instead of allocating temporaries)."""
-        key = (like.shape, like.dtype)
+        write their intermediate products here instead of allocating temporaries); one per
+        thread, as blocks are updated in parallel."""
+        key = (like.shape, like.dtype, threading.get_ident())
         work = self._work.get(key)
         if work is None:
             work = self._work[key] = np.empty_like(like)
@@ -65,19 +68,28 @@ class Update:
         """Steps 1–4 for every learnable parameter, from the summed diffs, at iteration ``it``."""
         self.normalize()
         self.clip()
+        # Every rule is element-wise, so it runs block by block: the few passes a rule makes
+        # over W, g, its state and a work array then stay in the CPU cache, and the blocks
+        # are spread over the intra-op threads.
+        blocks, elements = [], 0
         for param, state in zip(self.params, self.state):
             decay = self.spec.weight_decay * param.decay_mult
             lr = rate * param.lr_mult
             w, g = param.blob.data.reshape(-1), param.blob.diff.reshape(-1)
             history = {name: array.reshape(-1) for name, array in state.items()}
-            # Every rule is element-wise, so it runs block by block: the few passes a rule
-            # makes over W, g, its state and a work array then stay in the CPU cache.
+            elements += w.size
             for start in range(0, w.size, BLOCK):
                 block = slice(start, start + BLOCK)
-                if decay and not self.decoupled_decay:
-                    self.regularize(w[block], g[block], decay)
-                self.step(w[block], g[block], lr, decay,
-                          {name: array[block] for name, array in history.items()}, it + 1)
+                blocks.append((w[block], g[block], lr, decay,
+                               {name: array[block] for name, array in history.items()}))
+
+        def run(job):
+            w, g, lr, decay, history = job
+            if decay and not self.decoupled_decay:
+                self.regularize(w, g, decay)
+            self.step(w, g, lr, decay, history, it + 1)
+
+        parallel_for(run, blocks, elements=elements)
 
     def normalize(self) -> None:
         """``g /= iter_size``: the diffs hold the sum over ``iter_size`` forward/backward passes."""
