@@ -25,7 +25,7 @@ import numpy as np
 ENVIRONMENT_VARIABLES = ("SOLVERKIT_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # Below about this many array elements a pass is too short to be worth a thread's hand-off
 # (some 20–40 µs): it runs on the calling thread.
-MIN_PARALLEL_ELEMENTS = 1 << 17
+MIN_PARALLEL_ELEMENTS = 1 << 19
 
 _threads: int | None = None
 _pool: ThreadPoolExecutor | None = None
@@ -102,6 +102,15 @@ def parallel_for(fn: Callable, items: Iterable, elements: int | None = None) -> 
     finally:
         for future in futures:
             future.result()
+
+
+def blocks(count: int, bytes_each: int, block_bytes: int) -> list[slice]:
+    """``count`` items of ``bytes_each`` bytes in contiguous blocks of at most about
+    ``block_bytes`` (blocks that stay in a core's cache), as many as a multiple of the
+    thread count so that every thread gets the same share."""
+    pieces = -(-count * max(1, bytes_each) // max(1, block_bytes))        # ceil
+    per_thread = -(-pieces // num_threads())
+    return split(count, per_thread * num_threads())
 
 
 def split(count: int, pieces: int | None = None) -> list[slice]:

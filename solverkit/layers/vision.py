@@ -95,11 +95,6 @@ class Im2col:
         flat = self._buffers.get("col", (self.rows * self.columns,), self.dtype)
         return flat[:self.rows * n * self.out_h * self.out_w].reshape(self.rows, -1)
 
-    def _blocks(self, count: int, bytes_each: int) -> list[slice]:
-        """``count`` samples or channels in runs of about CACHE_BLOCK_BYTES (``bytes_each`` each)."""
-        size = max(1, CACHE_BLOCK_BYTES // max(1, bytes_each))
-        return [slice(start, min(start + size, count)) for start in range(0, count, size)]
-
     def im2col(self, x: np.ndarray) -> np.ndarray:
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel, self.stride, self.pad,
                                                   self.dilation)
@@ -126,7 +121,8 @@ class Im2col:
             np.copyto(taps[:, :, :, block], windows)
 
         per_sample = self.channels * (self.height + 2 * ph) * (self.width + 2 * pw)
-        parallel_for(fill, self._blocks(n, per_sample * self.dtype.itemsize), elements=col.size)
+        parallel_for(fill, threads.blocks(n, per_sample * self.dtype.itemsize, CACHE_BLOCK_BYTES),
+                     elements=col.size)
         return col
 
     def col2im(self, col: np.ndarray, out: np.ndarray) -> None:
@@ -176,7 +172,8 @@ class Im2col:
             np.copyto(out[:, channels],
                       sums[:, ph:ph + self.height, pw:pw + self.width].transpose(3, 0, 1, 2))
 
-        parallel_for(scatter, self._blocks(self.channels, height * width * n * self.dtype.itemsize),
+        parallel_for(scatter, threads.blocks(self.channels, height * width * n * self.dtype.itemsize,
+                                             CACHE_BLOCK_BYTES),
                      elements=col.size)
 
 
@@ -658,10 +655,7 @@ class Pooling(Layer):
         fill = -np.inf if self.params.pool == "MAX" else 0
         self.windows = PoolingWindows(images, h, w, self.kernel, self.stride, self.pad,
                                       out_h, out_w, fill, dtype)
-        # blocks of images whose phases fit in the cache, processed in parallel
-        per_image = sh * sw * self.windows.cells * np.dtype(dtype).itemsize
-        size = max(1, min(images, CACHE_BLOCK_BYTES // per_image))
-        self.blocks = [slice(start, min(start + size, images)) for start in range(0, images, size)]
+        self._image_bytes = sh * sw * self.windows.cells * np.dtype(dtype).itemsize
         start_h = np.arange(out_h) * sh - ph
         start_w = np.arange(out_w) * sw - pw
         size_h = np.minimum(start_h + kh, h + ph) - start_h
@@ -681,6 +675,11 @@ class Pooling(Layer):
         self.window_start = (start_h, start_w)
         # kernel == stride: every padded pixel is in exactly one window, at offset 0 of its phase
         self.tiles = (kh, kw) == (sh, sw)
+
+    @property
+    def blocks(self) -> list[slice]:
+        """Blocks of images whose phases fit in the cache, processed in parallel."""
+        return threads.blocks(self.windows.images, self._image_bytes, CACHE_BLOCK_BYTES)
 
     # ----- forward -----
     def forward(self, bottom, top):
