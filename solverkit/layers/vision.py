@@ -35,6 +35,10 @@ CACHE_BLOCK_BYTES = 1 << 20
 # many bytes; beyond it, blocks of samples bound the memory a layer keeps. (Smaller blocks
 # measured no faster over a whole LeNet or cifar10_quick step.)
 CONV_BLOCK_BYTES = 128 << 20
+# Convolution multiplies sample by sample (no transposing copies) when a group's columns
+# have at most this many rows, C·kh·kw: faster for few input channels (measured on LeNet's
+# and cifar10_quick's first layers), slower for many.
+PER_SAMPLE_MAX_ROWS = 100
 
 
 class _Buffers:
@@ -321,70 +325,101 @@ class Convolution(_ConvolutionBase):
         return self._buffers.get("rows", (self.params.num_output, n * self.pixels),
                                  self.im2col.dtype)
 
-    def _products(self, rows_of_block):
-        """(weight rows, column rows, block columns) of each group's product, per block."""
-        p, geometry = self.params, self.im2col
-        groups = list(zip(self._group_rows(p.num_output), self._group_rows(geometry.rows)))
-        for block in self.blocks:
-            columns = slice(block.start * self.pixels, block.stop * self.pixels)
-            yield block, [(g_out, g_in, rows_of_block[g_out, columns]) for g_out, g_in in groups]
+    @property
+    def groups(self) -> list[tuple[slice, slice]]:
+        """(weight rows, column rows) of each group's product."""
+        return list(zip(self._group_rows(self.params.num_output),
+                        self._group_rows(self.im2col.rows)))
+
+    @property
+    def per_sample(self) -> bool:
+        """Products per sample, straight between NCHW and the columns, when the columns are
+        short (few input channels): the whole-batch product then costs less than the
+        transposing copies around it."""
+        return self.im2col.rows // self.params.group <= PER_SAMPLE_MAX_ROWS
+
+    def _by_sample(self, col, block):
+        """The column matrix of a block as a stack of per-sample matrices (n, C·kh·kw, OH·OW)."""
+        return col.reshape(col.shape[0], block.stop - block.start, self.pixels).transpose(1, 0, 2)
 
     def forward(self, bottom, top):
         p, geometry = self.params, self.im2col
         x = bottom[0].data
         n = x.shape[0]
         weight = self.blobs[0].data.reshape(p.num_output, -1)
-        rows = self._rows(n)
-        for block, products in self._products(rows):
-            col = geometry.im2col(x[block])
-            for g_out, g_in, out in products:
-                np.matmul(weight[g_out], col[g_in], out=out)
+        y = top[0].data.reshape(n, p.num_output, -1)
+        bias = self.blobs[1].data.reshape(1, -1, 1) if p.bias_term else 0
+        if self.per_sample:
+            for block in self.blocks:
+                by_sample = self._by_sample(geometry.im2col(x[block]), block)
+                for g_out, g_in in self.groups:
+                    np.matmul(weight[g_out], by_sample[:, g_in], out=y[block, g_out])
+            if p.bias_term:
+                parallel_for(lambda part: np.add(y[part], bias, out=y[part]), split(n),
+                             elements=y.size)
+        else:
+            rows = self._rows(n)
+            for block in self.blocks:
+                col = geometry.im2col(x[block])
+                columns = slice(block.start * self.pixels, block.stop * self.pixels)
+                for g_out, g_in in self.groups:
+                    np.matmul(weight[g_out], col[g_in], out=rows[g_out, columns])
+            by_sample = rows.reshape(p.num_output, n, -1).transpose(1, 0, 2)
+            parallel_for(lambda part: np.add(by_sample[part], bias, out=y[part]), split(n),
+                         elements=y.size)
         # with one block the columns are still there for backward's weight gradient
         self._col_valid = len(self.blocks) == 1
-        y = top[0].data.reshape(n, p.num_output, -1)
-        by_sample = rows.reshape(p.num_output, n, -1).transpose(1, 0, 2)
-        bias = self.blobs[1].data.reshape(1, -1, 1) if p.bias_term else 0
-        parallel_for(lambda part: np.add(by_sample[part], bias, out=y[part]), split(n),
-                     elements=y.size)
 
     def backward(self, top, propagate_down, bottom):
         p, geometry = self.params, self.im2col
         x = bottom[0].data
         n = x.shape[0]
-        rows = self._rows(n)
-        threads.copyto(rows.reshape(p.num_output, n, -1).transpose(1, 0, 2),
-                       top[0].diff.reshape(n, p.num_output, -1))
+        dy = top[0].diff.reshape(n, p.num_output, -1)
+        if not self.per_sample:
+            rows = self._rows(n)
+            threads.copyto(rows.reshape(p.num_output, n, -1).transpose(1, 0, 2), dy)
         if p.bias_term and self.param_propagate_down[1]:
-            self.blobs[1].diff += rows.sum(axis=1)
+            self.blobs[1].diff += dy.sum(axis=(0, 2)) if self.per_sample else rows.sum(axis=1)
         need_weight, need_bottom = self.param_propagate_down[0], propagate_down[0]
         if not (need_weight or need_bottom):
             return
         weight = self.blobs[0].data.reshape(p.num_output, -1)
         weight_diff = self.blobs[0].diff.reshape(p.num_output, -1)
-        # dWᵀ = col · dyᵀ, per group: OpenBLAS runs this long-inner-dimension product 20–40%
-        # faster than dy · colᵀ, and the transposed result is only a weight's size
-        grad_t = self._buffers.get("weight_grad_t", (p.group, weight.shape[1],
-                                                     p.num_output // p.group), geometry.dtype)
-        for block, products in self._products(rows):
+        group_in, group_out = geometry.rows // p.group, p.num_output // p.group
+        for block in self.blocks:
+            size = block.stop - block.start
             if need_weight:
-                col = (geometry.col_buffer(block.stop - block.start) if self._col_valid
+                col = (geometry.col_buffer(size) if self._col_valid
                        else geometry.im2col(x[block]))
-                for g, (g_out, g_in, dy) in enumerate(products):
-                    np.matmul(col[g_in], dy.T, out=grad_t[g])
-                    weight_diff[g_out] += grad_t[g].T
+                if self.per_sample:
+                    # dWᵀ = Σ_n col_n · dy_nᵀ: per-sample products, then their sum
+                    by_sample = self._by_sample(col, block)
+                    grad_t = self._buffers.get("weight_grad_by_sample", (
+                        self.blocks[0].stop, group_in, group_out), geometry.dtype)[:size]
+                    for g_out, g_in in self.groups:
+                        np.matmul(by_sample[:, g_in], dy[block, g_out].transpose(0, 2, 1),
+                                  out=grad_t)
+                        weight_diff[g_out] += grad_t.sum(axis=0).T
+                else:
+                    # dWᵀ = col · dyᵀ, per group: OpenBLAS runs this long-inner-dimension
+                    # product 20–40% faster than dy · colᵀ; the result is only a weight's size
+                    grad_t = self._buffers.get("weight_grad_t", (group_in, group_out),
+                                               geometry.dtype)
+                    columns = slice(block.start * self.pixels, block.stop * self.pixels)
+                    for g_out, g_in in self.groups:
+                        np.matmul(col[g_in], rows[g_out, columns].T, out=grad_t)
+                        weight_diff[g_out] += grad_t.T
             if need_bottom:
                 # dy of the block with the batch innermost, (num_output, OH·OW·n), so that
                 # dcol comes out batch-last too and col2im adds long contiguous runs
-                size = block.stop - block.start
-                flat = self._buffers.get("rows_batch_last", (rows.size,), geometry.dtype)
+                flat = self._buffers.get("rows_batch_last", (dy.size,), geometry.dtype)
                 batch_last = flat[:p.num_output * size * self.pixels].reshape(p.num_output, -1)
                 threads.copyto(batch_last.reshape(p.num_output, self.pixels, size),
-                               top[0].diff[block].reshape(size, p.num_output, -1)
-                               .transpose(1, 2, 0))
+                               dy[block].transpose(1, 2, 0))
                 # the column buffer is free once dW is done: dcol overwrites it
                 dcol = geometry.col_buffer(size)
                 self._col_valid = False
-                for g_out, g_in, _ in products:
+                for g_out, g_in in self.groups:
                     np.matmul(weight[g_out].T, batch_last[g_out], out=dcol[g_in])
                 geometry.col2im_batch_last(dcol, bottom[0].diff[block])
 

@@ -137,6 +137,14 @@ CONV_CASES = [
 ]
 
 
+@pytest.fixture(params=["whole-batch product", "per-sample products"])
+def conv_products(request, monkeypatch):
+    """Both ways Convolution multiplies: one product over the batch, or one per sample."""
+    per_sample = request.param == "per-sample products"
+    monkeypatch.setattr(vision, "PER_SAMPLE_MAX_ROWS", 10**9 if per_sample else 0)
+    return per_sample
+
+
 def _conv_args(case):
     pick = {}
     for name in ("stride", "pad", "dilation"):
@@ -149,9 +157,10 @@ def _conv_args(case):
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_convolution_forward_matches_direct_loops(case, rng):
+def test_convolution_forward_matches_direct_loops(case, rng, conv_products):
     x = rng.standard_normal((2, 4, 7, 6))
     net = _net(_input(x.shape), _conv(**case))
+    assert net.layers[1].per_sample == conv_products
     y = net.forward(x=x)["y"]
     w = net.params["conv"][0].data
     b = net.params["conv"][1].data if case.get("bias_term", True) else None
@@ -162,13 +171,13 @@ def test_convolution_forward_matches_direct_loops(case, rng):
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_convolution_gradients(case, rng):
+def test_convolution_gradients(case, rng, conv_products):
     x = rng.standard_normal((2, 4, 5, 5))
     check_layer_gradients(_conv(**case), {"x": x})
 
 
 @pytest.mark.parametrize("case", CONV_CASES[1:4])
-def test_convolution_in_blocks_of_samples(case, rng, monkeypatch):
+def test_convolution_in_blocks_of_samples(case, rng, monkeypatch, conv_products):
     """A column matrix too big for the block size is built a few samples at a time."""
     monkeypatch.setattr(vision, "CONV_BLOCK_BYTES", 1)             # one sample per block
     x = rng.standard_normal((3, 4, 6, 5))
@@ -194,7 +203,7 @@ def test_convolution_float32_and_changing_batch(rng):
                                    rtol=1e-4, atol=1e-5)
 
 
-def test_convolution_backward_twice_and_param_accumulation(rng):
+def test_convolution_backward_twice_and_param_accumulation(rng, conv_products):
     """Parameter diffs add up over backward passes (Caffe); bottom diffs are overwritten."""
     x = rng.standard_normal((2, 3, 6, 6))
     net = _net(_input(x.shape), _conv(num_output=4, kernel_size=3, pad=1))
