@@ -15,6 +15,7 @@ from .net import Net
 from .registry import layer_types, register_layer
 from .solvers import Solver
 from .spec import NetSpec, SolverSpec, load_net_spec, load_solver_spec
+from .threads import num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -36,5 +37,7 @@ __all__ = [
            "layer_types",
            "load_net_spec",
            "load_solver_spec",
+           "num_threads",
            "register_layer",
+           "set_num_threads",
 ]

@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 ENVIRONMENT_VARIABLES = ("SOLVERKIT_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-# Below about this many array elements a pass is too short to be worth a thread's hand-off
-# (some 20–40 µs): it runs on the calling thread.
-MIN_PARALLEL_ELEMENTS = 1 << 19
+# A thread's hand-off costs some 20–40 µs: a job gets one thread per this many array
+# elements at most (so a pass of fewer than twice as many runs on the calling thread).
+ELEMENTS_PER_THREAD = 1 << 18
 
 _threads: int | None = None
 _pool: ThreadPoolExecutor | None = None
@@ -83,14 +83,16 @@ def _run_group(fn: Callable, group: Sequence) -> None:
 def parallel_for(fn: Callable, items: Iterable, elements: int | None = None) -> None:
     """``fn(item)`` for every item, the items split into one contiguous run per thread.
 
-    The calling thread runs the first run. ``elements`` (the size of the whole job) keeps
-    small jobs on the calling thread. Calls from inside a worker run serially, so nested
-    use cannot deadlock. The first exception of any item is raised here.
+    The calling thread runs the first run. ``elements`` (the size of the whole job) bounds
+    the threads to one per ELEMENTS_PER_THREAD elements, so small jobs stay on the calling
+    thread. Calls from inside a worker run serially, so nested use cannot deadlock. The
+    first exception of any item is raised here.
     """
     items = list(items)
     threads = min(num_threads(), len(items))
-    if (threads <= 1 or getattr(_inside, "active", False) or
-            (elements is not None and elements < MIN_PARALLEL_ELEMENTS)):
+    if elements is not None:
+        threads = min(threads, elements // ELEMENTS_PER_THREAD)
+    if threads <= 1 or getattr(_inside, "active", False):
         for item in items:
             fn(item)
         return

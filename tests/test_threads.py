@@ -32,7 +32,7 @@ def test_parallel_for_runs_every_item_once_on_two_threads(two_threads):
 def test_small_jobs_and_one_thread_stay_on_the_caller(two_threads):
     names = set()
     threads.parallel_for(lambda _: names.add(threading.current_thread().name), range(4),
-                         elements=threads.MIN_PARALLEL_ELEMENTS - 1)
+                         elements=2 * threads.ELEMENTS_PER_THREAD - 1)
     assert names == {threading.current_thread().name}
     threads.set_num_threads(1)
     threads.parallel_for(lambda _: names.add(threading.current_thread().name), range(4))
@@ -74,3 +74,20 @@ def test_the_count_comes_from_the_environment(env, expected):
                           "from solverkit import threads; print(threads.num_threads())"],
                          env={**clean, **env}, capture_output=True, text=True, check=True)
     assert int(out.stdout) == expected
+
+
+def test_a_job_gets_one_thread_per_share_of_elements():
+    before = threads.num_threads()
+    threads.set_num_threads(4)
+    try:
+        names, barrier = set(), threading.Barrier(3, timeout=10)
+
+        def work(_):
+            name = threading.current_thread().name
+            if name not in names:
+                names.add(name)
+                barrier.wait()           # three groups run at once, or this times out
+        threads.parallel_for(work, range(8), elements=3 * threads.ELEMENTS_PER_THREAD)
+        assert len(names) == 3
+    finally:
+        threads.set_num_threads(before)

@@ -78,7 +78,7 @@ def test_pooling_in_blocks_on_two_threads_matches_caffe_loops(kernel, stride, pa
     # blocks of 2 images (of 15): 8 blocks, the last one smaller, over two threads
     cells = ((9 + 2 * pad) // stride + 2) * ((11 + 2 * pad) // stride + 2)
     monkeypatch.setattr(vision, "CACHE_BLOCK_BYTES", 2 * stride * stride * cells * 8)
-    monkeypatch.setattr(threads, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(threads, "ELEMENTS_PER_THREAD", 1)
     before = threads.num_threads()
     threads.set_num_threads(2)
     try:
@@ -101,7 +101,7 @@ def test_pooling_in_blocks_on_two_threads_matches_caffe_loops(kernel, stride, pa
 def test_results_are_bitwise_the_same_on_one_and_two_threads(monkeypatch):
     """Each block writes its own outputs: the thread count cannot change a single bit."""
     from solverkit import threads
-    monkeypatch.setattr(threads, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(threads, "ELEMENTS_PER_THREAD", 1)
     monkeypatch.setattr(vision, "CACHE_BLOCK_BYTES", 4096)
     spec = {"name": "t", "dtype": "float32", "layers": [
         {"name": "x", "type": "Input", "top": "x", "shape": [[6, 3, 12, 12]]},
