@@ -708,8 +708,6 @@ class Pooling(Layer):
         covered = np.outer(inside_h, inside_w)
         self.empty_windows = None if covered.all() else ~covered
         self.window_start = (start_h, start_w)
-        # kernel == stride: every padded pixel is in exactly one window, at offset 0 of its phase
-        self.tiles = (kh, kw) == (sh, sw)
 
     @property
     def blocks(self) -> list[slice]:
@@ -838,17 +836,27 @@ class Pooling(Layer):
                 scale = self.inv_pool_size[0, 0] if self.uniform_size else self.inv_pool_size
                 np.multiply(wide_dy[block], scale, out=windows.wide("share", dy.dtype)[block])
             phases = windows.phases("bottom_diff")[:, :, block]
-            if not self.tiles:
-                phases.fill(0)
+            # A phase's first kernel offset is (a, b) itself, at offset 0: it writes the
+            # phase's computed run (the tail beyond it is zeroed), later offsets add to it.
+            written = np.zeros(phases.shape[:2], bool)
             for k, a, b, offset in windows.taps:
-                target = phases[a, b].reshape(-1)[offset:offset + routed.size]
+                flat = phases[a, b].reshape(-1)
+                target = flat[offset:offset + routed.size]
+                first = not written[a, b]
+                if first:
+                    assert offset == 0, "offsets come in row-major order"
+                    flat[routed.size:] = 0
+                    written[a, b] = True
                 if self.params.pool == "MAX":
                     np.equal(argmax, k, out=picked)
-                    np.multiply(routed, picked, out=share)
-                if self.tiles:              # the one offset that reaches this phase: write
+                    np.multiply(routed, picked, out=target if first else share)
+                    if not first:
+                        np.add(target, share, out=target)
+                elif first:
                     np.copyto(target, share)
                 else:
                     np.add(target, share, out=target)
+            phases[~written] = 0              # phases no window reads (kernel < stride)
             windows.store(phases, bottom_diffs[block])
 
         parallel_for(run, self.blocks, elements=dx.size)
