@@ -39,6 +39,11 @@ CONV_BLOCK_BYTES = 128 << 20
 # have at most this many rows, C·kh·kw: faster for few input channels (measured on LeNet's
 # and cifar10_quick's first layers), slower for many.
 PER_SAMPLE_MAX_ROWS = 100
+# Convolutions with vertical stride 1 and one group unroll only the kernel's columns
+# (KernelRows) when the padded height is at most this many times the output height (its
+# backward products run over every padded row: cifar10_quick's conv2, 20 rows for 16,
+# gains; its conv3, 12 for 8, loses).
+KERNEL_ROWS_MAX_OVERHEAD = 1.25
 
 
 class _Buffers:
@@ -179,6 +184,96 @@ class Im2col:
         parallel_for(scatter, threads.blocks(self.channels, height * width * n * self.dtype.itemsize,
                                              CACHE_BLOCK_BYTES),
                      elements=col.size)
+
+
+class KernelRows:
+    """The columns of a convolution with vertical stride 1, one kernel row at a time.
+
+    im2col repeats every pixel kh·kw times; here only the kw horizontal taps are unrolled:
+
+        B[(c, j), (r, n, ow)] = x_pad[n, c, r, ow·sw + j·dw]      (C·kw, Hp·N·OW)
+
+    with every padded row r, the batch in the middle. Kernel row i of the output rows
+    oh = 0..OH−1 reads the padded rows oh + i·dh, which is the contiguous column range
+    ``rows(i)``, so the forward pass is kh products ``W_i · B[:, rows(i)]`` summed, with
+    ``W_i[o, (c, j)] = W[o, c, i, j]``. Backward stacks dy shifted down by i·dh rows for
+    every i, ``DY[(i, o), (r, n, ow)] = dy[n, o, r − i·dh, ow]`` (zero elsewhere), so that
+    ``dWᵀ = B · DYᵀ`` and ``dB = W'ᵀ · DY`` are one product each (W' stacks the W_i).
+    B is 1/kh of im2col's column matrix, and it is read from cache kh times instead of
+    streaming a matrix kh times its size from memory once.
+    """
+
+    def __init__(self, shape, kernel, stride, pad, dilation, dtype):
+        self.n, self.channels, self.height, self.width = (int(s) for s in shape)
+        self.kernel, self.stride, self.pad, self.dilation = kernel, stride, pad, dilation
+        assert stride[0] == 1, "vertical stride 1 only"
+        self.dtype = np.dtype(dtype)
+        self.padded_h, self.padded_w = self.height + 2 * pad[0], self.width + 2 * pad[1]
+        self.out_h = conv_output_size(self.height, kernel[0], 1, pad[0], dilation[0])
+        self.out_w = conv_output_size(self.width, kernel[1], stride[1], pad[1], dilation[1])
+        self.rows = self.channels * kernel[1]
+        self.columns = self.padded_h * self.n * self.out_w
+        self._buffers = _Buffers()
+
+    def row_columns(self, i: int) -> slice:
+        """The columns kernel row i reads: padded rows i·dh .. i·dh + OH − 1, all samples."""
+        run = self.n * self.out_w
+        start = i * self.dilation[0] * run
+        return slice(start, start + self.out_h * run)
+
+    def buffer(self, name: str = "columns") -> np.ndarray:
+        """The (C·kw, Hp·N·OW) matrix B (or dB, which reuses it)."""
+        return self._buffers.get(name, (self.rows, self.columns), self.dtype)
+
+    def build(self, x: np.ndarray) -> np.ndarray:
+        """B from images ``x`` (N, C, H, W), split over channels across the threads."""
+        (ph, pw), kw, (sw, dw) = self.pad, self.kernel[1], (self.stride[1], self.dilation[1])
+        columns = self.buffer().reshape(self.channels, kw, self.padded_h, self.n, self.out_w)
+        padded = (self._buffers.get("padded", (self.n, self.channels, self.padded_h,
+                                               self.padded_w), self.dtype, fill=0)
+                  if ph or pw else x)
+
+        def fill(channels):
+            source = padded[:, channels]
+            if ph or pw:
+                source[:, :, ph:ph + self.height, pw:pw + self.width] = x[:, channels]
+            s_n, s_c, s_h, s_w = source.strides
+            taps = as_strided(source, (source.shape[1], kw, self.padded_h, self.n, self.out_w),
+                              (s_c, dw * s_w, s_h, s_n, sw * s_w), writeable=False)
+            np.copyto(columns[channels], taps)
+
+        parallel_for(fill, threads.split(self.channels), elements=self.rows * self.columns)
+        return self.buffer()
+
+    def shifted_top_diff(self, dy: np.ndarray, kh: int) -> np.ndarray:
+        """DY (kh, O, Hp·N·OW) from dy (N, O, OH, OW); rows no kernel row reaches stay 0."""
+        outputs = dy.shape[1]
+        stacked = self._buffers.get("shifted", (kh, outputs, self.padded_h, self.n, self.out_w),
+                                    self.dtype, fill=0)
+        by_row = dy.transpose(1, 2, 0, 3)                          # (O, OH, N, OW)
+        for i in range(kh):
+            start = i * self.dilation[0]
+            threads.copyto(stacked[i, :, start:start + self.out_h], by_row)
+        return stacked.reshape(kh, outputs, -1)
+
+    def scatter(self, grad_columns: np.ndarray, dx: np.ndarray) -> None:
+        """dx (N, C, H, W) = the adjoint of ``build`` applied to dB (C·kw, Hp·N·OW)."""
+        (ph, pw), kw, (sw, dw) = self.pad, self.kernel[1], (self.stride[1], self.dilation[1])
+        taps = grad_columns.reshape(self.channels, kw, self.padded_h, self.n, self.out_w)
+        sums = self._buffers.get("sums", (self.channels, self.padded_h, self.n, self.padded_w),
+                                 self.dtype)
+        span = sw * (self.out_w - 1) + 1
+
+        def add(channels):
+            target = sums[channels]
+            target.fill(0)
+            for j in range(kw):
+                window = target[..., j * dw:j * dw + span:sw]
+                window += taps[channels, j]
+            np.copyto(dx[:, channels], target[:, ph:ph + self.height, :, pw:pw + self.width]
+                      .transpose(2, 0, 1, 3))
+
+        parallel_for(add, threads.split(self.channels), elements=grad_columns.size)
 
 
 class WindowParams(LayerParams):
@@ -332,11 +427,88 @@ class Convolution(_ConvolutionBase):
                         self._group_rows(self.im2col.rows)))
 
     @property
+    def method(self) -> str:
+        """How the products are laid out, chosen per layer by the shapes:
+
+        - ``per_sample``: products per sample, straight between NCHW and im2col's columns,
+          when the columns are short (few input channels): a whole-batch product then
+          costs less than the transposing copies around it;
+        - ``kernel_rows``: KernelRows (vertical stride 1, one group, few padded rows beyond
+          the output's, matrices within CONV_BLOCK_BYTES): 1/kh of the column matrix;
+        - ``columns``: im2col and one product per group over blocks of samples.
+        """
+        p, geometry = self.params, self.im2col
+        if geometry.rows // p.group <= PER_SAMPLE_MAX_ROWS:
+            return "per_sample"
+        padded_h = geometry.height + 2 * self.pad[0]
+        if (self.stride[0] == 1 and p.group == 1 and
+                padded_h <= KERNEL_ROWS_MAX_OVERHEAD * geometry.out_h):
+            n = self.blocks[-1].stop
+            run = padded_h * n * geometry.out_w * geometry.dtype.itemsize
+            if max(self.kernel[1] * self.channels, self.kernel[0] * p.num_output) * run \
+                    <= CONV_BLOCK_BYTES:
+                return "kernel_rows"
+        return "columns"
+
+    @property
     def per_sample(self) -> bool:
-        """Products per sample, straight between NCHW and the columns, when the columns are
-        short (few input channels): the whole-batch product then costs less than the
-        transposing copies around it."""
-        return self.im2col.rows // self.params.group <= PER_SAMPLE_MAX_ROWS
+        return self.method == "per_sample"
+
+    def _kernel_rows_for(self, n, dtype) -> KernelRows:
+        """The KernelRows for the whole batch, kept while its shape stays."""
+        shape = (n, self.channels, self.im2col.height, self.im2col.width)
+        rows = getattr(self, "kernel_rows", None)
+        if rows is None or rows.dtype != dtype or \
+                (rows.n, rows.channels, rows.height, rows.width) != shape:
+            rows = self.kernel_rows = KernelRows(shape, self.kernel, self.stride, self.pad,
+                                                 self.dilation, dtype)
+        return rows
+
+    def _stacked_weight(self) -> np.ndarray:
+        """(kh, num_output, C·kw): kernel row i of every filter, as KernelRows multiplies it."""
+        p = self.params
+        stacked = self._buffers.get("stacked_weight", (self.kernel[0], p.num_output,
+                                                       self.channels * self.kernel[1]),
+                                    self.blobs[0].data.dtype)
+        np.copyto(stacked.reshape(self.kernel[0], p.num_output, self.channels, self.kernel[1]),
+                  self.blobs[0].data.transpose(2, 0, 1, 3))
+        return stacked
+
+    def _forward_kernel_rows(self, x, y, bias):
+        geometry = self._kernel_rows_for(x.shape[0], x.dtype)
+        columns = geometry.build(x)
+        stacked = self._stacked_weight()
+        total = self._rows(x.shape[0])
+        part = self._buffers.get("rows_part", total.shape, total.dtype)
+        for i in range(self.kernel[0]):
+            np.matmul(stacked[i], columns[:, geometry.row_columns(i)], out=part if i else total)
+            if i:
+                np.add(total, part, out=total)
+        by_sample = total.reshape(self.params.num_output, geometry.out_h, x.shape[0],
+                                  geometry.out_w).transpose(2, 0, 1, 3)
+        y = y.reshape(by_sample.shape)
+        parallel_for(lambda n: np.add(by_sample[n], bias.reshape(-1, 1, 1), out=y[n]),
+                     split(x.shape[0]), elements=y.size)
+
+    def _backward_kernel_rows(self, x, dy, dx, need_weight, need_bottom):
+        p, kh = self.params, self.kernel[0]
+        geometry = self._kernel_rows_for(x.shape[0], x.dtype)
+        stacked_dy = geometry.shifted_top_diff(
+            dy.reshape(x.shape[0], p.num_output, geometry.out_h, geometry.out_w), kh)
+        stacked_dy = stacked_dy.reshape(kh * p.num_output, -1)
+        if need_weight:
+            columns = geometry.buffer() if self._col_valid else geometry.build(x)
+            grad_t = self._buffers.get("weight_grad_t", (geometry.rows, kh * p.num_output),
+                                       x.dtype)
+            np.matmul(columns, stacked_dy.T, out=grad_t)           # rows (c, j), columns (i, o)
+            self.blobs[0].diff[...] += grad_t.reshape(self.channels, self.kernel[1], kh,
+                                                      p.num_output).transpose(3, 0, 2, 1)
+        if need_bottom:
+            grad_columns = geometry.buffer()      # B is free once dW is done
+            self._col_valid = False
+            np.matmul(self._stacked_weight().reshape(kh * p.num_output, -1).T, stacked_dy,
+                      out=grad_columns)
+            geometry.scatter(grad_columns, dx)
 
     def _by_sample(self, col, block):
         """The column matrix of a block as a stack of per-sample matrices (n, C·kh·kw, OH·OW)."""
@@ -349,7 +521,11 @@ class Convolution(_ConvolutionBase):
         weight = self.blobs[0].data.reshape(p.num_output, -1)
         y = top[0].data.reshape(n, p.num_output, -1)
         bias = self.blobs[1].data.reshape(1, -1, 1) if p.bias_term else 0
-        if self.per_sample:
+        method = self.method
+        if method == "kernel_rows":
+            self._forward_kernel_rows(x, y, self.blobs[1].data if p.bias_term
+                                      else np.zeros(p.num_output, x.dtype))
+        elif method == "per_sample":
             for block in self.blocks:
                 by_sample = self._by_sample(geometry.im2col(x[block]), block)
                 for g_out, g_in in self.groups:
@@ -368,20 +544,24 @@ class Convolution(_ConvolutionBase):
             parallel_for(lambda part: np.add(by_sample[part], bias, out=y[part]), split(n),
                          elements=y.size)
         # with one block the columns are still there for backward's weight gradient
-        self._col_valid = len(self.blocks) == 1
+        self._col_valid = method == "kernel_rows" or len(self.blocks) == 1
 
     def backward(self, top, propagate_down, bottom):
         p, geometry = self.params, self.im2col
         x = bottom[0].data
         n = x.shape[0]
         dy = top[0].diff.reshape(n, p.num_output, -1)
-        if not self.per_sample:
+        method = self.method
+        if method == "columns":
             rows = self._rows(n)
             threads.copyto(rows.reshape(p.num_output, n, -1).transpose(1, 0, 2), dy)
         if p.bias_term and self.param_propagate_down[1]:
-            self.blobs[1].diff += dy.sum(axis=(0, 2)) if self.per_sample else rows.sum(axis=1)
+            self.blobs[1].diff += rows.sum(axis=1) if method == "columns" else dy.sum(axis=(0, 2))
         need_weight, need_bottom = self.param_propagate_down[0], propagate_down[0]
         if not (need_weight or need_bottom):
+            return
+        if method == "kernel_rows":
+            self._backward_kernel_rows(x, dy, bottom[0].diff, need_weight, need_bottom)
             return
         weight = self.blobs[0].data.reshape(p.num_output, -1)
         weight_diff = self.blobs[0].diff.reshape(p.num_output, -1)

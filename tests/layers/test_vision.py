@@ -134,15 +134,30 @@ CONV_CASES = [
     {"num_output": 6, "kernel_size": [1, 3], "group": 2, "stride": [1, 2], "dilation": [1, 2],
      "pad": [0, 2]},
     {"num_output": 2, "kernel_size": 1},
+    # vertical stride 1 with a horizontal stride and a vertical dilation (KernelRows' case)
+    {"num_output": 3, "kernel_size": 3, "stride_h": 1, "stride_w": 2, "pad_h": 2, "pad_w": 1,
+     "dilation": [2, 1]},
 ]
 
 
-@pytest.fixture(params=["whole-batch product", "per-sample products"])
+@pytest.fixture(params=["columns", "per_sample", "kernel_rows"])
 def conv_products(request, monkeypatch):
-    """Both ways Convolution multiplies: one product over the batch, or one per sample."""
-    per_sample = request.param == "per-sample products"
-    monkeypatch.setattr(vision, "PER_SAMPLE_MAX_ROWS", 10**9 if per_sample else 0)
-    return per_sample
+    """Every way Convolution multiplies: im2col and one product over a block of samples,
+    one product per sample, or kernel row by kernel row (KernelRows, where it applies)."""
+    monkeypatch.setattr(vision, "PER_SAMPLE_MAX_ROWS", 10**9 if request.param == "per_sample"
+                        else 0)
+    monkeypatch.setattr(vision, "KERNEL_ROWS_MAX_OVERHEAD",
+                        float("inf") if request.param == "kernel_rows" else 0.0)
+    return request.param
+
+
+def _expected_method(case, requested):
+    """The method a layer uses when ``requested`` is preferred (KernelRows needs vertical
+    stride 1 and one group)."""
+    stride_h = case.get("stride_h", _pair(case.get("stride", 1))[0])
+    if requested == "kernel_rows" and (stride_h != 1 or case.get("group", 1) != 1):
+        return "columns"
+    return requested
 
 
 def _conv_args(case):
@@ -160,7 +175,7 @@ def _conv_args(case):
 def test_convolution_forward_matches_direct_loops(case, rng, conv_products):
     x = rng.standard_normal((2, 4, 7, 6))
     net = _net(_input(x.shape), _conv(**case))
-    assert net.layers[1].per_sample == conv_products
+    assert net.layers[1].method == _expected_method(case, conv_products)
     y = net.forward(x=x)["y"]
     w = net.params["conv"][0].data
     b = net.params["conv"][1].data if case.get("bias_term", True) else None

@@ -103,11 +103,14 @@ def test_results_are_bitwise_the_same_on_one_and_two_threads(monkeypatch):
     from solverkit import threads
     monkeypatch.setattr(threads, "ELEMENTS_PER_THREAD", 1)
     monkeypatch.setattr(vision, "CACHE_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(vision, "KERNEL_ROWS_MAX_OVERHEAD", float("inf"))
     spec = {"name": "t", "dtype": "float32", "layers": [
         {"name": "x", "type": "Input", "top": "x", "shape": [[6, 3, 12, 12]]},
-        {"name": "conv", "type": "Convolution", "bottom": "x", "top": "c", "num_output": 8,
+        {"name": "conv", "type": "Convolution", "bottom": "x", "top": "c", "num_output": 16,
          "kernel_size": 3, "pad": 1, "weight_filler": {"type": "xavier"}},
-        {"name": "pool", "type": "Pooling", "bottom": "c", "top": "p", "pool": "MAX",
+        {"name": "conv2", "type": "Convolution", "bottom": "c", "top": "c2", "num_output": 8,
+         "kernel_size": 3, "pad": 1, "weight_filler": {"type": "xavier"}},
+        {"name": "pool", "type": "Pooling", "bottom": "c2", "top": "p", "pool": "MAX",
          "kernel_size": 3, "stride": 2},
         {"name": "ave", "type": "Pooling", "bottom": "p", "top": "a", "pool": "AVE",
          "kernel_size": 3, "stride": 2, "pad": 1}]}
@@ -118,6 +121,7 @@ def test_results_are_bitwise_the_same_on_one_and_two_threads(monkeypatch):
         for count in (1, 2):
             threads.set_num_threads(count)
             net = Net(spec, seed=1)
+            assert [layer.method for layer in net.layers[1:3]] == ["per_sample", "kernel_rows"]
             out = net.forward(x=x)["a"]
             net.backward(a=np.ones_like(out))
             results.append((out, net.blobs["x"].diff.copy(), net.params["conv"][0].diff.copy()))
