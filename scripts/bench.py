@@ -57,7 +57,9 @@ def _threads_argument() -> str:
 # numpy sizes its BLAS pool once, at import: without threadpoolctl this is the only knob
 os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_argument())
 
-import solverkit  # noqa: E402,F401  (first: it sets OpenBLAS's thread timeout before numpy loads)
+# solverkit before numpy: importing it sets OpenBLAS's thread timeout, read as numpy loads
+importlib.import_module("solverkit")
+
 import numpy as np
 import yaml
 
