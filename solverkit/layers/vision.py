@@ -1,17 +1,21 @@
 """Vision layers: Convolution, Deconvolution and Pooling on NCHW blobs (Caffe's semantics).
 
-Convolution is im2col + one matrix product per group over the whole batch:
+Convolution is im2col + matrix products:
 
     col = im2col(x)       (C·kh·kw, N·OH·OW): rows (c, i, j), columns (n, oh, ow)
     y   = W · col + b     W viewed as (num_output, C/group·kh·kw), one product per group
 
-and its backward is ``dW += dy · colᵀ``, ``dx = col2im(Wᵀ · dy)``. Deconvolution is the
-same machinery run the other way round (its forward is Convolution's backward-data pass).
-Pooling loops over the kh·kw kernel offsets, each a strided view of the whole batch.
+and its backward is ``dW += dy · colᵀ``, ``dx = col2im(Wᵀ · dy)``. How the products are
+laid out is chosen per layer from its shapes (``Convolution.method``): per sample for
+short columns, kernel row by kernel row (KernelRows, 1/kh of the column matrix) where
+the vertical stride is 1, else over whole blocks of samples. Deconvolution is the same
+machinery run the other way round (its forward is Convolution's backward-data pass).
+Pooling splits the padded input into its stride phases (PoolingWindows), after which every
+kernel offset is one contiguous slice.
 
 Every large temporary (padded image, column matrix, transposed rows) lives in a buffer
 that is reused while the bottom shape stays the same, so a training step allocates no
-big arrays.
+big arrays. The copies and element-wise passes run on the intra-op threads (threads.py).
 """
 
 from __future__ import annotations
@@ -346,6 +350,7 @@ class _ConvolutionBase(Layer):
         if p.bias_term:
             self.make_param((p.num_output,), p.bias_filler)
         self.im2col: Im2col | None = None
+        self.kernel_rows: KernelRows | None = None
         self._buffers = _Buffers()
 
     def _check_bottom(self, shape):
@@ -457,7 +462,7 @@ class Convolution(_ConvolutionBase):
     def _kernel_rows_for(self, n, dtype) -> KernelRows:
         """The KernelRows for the whole batch, kept while its shape stays."""
         shape = (n, self.channels, self.im2col.height, self.im2col.width)
-        rows = getattr(self, "kernel_rows", None)
+        rows = self.kernel_rows
         if rows is None or rows.dtype != dtype or \
                 (rows.n, rows.channels, rows.height, rows.width) != shape:
             rows = self.kernel_rows = KernelRows(shape, self.kernel, self.stride, self.pad,
