@@ -246,7 +246,7 @@ class KernelRows:
                               (s_c, dw * s_w, s_h, s_n, sw * s_w), writeable=False)
             np.copyto(columns[channels], taps)
 
-        parallel_for(fill, threads.split(self.channels), elements=self.rows * self.columns)
+        parallel_for(fill, split(self.channels), elements=self.rows * self.columns)
         return self.buffer()
 
     def shifted_top_diff(self, dy: np.ndarray, kh: int) -> np.ndarray:
@@ -277,7 +277,7 @@ class KernelRows:
             np.copyto(dx[:, channels], target[:, ph:ph + self.height, :, pw:pw + self.width]
                       .transpose(2, 0, 1, 3))
 
-        parallel_for(add, threads.split(self.channels), elements=grad_columns.size)
+        parallel_for(add, split(self.channels), elements=grad_columns.size)
 
 
 class WindowParams(LayerParams):
@@ -480,6 +480,7 @@ class Convolution(_ConvolutionBase):
         return stacked
 
     def _forward_kernel_rows(self, x, y, bias):
+        """``bias``: (1, num_output, 1, 1), or 0 without a bias term."""
         geometry = self._kernel_rows_for(x.shape[0], x.dtype)
         columns = geometry.build(x)
         stacked = self._stacked_weight()
@@ -492,8 +493,9 @@ class Convolution(_ConvolutionBase):
         by_sample = total.reshape(self.params.num_output, geometry.out_h, x.shape[0],
                                   geometry.out_w).transpose(2, 0, 1, 3)
         y = y.reshape(by_sample.shape)
-        parallel_for(lambda n: np.add(by_sample[n], bias.reshape(-1, 1, 1), out=y[n]),
-                     split(x.shape[0]), elements=y.size)
+        # the transposing copy into NCHW adds the bias on the way
+        parallel_for(lambda n: np.add(by_sample[n], bias, out=y[n]), split(x.shape[0]),
+                     elements=y.size)
 
     def _backward_kernel_rows(self, x, dy, dx, need_weight, need_bottom):
         p, kh = self.params, self.kernel[0]
@@ -528,8 +530,8 @@ class Convolution(_ConvolutionBase):
         bias = self.blobs[1].data.reshape(1, -1, 1) if p.bias_term else 0
         method = self.method
         if method == "kernel_rows":
-            self._forward_kernel_rows(x, y, self.blobs[1].data if p.bias_term
-                                      else np.zeros(p.num_output, x.dtype))
+            self._forward_kernel_rows(x, y, self.blobs[1].data.reshape(1, -1, 1, 1)
+                                      if p.bias_term else 0)
         elif method == "per_sample":
             for block in self.blocks:
                 by_sample = self._by_sample(geometry.im2col(x[block]), block)

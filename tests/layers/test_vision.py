@@ -137,6 +137,7 @@ CONV_CASES = [
     # vertical stride 1 with a horizontal stride and a vertical dilation (KernelRows' case)
     {"num_output": 3, "kernel_size": 3, "stride_h": 1, "stride_w": 2, "pad_h": 2, "pad_w": 1,
      "dilation": [2, 1]},
+    {"num_output": 3, "kernel_size": 3, "pad": 1, "bias_term": False},
 ]
 
 
