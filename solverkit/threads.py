@@ -3,7 +3,8 @@
 numpy releases the GIL inside its array loops, so the work outside BLAS (im2col, col2im,
 pooling, activations, the update rules) runs in parallel when it is cut into independent
 blocks of samples, channels or parameters and handed to a few threads, as PyTorch's
-intra-op threads do. BLAS products keep their own threads; the two never run at once.
+intra-op threads do. BLAS products keep their own threads (MKL's follow this count, see
+blas.py); the two never run at once.
 
 Every block writes its own outputs with exactly the operations a single thread would run,
 so results are bitwise the same for any number of threads (resume stays exact).
@@ -21,6 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from . import blas
 
 ENVIRONMENT_VARIABLES = ("SOLVERKIT_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # A thread's hand-off costs some 20–40 µs: a job gets one thread per this many array
@@ -52,7 +55,8 @@ def num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads (1: everything on the calling thread). BLAS is not affected."""
+    """Use ``n`` threads (1: everything on the calling thread); MKL's products too, when
+    solverkit uses MKL (numpy's own BLAS sizes its pool once, at import)."""
     global _threads, _pool
     if int(n) < 1:
         raise ValueError(f"the number of threads must be at least 1, got {n}")
@@ -61,6 +65,7 @@ def set_num_threads(n: int) -> None:
         if _pool is not None:
             _pool.shutdown(wait=True)
             _pool = None
+    blas.set_num_threads(_threads)
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import yaml
 
 import solverkit as sk
+from solverkit import blas
+
+# the product libraries this machine has: numpy's BLAS, and MKL with the mkl extra
+BLAS_BACKENDS = ["numpy", "mkl"] if blas.set_backend("auto") == "mkl" else ["numpy"]
+blas.set_backend(os.environ.get(blas.VARIABLE, "auto"))
+
+
+@pytest.fixture(params=BLAS_BACKENDS)
+def blas_backend(request):
+    """Run the test once per product library (then choose from the environment again)."""
+    blas.set_backend(request.param)
+    yield request.param
+    blas.set_backend(os.environ.get(blas.VARIABLE, "auto"))
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .. import blas
 from ..blob import Blob
 from ..errors import ConfigError, ShapeError
 from ..fillers import fill
@@ -128,11 +129,7 @@ def accumulate_matmul(blob: Blob, a: np.ndarray, b: np.ndarray) -> None:
     product is written straight into it, which saves zeroing it, a temporary and a pass.
     """
     diff, overwrite = blob.diff_for_accumulation()
-    target = diff.reshape(a.shape[0], b.shape[1])
-    if overwrite:
-        np.matmul(a, b, out=target)
-    else:
-        target += a @ b
+    blas.matmul(a, b, out=diff.reshape(a.shape[0], b.shape[1]), accumulate=not overwrite)
 
 
 def accumulate_sum(blob: Blob, x: np.ndarray, axis) -> None:

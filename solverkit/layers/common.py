@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from .. import blas
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
 from .base import Layer, accumulate_matmul, accumulate_sum
@@ -90,7 +91,7 @@ class InnerProduct(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(-1, self.fan_in)
         y = top[0].data.reshape(x.shape[0], -1)
-        np.matmul(x, self._weight(), out=y)
+        blas.matmul(x, self._weight(), out=y)
         if self.params.bias_term:
             y += self.blobs[1].data
 
@@ -105,7 +106,7 @@ class InnerProduct(Layer):
         if self.params.bias_term and self.param_propagate_down[1]:
             accumulate_sum(self.blobs[1], dy, axis=0)
         if propagate_down[0]:
-            np.matmul(dy, self._weight().T, out=bottom[0].diff.reshape(x.shape))
+            blas.matmul(dy, self._weight().T, out=bottom[0].diff.reshape(x.shape))
 
 
 def _canonical_axis(layer: Layer, axis: int, ndim: int, field: str = "axis") -> int:

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import threads
+from .. import blas, threads
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
 from ..threads import parallel_for, split
@@ -487,7 +487,7 @@ class Convolution(_ConvolutionBase):
         total = self._rows(x.shape[0])
         part = self._buffers.get("rows_part", total.shape, total.dtype)
         for i in range(self.kernel[0]):
-            np.matmul(stacked[i], columns[:, geometry.row_columns(i)], out=part if i else total)
+            blas.matmul(stacked[i], columns[:, geometry.row_columns(i)], out=part if i else total)
             if i:
                 np.add(total, part, out=total)
         by_sample = total.reshape(self.params.num_output, geometry.out_h, x.shape[0],
@@ -507,13 +507,13 @@ class Convolution(_ConvolutionBase):
             columns = geometry.buffer() if self._col_valid else geometry.build(x)
             grad_t = self._buffers.get("weight_grad_t", (geometry.rows, kh * p.num_output),
                                        x.dtype)
-            np.matmul(columns, stacked_dy.T, out=grad_t)           # rows (c, j), columns (i, o)
+            blas.matmul(columns, stacked_dy.T, out=grad_t)           # rows (c, j), columns (i, o)
             self.blobs[0].diff[...] += grad_t.reshape(self.channels, self.kernel[1], kh,
                                                       p.num_output).transpose(3, 0, 2, 1)
         if need_bottom:
             grad_columns = geometry.buffer()      # B is free once dW is done
             self._col_valid = False
-            np.matmul(self._stacked_weight().reshape(kh * p.num_output, -1).T, stacked_dy,
+            blas.matmul(self._stacked_weight().reshape(kh * p.num_output, -1).T, stacked_dy,
                       out=grad_columns)
             geometry.scatter(grad_columns, dx)
 
@@ -536,7 +536,7 @@ class Convolution(_ConvolutionBase):
             for block in self.blocks:
                 by_sample = self._by_sample(geometry.im2col(x[block]), block)
                 for g_out, g_in in self.groups:
-                    np.matmul(weight[g_out], by_sample[:, g_in], out=y[block, g_out])
+                    blas.matmul(weight[g_out], by_sample[:, g_in], out=y[block, g_out])
             if p.bias_term:
                 parallel_for(lambda part: np.add(y[part], bias, out=y[part]), split(n),
                              elements=y.size)
@@ -546,7 +546,7 @@ class Convolution(_ConvolutionBase):
                 col = geometry.im2col(x[block])
                 columns = slice(block.start * self.pixels, block.stop * self.pixels)
                 for g_out, g_in in self.groups:
-                    np.matmul(weight[g_out], col[g_in], out=rows[g_out, columns])
+                    blas.matmul(weight[g_out], col[g_in], out=rows[g_out, columns])
             by_sample = rows.reshape(p.num_output, n, -1).transpose(1, 0, 2)
             parallel_for(lambda part: np.add(by_sample[part], bias, out=y[part]), split(n),
                          elements=y.size)
@@ -584,7 +584,7 @@ class Convolution(_ConvolutionBase):
                     grad_t = self._buffers.get("weight_grad_by_sample", (
                         self.blocks[0].stop, group_in, group_out), geometry.dtype)[:size]
                     for g_out, g_in in self.groups:
-                        np.matmul(by_sample[:, g_in], dy[block, g_out].transpose(0, 2, 1),
+                        blas.matmul(by_sample[:, g_in], dy[block, g_out].transpose(0, 2, 1),
                                   out=grad_t)
                         weight_diff[g_out] += grad_t.sum(axis=0).T
                 else:
@@ -594,7 +594,7 @@ class Convolution(_ConvolutionBase):
                                                geometry.dtype)
                     columns = slice(block.start * self.pixels, block.stop * self.pixels)
                     for g_out, g_in in self.groups:
-                        np.matmul(col[g_in], rows[g_out, columns].T, out=grad_t)
+                        blas.matmul(col[g_in], rows[g_out, columns].T, out=grad_t)
                         weight_diff[g_out] += grad_t.T
             if need_bottom:
                 # dy of the block with the batch innermost, (num_output, OH·OW·n), so that
@@ -607,7 +607,7 @@ class Convolution(_ConvolutionBase):
                 dcol = geometry.col_buffer(size)
                 self._col_valid = False
                 for g_out, g_in in self.groups:
-                    np.matmul(weight[g_out].T, batch_last[g_out], out=dcol[g_in])
+                    blas.matmul(weight[g_out].T, batch_last[g_out], out=dcol[g_in])
                 geometry.col2im_batch_last(dcol, bottom[0].diff[block])
 
 
@@ -654,7 +654,7 @@ class Deconvolution(_ConvolutionBase):
         weight = self.blobs[0].data.reshape(self.channels, -1)
         dcol = geometry.col_buffer()
         for g_in, g_col in zip(self._group_rows(self.channels), self._group_rows(geometry.rows)):
-            np.matmul(weight[g_in].T, x[g_in], out=dcol[g_col])
+            blas.matmul(weight[g_in].T, x[g_in], out=dcol[g_col])
         geometry.col2im(dcol, top[0].data)
         if p.bias_term:
             top[0].data += self.blobs[1].data.reshape(1, -1, 1, 1)
@@ -673,14 +673,14 @@ class Deconvolution(_ConvolutionBase):
             grad = self._buffers.get("weight_grad", (self.channels, geometry.rows // p.group),
                                      geometry.dtype)
             for g_in, g_col in groups:
-                np.matmul(x[g_in], col[g_col].T, out=grad[g_in])
+                blas.matmul(x[g_in], col[g_col].T, out=grad[g_in])
             self.blobs[0].diff.reshape(self.channels, -1)[...] += grad
         if propagate_down[0]:
             weight = self.blobs[0].data.reshape(self.channels, -1)
             dx = self._buffers.get("bottom_diff_rows", (self.channels, geometry.columns),
                                    geometry.dtype)
             for g_in, g_col in groups:
-                np.matmul(weight[g_in], col[g_col], out=dx[g_in])
+                blas.matmul(weight[g_in], col[g_col], out=dx[g_in])
             np.copyto(bottom[0].diff.reshape(geometry.n, self.channels, -1),
                       dx.reshape(self.channels, geometry.n, -1).transpose(1, 0, 2))
 

@@ -142,9 +142,10 @@ CONV_CASES = [
 
 
 @pytest.fixture(params=["columns", "per_sample", "kernel_rows"])
-def conv_products(request, monkeypatch):
+def conv_products(request, monkeypatch, blas_backend):
     """Every way Convolution multiplies: im2col and one product over a block of samples,
-    one product per sample, or kernel row by kernel row (KernelRows, where it applies)."""
+    one product per sample, or kernel row by kernel row (KernelRows, where it applies);
+    each on every product library the machine has."""
     monkeypatch.setattr(vision, "PER_SAMPLE_MAX_ROWS", 10**9 if request.param == "per_sample"
                         else 0)
     monkeypatch.setattr(vision, "KERNEL_ROWS_MAX_OVERHEAD",

@@ -1,0 +1,171 @@
+"""Matrix products: numpy's own BLAS, or Intel MKL when the optional ``mkl`` extra is installed.
+
+numpy's wheels bundle OpenBLAS, which multiplies the matrices of small batches (64×784 by
+784×512, say) 1.2–2× slower than MKL, the library PyTorch uses on the CPU; on a
+fully-connected net those products are most of a training step. With
+``pip install 'solverkit[mkl]'`` the two-dimensional float32/float64 products of the
+InnerProduct and Convolution layers go to MKL's ``cblas_?gemm`` through ctypes instead;
+everything else stays with numpy.
+
+``SOLVERKIT_BLAS`` chooses: ``auto`` (the default: MKL when it is installed, else numpy),
+``mkl`` (an error without it) or ``numpy``.
+
+MKL is put in its strict conditional-numerical-reproducibility mode (``MKL_CBWR_AUTO |
+MKL_CBWR_STRICT``): a product gives bitwise the same result for any thread count and any
+memory alignment, so resumed training stays exact. Without it MKL splits long inner
+dimensions over its threads, and 1 and 2 threads round differently. MKL uses solverkit's
+thread count (``set_num_threads``), not dynamically fewer, and its threads wait 1 ms after
+a product before they sleep (``KMP_BLOCKTIME``, unless set) instead of 200 ms, so the cores
+are free for solverkit's own threads between products.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import importlib.metadata
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+
+VARIABLE = "SOLVERKIT_BLAS"
+CHOICES = ("auto", "mkl", "numpy")
+
+# cblas enums and MKL's reproducibility modes (mkl_cblas.h, mkl_cbwr.h)
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+CBWR_AUTO, CBWR_STRICT, CBWR_SUCCESS = 2, 0x10000, 0
+
+_lock = threading.Lock()
+_library = None         # MKL, once loaded
+_mkl = None             # MKL while it is the chosen backend, else None
+_resolved = False
+
+
+def _library_path() -> str | None:
+    """libmkl_rt from the ``mkl`` package (wherever pip put it), else the system's."""
+    try:
+        files = importlib.metadata.files("mkl") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name.startswith("libmkl_rt.so"):
+            return str(Path(file.locate()).resolve())
+    return ctypes.util.find_library("mkl_rt")
+
+
+def _load(path: str):
+    os.environ.setdefault("KMP_BLOCKTIME", "1")      # read when MKL's OpenMP starts
+    lib = ctypes.CDLL(path)
+    if lib.MKL_CBWR_Set(CBWR_AUTO | CBWR_STRICT) != CBWR_SUCCESS:
+        raise RuntimeError(f"{path}: MKL refused its strict reproducible mode")
+    lib.MKL_Set_Dynamic(0)
+    pointer, integer = ctypes.c_void_p, ctypes.c_int
+    for name, real in (("cblas_sgemm", ctypes.c_float), ("cblas_dgemm", ctypes.c_double)):
+        gemm = getattr(lib, name)
+        gemm.argtypes = [integer] * 6 + [real, pointer, integer, pointer, integer,
+                                         real, pointer, integer]
+        gemm.restype = None
+    lib.MKL_Set_Num_Threads.argtypes = [integer]
+    from .threads import num_threads
+    lib.MKL_Set_Num_Threads(num_threads())
+    return lib
+
+
+def backend() -> str:
+    """``"mkl"`` or ``"numpy"``: what products run on (from ``SOLVERKIT_BLAS``, on first use)."""
+    if not _resolved:
+        set_backend(os.environ.get(VARIABLE, "auto"))
+    return "mkl" if _mkl is not None else "numpy"
+
+
+def set_backend(choice: str) -> str:
+    """Use ``choice`` (auto, mkl or numpy, as ``SOLVERKIT_BLAS``) from now on; returns the
+    backend it gives. A missing MKL for ``mkl``, or another word, is a ``ConfigError``."""
+    global _mkl, _library, _resolved
+    choice = str(choice).strip().lower() or "auto"
+    if choice not in CHOICES:
+        raise ConfigError(f"{VARIABLE}={choice!r} is not one of {', '.join(CHOICES)}",
+                          field=VARIABLE)
+    with _lock:
+        if choice != "numpy" and _library is None:
+            path = _library_path()
+            if path is None and choice == "mkl":
+                raise ConfigError(f"{VARIABLE}=mkl but Intel MKL is not installed; install "
+                                  f"it with pip install 'solverkit[mkl]', or unset "
+                                  f"{VARIABLE}", field=VARIABLE)
+            _library = _load(path) if path else None
+        _mkl = None if choice == "numpy" else _library
+        _resolved = True
+    return "mkl" if _mkl is not None else "numpy"
+
+
+def describe() -> str:
+    """One line for reports: the library and its version."""
+    if backend() == "numpy":
+        try:
+            blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        except (TypeError, KeyError):       # numpy before 1.25 only prints its config
+            return "numpy's BLAS"
+        return f"numpy's {blas.get('name', 'BLAS')} {blas.get('version', '')}".strip()
+    text = ctypes.create_string_buffer(256)
+    _mkl.MKL_Get_Version_String(text, len(text))
+    return f"{text.value.decode(errors='replace').strip()} (strict reproducible mode)"
+
+
+def set_num_threads(n: int) -> None:
+    """MKL's thread count (numpy's BLAS sizes its own pool at import)."""
+    if _library is not None:
+        _library.MKL_Set_Num_Threads(int(n))
+
+
+def _operand(a: np.ndarray):
+    """(transpose flag, leading dimension) of a 2-D array with one unit stride, else None."""
+    item = a.itemsize
+    rows, cols = a.shape
+    if a.strides[1] == item and a.strides[0] % item == 0 and a.strides[0] >= cols * item:
+        return NO_TRANS, a.strides[0] // item
+    if a.strides[0] == item and a.strides[1] % item == 0 and a.strides[1] >= rows * item:
+        return TRANS, a.strides[1] // item
+    return None
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool = False) -> None:
+    """``out = a @ b``, or ``out += a @ b`` with ``accumulate``; all three 2-D.
+
+    MKL's gemm takes transposed and row-sliced views as they are and accumulates with
+    ``beta = 1`` (no temporary). Any other case, and the numpy backend, use ``np.matmul``.
+    """
+    if not _resolved:
+        backend()
+    gemm = _gemm_arguments(a, b, out) if _mkl is not None else None
+    if gemm is not None:
+        function, (trans_a, lda), (trans_b, ldb), ldc = gemm
+        m, k = a.shape
+        function(ROW_MAJOR, trans_a, trans_b, m, b.shape[1], k, 1.0, a.ctypes.data, lda,
+                 b.ctypes.data, ldb, 1.0 if accumulate else 0.0, out.ctypes.data, ldc)
+        return
+    if accumulate:
+        out += a @ b
+    else:
+        np.matmul(a, b, out=out)
+
+
+def _gemm_arguments(a, b, out):
+    """(gemm function, a's and b's (flag, leading dimension), out's) or None for numpy."""
+    if not (a.ndim == b.ndim == out.ndim == 2 and a.dtype == b.dtype == out.dtype
+            and a.dtype in (np.float32, np.float64) and min(*a.shape, b.shape[1]) > 1
+            and out.shape == (a.shape[0], b.shape[1]) and a.shape[1] == b.shape[0]
+            and a.flags.aligned and b.flags.aligned and out.flags.aligned
+            and out.strides[1] == out.itemsize and out.strides[0] % out.itemsize == 0
+            and out.strides[0] >= out.shape[1] * out.itemsize):
+        return None
+    operand_a, operand_b = _operand(a), _operand(b)
+    if operand_a is None or operand_b is None or np.may_share_memory(out, a) \
+            or np.may_share_memory(out, b):
+        return None
+    function = _mkl.cblas_sgemm if a.dtype == np.float32 else _mkl.cblas_dgemm
+    return function, operand_a, operand_b, out.strides[0] // out.itemsize

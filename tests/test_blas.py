@@ -1,0 +1,183 @@
+"""Matrix products on numpy's BLAS or MKL: the same values as an independent float64 product,
+every operand layout, accumulation, bitwise reproducibility under MKL, and the choice."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from solverkit import blas, threads
+from solverkit.gradient_check import check_layer_gradients
+
+MKL = blas.set_backend("auto") == "mkl"
+blas.set_backend(os.environ.get(blas.VARIABLE, "auto"))
+needs_mkl = pytest.mark.skipif(not MKL, reason="Intel MKL is not installed (the mkl extra)")
+
+
+def _from_environment():
+    blas.set_backend(os.environ.get(blas.VARIABLE, "auto"))
+
+
+def _layout(a: np.ndarray, kind: str) -> np.ndarray:
+    """``a``'s values as a C array, a transposed view of one, or a row-sliced view of a
+    wider one (a leading dimension larger than the number of columns)."""
+    if kind == "C":
+        return np.ascontiguousarray(a)
+    if kind == "T":
+        return np.ascontiguousarray(a.T).T
+    wide = np.zeros((a.shape[0], a.shape[1] + 3), a.dtype)
+    wide[:, 1:1 + a.shape[1]] = a
+    return wide[:, 1:1 + a.shape[1]]
+
+
+def _reference(a, b):
+    return np.einsum("ik,kj->ij", a.astype(np.float64), b.astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind_a", ["C", "T", "rows"])
+@pytest.mark.parametrize("kind_b", ["C", "T", "rows"])
+def test_products_of_every_layout_match_a_float64_reference(blas_backend, dtype, kind_a, kind_b, rng):
+    a = rng.standard_normal((7, 33)).astype(dtype)
+    b = rng.standard_normal((33, 5)).astype(dtype)
+    out = np.full((7, 5), np.nan, dtype)
+    blas.matmul(_layout(a, kind_a), _layout(b, kind_b), out=out)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, _reference(a, b), rtol=tolerance, atol=tolerance)
+
+
+def test_accumulate_adds_the_product_to_what_out_holds(blas_backend, rng):
+    a, b = rng.standard_normal((6, 40)), rng.standard_normal((40, 9))
+    start = rng.standard_normal((6, 9))
+    out = start.copy()
+    blas.matmul(a.T.copy().T, b, out=out, accumulate=True)
+    np.testing.assert_allclose(out, start + _reference(a, b), rtol=1e-12)
+
+
+def test_an_output_that_is_a_row_slice_of_a_wider_array(blas_backend, rng):
+    a, b = rng.standard_normal((4, 10)), rng.standard_normal((10, 3))
+    wide = np.zeros((4, 8))
+    blas.matmul(a, b, out=wide[:, 2:5])
+    np.testing.assert_allclose(wide[:, 2:5], _reference(a, b), rtol=1e-12)
+    assert not wide[:, :2].any() and not wide[:, 5:].any()
+
+
+@pytest.mark.parametrize("case", ["batched", "strided", "vector", "integer", "aliased"])
+def test_what_gemm_cannot_take_falls_back_to_numpy(blas_backend, case, rng):
+    a, b = rng.standard_normal((5, 6)), rng.standard_normal((6, 4))
+    if case == "batched":
+        a, b = rng.standard_normal((3, 5, 6)), rng.standard_normal((3, 6, 4))
+    elif case == "strided":
+        a = rng.standard_normal((5, 12))[:, ::2]
+    elif case == "vector":
+        a = rng.standard_normal((1, 6))
+    elif case == "integer":
+        a, b = rng.integers(-5, 5, (5, 6)), rng.integers(-5, 5, (6, 4))
+    expected = np.matmul(a, b)
+    if case == "aliased":       # out overlaps an input: numpy buffers the product
+        square = rng.standard_normal((6, 6))
+        expected = square @ square
+        blas.matmul(square, square, out=square)
+        np.testing.assert_allclose(square, expected, rtol=1e-12)
+        return
+    out = np.empty(expected.shape, expected.dtype)
+    blas.matmul(a, b, out=out)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+@needs_mkl
+def test_mkl_products_are_bitwise_the_same_for_any_thread_count_and_alignment(rng):
+    """A long inner dimension is what MKL splits over its threads; the strict reproducible
+    mode keeps the sums in one order (1 and 2 threads differ without it)."""
+    blas.set_backend("mkl")
+    before = threads.num_threads()
+    a = rng.standard_normal((20, 40000)).astype(np.float32)
+    b = rng.standard_normal((40000, 25)).astype(np.float32)
+    results = []
+    try:
+        for count in (1, 2):
+            threads.set_num_threads(count)
+            for offset in (0, 1):       # 64-byte aligned (numpy's large arrays), then not
+                buffer_a = np.empty(a.size + offset, np.float32)[offset:].reshape(a.shape)
+                buffer_b = np.empty(b.size + offset, np.float32)[offset:].reshape(b.shape)
+                buffer_a[...], buffer_b[...] = a, b
+                out = np.empty((20, 25), np.float32)
+                blas.matmul(buffer_a, buffer_b, out=out)
+                results.append(out)
+    finally:
+        threads.set_num_threads(before)
+        _from_environment()
+    for other in results[1:]:
+        assert np.array_equal(results[0], other)
+
+
+@needs_mkl
+def test_training_on_mkl_follows_training_on_numpy(make_net, input_layer, rng):
+    """The same net and data, a few SGD steps: the two libraries round differently but
+    the losses agree closely."""
+    x, labels = rng.standard_normal((16, 3, 6, 6)), rng.integers(0, 4, 16).astype(float)
+    losses = {}
+    for name in ("numpy", "mkl"):
+        blas.set_backend(name)
+        net = make_net(input_layer(x=x.shape, label=labels.shape),
+                       {"name": "conv", "type": "Convolution", "bottom": "x", "top": "c",
+                        "num_output": 5, "kernel_size": 3, "weight_filler": {"type": "xavier"}},
+                       {"name": "ip", "type": "InnerProduct", "bottom": "c", "top": "y",
+                        "num_output": 4, "weight_filler": {"type": "xavier"}},
+                       {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["y", "label"],
+                        "top": "loss"})
+        trace = []
+        for _ in range(5):
+            net.clear_param_diffs()
+            trace.append(float(net.forward(x=x, label=labels)["loss"]))
+            net.backward()
+            for param in net.learnable_params:
+                param.blob.data -= 0.1 * param.blob.diff
+        losses[name] = trace
+    _from_environment()
+    assert losses["numpy"][-1] < losses["numpy"][0]
+    np.testing.assert_allclose(losses["mkl"], losses["numpy"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("fields", [
+    {"num_output": 3},
+    {"num_output": 2, "axis": 2, "bias_term": False},
+    {"num_output": 3, "transpose": True},
+])
+def test_inner_product_gradients_on_every_library(blas_backend, fields, rng):
+    layer = {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y",
+             "weight_filler": {"type": "gaussian", "std": 1.0}, **fields}
+    check_layer_gradients(layer, {"x": rng.standard_normal((4, 3, 5))})
+
+
+def test_an_unknown_choice_is_a_config_error_naming_the_variable():
+    with pytest.raises(blas.ConfigError, match="SOLVERKIT_BLAS='openblas' is not one of"):
+        blas.set_backend("openblas")
+
+
+@pytest.fixture
+def chosen_again():
+    """Choose from the environment again after the test (and after its monkeypatch undo)."""
+    yield
+    _from_environment()
+
+
+def test_asking_for_mkl_without_it_says_how_to_install_it(chosen_again, monkeypatch):
+    monkeypatch.setattr(blas, "_library", None)
+    monkeypatch.setattr(blas, "_library_path", lambda: None)
+    with pytest.raises(blas.ConfigError, match=r"pip install 'solverkit\[mkl\]'"):
+        blas.set_backend("mkl")
+    assert blas.set_backend("auto") == "numpy"       # auto goes on without it
+
+
+def test_the_command_line_reports_a_wrong_choice_in_one_line(tmp_path):
+    env = {"SOLVERKIT_BLAS": "fast", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "solverkit", "check", "--net", "net.yaml"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+                          check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        ("solverkit: error: field 'SOLVERKIT_BLAS': SOLVERKIT_BLAS='fast' is not one of "
+         "auto, mkl, numpy")]
