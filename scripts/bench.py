@@ -14,10 +14,13 @@ importable, the same net (same initial weights, same per-parameter lr/decay mult
 same learning-rate policy) is timed in PyTorch: ``zero_grad``, forward, cross-entropy,
 ``backward``, ``optimizer.step()``, ``loss.item()``. Both use the same number of threads
 (``--threads``, default 2: ``torch.set_num_threads``; numpy's BLAS pool and solverkit's
-intra-op threads, ``solverkit.threads.set_num_threads``). After a
-warm-up, the two alternate in rounds (A/B, then B/A) so that load from other processes
-hits both alike; reported times are medians, the ratio is the median over rounds of
-(solverkit median / PyTorch median).
+intra-op threads, ``solverkit.threads.set_num_threads``; MKL's too when solverkit uses
+it, see ``solverkit.blas``). After a warm-up, the two alternate in rounds (A/B, then B/A)
+so that load from other processes hits both alike. A round is 0.25 s idle (so that one
+framework's spinning threads do not slow the other), 0.1 s of untimed steps (the machine
+takes some 50 ms to come back to speed after an idle), then ``--steps`` timed steps,
+back to back as in training. Reported times are medians, the ratio is the median over
+rounds of (solverkit median / PyTorch median).
 
 Peak memory is ``ru_maxrss`` of a child process per framework and case (the child
 imports only its own framework, builds the case and trains ``--memory-iters`` steps).
@@ -191,6 +194,7 @@ class Settings:
     steps: int = 5                   # timed steps per framework per round
     memory_iters: int = 30
     gap: float = 0.25                # seconds idle before each round (see ``alternate``)
+    round_warmup: float = 0.1        # seconds of untimed steps after the idle, every round
     threads: int = 2
     torch: bool = True
     memory: bool = True
@@ -373,6 +377,14 @@ def alternate(steps: dict, settings: Settings) -> dict:
             # Idle first: OpenBLAS workers busy-wait ~0.1 s after their last call (OpenMP's
             # a little too) and would take a core from whichever framework runs next.
             time.sleep(settings.gap)
+            # After an idle the machine needs some 50 ms to come back to speed (each step
+            # of a round is faster than the one before until then): steps of a training
+            # run follow one another, so the timed steps are those after this warm-up.
+            start = time.perf_counter()
+            while True:
+                steps[name]()
+                if time.perf_counter() - start >= settings.round_warmup:
+                    break
             rounds[name].append(time_steps(steps[name], settings.steps))
     return rounds
 
@@ -490,8 +502,10 @@ def run_feeding(name: str, settings: Settings) -> dict:
 
 # --------------------------------------------------------------------------- report
 def machine(blas) -> dict:
+    from solverkit import blas as products
     info = {"python": platform.python_version(), "numpy": np.__version__,
             "cores": os.cpu_count(), "blas": blas,
+            "solverkit_products": products.describe(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             # other processes on the machine skew every number; this says how busy it was
             "load_average_1min": os.getloadavg()[0]}
@@ -512,6 +526,7 @@ def print_table(report: dict) -> None:
           f"{blas.get('architecture', '')}, {blas.get('num_threads', '?')} threads), "
           f"torch {m['torch']}, OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, load average "
           f"{m['load_average_1min']:.1f} before, {m['load_average_1min_after']:.1f} after")
+    print(f"# solverkit's products: {m['solverkit_products']}")
     head = (f"{'case':<20}{'solverkit ms':>13}{'torch ms':>10}{'ratio':>7}"
             f"{'sk samples/s':>14}{'torch samples/s':>16}{'sk MiB':>8}{'torch MiB':>10}"
             f"{'mem ratio':>10}")
@@ -543,7 +558,8 @@ def print_markdown(report: dict) -> None:
     print(f"{m['cores']} cores, numpy {m['numpy']} with {blas.get('internal_api', '?')} "
           f"{blas.get('version', '')} ({blas.get('architecture', '')}), torch {m['torch']}, "
           f"{report['settings']['threads']} threads; load average {m['load_average_1min']:.1f} "
-          f"before, {m['load_average_1min_after']:.1f} after.\n")
+          f"before, {m['load_average_1min_after']:.1f} after; solverkit's products on "
+          f"{m['solverkit_products']}.\n")
     if report["cases"]:
         print("| case | solverkit ms/step | PyTorch ms/step | ratio | solverkit samples/s "
               "| PyTorch samples/s | peak RSS solverkit / PyTorch (MiB) |")
@@ -600,7 +616,7 @@ def main(argv=None) -> int:
     settings = Settings(threads=args.threads, memory=not args.no_memory)
     if args.quick:
         settings.warmup, settings.rounds, settings.steps, settings.memory_iters = 1, 1, 2, 2
-        settings.gap = 0.0
+        settings.gap = settings.round_warmup = 0.0
     for key in ("rounds", "steps", "memory_iters"):
         if getattr(args, key) is not None:
             setattr(settings, key, getattr(args, key))
