@@ -75,16 +75,21 @@ class SoftmaxWithLoss(LossLayer):
         labels = _labels(bottom[1], self.outer * self.inner, bottom[1].name, self)
         labels = labels.reshape(self.outer, self.inner)
         ignore = self.params.ignore_label
-        self.valid = labels != ignore if ignore is not None else np.ones_like(labels, bool)
-        safe = np.where(self.valid, labels, 0)
-        if np.any((safe < 0) | (safe >= self.classes)):
+        # valid: None when every position counts (no ignore_label), which skips the masking
+        self.valid = labels != ignore if ignore is not None else None
+        safe = np.where(self.valid, labels, 0) if self.valid is not None else labels
+        if safe.min() < 0 or safe.max() >= self.classes:
             bad = int(safe[(safe < 0) | (safe >= self.classes)][0])
             raise self.error(f"label {bad} is outside 0..{self.classes - 1}", field="bottom")
         self.labels = safe
         picked = np.take_along_axis(shifted, safe[:, None, :], axis=1)[:, 0, :]
         logp = np.log(np.maximum(picked, np.finfo(shifted.dtype).tiny))
-        self.normalizer = self._normalizer(int(self.valid.sum()))
-        top[0].data[...] = -(logp * self.valid).sum() / self.normalizer
+        if self.valid is None:
+            self.normalizer = self._normalizer(safe.size)
+            top[0].data[...] = -logp.sum() / self.normalizer
+        else:
+            self.normalizer = self._normalizer(int(self.valid.sum()))
+            top[0].data[...] = -(logp * self.valid).sum() / self.normalizer
         if len(top) > 1:
             top[1].data[...] = shifted.reshape(top[1].shape)
 
@@ -93,9 +98,13 @@ class SoftmaxWithLoss(LossLayer):
             return
         grad = bottom[0].diff.reshape(self.outer, self.classes, self.inner)
         np.copyto(grad, self.prob)
-        outer_idx, inner_idx = np.indices(self.labels.shape)
+        outer_idx, inner_idx = np.indices(self.labels.shape, sparse=True)
         grad[outer_idx, self.labels, inner_idx] -= 1
-        grad *= (self.valid[:, None, :] * (float(top[0].diff) / self.normalizer)).astype(grad.dtype)
+        scale = float(top[0].diff) / self.normalizer
+        if self.valid is None:
+            grad *= grad.dtype.type(scale)
+        else:
+            grad *= (self.valid[:, None, :] * scale).astype(grad.dtype)
 
 
 class _PairLoss(LossLayer):
