@@ -8,6 +8,7 @@ import os
 # OpenBLAS reads this once, when numpy is first imported.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
+from . import blas
 from .blob import Blob
 from .errors import ConfigError, DataError, NonFiniteError, ShapeError, SolverkitError
 from .layers import Layer, LayerParams, LossLayer
@@ -34,6 +35,7 @@ __all__ = [
            "SolverSpec",
            "SolverkitError",
            "__version__",
+           "blas",
            "layer_types",
            "load_net_spec",
            "load_solver_spec",

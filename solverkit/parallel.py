@@ -215,12 +215,13 @@ def abort_if_distributed(status: int) -> int:
 def abort_on_error(method):
     """Decorate a solver entry point: under MPI an exception escaping it ends every rank.
 
-    Without a launcher (or with one rank) the method is called as is; the check is an
-    environment lookup, no import.
+    Without a launcher (or with one rank) the method is called as is; the check is the
+    world's, once it exists, else an environment lookup (no import).
     """
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        if launcher_size() <= 1:
+        alone = not _world.distributed if _world is not None else launcher_size() <= 1
+        if alone:
             return method(*args, **kwargs)
         try:
             return method(*args, **kwargs)
