@@ -73,6 +73,10 @@ def _load(path: str):
         gemm.argtypes = [integer] * 6 + [real, pointer, integer, pointer, integer,
                                          real, pointer, integer]
         gemm.restype = None
+    for name, real in (("cblas_saxpby", ctypes.c_float), ("cblas_daxpby", ctypes.c_double)):
+        axpby = getattr(lib, name)
+        axpby.argtypes = [integer, real, pointer, integer, real, pointer, integer]
+        axpby.restype = None
     lib.MKL_Set_Num_Threads.argtypes = [integer]
     from .threads import num_threads
     lib.MKL_Set_Num_Threads(num_threads())
@@ -175,3 +179,29 @@ def _gemm_arguments(a, b, out):
         return None
     function = _mkl.cblas_sgemm if a.dtype == np.float32 else _mkl.cblas_dgemm
     return function, operand_a, operand_b, out.strides[0] // out.itemsize
+
+
+def axpby_ready(*arrays: np.ndarray) -> bool:
+    """Whether ``axpby`` runs on MKL for these arrays: MKL is the backend, and they are
+    C-contiguous, of one float dtype and one size, and none shares memory with another."""
+    if not _resolved:
+        backend()
+    first = arrays[0]
+    return (_mkl is not None and first.dtype in (np.float32, np.float64)
+            and first.size < 2**31
+            and all(a.dtype == first.dtype and a.size == first.size and a.flags.c_contiguous
+                    for a in arrays)
+            and not any(np.may_share_memory(a, b)
+                        for i, a in enumerate(arrays) for b in arrays[i + 1:]))
+
+
+def axpby(alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> None:
+    """``y = alpha·x + beta·y``: one pass on MKL's threads where ``axpby_ready(x, y)``,
+    else two numpy passes and a temporary. Element-wise, so MKL's result does not depend
+    on the thread count or the alignment (a test checks it)."""
+    if axpby_ready(x, y):
+        function = _mkl.cblas_saxpby if x.dtype == np.float32 else _mkl.cblas_daxpby
+        function(x.size, alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)
+    else:
+        y *= beta
+        y += alpha * x

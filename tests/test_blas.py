@@ -153,6 +153,51 @@ def test_inner_product_gradients_on_every_library(blas_backend, fields, rng):
     check_layer_gradients(layer, {"x": rng.standard_normal((4, 3, 5))})
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpby_matches_its_formula(blas_backend, dtype, rng):
+    x, y = rng.standard_normal(1000).astype(dtype), rng.standard_normal(1000).astype(dtype)
+    expected = 0.3 * x.astype(np.float64) - 1.5 * y.astype(np.float64)
+    assert blas.axpby_ready(x, y) == (blas_backend == "mkl")
+    blas.axpby(0.3, x, -1.5, y)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12      # of the terms' size, ~1
+    np.testing.assert_allclose(y, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_axpby_leaves_to_numpy_what_mkl_cannot_take(blas_backend, rng):
+    x = rng.standard_normal(12)
+    assert not blas.axpby_ready(x, x)                       # the same memory
+    assert not blas.axpby_ready(x[::2], x[:6].copy())       # not contiguous
+    assert not blas.axpby_ready(x.astype(np.float32), x)    # two dtypes
+    y = x[::-1].copy()
+    expected = 2.0 * x[::2] + 0.5 * y[::2]
+    target = y[::2]
+    blas.axpby(2.0, x[::2], 0.5, target)                    # numpy does it
+    np.testing.assert_allclose(target, expected, rtol=1e-12)
+
+
+@needs_mkl
+def test_mkl_axpby_is_bitwise_the_same_for_any_thread_count_and_alignment(rng):
+    blas.set_backend("mkl")
+    before = threads.num_threads()
+    x0, y0 = rng.standard_normal(70001).astype(np.float32), rng.standard_normal(70001).astype(
+        np.float32)
+    results = []
+    try:
+        for count in (1, 2):
+            threads.set_num_threads(count)
+            for offset in range(4):
+                x = np.empty(x0.size + offset, np.float32)[offset:]
+                y = np.empty(y0.size + offset, np.float32)[offset:]
+                x[...], y[...] = x0, y0
+                blas.axpby(0.01, x, 0.9, y)
+                results.append(y)
+    finally:
+        threads.set_num_threads(before)
+        _from_environment()
+    for other in results[1:]:
+        assert np.array_equal(results[0], other)
+
+
 def test_an_unknown_choice_is_a_config_error_naming_the_variable():
     with pytest.raises(blas.ConfigError, match="SOLVERKIT_BLAS='openblas' is not one of"):
         blas.set_backend("openblas")

@@ -24,6 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .. import blas
 from ..errors import SnapshotError
 from ..spec.solver import SolverSpec
 from ..threads import parallel_for
@@ -68,6 +69,8 @@ class Update:
         """Steps 1–4 for every learnable parameter, from the summed diffs, at iteration ``it``."""
         self.normalize()
         self.clip()
+        if self.whole_arrays(rate, it):
+            return
         # Every rule is element-wise, so it runs block by block: the few passes a rule makes
         # over W, g, its state and a work array then stay in the CPU cache, and the blocks
         # are spread over the intra-op threads.
@@ -90,6 +93,11 @@ class Update:
             self.step(w, g, lr, decay, history, it + 1)
 
         parallel_for(run, blocks, elements=elements)
+
+    def whole_arrays(self, rate: float, it: int) -> bool:
+        """Regularize and step every parameter at once, on whole arrays, where a rule can do
+        it faster than block by block (and return True); the base class cannot."""
+        return False
 
     def normalize(self) -> None:
         """``g /= iter_size``: the diffs hold the sum over ``iter_size`` forward/backward passes."""
@@ -160,10 +168,31 @@ class Update:
 
 
 class SGD(Update):
-    """Caffe's SGD with momentum: ``V = momentum·V + lr·g;  W −= V``."""
+    """Caffe's SGD with momentum: ``V = momentum·V + lr·g;  W −= V``.
+
+    With MKL (see ``blas``) and L2 (or no) decay, each parameter takes three one-pass
+    vector operations on MKL's threads instead of six numpy passes per block:
+    ``V = lr·g + momentum·V;  V += lr·λ·W;  W −= V`` (g itself is left unregularized).
+    """
 
     type = "SGD"
     state_names = ("history",)
+
+    def whole_arrays(self, rate, it):
+        if self.spec.regularization_type != "L2" and self.spec.weight_decay:
+            return False
+        arrays = [(param.blob.data, param.blob.diff, state["history"])
+                  for param, state in zip(self.params, self.state)]
+        if not all(blas.axpby_ready(*triple) for triple in arrays):
+            return False                    # numpy's backend: block by block
+        for param, (w, g, v) in zip(self.params, arrays):
+            lr = rate * param.lr_mult
+            decay = self.spec.weight_decay * param.decay_mult
+            blas.axpby(lr, g, self.spec.momentum, v)
+            if decay:
+                blas.axpby(lr * decay, w, 1.0, v)
+            blas.axpby(-1.0, v, 1.0, w)
+        return True
 
     def step(self, w, g, lr, decay, state, t):
         v = state["history"]
