@@ -1,11 +1,11 @@
-"""Matrix products: numpy's own BLAS, or Intel MKL when the optional ``mkl`` extra is installed.
+"""Matrix products (and SGD's vector steps): numpy's BLAS, or Intel MKL with the ``mkl`` extra.
 
 numpy's wheels bundle OpenBLAS, which multiplies the matrices of small batches (64×784 by
 784×512, say) 1.2–2× slower than MKL, the library PyTorch uses on the CPU; on a
 fully-connected net those products are most of a training step. With
 ``pip install 'solverkit[mkl]'`` the two-dimensional float32/float64 products of the
-InnerProduct and Convolution layers go to MKL's ``cblas_?gemm`` through ctypes instead;
-everything else stays with numpy.
+InnerProduct, Convolution and Deconvolution layers go to MKL's ``cblas_?gemm`` through
+ctypes instead, and the SGD update to ``cblas_?axpby``; everything else stays with numpy.
 
 ``SOLVERKIT_BLAS`` chooses: ``auto`` (the default: MKL when it is installed, else numpy),
 ``mkl`` (an error without it) or ``numpy``.
@@ -39,11 +39,11 @@ CHOICES = ("auto", "mkl", "numpy")
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 CBWR_AUTO, CBWR_STRICT, CBWR_SUCCESS = 2, 0x10000, 0
 
-_lock = threading.Lock()
 # MKL's threads cost more than they save below this many multiply-adds (m·n·k): a
 # 64×512 by 512×10 product takes 34 µs there against 12 µs on numpy's BLAS
 MKL_MIN_MULTIPLY_ADDS = 1 << 21
 
+_lock = threading.Lock()
 _library = None         # MKL, once loaded
 _mkl = None             # MKL while it is the chosen backend, else None
 _resolved = False
