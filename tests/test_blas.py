@@ -87,30 +87,42 @@ def test_what_gemm_cannot_take_falls_back_to_numpy(blas_backend, case, rng):
     np.testing.assert_allclose(out, expected, rtol=1e-12)
 
 
-@needs_mkl
-def test_mkl_products_are_bitwise_the_same_for_any_thread_count_and_alignment(rng):
-    """A long inner dimension is what MKL splits over its threads; the strict reproducible
-    mode keeps the sums in one order (1 and 2 threads differ without it)."""
+def _bitwise_the_same_for_any_thread_count_and_alignment(compute, *inputs):
+    """``compute(*copies)`` on MKL with 1 and 2 threads, the copies of ``inputs`` starting 0
+    to 3 floats past an aligned address: every result is bitwise the first one."""
     blas.set_backend("mkl")
     before = threads.num_threads()
-    a = rng.standard_normal((20, 40000)).astype(np.float32)
-    b = rng.standard_normal((40000, 25)).astype(np.float32)
     results = []
     try:
         for count in (1, 2):
             threads.set_num_threads(count)
-            for offset in (0, 1):       # 64-byte aligned (numpy's large arrays), then not
-                buffer_a = np.empty(a.size + offset, np.float32)[offset:].reshape(a.shape)
-                buffer_b = np.empty(b.size + offset, np.float32)[offset:].reshape(b.shape)
-                buffer_a[...], buffer_b[...] = a, b
-                out = np.empty((20, 25), np.float32)
-                blas.matmul(buffer_a, buffer_b, out=out)
-                results.append(out)
+            for offset in range(4):
+                copies = []
+                for array in inputs:
+                    copy = np.empty(array.size + offset, array.dtype)[offset:]
+                    copy = copy.reshape(array.shape)
+                    copy[...] = array
+                    copies.append(copy)
+                results.append(compute(*copies))
     finally:
         threads.set_num_threads(before)
         _from_environment()
     for other in results[1:]:
         assert np.array_equal(results[0], other)
+
+
+@needs_mkl
+def test_mkl_products_are_bitwise_the_same_for_any_thread_count_and_alignment(rng):
+    """A long inner dimension is what MKL splits over its threads; the strict reproducible
+    mode keeps the sums in one order (1 and 2 threads differ without it)."""
+    def product(a, b):
+        out = np.empty((20, 25), np.float32)
+        blas.matmul(a, b, out=out)
+        return out
+
+    _bitwise_the_same_for_any_thread_count_and_alignment(
+        product, rng.standard_normal((20, 40000)).astype(np.float32),
+        rng.standard_normal((40000, 25)).astype(np.float32))
 
 
 @needs_mkl
@@ -177,25 +189,13 @@ def test_axpby_leaves_to_numpy_what_mkl_cannot_take(blas_backend, rng):
 
 @needs_mkl
 def test_mkl_axpby_is_bitwise_the_same_for_any_thread_count_and_alignment(rng):
-    blas.set_backend("mkl")
-    before = threads.num_threads()
-    x0, y0 = rng.standard_normal(70001).astype(np.float32), rng.standard_normal(70001).astype(
-        np.float32)
-    results = []
-    try:
-        for count in (1, 2):
-            threads.set_num_threads(count)
-            for offset in range(4):
-                x = np.empty(x0.size + offset, np.float32)[offset:]
-                y = np.empty(y0.size + offset, np.float32)[offset:]
-                x[...], y[...] = x0, y0
-                blas.axpby(0.01, x, 0.9, y)
-                results.append(y)
-    finally:
-        threads.set_num_threads(before)
-        _from_environment()
-    for other in results[1:]:
-        assert np.array_equal(results[0], other)
+    def axpby(x, y):
+        blas.axpby(0.01, x, 0.9, y)
+        return y
+
+    _bitwise_the_same_for_any_thread_count_and_alignment(
+        axpby, rng.standard_normal(70001).astype(np.float32),
+        rng.standard_normal(70001).astype(np.float32))
 
 
 def test_an_unknown_choice_is_a_config_error_naming_the_variable():
