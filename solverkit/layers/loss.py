@@ -78,18 +78,16 @@ class SoftmaxWithLoss(LossLayer):
         # valid: None when every position counts (no ignore_label), which skips the masking
         self.valid = labels != ignore if ignore is not None else None
         safe = np.where(self.valid, labels, 0) if self.valid is not None else labels
-        if safe.min() < 0 or safe.max() >= self.classes:
+        if safe.size and (safe.min() < 0 or safe.max() >= self.classes):
             bad = int(safe[(safe < 0) | (safe >= self.classes)][0])
             raise self.error(f"label {bad} is outside 0..{self.classes - 1}", field="bottom")
         self.labels = safe
         picked = np.take_along_axis(shifted, safe[:, None, :], axis=1)[:, 0, :]
         logp = np.log(np.maximum(picked, np.finfo(shifted.dtype).tiny))
-        if self.valid is None:
-            self.normalizer = self._normalizer(safe.size)
-            top[0].data[...] = -logp.sum() / self.normalizer
-        else:
-            self.normalizer = self._normalizer(int(self.valid.sum()))
-            top[0].data[...] = -(logp * self.valid).sum() / self.normalizer
+        every = self.valid is None
+        self.normalizer = self._normalizer(safe.size if every else int(self.valid.sum()))
+        total = logp.sum() if every else (logp * self.valid).sum()
+        top[0].data[...] = -total / self.normalizer
         if len(top) > 1:
             top[1].data[...] = shifted.reshape(top[1].shape)
 
