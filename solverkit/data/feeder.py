@@ -32,11 +32,6 @@ from ..errors import DataError, SnapshotError
 from .sources import Dataset
 from .transform import Transform
 
-# A producer thread makes up to ``prefetch`` batches at once while they hold at most about
-# this many bytes together: each batch then costs fewer numpy calls, and fewer times the
-# thread must take the GIL from the training thread.
-CHUNK_BYTES = 4 << 20
-
 
 @dataclass(frozen=True, eq=False)
 class Position:
@@ -94,41 +89,18 @@ class _Producer:
 
     def batch(self, stream: _Stream):
         """(data, labels or None, the position after this batch)."""
-        return self.batches(stream, 1)[0]
-
-    def batches(self, stream: _Stream, count: int) -> list:
-        """The next ``count`` batches, each as ``batch`` gives it, made by one gather and
-        one transform over all their samples (the transform works sample by sample, so
-        each batch is exactly what ``batch`` would make)."""
-        indices, choices, positions = [], [], []
-        for _ in range(count):
-            taken = stream.take(self.batch_size * self.num_ranks)
-            drawn = self.transform.draw(stream.rng, len(taken))
-            if self.num_ranks > 1:
-                mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-                taken = taken[mine]
-                drawn = None if drawn is None else tuple(
-                    None if c is None else c[mine] for c in drawn)
-            indices.append(taken)
-            choices.append(drawn)
-            positions.append(stream.position())
-        every = np.concatenate(indices) if count > 1 else indices[0]
-        drawn = choices[0] if count == 1 or choices[0] is None else tuple(
-            None if parts[0] is None else np.concatenate(parts) for parts in zip(*choices))
-        data = self.transform.apply(self.dataset.data[every], drawn)
+        indices = stream.take(self.batch_size * self.num_ranks)
+        choices = self.transform.draw(stream.rng, len(indices))
+        if self.num_ranks > 1:
+            mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+            indices = indices[mine]
+            choices = None if choices is None else tuple(
+                None if c is None else c[mine] for c in choices)
+        data = self.transform.apply(self.dataset.data[indices], choices)
         labels = self.dataset.labels
         if labels is not None:
-            labels = labels[every].astype(self.label_dtype)
-        size = self.batch_size
-        return [(data[k * size:(k + 1) * size],
-                 None if labels is None else labels[k * size:(k + 1) * size], position)
-                for k, position in enumerate(positions)]
-
-    def chunk(self, prefetch: int) -> int:
-        """Batches a producer makes at once: up to ``prefetch``, about CHUNK_BYTES of data."""
-        values = int(np.prod(self.transform.sample_shape)) * self.batch_size * self.num_ranks
-        batch_bytes = max(1, values * np.dtype(self.transform.dtype).itemsize)
-        return max(1, min(prefetch, CHUNK_BYTES // batch_bytes))
+            labels = labels[indices].astype(self.label_dtype)
+        return data, labels, stream.position()
 
 
 class _Failure:
@@ -140,12 +112,10 @@ class _Failure:
 
 def _produce(producer: _Producer, stream: _Stream, out: queue.Queue, stop: threading.Event):
     """The producer thread: fill ``out`` until ``stop`` is set; a failure is queued too."""
-    chunk = producer.chunk(out.maxsize)
     try:
         while not stop.is_set():
-            for item in producer.batches(stream, chunk):
-                if not _put(out, item, stop):
-                    return
+            if not _put(out, producer.batch(stream), stop):
+                return
     except BaseException as error:  # noqa: BLE001 (delivered to the consumer, raised there)
         _put(out, _Failure(error), stop)
 

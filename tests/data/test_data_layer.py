@@ -187,25 +187,6 @@ def test_state_restores_the_following_batches_exactly(data_net, take, prefetch):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("ranks", [1, 2])
-def test_batches_made_in_chunks_equal_batches_made_one_by_one(data_net, take, ranks):
-    """The prefetch thread gathers and transforms a few batches at once; across epochs,
-    reshuffles, random crops and mirrors, and shards, the batches are the same."""
-    source = (_images(13, h=6, w=6), np.arange(13))
-    fields = {"source": source, "batch_size": 3, "shuffle": True,
-              "transform": {"crop_size": 4, "mirror": True, "scale": 0.5}}
-    streams = []
-    for prefetch in (0, 4):
-        net = data_net(seed=4, prefetch=prefetch, **fields)
-        if ranks > 1:
-            net.layers[0].set_shard(1, ranks)
-        assert net.layers[0].feeder._producer.chunk(prefetch) == max(prefetch, 1)
-        streams.append(take(net, 14))
-    (one, one_labels), (chunked, chunked_labels) = streams
-    for a, b in zip(one + one_labels, chunked + chunked_labels):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_state_of_another_data_set_is_refused(data_net):
     net = data_net(source=(_images(5), np.arange(5)), batch_size=2)
     other = data_net(source=(_images(6), np.arange(6)), batch_size=2)
