@@ -71,7 +71,9 @@ class Data(Layer):
         label_type: Literal["class", "value"] = Field(
             "class", description="class: integers >= 0; value: regression targets")
         num_classes: int | None = Field(None, gt=0, description="class labels must be below it")
-        prefetch: int = Field(4, ge=0, description="batches prepared ahead; 0: no thread")
+        prefetch: int | None = Field(
+            None, ge=0, description="batches prepared ahead on a thread; 0: none (made in "
+            "the step); default: 4 when a core is spare beyond the compute threads, else 0")
 
         @field_validator("source", mode="before")
         @classmethod

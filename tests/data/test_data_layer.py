@@ -161,7 +161,7 @@ def test_random_crop_and_mirror_in_train(data_net, take):
 
 
 # ----------------------------------------------------------------- position and threads
-@pytest.mark.parametrize("prefetch", [0, 3])
+@pytest.mark.parametrize("prefetch", [0, 3, None])
 def test_state_restores_the_following_batches_exactly(data_net, take, prefetch):
     source = (_images(11, h=6, w=6), np.arange(11))
     fields = {"source": source, "batch_size": 4, "shuffle": True, "prefetch": prefetch,
@@ -232,6 +232,66 @@ def test_close_ends_the_thread(data_net):
     net.close()
     assert "solverkit-data-data" not in [t.name for t in threading.enumerate()]
     net.forward()                                       # a closed layer restarts on demand
+
+
+@pytest.mark.parametrize("spare", [True, False])
+def test_default_prefetch_runs_a_thread_only_with_a_spare_core(data_net, take, monkeypatch,
+                                                                spare):
+    import threading
+
+    from solverkit.data import feeder
+
+    monkeypatch.setattr(feeder, "spare_core", lambda: spare)
+    source = (_images(7), np.arange(7))
+    net = data_net(source=source, batch_size=3, shuffle=True)
+    data, labels = take(net, 5)
+    running = "solverkit-data-data" in [t.name for t in threading.enumerate()]
+    assert running == spare
+    assert net.layers[0].feeder.depth == (feeder.AUTO_PREFETCH if spare else 0)
+    explicit, explicit_labels = take(data_net(source=source, batch_size=3, shuffle=True,
+                                              prefetch=0), 5)
+    for a, b in zip(data + labels, explicit + explicit_labels):     # the same batches
+        np.testing.assert_array_equal(a, b)
+
+
+def test_spare_core_counts_threads_and_ranks(monkeypatch):
+    from solverkit import threads
+    from solverkit.data.feeder import spare_core
+    from solverkit.parallel import SIZE_VARIABLES
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.delenv("SOLVERKIT_MPI", raising=False)
+    for name in (*SIZE_VARIABLES, "PMIX_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "_threads", 3)
+    assert spare_core()
+    monkeypatch.setattr(threads, "_threads", 4)
+    assert not spare_core()
+    monkeypatch.setattr(threads, "_threads", 2)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")         # two ranks of 2 threads
+    assert not spare_core()
+
+
+def test_a_failed_batch_in_the_caller_is_made_again(data_net, take):
+    fields = {"source": (_images(9), np.arange(9)), "batch_size": 2, "shuffle": True,
+              "prefetch": 0, "transform": {"crop_size": 3, "mirror": True}}
+    expected, _ = take(data_net(**fields), 3)
+    net = data_net(**fields)
+    layer = net.layers[0]
+    take(net, 1)
+    apply = layer.transform.apply
+
+    def broken(x, choices=None):
+        raise ValueError("disk on fire")
+
+    layer.transform.apply = broken
+    with pytest.raises(ValueError, match="disk on fire"):
+        net.forward()
+    layer.transform.apply = apply
+    again, _ = take(net, 2)
+    for a, b in zip(expected[1:], again):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_prefetch_overlaps_loading_with_compute(data_net):
