@@ -27,7 +27,8 @@ imports only its own framework, builds the case and trains ``--memory-iters`` st
 
 The feeding cases measure what the Data layer adds to a LeNet step: the same net fed by a
 ``Data`` layer (an ``.npz`` file, the built-in digits, in-memory arrays) against an
-``Input`` layer whose blobs were filled once before timing.
+``Input`` layer whose blobs were filled once before timing. Both are solverkit, so they
+take turns step by step (see ``interleave``); the overhead is the ratio of the medians.
 
     python scripts/bench.py                       # all cases, a table
     python scripts/bench.py --cases lenet_b64 --json
@@ -195,6 +196,7 @@ class Settings:
     memory_iters: int = 30
     gap: float = 0.25                # seconds idle before each round (see ``alternate``)
     round_warmup: float = 0.1        # seconds of untimed steps after the idle, every round
+    feed_pairs: int = 400            # feeding cases: timed Data/Input step pairs
     threads: int = 2
     torch: bool = True
     memory: bool = True
@@ -389,6 +391,21 @@ def alternate(steps: dict, settings: Settings) -> dict:
     return rounds
 
 
+def interleave(steps: dict, pairs: int, warmup: int) -> dict:
+    """Warm each up, then time them one step each in turn, the order reversed every other
+    turn; per-step seconds. For two solverkit nets, no idle is needed between them, and
+    step-by-step turns cancel the machine's drifts that rounds of steps do not (measured:
+    three identical nets in rounds of 5 steps differed by up to 13%, step by step by 2%)."""
+    for step in steps.values():
+        time_steps(step, warmup)
+    names = list(steps)
+    times = {name: [] for name in names}
+    for turn in range(pairs):
+        for name in names if turn % 2 == 0 else names[::-1]:
+            times[name] += time_steps(steps[name], 1)
+    return times
+
+
 def summarize(rounds: list[list[float]]) -> float:
     return statistics.median(t for times in rounds for t in times)
 
@@ -491,13 +508,12 @@ def run_feeding(name: str, settings: Settings) -> dict:
     scale = fields["transform"]["scale"]
     preloaded.net.set_input("data", x[:case.batch] * scale)
     preloaded.net.set_input("label", y[:case.batch])
-    rounds = alternate({"data": lambda: fed.step(1), "input": lambda: preloaded.step(1)},
-                       settings)
+    times = interleave({"data": lambda: fed.step(1), "input": lambda: preloaded.step(1)},
+                       settings.feed_pairs, settings.warmup)
     fed.net.close()
-    return {"case": name, "batch": case.batch,
-            "data_layer_ms": summarize(rounds["data"]) * 1e3,
-            "input_ms": summarize(rounds["input"]) * 1e3,
-            "overhead": median_ratio(rounds["data"], rounds["input"]) - 1}
+    data, preloaded_ms = (statistics.median(times[k]) * 1e3 for k in ("data", "input"))
+    return {"case": name, "batch": case.batch, "data_layer_ms": data, "input_ms": preloaded_ms,
+            "overhead": data / preloaded_ms - 1}
 
 
 # --------------------------------------------------------------------------- report
@@ -616,6 +632,7 @@ def main(argv=None) -> int:
     settings = Settings(threads=args.threads, memory=not args.no_memory)
     if args.quick:
         settings.warmup, settings.rounds, settings.steps, settings.memory_iters = 1, 1, 2, 2
+        settings.feed_pairs = 2
         settings.gap = settings.round_warmup = 0.0
     for key in ("rounds", "steps", "memory_iters"):
         if getattr(args, key) is not None:
