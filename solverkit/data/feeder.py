@@ -176,7 +176,7 @@ class BatchFeeder:
         self._stop: threading.Event | None = None
         self._queue: queue.Queue | None = None
         self._finalizer = None
-        self._stream: _Stream | None = None     # the caller's own stream (prefetch 0)
+        self._stream: _Stream | None = None     # the caller's own stream (no thread)
 
     # ------------------------------------------------------------ facts
     @property
@@ -209,8 +209,9 @@ class BatchFeeder:
     def next(self):
         """The next batch: ``(data, labels)``; labels are None for a source without labels."""
         if self._thread is None and self._stream is None:    # (re)starting: which way?
-            if self.depth > 0:
-                self._start()
+            depth = self.depth
+            if depth > 0:
+                self._start(depth)
             else:
                 self._stream = _Stream(self._position, self._producer.shuffle)
         if self._stream is not None:
@@ -241,9 +242,9 @@ class BatchFeeder:
             return max(0, self.prefetch)
         return AUTO_PREFETCH if spare_core() else 0
 
-    def _start(self) -> None:
+    def _start(self, depth: int) -> None:
         self._stop = threading.Event()
-        self._queue = queue.Queue(maxsize=self.depth)
+        self._queue = queue.Queue(maxsize=depth)
         stream = _Stream(self._position, self._producer.shuffle)
         self._thread = threading.Thread(target=_produce, name=f"solverkit-data-{self.name}",
                                         args=(self._producer, stream, self._queue, self._stop),
