@@ -35,7 +35,6 @@ from ..errors import DataError, SnapshotError
 from .sources import Dataset
 from .transform import Transform
 
-
 # batches prepared ahead by default, when a core is spare (Caffe's default prefetch)
 AUTO_PREFETCH = 4
 
