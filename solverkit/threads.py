@@ -42,8 +42,13 @@ def _default_threads() -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     from .parallel import launcher_size
+    return max(1, available_cores() // launcher_size())
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // launcher_size())
+    return cores or 1
 
 
 def num_threads() -> int:

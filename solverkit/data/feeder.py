@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import queue
 import threading
 import weakref
@@ -49,8 +48,7 @@ def spare_core() -> bool:
     digits LeNet step: +4 to +5% with the thread, +1 to +2% with batches made in the step).
     """
     from ..parallel import launcher_size
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (cores or 1) > threads.num_threads() * launcher_size()
+    return threads.available_cores() > threads.num_threads() * launcher_size()
 
 
 @dataclass(frozen=True, eq=False)
