@@ -1,11 +1,13 @@
-"""Matrix products (and SGD's vector steps): numpy's BLAS, or Intel MKL with the ``mkl`` extra.
+"""Matrix products (and SGD's and Nesterov's vector steps): numpy's BLAS, or Intel MKL with
+the ``mkl`` extra.
 
 numpy's wheels bundle OpenBLAS, which multiplies the matrices of small batches (64×784 by
 784×512, say) 1.2–2× slower than MKL, the library PyTorch uses on the CPU; on a
 fully-connected net those products are most of a training step. With
 ``pip install 'solverkit[mkl]'`` the two-dimensional float32/float64 products of the
 InnerProduct, Convolution and Deconvolution layers go to MKL's ``cblas_?gemm`` through
-ctypes instead, and the SGD update to ``cblas_?axpby``; everything else stays with numpy.
+ctypes instead, and the SGD and Nesterov updates to ``cblas_?axpby``; everything else stays
+with numpy.
 
 ``SOLVERKIT_BLAS`` chooses: ``auto`` (the default: MKL when it is installed, else numpy),
 ``mkl`` (an error without it) or ``numpy``.
