@@ -306,6 +306,14 @@ def _copy_generator(generator: np.random.Generator) -> np.random.Generator:
     return copy
 
 
+def shard_data(net, world: World) -> None:
+    """Every data layer of ``net`` serves rank ``world.rank``'s slice of a ``world.size``
+    times larger batch, drawn from the one seeded stream all ranks share."""
+    for layer in net.layers:
+        if hasattr(layer, "set_shard"):
+            layer.set_shard(world.rank, world.size)
+
+
 class DataParallel:
     """What a Solver does differently on K > 1 ranks; it calls these at its hooks.
 
@@ -350,9 +358,7 @@ class DataParallel:
 
     def prepare(self, net) -> None:
         """Shard the net's data layers; give its random layers this rank's streams."""
-        for layer in net.layers:
-            if hasattr(layer, "set_shard"):
-                layer.set_shard(self.world.rank, self.world.size)
+        shard_data(net, self.world)
         self.prepare_generators(net)
 
     def prepare_generators(self, net) -> None:

@@ -1,13 +1,16 @@
 """Evaluate trained weights: solverkit test --net NET --weights MODEL.npz [--iterations K]
 
 Runs the TEST phase of the net K times (default: one pass over its TEST data) and prints
-each averaged output as ``Test net output #<i>: <name> = <value>``.
+each averaged output as ``Test net output #<i>: <name> = <value>``. Under an MPI launcher
+each rank tests its slice of every batch (as in training), the outputs are averaged over
+the ranks, and rank 0 prints them.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from .. import parallel
 from ..errors import ConfigError
 from ..net import Net
 from ..solvers.solver import batches_per_pass
@@ -21,10 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TEST batches to average (default: one pass over the TEST data)")
 
 
+@parallel.abort_on_error
 def run(args: argparse.Namespace) -> int:
+    world = parallel.world()
     net = Net(args.net, phase="TEST", seed=0)
     try:
         net.load(args.weights, allow_extra=True)   # a TRAIN-only layer's weights may be there
+        if world.distributed:
+            parallel.shard_data(net, world)
         # --iterations 0 is a mistake, not a request for the default
         iterations = (args.iterations if args.iterations is not None
                       else batches_per_pass(net))
@@ -40,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
                     sums[name] = sums.get(name, 0.0) + value
     finally:
         net.close()
-    for i, (name, value) in enumerate(sums.items()):
-        print(f"Test net output #{i}: {name} = {value / iterations:.6g}")
+    means = world.average([value / iterations for value in sums.values()])
+    if world.is_root:
+        for i, (name, value) in enumerate(zip(sums, means)):
+            print(f"Test net output #{i}: {name} = {float(value):.6g}")
     return 0

@@ -139,3 +139,48 @@ def test_a_command_line_error_on_one_rank_ends_every_rank(mpirun, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "missing.model.npz" in result.stderr
     assert "Optimization done" not in result.stdout
+
+
+def _test_outputs(stdout: str) -> list[tuple[str, float]]:
+    """The ``Test net output #i: name = value`` lines of ``solverkit test``."""
+    lines = [line.split(": ", 1)[1] for line in stdout.splitlines()
+             if line.startswith("Test net output #")]
+    return [(name, float(value)) for name, value in (line.split(" = ") for line in lines)]
+
+
+def test_solverkit_test_shards_the_data_and_prints_once(mpirun, tmp_path):
+    """Under mpirun each rank tests its slice of every batch and rank 0 prints the outputs
+    averaged over ranks: 2 ranks with batch 6 test what one process with batch 12 does."""
+    import subprocess
+    import sys
+
+    import solverkit as sk
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(24, 4)).astype(np.float32), rng.integers(0, 3, 24)
+    _write_cli_problem(tmp_path, x, y, batch_size=6)
+    net = sk.Net(str(tmp_path / "net.yaml"), phase="TEST")
+    net.params["ip"][0].data[...] = rng.normal(size=(3, 4))
+    net.save(tmp_path / "model.npz")
+    net.close()
+    command = ["-m", "solverkit", "test", "--net", "net.yaml", "--weights", "model.npz"]
+
+    def alone(*extra):
+        done = subprocess.run([sys.executable, *command, *extra], cwd=tmp_path,
+                              capture_output=True, text=True, check=True)
+        return _test_outputs(done.stdout)
+
+    for extra in ([], ["--iterations", "1"]):
+        result = mpirun(command + extra, timeout=60)
+        assert result.returncode == 0, result.stderr
+        shown = _test_outputs(result.stdout)
+        assert [name for name, _ in shown] == ["loss"]             # printed by rank 0 alone
+        if extra:       # the first 12 samples (6 per rank), not each rank's first 6
+            first_6 = alone(*extra)[0][1]
+            (tmp_path / "net.yaml").write_text(
+                (tmp_path / "net.yaml").read_text().replace("batch_size: 6", "batch_size: 12"))
+            expected = alone(*extra)[0][1]
+            assert shown[0][1] != pytest.approx(first_6, rel=1e-3)
+        else:           # one pass over the 24 samples either way
+            expected = alone()[0][1]
+        assert shown[0][1] == pytest.approx(expected, rel=1e-5)
