@@ -54,11 +54,11 @@ class Update:
             {name: np.zeros_like(p.blob.data) for name in self.state_names} for p in self.params]
         self._work: dict[tuple, np.ndarray] = {}
 
-    def work_array(self, like: np.ndarray) -> np.ndarray:
+    def work_array(self, like: np.ndarray, slot: int = 0) -> np.ndarray:
         """A scratch array of ``like``'s shape and dtype, reused from step to step (rules
         write their intermediate products here instead of allocating temporaries); one per
-        thread, as blocks are updated in parallel."""
-        key = (like.shape, like.dtype, threading.get_ident())
+        thread and ``slot``, as blocks are updated in parallel."""
+        key = (like.shape, like.dtype, threading.get_ident(), slot)
         work = self._work.get(key)
         if work is None:
             work = self._work[key] = np.empty_like(like)
@@ -252,8 +252,9 @@ class AdaGrad(Update):
 
     def step(self, w, g, lr, decay, state, t):
         h = state["history"]
-        h += g * g
-        w -= lr * g / (np.sqrt(h) + self.spec.delta)
+        work = self.work_array(g)
+        h += np.multiply(g, g, out=work)
+        _scaled_step(w, g, h, lr, self.spec.delta, work)
 
 
 class RMSProp(Update):
@@ -263,11 +264,10 @@ class RMSProp(Update):
     state_names = ("history",)
 
     def step(self, w, g, lr, decay, state, t):
-        rho = self.spec.rms_decay
         h = state["history"]
-        h *= rho
-        h += (1.0 - rho) * (g * g)
-        w -= lr * g / (np.sqrt(h) + self.spec.delta)
+        work = self.work_array(g)
+        _running_mean_of_squares(h, g, self.spec.rms_decay, work)
+        _scaled_step(w, g, h, lr, self.spec.delta, work)
 
 
 class AdaDelta(Update):
@@ -282,12 +282,15 @@ class AdaDelta(Update):
     def step(self, w, g, lr, decay, state, t):
         m, delta = self.spec.momentum, self.spec.delta
         h, d = state["history"], state["update_history"]
-        h *= m
-        h += (1.0 - m) * (g * g)
-        u = g * np.sqrt((d + delta) / (h + delta))
-        d *= m
-        d += (1.0 - m) * (u * u)
-        w -= lr * u
+        u, work = self.work_array(g), self.work_array(g, slot=1)
+        _running_mean_of_squares(h, g, m, work)
+        np.add(d, delta, out=u)
+        u /= np.add(h, delta, out=work)
+        np.sqrt(u, out=u)
+        u *= g                                      # u = g·sqrt((D+delta)/(H+delta))
+        _running_mean_of_squares(d, u, m, work)
+        u *= lr
+        w -= u
 
 
 class Adam(Update):
@@ -302,12 +305,12 @@ class Adam(Update):
     def adam_step(self, w, g, lr, state, t):
         beta1, beta2 = self.spec.momentum, self.spec.momentum2
         m, v = state["m"], state["v"]
+        work = self.work_array(g)
         m *= beta1
-        m += (1.0 - beta1) * g
-        v *= beta2
-        v += (1.0 - beta2) * (g * g)
+        m += np.multiply(g, 1.0 - beta1, out=work)
+        _running_mean_of_squares(v, g, beta2, work)
         correction = math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
-        w -= (lr * correction) * m / (np.sqrt(v) + self.spec.delta)
+        _scaled_step(w, m, v, lr * correction, self.spec.delta, work)
 
     def step(self, w, g, lr, decay, state, t):
         self.adam_step(w, g, lr, state, t)
@@ -325,6 +328,23 @@ class AdamW(Adam):
         if decay:
             w *= 1.0 - lr * decay       # the Adam term does not depend on W: same as using W_old
         self.adam_step(w, g, lr, state, t)
+
+
+def _running_mean_of_squares(h, g, rho, work) -> None:
+    """``H = rho·H + (1−rho)·g²`` in place (``work``: scratch of g's shape)."""
+    h *= rho
+    np.multiply(g, g, out=work)
+    work *= 1.0 - rho
+    h += work
+
+
+def _scaled_step(w, g, h, lr, delta, work) -> None:
+    """``W −= lr·g / (sqrt(H) + delta)`` in place (``work``: scratch of g's shape)."""
+    np.sqrt(h, out=work)
+    work += delta
+    np.divide(g, work, out=work)
+    work *= lr
+    w -= work
 
 
 UPDATES: dict[str, type[Update]] = {cls.type: cls for cls in
