@@ -1,9 +1,10 @@
 """Matrix products (and SGD's and Nesterov's vector steps): numpy's BLAS, or Intel MKL with
 the ``mkl`` extra.
 
-numpy's wheels bundle OpenBLAS, which multiplies the matrices of small batches (64×784 by
-784×512, say) 1.2–2× slower than MKL, the library PyTorch uses on the CPU; on a
-fully-connected net those products are most of a training step. With
+numpy's wheels bundle OpenBLAS, which multiplies the matrices of a fully-connected net's
+step (256×784 by 784×512, say) up to 25% slower than MKL, the library PyTorch uses on the
+CPU, and more inside a step, where its threads wake between products; on such a net those
+products are most of a training step. With
 ``pip install 'solverkit[mkl]'`` the two-dimensional float32/float64 products of the
 InnerProduct, Convolution and Deconvolution layers go to MKL's ``cblas_?gemm`` through
 ctypes instead, and the SGD and Nesterov updates to ``cblas_?axpby``; everything else stays

@@ -514,7 +514,7 @@ class Convolution(_ConvolutionBase):
             grad_columns = geometry.buffer()      # B is free once dW is done
             self._col_valid = False
             blas.matmul(self._stacked_weight().reshape(kh * p.num_output, -1).T, stacked_dy,
-                      out=grad_columns)
+                        out=grad_columns)
             geometry.scatter(grad_columns, dx)
 
     def _by_sample(self, col, block):
@@ -585,7 +585,7 @@ class Convolution(_ConvolutionBase):
                         self.blocks[0].stop, group_in, group_out), geometry.dtype)[:size]
                     for g_out, g_in in self.groups:
                         blas.matmul(by_sample[:, g_in], dy[block, g_out].transpose(0, 2, 1),
-                                  out=grad_t)
+                                    out=grad_t)
                         weight_diff[g_out] += grad_t.sum(axis=0).T
                 else:
                     # dWᵀ = col · dyᵀ, per group: OpenBLAS runs this long-inner-dimension
