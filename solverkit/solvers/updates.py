@@ -384,9 +384,9 @@ class AdaDelta(ElementwiseRule):
 class AdamParams(FieldsModel):
     """β1 = ``momentum``, β2 = ``momentum2``, ε = ``delta`` (Caffe's names and defaults)."""
 
-    momentum: float = Field(0.9, ge=0, lt=1)
-    momentum2: float = Field(0.999, ge=0, lt=1)
-    delta: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="β1")
+    momentum2: float = Field(0.999, ge=0, lt=1, description="β2")
+    delta: float = Field(1e-8, gt=0, description="ε")
 
 
 @register_update("Adam")

@@ -55,9 +55,10 @@ class SolverSpec(SourcedSpec, StrictModel):
     policy_entry: ClassVar[Any] = None
 
     net: str | None = None
-    plugins: list[str] = Field(default_factory=list)
-    type: str = "SGD"
-    lr_policy: str = "fixed"
+    plugins: list[str] = Field(default_factory=list, description="modules imported first: "
+                               "their update types and lr policies become usable")
+    type: str = Field("SGD", description="the update rule, a registered type")
+    lr_policy: str = Field("fixed", description="the learning-rate policy, a registered one")
     regularization_type: Literal["L2", "L1", "ElasticNet"] = "L2"
 
     base_lr: float = Field(ge=0)
@@ -306,7 +307,12 @@ def _check_fields(raw: dict, rule_cls, policy_entry, src: SpecSource) -> None:
         if name not in known:
             raise ConfigError(f"unknown field '{name}'{did_you_mean(name, known)}",
                               field=name, line=line)
-        if name in SolverSpec.model_fields or name in own_rule:
+        if name in SolverSpec.model_fields:
+            continue
+        if raw[name] is None:                   # null: not given (``--set stepsize=``)
+            del raw[name]
+            continue
+        if name in own_rule:
             continue
         if name in _users_of_any(rules):
             if name == "momentum" and raw[name] == 0:
