@@ -131,8 +131,15 @@ class ElementwiseRule(UpdateRule):
                 part = slice(start, start + size)
                 blocks.append((UpdateParam(w[part], g[part], param.key, param.decay),
                                {name: array[part] for name, array in flat.items()}, lr))
-        parallel_for(lambda job: super(ElementwiseRule, self).apply([job], t, regularize),
-                     blocks, elements=elements)
+        coupled = not self.decoupled_decay
+
+        def run(job):
+            param, state, lr = job
+            if param.decay and coupled:     # numpy here: the blocks already share the cores
+                regularize(param.data, param.diff, param.decay, vector_library=False)
+            self.step(param, state, lr, t)
+
+        parallel_for(run, blocks, elements=elements)
 
 
 class Updater:
@@ -190,10 +197,14 @@ class Updater:
             for param in self.params:
                 param.blob.diff *= scale
 
-    def regularize(self, w: np.ndarray, g: np.ndarray, decay: float) -> None:
-        """Add the gradient of ``decay·R(W)`` to ``g`` (L2: ½ΣW², L1: Σ|W|, ElasticNet: Σ(½βW²+|W|))."""
+    def regularize(self, w: np.ndarray, g: np.ndarray, decay: float,
+                   vector_library: bool = True) -> None:
+        """Add the gradient of ``decay·R(W)`` to ``g`` (L2: ½ΣW², L1: Σ|W|, ElasticNet: Σ(½βW²+|W|)).
+
+        L2 on whole arrays takes one pass on MKL's threads when MKL is chosen, unless
+        ``vector_library`` is False (blocks already spread over solverkit's threads)."""
         kind = self.spec.regularization_type
-        if kind == "L2" and blas.axpby_ready(w, g):
+        if kind == "L2" and vector_library and blas.axpby_ready(w, g):
             blas.axpby(decay, w, 1.0, g)        # one pass on MKL's threads
             return
         key = (w.shape, w.dtype, threading.get_ident())
