@@ -71,6 +71,9 @@ class Data(Layer):
         label_type: Literal["class", "value"] = Field(
             "class", description="class: integers >= 0; value: regression targets")
         num_classes: int | None = Field(None, gt=0, description="class labels must be below it")
+        stream: bool | None = Field(
+            None, description="npy/HDF5: read a batch at a time instead of the whole file; "
+            "default: for files of 256 MiB or more")
         prefetch: int | None = Field(
             None, ge=0, description="batches prepared ahead on a thread; 0: none (made in "
             "the step); default: 4 when a core is spare beyond the compute threads, else 0")
@@ -102,12 +105,14 @@ class Data(Layer):
         p = self.params
         dataset = load_source(p.source, format=p.format, base_dir=self.base_dir, x_key=p.x_key,
                               y_key=p.y_key, label_source=p.label_source,
-                              label_column=p.label_column, num_classes=p.num_classes)
+                              label_column=p.label_column, num_classes=p.num_classes,
+                              stream=p.stream)
         check_labels(dataset, p.label_type)
-        if len(top) == 2 and dataset.labels is None:
+        if len(top) == 2 and not dataset.has_labels:
             raise DataError(f"{dataset.title} has no labels for top '{top[1].name}' (set y_key "
                             f"for npz, HDF5 and arrays, label_source for npy, label_column for "
                             f"csv), or give only the data top", field="top")
+        self.dataset = dataset
         self.num_samples = len(dataset)
         self.transform = self._transform(dataset)
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
@@ -123,7 +128,7 @@ class Data(Layer):
                                 field="transform.mean_value")
             path = resolve_paths(t.mean_file, self.base_dir, "transform.mean_file")[0]
             mean = load_mean_file(path)
-        return Transform(sample_shape=dataset.data.shape[1:], dtype=self.dtype,
+        return Transform(sample_shape=dataset.sample_shape, dtype=self.dtype,
                          train=self.phase == "TRAIN", scale=t.scale, mean_value=t.mean_value,
                          mean=mean, crop_size=t.crop_size, mirror=t.mirror)
 
@@ -166,3 +171,5 @@ class Data(Layer):
     def close(self) -> None:
         if getattr(self, "feeder", None) is not None:
             self.feeder.close()
+        if getattr(self, "dataset", None) is not None:
+            self.dataset.close()
