@@ -2,8 +2,16 @@
 Caffe's transforms, and the prefetching batch feeder the ``Data`` layer runs on."""
 
 from .feeder import BatchFeeder, Position
-from .sources import FORMATS, Dataset, check_labels, load_source, read_idx_file, resolve_paths
+from .sources import (
+           FORMATS,
+           Dataset,
+           Samples,
+           check_labels,
+           load_source,
+           read_idx_file,
+           resolve_paths,
+)
 from .transform import Transform, load_mean_file
 
-__all__ = ["FORMATS", "BatchFeeder", "Dataset", "Position", "Transform", "check_labels",
+__all__ = ["FORMATS", "BatchFeeder", "Dataset", "Position", "Samples", "Transform", "check_labels",
            "load_mean_file", "load_source", "read_idx_file", "resolve_paths"]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..errors import did_you_mean
+from ..errors import DataError, did_you_mean
 from .sources import Samples
+
 
 def runs(indices: np.ndarray):
     """The sorted distinct ``indices`` as (start, stop) runs of consecutive values, and

@@ -20,7 +20,17 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import ConfigDict, Field, field_serializer, field_validator
 
-from ..data import BatchFeeder, Transform, check_labels, load_mean_file, load_source, resolve_paths
+from ..data import (
+    BatchFeeder,
+    Samples,
+    Transform,
+    check_labels,
+    images,
+    load_mean_file,
+    load_source,
+    resolve_paths,
+)
+from ..data.image_sources import open_image_source
 from ..errors import DataError
 from ..registry import register_layer
 from ..spec.net import LayerParams, StrictModel
@@ -103,11 +113,8 @@ class Data(Layer):
 
     def setup(self, bottom, top):
         p = self.params
-        dataset = load_source(p.source, format=p.format, base_dir=self.base_dir, x_key=p.x_key,
-                              y_key=p.y_key, label_source=p.label_source,
-                              label_column=p.label_column, num_classes=p.num_classes,
-                              stream=p.stream)
-        check_labels(dataset, p.label_type)
+        dataset = self.open_source()
+        check_labels(dataset, getattr(p, "label_type", "class"))
         if len(top) == 2 and not dataset.has_labels:
             raise DataError(f"{dataset.title} has no labels for top '{top[1].name}' (set y_key "
                             f"for npz, HDF5 and arrays, label_source for npy, label_column for "
@@ -118,6 +125,19 @@ class Data(Layer):
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
                                   shuffle=p.shuffle, rng=self.rng.spawn(1)[0],
                                   label_dtype=self.dtype, prefetch=p.prefetch, name=self.name)
+
+    def open_source(self) -> Samples:
+        """The data source this layer reads (read whole, or streamed)."""
+        p = self.params
+        return load_source(p.source, format=p.format, base_dir=self.base_dir, x_key=p.x_key,
+                           y_key=p.y_key, label_source=p.label_source,
+                           label_column=p.label_column, num_classes=p.num_classes,
+                           stream=p.stream)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The names of the classes, when the source has them (a folder of class folders)."""
+        return getattr(self.dataset, "class_names", None)
 
     def _transform(self, dataset) -> Transform:
         t = self.params.transform
@@ -173,3 +193,53 @@ class Data(Layer):
             self.feeder.close()
         if getattr(self, "dataset", None) is not None:
             self.dataset.close()
+
+
+@register_layer("ImageData")
+class ImageData(Data):
+    """Caffe's ImageData: image files listed in ``source`` (``PATH LABEL`` lines), or a
+    folder of class folders, decoded a batch at a time (Pillow, the ``image`` extra).
+
+    Colour images are BGR (OpenCV's order, as Caffe reads them), values 0..255; resizing
+    to ``new_height`` x ``new_width`` is OpenCV's bilinear. ``class_names`` lists the
+    classes of a folder source (sorted folder names).
+    """
+
+    class Params(LayerParams):
+        source: str = Field(description="a list file of 'PATH LABEL' lines, or a folder with "
+                                        "one sub-folder of images per class")
+        root_folder: str = Field("", description="prefix of the list's paths (default: the "
+                                                 "list's folder)")
+        batch_size: int = Field(gt=0)
+        new_height: int = Field(0, ge=0, description="resize every image to this height")
+        new_width: int = Field(0, ge=0, description="resize every image to this width")
+        is_color: bool = Field(True, description="3 channels (BGR), or 1 gray channel")
+        shuffle: bool = Field(False, description="a new random order every epoch")
+        transform: TransformSpec = Field(default_factory=TransformSpec,
+                                         description="crop, mirror, then (x - mean) * scale")
+        skip_bad: bool = Field(False, description="skip missing or undecodable images (counted "
+                                                  "in one warning) instead of stopping")
+        max_pixels: int = Field(images.MAX_PIXELS, gt=0,
+                                description="refuse images with more pixels than this")
+        prefetch: int | None = Field(
+            None, ge=0, description="batches read and decoded ahead on a thread; 0: none; "
+            "default: 4")
+
+    def open_source(self) -> Samples:
+        p = self.params
+        source = resolve_folder_or_file(p.source, self.base_dir, "source")
+        root = resolve_folder_or_file(p.root_folder, self.base_dir, "root_folder") \
+            if p.root_folder else None
+        return open_image_source(source, root, is_color=p.is_color, new_height=p.new_height,
+                                 new_width=p.new_width, skip_bad=p.skip_bad,
+                                 max_pixels=p.max_pixels)
+
+
+def resolve_folder_or_file(name: str, base_dir, field: str) -> Path:
+    """``name`` relative to the net file's folder; it must exist (a file or a folder)."""
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        path = (Path(base_dir) if base_dir is not None else Path.cwd()) / path
+    if not path.exists():
+        raise DataError(f"'{path}' does not exist", field=field)
+    return path

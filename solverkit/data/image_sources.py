@@ -1,0 +1,259 @@
+"""Image files as a streamed source: a Caffe image list, or a folder of class folders.
+
+A **list** (Caffe's ImageData ``source``) has one ``PATH LABEL`` line per image; PATH
+may contain spaces (the label is after the last one) and is relative to ``root_folder``
+(else to the list's own folder). A **folder** holds one sub-folder per class, classes
+numbered in sorted order of their names (as torchvision's ``ImageFolder``), the image
+files of each (by suffix: png, jpg, jpeg, bmp, gif, webp) sorted by name.
+
+Images are decoded when a batch asks for them (see ``images``); nothing but the file
+names and labels is held in memory. Every image of a source has the shape of the first
+one unless ``new_height``/``new_width`` resize them all.
+
+Bad data: a line without a label or with a label that is not a whole number is an error
+naming the list and the line. A missing file, or an image that cannot be decoded, is an
+error naming the file (and its list line) — unless ``skip_bad``: then missing files are
+dropped when the source is opened, and an image that fails to decode is replaced in its
+batch by the next good image of the source (so batches stay full and resume stays exact);
+each kind is reported in one warning that counts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from . import images
+from .sources import Samples
+
+logger = logging.getLogger("solverkit")
+
+
+class ImageFiles(Samples):
+    """Image files with integer labels, decoded to uint8 (C, H, W) a batch at a time."""
+
+    streamed = True
+
+    def __init__(self, paths: list[Path], labels: np.ndarray, name: str, *,
+                 is_color: bool = True, new_height: int = 0, new_width: int = 0,
+                 skip_bad: bool = False, max_pixels: int = images.MAX_PIXELS,
+                 lines: list[int] | None = None, list_path: Path | None = None,
+                 class_names: list[str] | None = None):
+        self.name = name
+        self.paths = paths
+        self.labels = labels
+        self.is_color = is_color
+        self.size = (int(new_height), int(new_width))
+        self.skip_bad = skip_bad
+        self.max_pixels = max_pixels
+        self.lines = lines
+        self.list_path = list_path
+        self.class_names = class_names
+        self.num_classes = len(class_names) if class_names else None
+        self.bad: set[int] = set()      # samples found undecodable (skip_bad)
+        self._lock = threading.Lock()
+        if (self.size[0] > 0) != (self.size[1] > 0):
+            raise DataError(f"give new_height and new_width together (got {self.size[0]} x "
+                            f"{self.size[1]})", field="new_height")
+        if not paths:
+            raise DataError(f"{self.title} names no images", field="source")
+        self._shape = self._first_shape()
+
+    # ------------------------------------------------------------ facts
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def sample_shape(self):
+        return self._shape
+
+    @property
+    def dtype(self):
+        return np.dtype(np.uint8)
+
+    @property
+    def has_labels(self):
+        return True
+
+    @property
+    def skipped(self) -> int:
+        """Images skipped so far because they could not be decoded."""
+        return len(self.bad)
+
+    def where(self, index: int) -> str:
+        """How messages name sample ``index``: its file, and its list line."""
+        line = (f" (line {self.lines[index]} of '{self.list_path}')"
+                if self.lines is not None else "")
+        return f"'{self.paths[index]}'{line}"
+
+    # ------------------------------------------------------------ reading
+    def _first_shape(self) -> tuple[int, int, int]:
+        """The sample shape: (C, new_height, new_width), or the first good image's size."""
+        channels = 3 if self.is_color else 1
+        if self.size[0] > 0:
+            return (channels, *self.size)
+        for index in range(len(self.paths)):
+            pixels = self._decode(index)
+            if pixels is not None:
+                return tuple(pixels.shape)
+        raise DataError(f"{self.title}: none of its {len(self.paths)} images can be read",
+                        field="source")
+
+    def _decode(self, index: int) -> np.ndarray | None:
+        """Sample ``index`` as uint8 (C, H, W), or None when it is bad and ``skip_bad``."""
+        try:
+            pixels = images.load_image_u8(self.paths[index], is_color=self.is_color,
+                                          max_pixels=self.max_pixels)
+        except DataError as err:
+            if not self.skip_bad:
+                line = (f" (line {self.lines[index]} of '{self.list_path}')"
+                        if self.lines is not None else "")
+                raise DataError(f"{err.message}{line}; set skip_bad: true to skip bad images",
+                                field="source") from None
+            with self._lock:
+                first = not self.bad
+                self.bad.add(index)
+            if first:
+                logger.warning("%s: skipping image %s: %s; further bad images are skipped "
+                               "and counted", self.title, self.where(index), err.message)
+            return None
+        if self.size[0] > 0:
+            return images.resize_u8(pixels, *self.size)
+        return pixels
+
+    def take(self, indices):
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), *self._shape), dtype=np.uint8)
+        labels = np.empty(len(indices), dtype=self.labels.dtype)
+        for k, index in enumerate(indices.tolist()):
+            index, pixels = self._good(index)
+            if pixels.shape != self._shape:
+                raise DataError(f"image {self.where(index)} is {pixels.shape[2]}x"
+                                f"{pixels.shape[1]} but the source's images are "
+                                f"{self._shape[2]}x{self._shape[1]}; set new_height and "
+                                f"new_width to resize them all", field="new_height")
+            out[k] = pixels
+            labels[k] = self.labels[index]
+        return out, labels
+
+    def _good(self, index: int) -> tuple[int, np.ndarray]:
+        """Sample ``index``, or with ``skip_bad`` the first good one after it (cyclically)."""
+        size = len(self.paths)
+        for step in range(size):
+            candidate = (index + step) % size
+            if candidate in self.bad:
+                continue
+            pixels = self._decode(candidate)
+            if pixels is not None:
+                return candidate, pixels
+        raise DataError(f"{self.title}: none of its {size} images can be read", field="source")
+
+    def report(self) -> None:
+        """Log how many images were skipped (when any were)."""
+        if self.bad:
+            logger.warning("%s: %d bad image(s) skipped", self.title, len(self.bad))
+
+    def close(self) -> None:
+        self.report()
+
+
+def read_image_list(list_path: Path, root_folder: Path | None, *, skip_bad: bool = False,
+                    **options) -> ImageFiles:
+    """Caffe's image list: ``PATH LABEL`` per line (see the module docstring)."""
+    try:
+        text = list_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"image list '{list_path}' does not exist", field="source") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read image list '{list_path}': {err}", field="source") from None
+    root = root_folder if root_folder is not None else list_path.parent
+    paths, labels, lines, missing = [], [], [], []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        name, _, label = line.rpartition(" ")
+        if not name or not label:
+            raise DataError(f"'{list_path}': line {number}: '{line}' has no label (each line "
+                            f"is 'PATH LABEL')", field="source")
+        try:
+            value = int(label)
+        except ValueError:
+            raise DataError(f"'{list_path}': line {number}: label '{label}' is not a whole "
+                            f"number", field="source") from None
+        if value < 0:
+            raise DataError(f"'{list_path}': line {number}: label {value} is negative; class "
+                            f"labels are 0, 1, ...", field="source")
+        path = root / name.strip()
+        if not os.path.isfile(path):
+            if not skip_bad:
+                raise DataError(f"image file '{path}' (line {number} of '{list_path}') does not "
+                                f"exist; set skip_bad: true to skip bad images", field="source")
+            missing.append((number, path))
+            continue
+        paths.append(path)
+        labels.append(value)
+        lines.append(number)
+    if missing:
+        number, path = missing[0]
+        logger.warning("'%s': skipping %d missing image file(s) (the first: '%s', line %d)",
+                       list_path, len(missing), path, number)
+    return ImageFiles(paths, np.asarray(labels, dtype=np.int64), str(list_path),
+                      skip_bad=skip_bad, lines=lines, list_path=list_path, **options)
+
+
+def class_folders(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
+    """(class names sorted, image paths, labels) of a folder of class folders."""
+    try:
+        classes = sorted(entry.name for entry in os.scandir(folder)
+                         if entry.is_dir() and not entry.name.startswith("."))
+    except OSError as err:
+        raise DataError(f"cannot list folder '{folder}': {err.strerror or err}",
+                        field="source") from None
+    if not classes:
+        raise DataError(f"folder '{folder}' has no class sub-folders (one folder of images "
+                        f"per class)", field="source")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(path for path in (folder / name).rglob("*")
+                       if images.is_image_file(path) and path.is_file())
+        if not files:
+            raise DataError(f"class folder '{folder / name}' holds no image files "
+                            f"({', '.join(images.IMAGE_SUFFIXES)})", field="source")
+        paths.extend(files)
+        labels.extend([label] * len(files))
+    return classes, paths, np.asarray(labels, dtype=np.int64)
+
+
+def read_class_folders(folder: Path, **options) -> ImageFiles:
+    classes, paths, labels = class_folders(folder)
+    return ImageFiles(paths, labels, str(folder), class_names=classes, **options)
+
+
+def open_image_source(source: Path, root_folder: Path | None, **options) -> ImageFiles:
+    """A folder of class folders, or an image list file."""
+    if source.is_dir():
+        if root_folder is not None:
+            raise DataError(f"root_folder is for image lists; '{source}' is a folder of class "
+                            f"folders", field="root_folder")
+        return read_class_folders(source, **options)
+    return read_image_list(source, root_folder, **options)
+
+
+def write_class_names(path: Path, names: list[str]) -> bool:
+    """Write ``names``, one per line (line k: class k), unless the file already says so."""
+    text = "".join(f"{name}\n" for name in names)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+    return True
