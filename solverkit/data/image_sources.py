@@ -13,58 +13,55 @@ one unless ``new_height``/``new_width`` resize them all.
 Bad data: a line without a label or with a label that is not a whole number is an error
 naming the list and the line. A missing file, or an image that cannot be decoded, is an
 error naming the file (and its list line) — unless ``skip_bad``: then missing files are
-dropped when the source is opened, and an image that fails to decode is replaced in its
-batch by the next good image of the source (so batches stay full and resume stays exact);
-each kind is reported in one warning that counts them.
+dropped when the source is opened (one warning counts them), and an image that fails to
+decode is skipped as ``records`` describes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from . import images
-from .sources import Samples
+from .records import RecordSource
 
 logger = logging.getLogger("solverkit")
 
 
-class ImageFiles(Samples):
+class ImageFiles(RecordSource):
     """Image files with integer labels, decoded to uint8 (C, H, W) a batch at a time."""
-
-    streamed = True
 
     def __init__(self, paths: list[Path], labels: np.ndarray, name: str, *,
                  is_color: bool = True, new_height: int = 0, new_width: int = 0,
                  skip_bad: bool = False, max_pixels: int = images.MAX_PIXELS,
                  lines: list[int] | None = None, list_path: Path | None = None,
                  class_names: list[str] | None = None):
-        self.name = name
+        super().__init__(name, skip_bad=skip_bad)
         self.paths = paths
         self.labels = labels
         self.is_color = is_color
         self.size = (int(new_height), int(new_width))
-        self.skip_bad = skip_bad
         self.max_pixels = max_pixels
         self.lines = lines
         self.list_path = list_path
         self.class_names = class_names
         self.num_classes = len(class_names) if class_names else None
-        self.bad: set[int] = set()      # samples found undecodable (skip_bad)
-        self._lock = threading.Lock()
         if (self.size[0] > 0) != (self.size[1] > 0):
             raise DataError(f"give new_height and new_width together (got {self.size[0]} x "
                             f"{self.size[1]})", field="new_height")
         if not paths:
             raise DataError(f"{self.title} names no images", field="source")
-        self._shape = self._first_shape()
+        channels = 3 if is_color else 1
+        if self.size[0] > 0:
+            self._shape = (channels, *self.size)
+        else:                                   # as Caffe: the first image's size
+            self._shape = None
+            self._shape = tuple(self.first_good()[1].shape)
 
-    # ------------------------------------------------------------ facts
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -76,90 +73,27 @@ class ImageFiles(Samples):
     def dtype(self):
         return np.dtype(np.uint8)
 
-    @property
-    def has_labels(self):
-        return True
-
-    @property
-    def skipped(self) -> int:
-        """Images skipped so far because they could not be decoded."""
-        return len(self.bad)
-
     def where(self, index: int) -> str:
-        """How messages name sample ``index``: its file, and its list line."""
         line = (f" (line {self.lines[index]} of '{self.list_path}')"
                 if self.lines is not None else "")
-        return f"'{self.paths[index]}'{line}"
+        return f"image '{self.paths[index]}'{line}"
 
-    # ------------------------------------------------------------ reading
-    def _first_shape(self) -> tuple[int, int, int]:
-        """The sample shape: (C, new_height, new_width), or the first good image's size."""
-        channels = 3 if self.is_color else 1
-        if self.size[0] > 0:
-            return (channels, *self.size)
-        for index in range(len(self.paths)):
-            pixels = self._decode(index)
-            if pixels is not None:
-                return tuple(pixels.shape)
-        raise DataError(f"{self.title}: none of its {len(self.paths)} images can be read",
-                        field="source")
-
-    def _decode(self, index: int) -> np.ndarray | None:
-        """Sample ``index`` as uint8 (C, H, W), or None when it is bad and ``skip_bad``."""
+    def read(self, index: int):
         try:
             pixels = images.load_image_u8(self.paths[index], is_color=self.is_color,
                                           max_pixels=self.max_pixels)
         except DataError as err:
-            if not self.skip_bad:
-                line = (f" (line {self.lines[index]} of '{self.list_path}')"
-                        if self.lines is not None else "")
-                raise DataError(f"{err.message}{line}; set skip_bad: true to skip bad images",
-                                field="source") from None
-            with self._lock:
-                first = not self.bad
-                self.bad.add(index)
-            if first:
-                logger.warning("%s: skipping image %s: %s; further bad images are skipped "
-                               "and counted", self.title, self.where(index), err.message)
-            return None
+            line = (f" (line {self.lines[index]} of '{self.list_path}')"
+                    if self.lines is not None else "")
+            raise DataError(f"{err.message}{line}", field="source") from None
         if self.size[0] > 0:
-            return images.resize_u8(pixels, *self.size)
-        return pixels
+            pixels = images.resize_u8(pixels, *self.size)
+        return pixels, self.labels[index]
 
-    def take(self, indices):
-        indices = np.asarray(indices, dtype=np.int64)
-        out = np.empty((len(indices), *self._shape), dtype=np.uint8)
-        labels = np.empty(len(indices), dtype=self.labels.dtype)
-        for k, index in enumerate(indices.tolist()):
-            index, pixels = self._good(index)
-            if pixels.shape != self._shape:
-                raise DataError(f"image {self.where(index)} is {pixels.shape[2]}x"
-                                f"{pixels.shape[1]} but the source's images are "
-                                f"{self._shape[2]}x{self._shape[1]}; set new_height and "
-                                f"new_width to resize them all", field="new_height")
-            out[k] = pixels
-            labels[k] = self.labels[index]
-        return out, labels
-
-    def _good(self, index: int) -> tuple[int, np.ndarray]:
-        """Sample ``index``, or with ``skip_bad`` the first good one after it (cyclically)."""
-        size = len(self.paths)
-        for step in range(size):
-            candidate = (index + step) % size
-            if candidate in self.bad:
-                continue
-            pixels = self._decode(candidate)
-            if pixels is not None:
-                return candidate, pixels
-        raise DataError(f"{self.title}: none of its {size} images can be read", field="source")
-
-    def report(self) -> None:
-        """Log how many images were skipped (when any were)."""
-        if self.bad:
-            logger.warning("%s: %d bad image(s) skipped", self.title, len(self.bad))
-
-    def close(self) -> None:
-        self.report()
+    def shape_error(self, index: int, shape) -> DataError:
+        return DataError(f"{self.where(index)} is {shape[2]}x{shape[1]} but the source's "
+                         f"images are {self._shape[2]}x{self._shape[1]}; set new_height and "
+                         f"new_width to resize them all", field="new_height")
 
 
 def read_image_list(list_path: Path, root_folder: Path | None, *, skip_bad: bool = False,

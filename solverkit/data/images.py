@@ -32,6 +32,9 @@ MAX_PIXELS = 1 << 26
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
+# Pillow modes of one-channel images
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+
 ENCODINGS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "webp": "WEBP"}
 
 
@@ -77,9 +80,11 @@ def load_image_u8(path, *, is_color: bool = True, max_pixels: int = MAX_PIXELS) 
     return decode_image_u8(raw, name=f"'{path}'", is_color=is_color, max_pixels=max_pixels)
 
 
-def decode_image_u8(raw: bytes, *, name: str = "image", is_color: bool = True,
+def decode_image_u8(raw: bytes, *, name: str = "image", is_color: bool | None = True,
                     max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Encoded image bytes as uint8 (C, H, W): BGR when ``is_color``, else 1 gray channel."""
+    """Encoded image bytes as uint8 (C, H, W): BGR when ``is_color``, else 1 gray channel;
+    ``is_color=None`` keeps a gray image gray and a colour one BGR (OpenCV's
+    IMREAD_ANYCOLOR, which Caffe uses for encoded database records)."""
     image_module = pillow()
     try:
         image = image_module.open(io.BytesIO(raw))
@@ -104,8 +109,10 @@ def decode_image_u8(raw: bytes, *, name: str = "image", is_color: bool = True,
     return pixels
 
 
-def _to_array(image, is_color: bool) -> np.ndarray:
-    """A loaded Pillow image -> uint8 (C, H, W), BGR or gray."""
+def _to_array(image, is_color: bool | None) -> np.ndarray:
+    """A loaded Pillow image -> uint8 (C, H, W), BGR or gray (None: as stored)."""
+    if is_color is None:
+        is_color = image.mode not in GRAY_MODES
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # high bit depth (16-bit PNG, TIFF): the top 8 of 16 bits, as OpenCV keeps
         wide = np.asarray(image, dtype=np.float64)

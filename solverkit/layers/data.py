@@ -81,6 +81,11 @@ class Data(Layer):
         label_type: Literal["class", "value"] = Field(
             "class", description="class: integers >= 0; value: regression targets")
         num_classes: int | None = Field(None, gt=0, description="class labels must be below it")
+        backend: Literal["LMDB", "LEVELDB"] | None = Field(
+            None, description="LMDB: source is a Caffe LMDB database folder (the 'lmdb' "
+            "extra); found from a folder's data.mdb too")
+        skip_bad: bool = Field(False, description="LMDB: skip records that cannot be decoded "
+                                                  "(counted in a warning) instead of stopping")
         stream: bool | None = Field(
             None, description="npy/HDF5: read a batch at a time instead of the whole file; "
             "default: for files of 256 MiB or more")
@@ -129,10 +134,44 @@ class Data(Layer):
     def open_source(self) -> Samples:
         """The data source this layer reads (read whole, or streamed)."""
         p = self.params
+        database = self._database()
+        if database is not None:
+            from ..data.lmdb_source import LmdbSource
+            return LmdbSource(database, skip_bad=p.skip_bad)
+        if p.skip_bad:
+            raise DataError("skip_bad is for LMDB databases (and ImageData); array files are "
+                            "checked whole when they are read", field="skip_bad")
         return load_source(p.source, format=p.format, base_dir=self.base_dir, x_key=p.x_key,
                            y_key=p.y_key, label_source=p.label_source,
                            label_column=p.label_column, num_classes=p.num_classes,
                            stream=p.stream)
+
+    def _database(self) -> Path | None:
+        """The LMDB folder this layer reads, or None for the other sources."""
+        p = self.params
+        if p.backend == "LEVELDB":
+            raise DataError("LevelDB databases are not supported; write an LMDB with "
+                            "'solverkit convert-imageset' (or Caffe's, --backend lmdb)",
+                            field="backend")
+        if not isinstance(p.source, (str, Path)) or str(p.source).startswith("builtin:"):
+            if p.backend == "LMDB":
+                raise DataError("backend: LMDB needs source: the database folder",
+                                field="source")
+            return None
+        path = Path(p.source).expanduser()
+        if not path.is_absolute():
+            path = (Path(self.base_dir) if self.base_dir is not None else Path.cwd()) / path
+        if p.backend == "LMDB" or (path / "data.mdb").is_file():
+            if p.format is not None:
+                raise DataError(f"'{path}' is an LMDB database; drop format: {p.format}",
+                                field="format")
+            if not path.exists():
+                raise DataError(f"LMDB database '{path}' does not exist", field="source")
+            if not path.is_dir():
+                raise DataError(f"'{path}' is a file; backend: LMDB reads the database "
+                                f"folder (the one holding data.mdb)", field="source")
+            return path
+        return None
 
     @property
     def class_names(self) -> list[str] | None:

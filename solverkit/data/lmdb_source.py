@@ -1,0 +1,164 @@
+"""Caffe's LMDB databases (``backend: LMDB``, the ``lmdb`` extra), read a record at a time.
+
+Each value is a Caffe ``Datum`` (see ``solverkit.caffe.messages``): ``channels``,
+``height``, ``width`` and either ``data`` (uint8 pixels, C x H x W) or ``float_data``, a
+``label``; with ``encoded`` the data is a PNG/JPEG file, decoded as Caffe does (gray
+images stay one channel, colour ones are BGR). Records are served in key order, as
+Caffe's data layer reads them (``convert-imageset`` writes ``%08d_PATH`` keys, so key
+order is the list's order). Every record must have the shape of the first one.
+
+Only the keys are held in memory (one byte string of them, plus offsets). LMDB reads
+through a memory map; the map is reopened after every ``REOPEN_BYTES`` read so that
+pages read once do not accumulate in the process's resident memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..caffe.messages import decode_datum
+from ..errors import DataError
+from ..protobuf import Limits
+from . import images
+from .records import RecordSource
+
+REOPEN_BYTES = 64 << 20
+
+# a record is one image: bounded far below protobuf's own 2 GiB ceiling
+DATUM_LIMITS = Limits(max_bytes=1 << 30, max_depth=4, max_repeated=1 << 28)
+
+
+def lmdb_module():
+    """The ``lmdb`` package, or a ``DataError`` naming the extra that installs it."""
+    try:
+        import lmdb
+    except ImportError:
+        raise DataError("reading LMDB needs the 'lmdb' extra: pip install 'solverkit[lmdb]'",
+                        field="backend") from None
+    return lmdb
+
+
+def open_environment(folder: Path, *, write: bool = False, map_size: int = 1 << 30):
+    """An LMDB environment on ``folder`` (read-only without locks, or for writing)."""
+    lmdb = lmdb_module()
+    try:
+        if write:
+            return lmdb.open(str(folder), map_size=map_size, subdir=True, lock=True)
+        if not (folder / "data.mdb").is_file():
+            raise DataError(f"'{folder}' is not an LMDB database (it has no data.mdb)",
+                            field="source")
+        return lmdb.open(str(folder), readonly=True, lock=False, readahead=False,
+                         subdir=True, max_readers=4)
+    except lmdb.Error as err:
+        raise DataError(f"cannot open LMDB database '{folder}': {err}",
+                        field="source") from None
+
+
+class LmdbSource(RecordSource):
+    """The Datum records of one LMDB database, in key order."""
+
+    def __init__(self, folder: Path, *, skip_bad: bool = False,
+                 max_pixels: int = images.MAX_PIXELS):
+        super().__init__(str(folder), skip_bad=skip_bad)
+        self.folder = folder
+        self.max_pixels = max_pixels
+        self._env = None
+        self._read_bytes = 0
+        self._env_lock = threading.Lock()
+        self._keys, self._offsets = self._scan_keys()
+        if len(self) == 0:
+            raise DataError(f"LMDB database '{folder}' holds no records", field="source")
+        self._shape = None
+        self._dtype = np.dtype(np.uint8)
+        index, first = self.first_good()
+        self._shape, self._dtype = tuple(first.shape), first.dtype
+        self._reopen()              # the scan touched every page: let them go
+
+    def _scan_keys(self) -> tuple[bytes, np.ndarray]:
+        lengths, parts = [], []
+        with self._environment().begin(buffers=False) as txn:
+            for key in txn.cursor().iternext(keys=True, values=False):
+                parts.append(key)
+                lengths.append(len(key))
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return b"".join(parts), offsets
+
+    def _environment(self):
+        with self._env_lock:
+            if self._env is None:
+                self._env = open_environment(self.folder)
+            return self._env
+
+    def _reopen(self) -> None:
+        with self._env_lock:
+            if self._env is not None:
+                self._env.close()
+                self._env = None
+            self._read_bytes = 0
+
+    def key(self, index: int) -> bytes:
+        return self._keys[self._offsets[index]:self._offsets[index + 1]]
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    @property
+    def sample_shape(self):
+        return self._shape
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def where(self, index: int) -> str:
+        return f"record '{self.key(index).decode('utf-8', 'replace')}'"
+
+    def take(self, indices):
+        out = super().take(indices)
+        if self._read_bytes >= REOPEN_BYTES:
+            self._reopen()
+        return out
+
+    def read(self, index: int):
+        key = self.key(index)
+        env = self._environment()
+        with env.begin(buffers=False) as txn:
+            value = txn.get(key)
+        if value is None:
+            raise DataError(f"{self.where(index)} has vanished from '{self.folder}' (was the "
+                            f"database changed while it was read?)", field="source")
+        self._read_bytes += len(value)
+        try:
+            datum = decode_datum(value, file=str(self.folder), limits=DATUM_LIMITS)
+        except DataError as err:
+            raise DataError(f"{self.where(index)} of '{self.folder}' is not a Caffe Datum "
+                            f"({err.message})", field="source") from None
+        if datum.encoded:
+            pixels = self._decode_encoded(datum.data, index)
+        else:
+            try:
+                pixels = datum.array(file=str(self.folder))
+            except DataError as err:
+                raise DataError(f"{self.where(index)} of '{self.folder}': {err.message}",
+                                field="source") from None
+            if pixels.size == 0:
+                raise DataError(f"{self.where(index)} of '{self.folder}' holds no values (is "
+                                f"this a Caffe Datum database?)", field="source")
+        if self._shape is not None and pixels.dtype != self._dtype:
+            if self._dtype == np.uint8:
+                raise DataError(f"{self.where(index)} of '{self.folder}' holds float_data but "
+                                f"the first record holds bytes", field="source")
+            pixels = pixels.astype(self._dtype)
+        return pixels, datum.label
+
+    def _decode_encoded(self, raw: bytes, index: int) -> np.ndarray:
+        return images.decode_image_u8(raw, name=f"{self.where(index)} of '{self.folder}'",
+                                      is_color=None, max_pixels=self.max_pixels)
+
+    def close(self) -> None:
+        super().close()
+        self._reopen()
