@@ -73,7 +73,7 @@ class LmdbSource(RecordSource):
             raise DataError(f"LMDB database '{folder}' holds no records", field="source")
         self._shape = None
         self._dtype = np.dtype(np.uint8)
-        index, first = self.first_good()
+        _, first = self.first_good()
         self._shape, self._dtype = tuple(first.shape), first.dtype
         self._reopen()              # the scan touched every page: let them go
 
