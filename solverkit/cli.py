@@ -29,6 +29,8 @@ COMMANDS = {
     "draw": "draw",
     "plot": "plot",
     "schema": "schema",
+    "convert-imageset": "convert_imageset",
+    "compute-image-mean": "compute_image_mean",
 }
 
 

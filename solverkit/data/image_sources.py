@@ -99,6 +99,14 @@ class ImageFiles(RecordSource):
 def read_image_list(list_path: Path, root_folder: Path | None, *, skip_bad: bool = False,
                     **options) -> ImageFiles:
     """Caffe's image list: ``PATH LABEL`` per line (see the module docstring)."""
+    paths, labels, lines = parse_image_list(list_path, root_folder, skip_bad=skip_bad)
+    return ImageFiles(paths, labels, str(list_path), skip_bad=skip_bad, lines=lines,
+                      list_path=list_path, **options)
+
+
+def parse_image_list(list_path: Path, root_folder: Path | None, *, skip_bad: bool = False):
+    """(paths, labels int64, line numbers) of an image list; missing files are errors, or
+    with ``skip_bad`` dropped (one warning counts them)."""
     try:
         text = list_path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -137,8 +145,7 @@ def read_image_list(list_path: Path, root_folder: Path | None, *, skip_bad: bool
         number, path = missing[0]
         logger.warning("'%s': skipping %d missing image file(s) (the first: '%s', line %d)",
                        list_path, len(missing), path, number)
-    return ImageFiles(paths, np.asarray(labels, dtype=np.int64), str(list_path),
-                      skip_bad=skip_bad, lines=lines, list_path=list_path, **options)
+    return paths, np.asarray(labels, dtype=np.int64), lines
 
 
 def class_folders(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
