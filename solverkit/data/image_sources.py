@@ -127,7 +127,8 @@ def parse_image_list(list_path: Path, root_folder: Path | None, *, skip_bad: boo
             value = int(label)
         except ValueError:
             raise DataError(f"'{list_path}': line {number}: label '{label}' is not a whole "
-                            f"number", field="source") from None
+                            f"number (each line is 'PATH LABEL'; is the label missing?)",
+                            field="source") from None
         if value < 0:
             raise DataError(f"'{list_path}': line {number}: label {value} is negative; class "
                             f"labels are 0, 1, ...", field="source")

@@ -31,7 +31,7 @@ from ..data import (
     resolve_paths,
 )
 from ..data.image_sources import open_image_source
-from ..errors import DataError
+from ..errors import DataError, SolverkitError
 from ..registry import register_layer
 from ..spec.net import LayerParams, StrictModel
 from .base import DataLayer
@@ -195,7 +195,10 @@ class Data(DataLayer):
             top[1].reshape((batch,))
 
     def forward(self, bottom, top):
-        data, labels = self.feeder.next()
+        try:
+            data, labels = self.feeder.next()
+        except SolverkitError as err:       # bad data found while reading: say which layer
+            raise err.located(layer=self.name) from None
         np.copyto(top[0].data, data)
         if len(top) == 2:
             np.copyto(top[1].data, labels)

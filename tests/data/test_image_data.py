@@ -3,9 +3,13 @@ writer), compared with arrays OpenCV decodes; training on them; resume; bad file
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 import solverkit as sk
 from solverkit.data.sources import load_source
@@ -176,3 +180,110 @@ def test_resume_is_bit_exact_with_shuffled_images(tmp_path, gray_list, resume_ma
     layer = {"type": "ImageData", "source": source, "batch_size": 7, "shuffle": True,
              "is_color": False, "transform": {"scale": 1 / 256, "mirror": True}}
     resume_matches(tmp_path, lenet28(layer, {**layer, "shuffle": False}, 1))
+
+
+# ----------------------------------------------------------------- bad data, via the CLI
+def _train_on(tmp_path, layer: dict):
+    """``solverkit train`` on a tiny net reading ``layer``; the finished process."""
+    net = {"name": "bad", "layers": [
+        {"name": "data", "type": "ImageData", "top": ["data", "label"], "batch_size": 4,
+         "is_color": False, **layer},
+        {"name": "ip", "type": "InnerProduct", "bottom": "data", "top": "ip", "num_output": 10},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip", "label"], "top": "loss"}]}
+    (tmp_path / "net.yaml").write_text(yaml.safe_dump(net))
+    (tmp_path / "solver.yaml").write_text(yaml.safe_dump({
+        "net": "net.yaml", "base_lr": 0.01, "max_iter": 10, "snapshot_prefix": "out"}))
+    return subprocess.run([sys.executable, "-m", "solverkit", "train", "--solver",
+                           "solver.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def _listing(tmp_path, count=8):
+    pictures, labels = digit_pictures("train", count, colour=False)
+    write_images(tmp_path / "imgs", pictures, labels, ".png", "list")
+    return tmp_path / "imgs" / "list.txt", labels
+
+
+@pytest.mark.parametrize("case", ["truncated", "not_an_image", "no_label", "bare_path", "missing",
+                                  "bad_label", "other_size"])
+def test_bad_image_data_exits_2_naming_the_file(tmp_path, case):
+    listing, _ = _listing(tmp_path)
+    lines = listing.read_text().splitlines()
+    target = tmp_path / "imgs" / "img 0003.png"
+    expect = ["img 0003.png", "line 4"]
+    if case == "truncated":
+        target.write_bytes(target.read_bytes()[:60])
+        expect.append("truncated or damaged")
+    elif case == "not_an_image":
+        target.write_text("not pixels")
+        expect.append("not an image")
+    elif case == "no_label":
+        lines[3] = "img 0003.png"          # (the part after the last space is the label)
+        expect = ["list.txt", "line 4", "is the label missing?"]
+    elif case == "bare_path":
+        lines[3] = "img0003.png"
+        expect = ["list.txt", "line 4", "has no label"]
+    elif case == "missing":
+        target.unlink()
+        expect.append("does not exist")
+    elif case == "bad_label":
+        lines[3] = "img 0003.png three"
+        expect = ["list.txt", "line 4", "'three' is not a whole number"]
+    else:
+        assert cv2.imwrite(str(target), np.zeros((5, 5), np.uint8))
+        expect = ["img 0003.png", "is 5x5", "new_height"]
+    listing.write_text("\n".join(lines) + "\n")
+    done = _train_on(tmp_path, {"source": "imgs/list.txt"})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    for text in expect:
+        assert text in done.stderr, (text, done.stderr)
+    assert "layer 'data'" in done.stderr
+
+
+def test_skip_bad_images_are_skipped_and_counted(tmp_path):
+    _listing(tmp_path, 12)
+    (tmp_path / "imgs" / "img 0002.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "imgs" / "img 0005.png").unlink()
+    jpeg = tmp_path / "imgs" / "img 0007.png"
+    jpeg.write_bytes(jpeg.read_bytes()[:70])
+    done = _train_on(tmp_path, {"source": "imgs/list.txt", "skip_bad": True})
+    assert done.returncode == 0, done.stderr
+    log = done.stdout + done.stderr
+    assert "skipping 1 missing image file(s)" in log and "img 0005.png" in log
+    assert log.count("skipping image") == 1                      # one warning, then counted
+    assert "2 bad record(s) skipped" in log
+
+
+def test_skip_bad_batches_take_the_next_good_image(tmp_path):
+    listing, labels = _listing(tmp_path, 6)
+    (tmp_path / "imgs" / "img 0001.png").write_bytes(b"junk")
+    net = image_net({"source": str(listing), "batch_size": 6, "is_color": False,
+                     "skip_bad": True}, phase="TEST")
+    try:
+        got = net.forward()["label"]
+        assert net.layers[0].dataset.skipped == 1
+    finally:
+        net.close()
+    np.testing.assert_array_equal(got, labels[[0, 2, 2, 3, 4, 5]])
+
+
+def test_image_shards_decode_only_their_slice(tmp_path, monkeypatch):
+    from solverkit.data import images
+    listing, _ = _listing(tmp_path, 12)
+    net = image_net({"source": str(listing), "batch_size": 2, "is_color": False,
+                     "prefetch": 0}, phase="TEST")
+    decoded = []
+    original = images.load_image_u8
+
+    def spy(path, **options):
+        decoded.append(path.name)
+        return original(path, **options)
+
+    try:
+        net.layers[0].set_shard(2, 3)
+        monkeypatch.setattr(images, "load_image_u8", spy)
+        net.forward()
+    finally:
+        net.close()
+    assert decoded == ["img 0004.png", "img 0005.png"]
