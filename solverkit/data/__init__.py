@@ -1,5 +1,6 @@
-"""Data sources (npz, npy, MNIST IDX, CIFAR-10, CSV, HDF5, built-in digits, arrays),
-Caffe's transforms, and the prefetching batch feeder the ``Data`` layer runs on."""
+"""Data sources (npz, npy, MNIST IDX, CIFAR-10, CSV, HDF5, built-in digits, arrays; image
+files and Caffe LMDBs, read a batch at a time), Caffe's transforms, and the prefetching
+batch feeder the ``Data`` layers run on."""
 
 from .feeder import BatchFeeder, Position
 from .sources import (

@@ -42,9 +42,9 @@ def spare_core() -> bool:
     """Whether this process has a core its compute threads leave free (solverkit's thread
     count, times the ranks an MPI launcher started, is below the cores it may run on).
 
-    Batches come from arrays in memory, so making one is CPU work only. Without a free
-    core a prefetch thread cannot overlap it with compute: it takes the CPU and the GIL
-    from the training thread and adds hand-offs (measured on 2 cores, 2 threads, a 5 ms
+    For a source in memory, making a batch is CPU work only. Without a free core a
+    prefetch thread cannot overlap it with compute: it takes the CPU and the GIL from the
+    training thread and adds hand-offs (measured on 2 cores, 2 threads, a 5 ms
     digits LeNet step: +4 to +5% with the thread, +1 to +2% with batches made in the step).
     """
     from ..parallel import launcher_size

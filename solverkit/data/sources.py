@@ -1,7 +1,10 @@
-"""Data sources: every format a ``Data`` layer reads, loaded whole into a ``Dataset``.
+"""Data sources: the array formats a ``Data`` layer reads, loaded whole into a ``Dataset``
+(or, for large npy and HDF5 files, streamed: see ``streams``). Every source is a
+``Samples``; image files (``image_sources``) and LMDB databases (``lmdb_source``) are
+streamed ones.
 
-A source is read once, when the net is built, so a bad file fails at construction with
-a message naming it. Samples stay in the dtype they were stored in (``uint8`` images
+An array file is read once, when the net is built, so a bad file fails at construction
+with a message naming it. Samples stay in the dtype they were stored in (``uint8`` images
 take a quarter of the memory of float32); the batch feeder converts one batch at a time.
 
 | format   | recognised by                          | data shape        | labels           |

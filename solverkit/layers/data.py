@@ -1,4 +1,4 @@
-"""The Data layer: batches of a data source, transformed, shuffled, prefetched (SPEC §6).
+"""The Data and ImageData layers: batches of a data source, transformed, shuffled, prefetched.
 
     - name: data
       type: Data
@@ -9,7 +9,9 @@
       transform: {scale: 0.0625}          # crop_size, mirror, mean_value, mean_file too
 
 Tops: ``data`` (batch_size, *sample shape after crop) and optionally ``label``
-(batch_size,), both in the net's dtype. The source is read when the net is built.
+(batch_size,), both in the net's dtype. An array file is read when the net is built
+(one of 256 MiB or more, or with ``stream: true``, a batch at a time); a Caffe LMDB
+(``backend: LMDB``) and ImageData's image files are read a batch at a time.
 """
 
 from __future__ import annotations
