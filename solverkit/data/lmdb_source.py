@@ -17,8 +17,10 @@ the process (they stay in the system's page cache).
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -60,6 +62,84 @@ def open_environment(folder: Path, *, write: bool = False, map_size: int = 1 << 
                         field="source") from None
 
 
+class Database:
+    """The one LMDB environment of a database folder in this process (py-lmdb refuses to
+    open one twice), shared by every source reading it; all reads hold its lock. The
+    environment is closed after every ``REOPEN_RECORDS`` records read, and reopened on
+    the next read (about 0.1 ms), which drops the mapped pages from the process."""
+
+    _all: ClassVar[dict[str, Database]] = {}
+    _all_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.lock = threading.Lock()
+        self._env = None
+        self._records = 0
+
+    @classmethod
+    def of(cls, folder: Path) -> Database:
+        key = os.path.realpath(folder)
+        with cls._all_lock:
+            if key not in cls._all:
+                cls._all[key] = cls(folder)
+            return cls._all[key]
+
+    def _environment(self):
+        if self._env is None:
+            self._env = open_environment(self.folder)
+        return self._env
+
+    def _count(self, records: int) -> None:
+        self._records += records
+        if self._records >= REOPEN_RECORDS:
+            self.close_unlocked()
+
+    def close_unlocked(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+        self._records = 0
+
+    def close(self) -> None:
+        with self.lock:
+            self.close_unlocked()
+
+    def values(self, keys: list[bytes]) -> list[bytes | None]:
+        """The values of ``keys`` (None for a key that is not there)."""
+        with self.lock:
+            with self._environment().begin(buffers=False) as txn:
+                values = [txn.get(key) for key in keys]
+            self._count(len(keys))
+        return values
+
+    def keys(self) -> tuple[bytes, np.ndarray]:
+        """Every key in order, as one byte string and the (N + 1,) offsets into it; read in
+        chunks of ``REOPEN_RECORDS`` keys, each from a fresh map."""
+        parts: list[bytes] = []
+        with self.lock:
+            while True:
+                with self._environment().begin(buffers=False) as txn:
+                    cursor = txn.cursor()
+                    if not parts:
+                        more = cursor.first()
+                    else:                       # continue after the last key read
+                        more = cursor.set_range(parts[-1])
+                        if more and cursor.key() == parts[-1]:
+                            more = cursor.next()
+                    count = 0
+                    while more and count < REOPEN_RECORDS:
+                        parts.append(cursor.key())
+                        count += 1
+                        more = cursor.next()
+                self.close_unlocked()
+                if not more:
+                    break
+        offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum([len(key) for key in parts], out=offsets[1:])
+        return b"".join(parts), offsets
+
+
 class LmdbSource(RecordSource):
     """The Datum records of one LMDB database, in key order."""
 
@@ -68,40 +148,16 @@ class LmdbSource(RecordSource):
         super().__init__(str(folder), skip_bad=skip_bad)
         self.folder = folder
         self.max_pixels = max_pixels
-        self._env = None
-        self._records_read = 0
-        self._env_lock = threading.Lock()
-        self._keys, self._offsets = self._scan_keys()
+        self.database = Database.of(folder)
+        self._values: dict[int, bytes | None] = {}      # of the batch being read
+        self._keys, self._offsets = self.database.keys()
         if len(self) == 0:
             raise DataError(f"LMDB database '{folder}' holds no records", field="source")
         self._shape = None
         self._dtype = np.dtype(np.uint8)
         _, first = self.first_good()
         self._shape, self._dtype = tuple(first.shape), first.dtype
-        self._reopen()              # the scan touched every page: let them go
-
-    def _scan_keys(self) -> tuple[bytes, np.ndarray]:
-        lengths, parts = [], []
-        with self._environment().begin(buffers=False) as txn:
-            for key in txn.cursor().iternext(keys=True, values=False):
-                parts.append(key)
-                lengths.append(len(key))
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return b"".join(parts), offsets
-
-    def _environment(self):
-        with self._env_lock:
-            if self._env is None:
-                self._env = open_environment(self.folder)
-            return self._env
-
-    def _reopen(self) -> None:
-        with self._env_lock:
-            if self._env is not None:
-                self._env.close()
-                self._env = None
-            self._records_read = 0
+        self.database.close()
 
     def key(self, index: int) -> bytes:
         return self._keys[self._offsets[index]:self._offsets[index + 1]]
@@ -121,20 +177,21 @@ class LmdbSource(RecordSource):
         return f"record '{self.key(index).decode('utf-8', 'replace')}'"
 
     def take(self, indices):
-        out = super().take(indices)
-        if self._records_read >= REOPEN_RECORDS:
-            self._reopen()
-        return out
+        wanted = np.unique(indices).tolist()
+        self._values = dict(zip(wanted, self.database.values([self.key(i) for i in wanted])))
+        try:
+            return super().take(indices)
+        finally:
+            self._values = {}
 
     def read(self, index: int):
-        key = self.key(index)
-        env = self._environment()
-        with env.begin(buffers=False) as txn:
-            value = txn.get(key)
+        if index in self._values:
+            value = self._values[index]
+        else:                   # a record read in place of a bad one (skip_bad)
+            value = self.database.values([self.key(index)])[0]
         if value is None:
             raise DataError(f"{self.where(index)} has vanished from '{self.folder}' (was the "
                             f"database changed while it was read?)", field="source")
-        self._records_read += 1
         try:
             datum = decode_datum(value, file=str(self.folder), limits=DATUM_LIMITS)
         except DataError as err:
@@ -164,4 +221,4 @@ class LmdbSource(RecordSource):
 
     def close(self) -> None:
         super().close()
-        self._reopen()
+        self.database.close()
