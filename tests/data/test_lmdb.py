@@ -310,3 +310,21 @@ def test_missing_lmdb_package_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "lmdb", None)
     with pytest.raises(sk.DataError, match=r"'lmdb' extra: pip install 'solverkit\[lmdb\]'"):
         read_all(tmp_path / "db", 1, 1)
+
+
+def test_two_layers_may_read_one_database(tmp_path):
+    x = pixels(9, 1, 2, 2)
+    write_db(tmp_path / "db", [(b"%d" % i, datum(1, 2, 2, x[i].tobytes(), i)) for i in range(9)])
+    a, _ = read_all(tmp_path / "db", 3, 2, phase="TRAIN", shuffle=True)
+    layer = {"type": "Data", "source": str(tmp_path / "db"), "batch_size": 3, "top": ["data"]}
+    nets = [sk.Net({"name": "db", "layers": [{**layer, "name": "data"}]}, phase=phase)
+            for phase in ("TRAIN", "TEST")]
+    try:
+        for _ in range(5):                          # both prefetch threads reading at once
+            for net in nets:
+                net.forward()
+        np.testing.assert_array_equal(nets[1].forward()["data"], x[6:9].astype(np.float32))
+    finally:
+        for net in nets:
+            net.close()
+    assert a.shape == (6, 1, 2, 2)
