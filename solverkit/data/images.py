@@ -87,7 +87,7 @@ def decode_image_u8(raw: bytes, *, name: str = "image", is_color: bool | None = 
     IMREAD_ANYCOLOR, which Caffe uses for encoded database records)."""
     image_module = pillow()
     try:
-        image = image_module.open(io.BytesIO(raw))
+        image = image_module.open(io.BytesIO(raw), formats=_formats(raw))
     except (image_module.UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"{name} is not an image Pillow can read "
                         f"({_reason(err)})", field="source") from None
@@ -100,6 +100,9 @@ def decode_image_u8(raw: bytes, *, name: str = "image", is_color: bool | None = 
                             f"an image may have", field="source")
         if width == 0 or height == 0:
             raise DataError(f"{name} has no pixels ({width}x{height})", field="source")
+        if is_color is False and image.format == "JPEG":
+            # gray straight from the JPEG decoder (its luma), as OpenCV's IMREAD_GRAYSCALE
+            image.draft("L", image.size)
         try:
             image.load()
             pixels = _to_array(image, is_color)
@@ -107,6 +110,20 @@ def decode_image_u8(raw: bytes, *, name: str = "image", is_color: bool | None = 
             raise DataError(f"{name} is truncated or damaged ({_reason(err)})",
                             field="source") from None
     return pixels
+
+
+# the first bytes of each format, so Pillow need not try every format it knows
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
+          (b"GIF89a", "GIF"), (b"BM", "BMP"))
+
+
+def _formats(raw: bytes):
+    for magic, fmt in _MAGIC:
+        if raw.startswith(magic):
+            return [fmt]
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return ["WEBP"]
+    return None                 # let Pillow try every format
 
 
 def _to_array(image, is_color: bool | None) -> np.ndarray:
@@ -125,7 +142,9 @@ def _to_array(image, is_color: bool | None) -> np.ndarray:
         return np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))
     if image.mode in ("RGBA", "LA", "P", "PA") or image.mode.startswith("RGB"):
         image = image.convert("RGB")
-    gray = np.asarray(image.convert("L"), dtype=np.uint8)           # (H, W)
+    if image.mode != "L":
+        image = image.convert("L")
+    gray = np.asarray(image, dtype=np.uint8)                          # (H, W)
     return np.ascontiguousarray(gray[None])
 
 
