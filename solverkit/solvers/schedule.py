@@ -1,16 +1,7 @@
 """Learning-rate policies (Caffe's ``lr_policy``) and linear warm-up: the rate at iteration ``it``.
 
-=========  ==================================================
-fixed      base_lr
-step       base_lr · gamma^floor(it / stepsize)
-exp        base_lr · gamma^it
-inv        base_lr · (1 + gamma·it)^(−power)
-multistep  base_lr · gamma^k,  k = number of stepvalues ≤ it
-poly       base_lr · (1 − it/max_iter)^power
-sigmoid    base_lr / (1 + exp(−gamma·(it − stepsize)))
-cosine     min_lr + ½(base_lr − min_lr)(1 + cos(π·it/max_iter))
-=========  ==================================================
-
+Caffe's policies are below, each with its formula; ``docs/solvers.md`` lists them all
+with their fields (generated from the registry by ``scripts/solver_reference.py``).
 A policy is registered by name (``@register_policy``): a function
 ``rate(base_lr, it, spec)`` for a rate that depends on the iteration only, or a ``Policy``
 subclass for one with state (``get_state``/``set_state`` go into snapshots) that may also
@@ -145,31 +136,37 @@ class _Cosine(PolicyParams):
 
 @register_policy("fixed", params=PolicyParams)
 def _fixed(base_lr, it, spec):
+    """base_lr"""
     return base_lr
 
 
 @register_policy("step", params=_GammaStep)
 def _step(base_lr, it, spec):
+    """base_lr · gamma^floor(it / stepsize)"""
     return base_lr * spec.gamma ** (it // spec.stepsize)
 
 
 @register_policy("exp", params=_Gamma)
 def _exp(base_lr, it, spec):
+    """base_lr · gamma^it"""
     return base_lr * spec.gamma ** it
 
 
 @register_policy("inv", params=_GammaPower)
 def _inv(base_lr, it, spec):
+    """base_lr · (1 + gamma·it)^(−power)"""
     return base_lr * (1.0 + spec.gamma * it) ** (-spec.power)
 
 
 @register_policy("multistep", params=_Multistep)
 def _multistep(base_lr, it, spec):
+    """base_lr · gamma^k, k = number of stepvalues ≤ it"""
     return base_lr * spec.gamma ** bisect.bisect_right(spec.stepvalue, it)
 
 
 @register_policy("poly", params=_Power)
 def _poly(base_lr, it, spec):
+    """base_lr · (1 − it/max_iter)^power"""
     if spec.max_iter == 0:
         return base_lr
     # past max_iter (a longer run resumed with a smaller max_iter) the rate stays at 0
@@ -178,6 +175,7 @@ def _poly(base_lr, it, spec):
 
 @register_policy("sigmoid", params=_GammaStep)
 def _sigmoid(base_lr, it, spec):
+    """base_lr / (1 + exp(−gamma·(it − stepsize)))"""
     z = spec.gamma * (it - spec.stepsize)
     if z >= 0:
         return base_lr / (1.0 + math.exp(-z))
@@ -186,6 +184,7 @@ def _sigmoid(base_lr, it, spec):
 
 @register_policy("cosine", params=_Cosine)
 def _cosine(base_lr, it, spec):
+    """min_lr + ½(base_lr − min_lr)(1 + cos(π·it/max_iter))"""
     if spec.max_iter == 0:
         return base_lr
     progress = min(it, spec.max_iter) / spec.max_iter

@@ -106,3 +106,42 @@ def test_schema_and_check_list_the_plugin_rule_and_policy(files):
     assert checked.returncode == 0, checked.stderr
     assert "SignSGD" in checked.stdout and "halving" in checked.stdout
     assert "scale" in checked.stdout
+
+
+def test_a_policy_with_state_observes_tests_and_resumes_exactly(files):
+    fields = ["lr_policy=halve_on_stall", "patience=1", "base_lr=2.0", "test_interval=2",
+              "max_iter=8", "type=SGD", "stepsize="]
+    solver = sk.Solver(files / "plain.yaml", overrides=[*fields, "snapshot_prefix=a/run"],
+                       progress=False)
+    policy = solver.schedule.policy
+    rates = []
+    for _ in range(8):
+        solver.step(1)
+        rates.append(solver.rate())
+    assert policy.factor < 1 and rates[-1] == 2.0 * policy.factor     # a base_lr this big stalls
+    assert min(rates) < max(rates)
+    solver.close()
+
+    first = sk.Solver(files / "plain.yaml", overrides=[*fields, "snapshot_prefix=b/run"],
+                      progress=False)
+    first.step(4)
+    path = first.snapshot()
+    first.close()
+    resumed = sk.Solver(files / "plain.yaml", overrides=[*fields, "snapshot_prefix=b/run"],
+                        progress=False)
+    resumed.restore(path)
+    assert resumed.schedule.get_state() == first.schedule.get_state()
+    resumed.step(4)
+    assert resumed.schedule.get_state() == policy.get_state()
+    for a, b in zip(resumed.updater.params, solver.updater.params):
+        np.testing.assert_array_equal(a.blob.data, b.blob.data)
+    resumed.close()
+
+
+def test_a_policy_field_is_checked_like_a_type_field(files):
+    with pytest.raises(sk.ConfigError, match="halve_on_stall does not use stepsize") as err:
+        sk.load_solver_spec(files / "plain.yaml", ["lr_policy=halve_on_stall"])
+    assert err.value.field == "stepsize"
+    spec = sk.load_solver_spec(files / "plain.yaml", {"lr_policy": "halve_on_stall",
+                                                      "stepsize": None})
+    assert spec.patience == 1 and spec.stepsize is None
