@@ -109,6 +109,7 @@ class Data(Layer):
                             f"for npz, HDF5 and arrays, label_source for npy, label_column for "
                             f"csv), or give only the data top", field="top")
         self.num_samples = len(dataset)
+        self.dataset = dataset          # deploy nets read the stored value range from it
         self.transform = self._transform(dataset)
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
                                   shuffle=p.shuffle, rng=self.rng.spawn(1)[0],
