@@ -1,0 +1,52 @@
+"""Export a trained net: ``export_model(net_spec, weights, path)``, the format from the suffix.
+
+``.onnx``: an ONNX model of the deploy net (the ``onnx`` extra; see ``onnx_model``).
+``.caffemodel``: Caffe's weights, and the deploy net beside it as ``.prototxt``.
+A train/test net is turned into its deploy form first (``solverkit.deploy``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..deploy import derive_deployment
+from ..errors import ConfigError
+from ..net import Net
+
+FORMATS = {".onnx": "ONNX", ".caffemodel": "Caffe"}
+
+
+def load_deploy_net(spec, weights) -> tuple[Net, object]:
+    """The TEST net of ``spec``'s deploy form with ``weights`` loaded, and its Deployment."""
+    deployment = derive_deployment(spec)
+    net = Net(deployment.spec, phase="TEST", seed=0)
+    net.load(weights, allow_extra=True)         # TRAIN-only and loss layers' weights may be there
+    return net, deployment
+
+
+def export_model(spec, weights, path) -> list[str]:
+    """Write the deploy net of ``spec`` with ``weights`` to ``path``; the files written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigError(f"cannot tell the export format from '{path.name}': name the output "
+                          f"{' or '.join('*' + s for s in FORMATS)}", field="-o")
+    if suffix == ".onnx":
+        from .onnx_model import export_onnx, onnx_modules
+        onnx_modules()          # a missing extra is reported before any work
+        net, _ = load_deploy_net(spec, weights)
+        try:
+            return [export_onnx(net, path)]
+        finally:
+            net.close()
+    try:
+        from ..caffe import export_caffe
+    except ImportError:
+        raise ConfigError("exporting .caffemodel files is not available in this version of "
+                          "solverkit (no solverkit.caffe module); export .onnx instead",
+                          field="-o") from None
+    net, deployment = load_deploy_net(spec, weights)
+    try:
+        return [str(p) for p in export_caffe(deployment.spec, net, path)]
+    finally:
+        net.close()
