@@ -3,20 +3,16 @@ run by onnxruntime equals solverkit's TEST forward within 1e-5, at batch sizes 1
 
 from __future__ import annotations
 
-import struct
-from pathlib import Path
-
 import numpy as np
 import pytest
+from example_data import EXAMPLE_IDS, EXAMPLE_NETS, example_spec
 
 import solverkit as sk
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from solverkit.export.onnx_model import IR_VERSION, OPSET, onnx_layer_types, to_onnx  # noqa: E402
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+from solverkit.export.onnx_model import IR_VERSION, OPSET, onnx_layer_types, to_onnx
 
 
 def _session(model):
@@ -264,36 +260,9 @@ def test_in_place_rewrites_of_an_input_keep_the_names():
 
 
 # ------------------------------------------------------------------ the shipped examples
-def _idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def _example_spec(config: Path, tmp_path: Path) -> Path:
-    """The config, with tiny data files of its format where it reads files not shipped."""
-    rng = np.random.default_rng(0)
-    if config.parent.name == "mnist":
-        (tmp_path / "data").mkdir()
-        _idx(tmp_path / "data" / "t10k-images-idx3-ubyte", rng.integers(0, 256, (100, 28, 28)))
-        _idx(tmp_path / "data" / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 100))
-    elif config.parent.name == "cifar10":
-        (tmp_path / "data").mkdir()
-        labels = rng.integers(0, 10, size=(100, 1), dtype=np.uint8)
-        pixels = rng.integers(0, 256, size=(100, 3 * 32 * 32), dtype=np.uint8)
-        (tmp_path / "data" / "test_batch.bin").write_bytes(np.hstack([labels, pixels]).tobytes())
-    else:
-        return config
-    target = tmp_path / config.name
-    target.write_text(config.read_text())
-    return target
-
-
-EXAMPLES = sorted(p for p in CONFIGS.glob("*/*_net.yaml"))
-
-
-@pytest.mark.parametrize("config", EXAMPLES, ids=[f"{p.parent.name}/{p.stem}" for p in EXAMPLES])
+@pytest.mark.parametrize("config", EXAMPLE_NETS, ids=EXAMPLE_IDS)
 def test_example_nets_match_onnxruntime(config, tmp_path):
-    spec = sk.deploy_net(_example_spec(config, tmp_path))
+    spec = sk.deploy_net(example_spec(config, tmp_path))
     net = sk.Net(spec, phase="TEST", seed=0)
     _randomise(net, np.random.default_rng(7))
     rng = np.random.default_rng(8)

@@ -7,6 +7,8 @@ A train/test net is turned into its deploy form first (``solverkit.deploy``).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from ..deploy import derive_deployment
@@ -24,19 +26,22 @@ def load_deploy_net(spec, weights) -> tuple[Net, object]:
     return net, deployment
 
 
-def export_model(spec, weights, path) -> list[str]:
-    """Write the deploy net of ``spec`` with ``weights`` to ``path``; the files written."""
+def export_model(spec, weights, path, *, force: bool = False) -> list[str]:
+    """Write the deploy net of ``spec`` with ``weights`` to ``path``; the files written.
+    An existing ``path`` is replaced only with ``force``."""
     path = Path(path)
+    if path.exists() and not force:
+        raise ConfigError(f"'{path}' exists; pass --force to overwrite it")
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ConfigError(f"cannot tell the export format from '{path.name}': name the output "
-                          f"{' or '.join('*' + s for s in FORMATS)}", field="-o")
+                          f"{' or '.join('*' + s for s in FORMATS)}")
     if suffix == ".onnx":
-        from .onnx_model import export_onnx, onnx_modules
+        from .onnx_model import onnx_modules, to_onnx
         onnx_modules()          # a missing extra is reported before any work
         net, _ = load_deploy_net(spec, weights)
         try:
-            return [export_onnx(net, path)]
+            return [write_output(path, to_onnx(net).SerializeToString(), force=force)]
         finally:
             net.close()
     try:
@@ -50,3 +55,23 @@ def export_model(spec, weights, path) -> list[str]:
         return [str(p) for p in export_caffe(deployment.spec, net, path)]
     finally:
         net.close()
+
+
+def write_output(path, data: bytes, *, force: bool = False) -> str:
+    """Write ``data`` to ``path`` atomically (a temporary file renamed); an existing file
+    is replaced only with ``force``, so a user's results are never overwritten unasked."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise ConfigError(f"'{path}' exists; pass --force to overwrite it")
+    if not path.parent.exists():
+        raise ConfigError(f"folder '{path.parent}' does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return str(path)

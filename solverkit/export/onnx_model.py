@@ -16,6 +16,7 @@ ArgMax's ties, LRN within channels, Scale's axis, Reshape's axis/num_axes).
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 import numpy as np
 
@@ -176,12 +177,10 @@ def to_onnx(net, producer: str = "solverkit"):
     return model
 
 
-def export_onnx(net, path) -> str:
-    """Write ``to_onnx(net)`` to ``path``; returns the path."""
-    onnx, _, _ = onnx_modules()
-    model = to_onnx(net)
-    onnx.save(model, str(path))
-    return str(path)
+def export_onnx(net, path, *, force: bool = False) -> str:
+    """Write ``to_onnx(net)`` to ``path`` (atomically); returns the path."""
+    from . import write_output
+    return write_output(path, to_onnx(net).SerializeToString(), force=force)
 
 
 # ------------------------------------------------------------------------------ converters
@@ -503,7 +502,7 @@ def _concat(g: Graph, info: LayerInfo):
 @register_onnx("Slice")
 def _slice(g: Graph, info: LayerInfo):
     bounds = info.layer.bounds
-    sizes = [int(b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+    sizes = [int(b - a) for a, b in pairwise(bounds)]
     g.node("Split", [info.bottoms[0], g.ints(sizes, f"{info.name}.sizes")], info.tops,
            hint=info.name, axis=info.layer.axis)
 
