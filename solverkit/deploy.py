@@ -44,13 +44,16 @@ class InputSource:
 
     ``transform`` is its TEST transform (None for a net written for deployment);
     ``pixel_max`` the largest value stored in its data (16 for the built-in digits, 255
-    for 8-bit images), onto which an image's 0..255 is mapped before the transform.
+    for 8-bit images), onto which an image's 0..255 is mapped before the transform;
+    ``channel_order`` that of its colour samples: ``RGB`` for CIFAR-10 binary batches
+    (stored R, G, B), else ``BGR`` (Caffe's, as image lists and LMDBs hold them).
     """
 
     shape: tuple[int, ...]
     batch: int = 1
     transform: Transform | None = None
     pixel_max: float | None = None
+    channel_order: str = "BGR"
 
 
 @dataclass
@@ -180,5 +183,9 @@ def _data_input(spec: NetSpec, index: int, layer_spec: LayerSpec, cls) -> InputS
         pixel_max = float(np.max(data)) or None
     elif transform is not None:
         pixel_max = 255.0
+    fmt = getattr(layer_spec.params, "format", None)
+    cifar = fmt == "cifar10" or (fmt is None and str(getattr(dataset, "name", ""))
+                                 .lower().endswith(".bin"))
     return InputSource(tuple(tops[0].shape[1:]), int(tops[0].shape[0]),
-                       transform if isinstance(transform, Transform) else None, pixel_max)
+                       transform if isinstance(transform, Transform) else None, pixel_max,
+                       "RGB" if cifar else "BGR")

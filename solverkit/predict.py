@@ -4,7 +4,7 @@
 
 - image files (``.png``, ``.jpg``, ``.bmp``, ...; the ``image`` extra) and folders of them
   (sorted by name): each image is decoded gray or colour by the net's channel count
-  (colour as BGR, Caffe's order), resized to the data layer's sample size (bilinear,
+  (colour in the order of the net's data: BGR as Caffe's, RGB for CIFAR-10), resized to the data layer's sample size (bilinear,
   as Caffe's OpenCV), its 0..255 mapped onto 0..``pixel_max`` (the largest value in the
   data the net was tested on: 255 for 8-bit image data, 16 for the built-in digits), then
   given the TEST data layer's transform (mean, centre crop, scale);
@@ -89,6 +89,8 @@ def _image(path: Path, raw_shape, source, input_name) -> np.ndarray:
                          f"of shape {raw_shape}, and images give (1 or 3, H, W)")
     channels, height, width = raw_shape
     pixels = read_image(path, is_color=channels == 3, height=height, width=width)
+    if channels == 3 and source.channel_order == "RGB":
+        pixels = np.ascontiguousarray(pixels[::-1])        # decoded as BGR
     pixel_max = source.pixel_max if source.transform is not None else None
     if pixel_max is not None and pixel_max != 255:
         pixels *= np.float32(pixel_max / 255.0)

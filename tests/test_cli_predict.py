@@ -199,3 +199,34 @@ def test_caffemodel_export_without_the_caffe_module_says_so(lenet, tmp_path):
         pytest.skip("solverkit.caffe is present: .caffemodel export is tested with it")
     run = solverkit("export", "--net", LENET, "--weights", lenet, "-o", tmp_path / "m.caffemodel")
     assert run.returncode == 2 and "caffemodel" in run.stderr
+
+
+def test_colour_images_get_the_cifar_nets_channel_order_resize_and_mean(tmp_path):
+    from example_data import example_spec
+    from PIL import Image
+
+    from solverkit.data.images import resize_bilinear
+    config = example_spec(CONFIGS / "cifar10" / "cifar10_quick_net.yaml", tmp_path)
+    net = sk.Net(sk.deploy_net(config), phase="TEST", seed=1)
+    rng = np.random.default_rng(0)
+    for layer in net.layers:
+        for blob in layer.blobs:
+            blob.data[...] = rng.normal(size=blob.shape) * 0.05
+    weights = tmp_path / "w.model.npz"
+    net.save(weights)
+    images = {"same.png": rng.integers(0, 256, (32, 32, 3)),
+              "large.bmp": rng.integers(0, 256, (40, 48, 3))}
+    expected = []
+    for name, rgb in images.items():
+        Image.fromarray(rgb.astype(np.uint8), "RGB").save(tmp_path / name)
+        chw = resize_bilinear(rgb.transpose(2, 0, 1).astype(np.float32), 32, 32)
+        chw -= np.array([125.3, 123.0, 113.9], np.float32)[:, None, None]
+        expected.append(net.forward(data=chw[None])["prob"][0])
+    run = solverkit("predict", "--net", config, "--weights", weights,
+                    *(tmp_path / name for name in images), "--top-k", "10", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    for p, want in zip(json.loads(run.stdout)["predictions"], expected):
+        got = np.zeros(10)
+        for t in p["top"]:
+            got[t["class"]] = t["prob"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
