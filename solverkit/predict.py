@@ -51,11 +51,12 @@ def expand_inputs(paths: Iterable) -> list[Path]:
 
 
 def read_inputs(paths: Iterable, source, input_name: str, *, transform: bool = True,
-                progress=None) -> tuple[list[str], np.ndarray]:
+                invert: bool = False, progress=None) -> tuple[list[str], np.ndarray]:
     """(one name per sample, the batch for the Input ``input_name``) from ``paths``.
 
     ``source`` is the deploy ``InputSource`` (sample shape, transform, pixel range).
-    ``progress`` wraps the list of files (a tqdm bar) when given.
+    ``invert`` turns images negative first (255 − v: dark ink on light paper for a net
+    trained on light strokes on black). ``progress`` wraps the list of files (a tqdm bar).
     """
     files = expand_inputs(paths)
     t = source.transform if transform else None
@@ -64,7 +65,7 @@ def read_inputs(paths: Iterable, source, input_name: str, *, transform: bool = T
     samples: list[np.ndarray] = []
     for path in (progress(files) if progress is not None else files):
         if is_image_file(path):
-            samples.append(_image(path, raw_shape, source, input_name)[None])
+            samples.append(_image(path, raw_shape, source, input_name, invert)[None])
             names.append(str(path))
         else:
             batch = _array(path, raw_shape, input_name)
@@ -83,12 +84,14 @@ def _single(path: Path) -> bool:
     return path.suffix.lower() != ".csv"
 
 
-def _image(path: Path, raw_shape, source, input_name) -> np.ndarray:
+def _image(path: Path, raw_shape, source, input_name, invert: bool) -> np.ndarray:
     if len(raw_shape) != 3 or raw_shape[0] not in (1, 3):
         raise ShapeError(f"image '{path}' cannot feed input '{input_name}': it takes samples "
                          f"of shape {raw_shape}, and images give (1 or 3, H, W)")
     channels, height, width = raw_shape
     pixels = read_image(path, is_color=channels == 3, height=height, width=width)
+    if invert:
+        np.subtract(np.float32(255), pixels, out=pixels)
     if channels == 3 and source.channel_order == "RGB":
         pixels = np.ascontiguousarray(pixels[::-1])        # decoded as BGR
     pixel_max = source.pixel_max if source.transform is not None else None

@@ -230,3 +230,19 @@ def test_colour_images_get_the_cifar_nets_channel_order_resize_and_mean(tmp_path
         for t in p["top"]:
             got[t["class"]] = t["prob"]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_invert_turns_dark_ink_on_paper_into_the_digits_light_strokes(lenet, digit_pngs,
+                                                                      tmp_path):
+    from PIL import Image
+    folder, pixels, _ = digit_pngs
+    for i in range(5):          # the same digits, as ink on paper and four times larger
+        paper = Image.fromarray(255 - pixels[i], "L").resize((32, 32), Image.NEAREST)
+        paper.save(tmp_path / f"paper_{i}.png")
+    light = solverkit("predict", "--net", LENET, "--weights", lenet, *sorted(folder.iterdir())[:5],
+                      "--top-k", "1", "--format", "json")
+    paper = solverkit("predict", "--net", LENET, "--weights", lenet, "--invert",
+                      *(tmp_path / f"paper_{i}.png" for i in range(5)), "--top-k", "1",
+                      "--format", "json")
+    assert paper.returncode == 0, paper.stderr
+    assert _json_classes(paper.stdout)[1] == _json_classes(light.stdout)[1]

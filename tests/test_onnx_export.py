@@ -3,6 +3,9 @@ run by onnxruntime equals solverkit's TEST forward within 1e-5, at batch sizes 1
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from example_data import EXAMPLE_IDS, EXAMPLE_NETS, example_spec
@@ -239,6 +242,12 @@ def test_every_listed_layer_has_a_mapping():
     assert listed <= set(onnx_layer_types())
     covered = {layer["type"] for _, _, layers, _ in CASES for layer in layers}
     assert listed <= covered | {"Input"}
+
+
+def test_readme_lists_exactly_the_mapped_layers():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = readme.split("The layer types\n  that map to ONNX are ")[1].split("; any other")[0]
+    assert re.findall(r"`(\w+)`", listed) == onnx_layer_types()
 
 
 def test_a_layer_without_mapping_is_an_error_naming_it():

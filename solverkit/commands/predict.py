@@ -38,6 +38,9 @@ def add_arguments(parser) -> None:
                         help="the output holding the scores (default: 'prob', or the only one)")
     parser.add_argument("--no-transform", action="store_true",
                         help="feed arrays and CSV rows as they are (no TEST transform)")
+    parser.add_argument("--invert", action="store_true",
+                        help="images negative first (dark ink on light paper for a net "
+                             "trained on light strokes on black, such as the digits)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the results to FILE")
     parser.add_argument("--force", action="store_true", help="overwrite an existing -o FILE")
 
@@ -65,7 +68,8 @@ def run(args) -> int:
                 from tqdm import tqdm
                 return tqdm(files, unit="file", desc="reading", dynamic_ncols=True)
         names, batch = read_inputs(args.inputs, source, input_name,
-                                   transform=not args.no_transform, progress=progress)
+                                   transform=not args.no_transform, invert=args.invert,
+                                   progress=progress)
         expected = tuple(net.input_blobs[input_name].shape[1:])
         if tuple(batch.shape[1:]) != expected:
             raise ConfigError(f"the inputs give samples of shape {tuple(batch.shape[1:])} but "
