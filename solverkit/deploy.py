@@ -29,7 +29,7 @@ import numpy as np
 from .blob import Blob
 from .data import Transform
 from .errors import SolverkitError
-from .layers.base import LossLayer
+from .layers.base import DataLayer, LossLayer
 from .registry import layer_class
 from .spec.net import LayerSpec, NetSpec, load_net_spec
 
@@ -74,15 +74,11 @@ class _DerivedNetSpec(NetSpec):
 
 
 def is_data_layer(cls) -> bool:
-    """A layer type that makes its own data: a ``DataLayer`` where that base exists, else
-    any type that takes no bottoms, other than ``Input`` (whose data the user gives)."""
-    if cls.type == "Input":
+    """A layer type that reads its own data: a ``DataLayer`` the user does not feed (not
+    ``Input``), or any other type that takes no bottoms and makes tops."""
+    if cls.type == "Input" or getattr(cls, "fed_by_user", False):
         return False
-    try:
-        from .layers.data import DataLayer
-    except ImportError:
-        DataLayer = None
-    if DataLayer is not None and isinstance(DataLayer, type) and issubclass(cls, DataLayer):
+    if issubclass(cls, DataLayer):
         return True
     return cls.max_bottoms == 0 and cls.min_tops is not None and cls.min_tops >= 1
 
