@@ -48,8 +48,7 @@ def export_model(spec, weights, path, *, force: bool = False) -> list[str]:
         from ..caffe import export_caffe
     except ImportError:
         raise ConfigError("exporting .caffemodel files is not available in this version of "
-                          "solverkit (no solverkit.caffe module); export .onnx instead",
-                          field="-o") from None
+                          "solverkit; export .onnx instead") from None
     net, deployment = load_deploy_net(spec, weights)
     try:
         return [str(p) for p in export_caffe(deployment.spec, net, path)]
