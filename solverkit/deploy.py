@@ -11,7 +11,9 @@
   layer that reads a blob no longer there (a label);
 - replaces ``SoftmaxWithLoss`` by a ``Softmax`` layer named ``prob`` on its scores
   (bottom 0), whose top is ``prob`` as in Caffe's deploy files (``prob_2`` ... if the
-  name is taken), and ``SigmoidCrossEntropyLoss`` likewise by a ``Sigmoid``.
+  name is taken; a SoftmaxWithLoss with a second top, its probabilities, becomes a
+  Softmax of its own name making that top), and ``SigmoidCrossEntropyLoss`` likewise by
+  a ``Sigmoid``.
 
 A net that has no data layer and no loss or metric in its TEST phase is already a deploy
 net and is returned as it is. ``derive_deployment`` also keeps what each data layer knew
@@ -124,14 +126,19 @@ def derive_deployment(spec, level: int = 0, stages=()) -> Deployment:
             continue
         if layer.type in OUTPUT_OF_LOSS and layer.bottom[0] not in gone:
             scores = layer.bottom[0]
-            if scores not in outputs_made:
+            extra = {"axis": layer.params.axis} if layer.type == "SoftmaxWithLoss" else {}
+            if len(layer.top) > 1:
+                # its second top already holds the probabilities: a Softmax makes that blob
+                layers.append(_layer(OUTPUT_OF_LOSS[layer.type], layer.name, [scores],
+                                     [layer.top[1]], **extra))
+                outputs_made.setdefault(scores, layer.top[1])
+            elif scores not in outputs_made:
                 name = _unique(OUTPUT_NAME, taken | {ly.name for _, ly in selected})
                 taken.add(name)
                 outputs_made[scores] = name
-                extra = {"axis": layer.params.axis} if layer.type == "SoftmaxWithLoss" else {}
                 layers.append(_layer(OUTPUT_OF_LOSS[layer.type], name, [scores], [name],
                                      **extra))
-            gone.update(layer.top)
+            gone.update(layer.top[:1])
             continue
         if is_loss_or_metric(cls) or any(name in gone for name in layer.bottom):
             gone.update(layer.top)

@@ -110,3 +110,20 @@ def test_predict_errors():
         sk.Net(sk.deploy_net("configs/digits/mlp_net.yaml")).predict(np.zeros((1, 1, 8, 8)))
     with pytest.raises(sk.ConfigError, match="deploy_net"):
         sk.Net("configs/digits/mlp_net.yaml", phase="TEST").predict(np.zeros((1, 1, 8, 8)))
+
+
+def test_a_softmax_with_loss_with_a_probability_top_makes_that_blob():
+    spec = sk.deploy_net({"name": "n", "layers": [
+        {"name": "d", "type": "Data", "top": ["data", "label"],
+         "source": "builtin:digits/test", "batch_size": 4},
+        {"name": "ip", "type": "InnerProduct", "bottom": "data", "top": "ip", "num_output": 10,
+         "weight_filler": {"type": "gaussian"}},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip", "label"],
+         "top": ["loss", "p"]},
+        {"name": "top1", "type": "ArgMax", "bottom": "p", "top": "best"}]})
+    assert [(s.name, s.type, s.top) for s in spec.layers] == [
+        ("d", "Input", ["data"]), ("ip", "InnerProduct", ["ip"]), ("loss", "Softmax", ["p"]),
+        ("top1", "ArgMax", ["best"])]
+    net = sk.Net(spec, phase="TEST")
+    out = net.forward(data=np.random.default_rng(0).normal(size=(3, 1, 8, 8)))
+    assert out["best"].reshape(-1).tolist() == net.blobs["p"].data.argmax(axis=1).tolist()
