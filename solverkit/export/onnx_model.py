@@ -24,9 +24,8 @@ from ..errors import ConfigError, SolverkitError
 
 # Opset 17 and IR version 8 (the pair onnx 1.12 introduced): every onnxruntime since 1.12
 # loads them, so the 'onnx' extra's onnxruntime>=1.16 does with room to spare, and opset 17
-# already has everything used here (Softmax over one axis, Split sizes as an input,
-# LayerNorm-free BatchNormalization, Shape with start). Newer opsets would only move
-# reduction axes from attributes to inputs.
+# has every operator form used here (Softmax over one axis and Split sizes as an input
+# since 13, Shape's start since 15; reductions still take their axes as attributes).
 OPSET = 17
 IR_VERSION = 8
 
