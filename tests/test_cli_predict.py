@@ -77,6 +77,7 @@ def test_png_digits_get_the_classes_of_net_forward_and_the_accuracy_of_solverkit
     assert np.mean(np.array(classes) == labels) == pytest.approx(accuracy, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_arrays_csv_rows_formats_labels_and_output_file(lenet, tmp_path):
     test = load_source("builtin:digits/test")
     np.save(tmp_path / "one.npy", test.data[0])
@@ -122,6 +123,7 @@ def test_arrays_csv_rows_formats_labels_and_output_file(lenet, tmp_path):
     assert json.loads(out.read_text())          # untouched
 
 
+@pytest.mark.slow
 def test_user_mistakes_exit_2_with_a_message(lenet, tmp_path):
     base = ("predict", "--net", LENET, "--weights", lenet)
     broken = tmp_path / "broken.png"
@@ -158,6 +160,7 @@ def test_non_finite_output_exits_1_naming_the_layer(tmp_path):
     assert "non-finite" in run.stderr and "layer 'ip2'" in run.stderr
 
 
+@pytest.mark.slow
 def test_export_onnx_runs_in_onnxruntime_like_the_net(lenet, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     out = tmp_path / "lenet.onnx"
