@@ -48,10 +48,14 @@ BASE_LR = {"SGD": 0.05, "Nesterov": 0.05, "AdaGrad": 0.05, "RMSProp": 0.005,
 
 def _write(folder: Path, kind: str, max_iter: int, extra: str = "", prefix: str = "out/run"):
     (folder / "net.yaml").write_text(NET)
-    (folder / "solver.yaml").write_text(
-        f"net: net.yaml\ntype: {kind}\nbase_lr: {BASE_LR[kind]}\nmax_iter: {max_iter}\n"
-        f"test_interval: 5\nsnapshot: 0\nrandom_seed: 7\nsnapshot_prefix: {prefix}\n"
-        f"{SOLVERS[kind]}\n{extra}\n")
+    text = (f"net: net.yaml\ntype: {kind}\nbase_lr: {BASE_LR[kind]}\nmax_iter: {max_iter}\n"
+            f"test_interval: 5\nsnapshot: 0\nrandom_seed: 7\nsnapshot_prefix: {prefix}\n"
+            f"{SOLVERS[kind]}\n{extra}\n")
+    fields = {}     # a key given again (in extra) replaces the earlier line: keys are unique
+    for line in text.splitlines():
+        if line.strip():
+            fields[line.split(":", 1)[0]] = line
+    (folder / "solver.yaml").write_text("\n".join(fields.values()) + "\n")
 
 
 def _cli(folder: Path, *args, check=True):

@@ -37,7 +37,13 @@ from pydantic import (
 
 from ..errors import ConfigError, did_you_mean
 from .net import StrictModel
-from .source import SourcedSpec, SpecSource, read_spec_source, validation_error
+from .source import (
+    SourcedSpec,
+    SpecSource,
+    load_yaml_value,
+    read_spec_source,
+    validation_error,
+)
 
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam", "AdamW")
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "cosine")
@@ -238,10 +244,13 @@ def parse_overrides(overrides) -> dict:
         if key not in known:
             raise ConfigError(f"--set: unknown solver field '{key}'{did_you_mean(key, known)}",
                               field=key)
+        if isinstance(value, str) and not value:
+            raise ConfigError(f"--set {key}= has no value (to keep the spec's value, leave "
+                              f"--set {key} out)", field=key)
         if isinstance(value, str) and key not in strings:
             try:
-                value = yaml.safe_load(value) if value else None
-            except yaml.YAMLError:
+                value = load_yaml_value(value)
+            except (yaml.YAMLError, ConfigError):
                 raise ConfigError(f"--set {key}={value}: not a valid value", field=key) from None
         parsed[key] = value
     return parsed

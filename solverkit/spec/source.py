@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import typing
 from dataclasses import dataclass, field
@@ -48,11 +49,16 @@ class SpecSource:
         return None
 
 
+# YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-3 (no dot) as the string '1e-3'
+_FLOAT_1_2 = re.compile(r"""^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$""")
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses nesting deeper than ``MAX_DEPTH`` while composing
-    (the composer recurses once per level, so a 100,000-deep list would exhaust the stack)."""
+    (the composer recurses once per level, so a 100,000-deep list would exhaust the stack)
+    and reads ``1e-3`` as a number, as YAML 1.2 does."""
 
-    def __init__(self, stream, file: str | None):
+    def __init__(self, stream, file: str | None = None):
         super().__init__(stream)
         self._file = file
         self._depth = 0
@@ -69,6 +75,19 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_1_2,
+                                     list("-+0123456789."))
+
+
+def load_yaml_value(text: str):
+    """One YAML value (a ``--set`` value) read as spec files are read (``1e-3`` a number)."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _check_node_tree(root, file: str | None) -> dict[tuple, int]:
