@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    command = next((a for a in argv if not a.startswith("-")), None)
     try:
         args = build_parser().parse_args(argv)
         blas.backend()          # a wrong SOLVERKIT_BLAS is reported before any work
@@ -100,7 +101,8 @@ def main(argv=None) -> int:
     except NonFiniteError as err:
         if debug:
             traceback.print_exc()
-        print(f"solverkit: training failed: {err}", file=sys.stderr)
+        print(f"solverkit: {'testing' if command == 'test' else 'training'} failed: {err}",
+              file=sys.stderr)
         return parallel.abort_if_distributed(1)
     except KeyboardInterrupt:
         print("solverkit: interrupted", file=sys.stderr)

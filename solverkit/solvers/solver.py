@@ -246,8 +246,11 @@ class Solver:
             self.test_iter = self.test_iterations()
         self._start_clock()
         sums: dict[str, float] = {}
-        for _ in range(self.test_iter):
-            for name, value in _scalar_outputs(net.forward()).items():
+        for batch in range(self.test_iter):
+            outputs = _scalar_outputs(net.forward())
+            net.check_finite_outputs(f"iteration {self.iter}, test batch {batch + 1} of "
+                                     f"{self.test_iter}")
+            for name, value in outputs.items():
                 sums[name] = sums.get(name, 0.0) + value
         results = {name: value / self.test_iter for name, value in sums.items()}
         if self.data_parallel is not None:
