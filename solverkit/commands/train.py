@@ -85,4 +85,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for i, (name, value) in enumerate(results.items()):
         print(f"Test net output #{i}: {name} = {value:.6g}")
+    if solver.last_snapshot is not None:
+        state = solver.last_snapshot
+        model = state.with_name(state.name.removesuffix(".solverstate.npz") + ".model.npz")
+        print(f"Trained weights: {model}")
+    else:
+        print("No snapshot written (snapshot_after_train is false)")
     return 0

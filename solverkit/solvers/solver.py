@@ -87,6 +87,7 @@ class Solver:
         if self.spec.test_interval > 0:
             self.test_net   # noqa: B018  (building it now reports a bad TEST net before training)
             self.test_iter = self.test_iterations()
+        self._warn_if_it_cannot_learn()
         self.updater = make_update(self.spec, self.net.learnable_params)
         if self.data_parallel is not None:
             self.data_parallel.synchronize(self.net.learnable_params,
@@ -119,6 +120,23 @@ class Solver:
             if self.data_parallel is not None:
                 self.data_parallel.prepare(self._test_net)
         return self._test_net
+
+    def _warn_if_it_cannot_learn(self) -> None:
+        """Warnings for runs that are valid but cannot learn or test what they seem to."""
+        spec = self.spec
+        if not self.net.layers:
+            logger.warning("warning: the TRAIN net has no layers: training changes nothing")
+        elif not self.net.loss_weights:
+            logger.warning("warning: the TRAIN net has no loss (no layer with a loss weight): "
+                           "no gradient reaches any weight, training changes nothing")
+        if spec.base_lr == 0 and spec.max_iter > 0:
+            logger.warning("warning: base_lr is 0: no update changes any weight")
+        if spec.test_interval > 0 and spec.test_iter is not None:
+            one_pass = batches_per_pass(self.test_net)
+            if one_pass is not None and spec.test_iter > one_pass:
+                logger.warning("warning: test_iter %d passes over the TEST data %.3g times "
+                               "(one pass is %d batches): samples are counted more than once",
+                               spec.test_iter, spec.test_iter / one_pass, one_pass)
 
     def test_iterations(self) -> int:
         """``test_iter``, or one pass over the TEST net's data when it is not given."""
