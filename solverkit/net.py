@@ -22,7 +22,7 @@ from .errors import (
     did_you_mean,
     size_refusal,
 )
-from .layers.base import Layer
+from .layers.base import DataLayer, Layer
 from .registry import layer_class
 from .spec.net import LayerSpec, NetSpec, ParamSpec, load_net_spec
 
@@ -171,7 +171,7 @@ class Net:
                                                f"{reason}; check its sizes"), position) from None
             self._check_loss_weights(layer, lspec, position)
             self._setup_params(layer, lspec, position)
-            if lspec.type == "Input":
+            if isinstance(layer, DataLayer) and layer.fed_by_user:
                 self.input_blobs.update({b.name: b for b in top})
 
         self._insert_fan_outs(readers)
