@@ -39,10 +39,9 @@ from .source import (
 )
 
 
-class FieldsModel(BaseModel):
-    """Base of an update rule's or an lr policy's own solver fields (flat in the spec)."""
-
-    model_config = ConfigDict(extra="forbid")
+class FieldsModel(StrictModel):
+    """Base of an update rule's or an lr policy's own solver fields (flat in the spec);
+    as every spec model: unknown fields are errors, numbers strict and finite."""
 
 
 class SolverSpec(SourcedSpec, StrictModel):
