@@ -20,7 +20,7 @@ import traceback
 import numpy as np
 
 from . import blas, parallel
-from .errors import NonFiniteError, SolverkitError, did_you_mean
+from .errors import NonFiniteError, SolverkitError, did_you_mean, size_refusal
 
 # sub-command -> module in solverkit.commands (each has add_arguments(parser) and run(args))
 COMMANDS = {
@@ -152,6 +152,18 @@ def main(argv=None) -> int:
         print(f"solverkit: {'testing' if command == 'test' else 'training'} failed: {err}",
               file=sys.stderr)
         return parallel.abort_if_distributed(1)
+    except OSError as err:      # the file system refused (full, read-only): not a bug
+        if debug:
+            traceback.print_exc()
+        from .runs import os_error
+        print(f"solverkit: error: {os_error(err, 'read or write a file')}", file=sys.stderr)
+        return parallel.abort_if_distributed(2)
+    except MemoryError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"solverkit: error: not enough memory: {size_refusal(err)} (smaller batches or "
+              f"layers need less)", file=sys.stderr)
+        return parallel.abort_if_distributed(2)
     except KeyboardInterrupt:
         print("solverkit: interrupted", file=sys.stderr)
         return parallel.abort_if_distributed(130)

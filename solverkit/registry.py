@@ -155,7 +155,7 @@ def import_plugins(modules) -> None:
             importlib.import_module(name)
         except ConfigError:
             raise
-        except (Exception, SystemExit) as err:     # the plugin's own code failed
+        except (Exception, SystemExit) as err:  # noqa: BLE001  (any failure of the plugin's own code)
             raise ConfigError(f"cannot import plugin module '{name}': {_first_line(err)}",
                               field="plugins") from None
 

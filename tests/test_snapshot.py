@@ -210,7 +210,7 @@ def test_weights_fine_tuning(tmp_path):
     # a new head: missing weights are an error unless allowed
     (tmp_path / "head.yaml").write_text(NET.replace("name: ip2", "name: ip2new"))
     bad = _cli(tmp_path, "train", "--solver", "solver.yaml", "--net", "head.yaml",
-               "--weights", str(model), check=False)
+               "--weights", str(model), "--set", "snapshot_prefix=out/head", check=False)
     assert bad.returncode == 2 and "ip2new" in bad.stderr and "--allow-missing" in bad.stderr
     good = _cli(tmp_path, "train", "--solver", "solver.yaml", "--net", "head.yaml",
                 "--weights", str(model), "--allow-missing", "--set", "max_iter=1",
@@ -219,7 +219,7 @@ def test_weights_fine_tuning(tmp_path):
     # a shape mismatch names the layer
     (tmp_path / "wide.yaml").write_text(NET.replace("num_output: 24", "num_output: 30"))
     bad = _cli(tmp_path, "train", "--solver", "solver.yaml", "--net", "wide.yaml",
-               "--weights", str(model), check=False)
+               "--weights", str(model), "--set", "snapshot_prefix=out/wide", check=False)
     assert bad.returncode == 2 and "ip1" in bad.stderr and "shape" in bad.stderr
 
 
