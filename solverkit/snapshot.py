@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -83,13 +84,17 @@ def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray],
     """
     path = Path(path)
     try:
-        path.stat()
+        info = path.stat()
     except FileNotFoundError:
         raise SnapshotError(f"{kind} file not found", file=str(path)) from None
     except OSError as err:
         raise SnapshotError(f"cannot read the {kind} file: "
                             f"{'a loop of symbolic links' if err.errno == errno.ELOOP else err.strerror}",
                             file=str(path)) from None
+    if not stat.S_ISREG(info.st_mode):      # a FIFO or a device would block or never end
+        raise SnapshotError(f"not a {kind} file: "
+                            f"{'a folder' if stat.S_ISDIR(info.st_mode) else 'not a regular file'}",
+                            file=str(path))
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}

@@ -28,10 +28,11 @@ def run(args) -> int:
     folder = Path(args.output)
     if folder.exists() and not folder.is_dir():
         raise ConfigError("is a file, not a folder", file=str(folder), field="-o")
+    schemas = (("net.schema.json", net_schema(args.plugins)),    # plugins fail before any write
+               ("solver.schema.json", solver_schema(args.plugins)))
     with file_operation("create the schema folder", folder):
         folder.mkdir(parents=True, exist_ok=True)
-    for name, schema in (("net.schema.json", net_schema(args.plugins)),
-                         ("solver.schema.json", solver_schema(args.plugins))):
+    for name, schema in schemas:
         path = folder / name
         with file_operation("write the schema", path):
             path.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
