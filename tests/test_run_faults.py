@@ -91,8 +91,8 @@ def test_sigkill_during_the_resume_log_rewrite_never_loses_a_row(tmp_path):
     state = folder / "out/run_iter_2.solverstate.npz"
     rng = random.Random(0)
     start = time.perf_counter()
-    done = _cli(folder, "train", "--solver", "solver.yaml", "--resume", str(state),
-                "--set", "max_iter=40", "snapshot=0")
+    _cli(folder, "train", "--solver", "solver.yaml", "--resume", str(state),
+         "--set", "max_iter=40", "snapshot=0")
     full = time.perf_counter() - start
     assert log.read_text().startswith(kept)
     for _ in range(20):
@@ -105,7 +105,6 @@ def test_sigkill_during_the_resume_log_rewrite_never_loses_a_row(tmp_path):
         process.wait()
         with open(log) as handle:
             assert handle.read(len(kept)) == kept       # every earlier row, byte for byte
-    del done
 
 
 # ------------------------------------------------------------------ one run, one prefix
