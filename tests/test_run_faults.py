@@ -272,3 +272,21 @@ def test_snapshots_respect_the_umask_and_stale_temporaries_go(tmp_path, monkeypa
     assert not stale.exists() and other.exists()
     for path in (folder / "out").glob("run_*"):
         assert path.stat().st_mode & 0o777 == 0o640, path
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_starting_prints_no_traceback(tmp_path):
+    """SIGINT while the modules load (or the net is built) ends with one line, no traceback.
+    (Before solverkit's own code runs at all, in the interpreter's start-up, Python's
+    default applies.)"""
+    folder = _folder(tmp_path)
+    for delay in (0.12, 0.2, 0.3, 0.45, 0.6):
+        process = subprocess.Popen([sys.executable, "-m", "solverkit", "check", "--solver",
+                                    "solver.yaml"], cwd=folder, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=60)
+        assert "Traceback" not in err, (delay, err)
+        if process.returncode != 0:
+            assert err.strip().splitlines()[-1] == "solverkit: interrupted", (delay, err)
