@@ -63,6 +63,15 @@ class _BoundedLoader(yaml.SafeLoader):
         self._file = file
         self._depth = 0
 
+    def fetch_flow_collection_start(self, TokenClass):
+        # '[' or '{': refused as soon as it is too deep, before the scanner looks further
+        # ahead (it would otherwise scan every level of a 100,000-deep '[[[...' first)
+        if self.flow_level >= MAX_DEPTH:
+            raise ConfigError(f"the YAML nests deeper than {MAX_DEPTH} levels; a spec "
+                              f"never needs that many", file=self._file,
+                              line=self.get_mark().line + 1)
+        super().fetch_flow_collection_start(TokenClass)
+
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):       # an alias adds no level of its own
             return super().compose_node(parent, index)
