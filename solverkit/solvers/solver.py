@@ -139,7 +139,7 @@ class Solver:
                            "no gradient reaches any weight, training changes nothing")
         if spec.base_lr == 0 and spec.max_iter > 0:
             logger.warning("warning: base_lr is 0: no update changes any weight")
-        if spec.test_interval > 0 and spec.test_iter is not None:
+        if spec.test_interval > 0 and isinstance(spec.test_iter, int):
             one_pass = batches_per_pass(self.test_net)
             if one_pass is not None and spec.test_iter > one_pass:
                 logger.warning("warning: test_iter %d passes over the TEST data %.3g times "
