@@ -68,7 +68,7 @@ class Solver:
         if self.net_source is None:
             raise ConfigError("no net given: set 'net:' in the solver spec or pass --net",
                               file=self.spec.file, field="net")
-        if net is None and not Path(self.net_source).exists():
+        if net is None and not os.path.lexists(self.net_source):   # a link: read_text_file says
             raise ConfigError(f"net file not found: {self.net_source} (a relative "
                               f"'net:' is relative to the solver file)", file=self.spec.file,
                               line=self.spec.line_of("net"), field="net")

@@ -148,6 +148,8 @@ def _check_node_tree(root, file: str | None) -> dict[tuple, int]:
                 if key != "<<" and isinstance(key_node, yaml.ScalarNode):
                     if key in first:
                         where = ".".join(str(p) for p in prefix)
+                        if prefix[:1] == ("layers",) and len(prefix) > 1:     # a layer's entry
+                            where = ".".join([f"layer #{prefix[1]}", *map(str, prefix[2:])])
                         raise ConfigError(
                             f"key '{key}' is given twice{f' in {where}' if where else ''} "
                             f"(lines {first[key]} and {line}); the second would silently "
