@@ -154,7 +154,8 @@ def main(argv=None) -> int:
     except NonFiniteError as err:
         if debug:
             traceback.print_exc()
-        failed = "training failed" if command in (None, "train") else f"{command} failed"
+        failed = {None: "training failed", "train": "training failed",
+                  "test": "testing failed"}.get(command, f"{command} failed")
         print(f"solverkit: {failed}: {err}", file=sys.stderr)
         return parallel.abort_if_distributed(1)
     except OSError as err:      # the file system refused (full, read-only): not a bug
