@@ -188,10 +188,15 @@ def _layer_spec(raw: Any, index: int, source: SpecSource) -> LayerSpec:
 
 
 def load_net_spec(source) -> NetSpec:
-    """A ``NetSpec`` from a path, YAML text, a dict, or a NetSpec (returned as is)."""
+    """A ``NetSpec`` from a path, YAML or Caffe prototxt text, a dict, or a NetSpec (as is)."""
     if isinstance(source, NetSpec):
         return source
-    src = read_spec_source(source, "net spec")
+    if isinstance(source, SpecSource):
+        src = source
+    else:
+        from ..caffe.prototxt import is_prototxt, net_text_source
+        src = net_text_source(source) if is_prototxt(source) else read_spec_source(source,
+                                                                                   "net spec")
     raw = dict(src.raw)
     layers_raw = raw.pop("layers", None)
     if layers_raw is None:

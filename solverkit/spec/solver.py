@@ -263,7 +263,9 @@ def load_solver_spec(source, overrides=None) -> SolverSpec:
         src = source._source or SpecSource(raw={})
         raw = source.model_dump(exclude_unset=True)
     else:
-        src = read_spec_source(source, "solver spec")
+        from ..caffe.prototxt import is_prototxt, solver_text_source
+        src = solver_text_source(source) if is_prototxt(source) else read_spec_source(
+            source, "solver spec")
         raw = dict(src.raw)
     raw.update(extra)
     try:
