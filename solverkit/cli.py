@@ -29,6 +29,7 @@ COMMANDS = {
     "draw": "draw",
     "plot": "plot",
     "schema": "schema",
+    "import-caffe": "import_caffe",
 }
 
 

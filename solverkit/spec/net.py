@@ -39,6 +39,8 @@ class FillerSpec(StrictModel):
     mean: float = 0.0
     std: float = 1.0
     variance_norm: Literal["FAN_IN", "FAN_OUT", "AVERAGE"] = "FAN_IN"
+    sparse: int = Field(-1, ge=-1, description="gaussian: about this many non-zero weights per "
+                        "input (each kept with probability sparse / num_outputs); -1: all")
 
 
 class ParamSpec(StrictModel):
