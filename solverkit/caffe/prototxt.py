@@ -321,6 +321,10 @@ def _layer(msg: TextMessage, index: int, v1: bool, ctx: _Context, key_path: tupl
                 raise ctx.error(f"'{key}' does not apply to a {type_name} layer (it takes "
                                 f"{' or '.join(blocks)})", entry, field=key, **where)
             _block(key, _message(entry, ctx, **where), type_name, model, raw, put, ctx, where)
+        elif key in v1_rates:
+            raise ctx.error(f"'{key}' belongs to V1 'layers' entries; in a 'layer' entry give "
+                            f"param {{ lr_mult: ... decay_mult: ... }} per parameter", entry,
+                            field=key, **where)
         else:
             common = ("name", "type", "bottom", "top", "include", "exclude", "loss_weight",
                       "param", "propagate_down", *blocks)
