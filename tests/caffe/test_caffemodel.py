@@ -3,6 +3,7 @@ our exported files read back bit-identically and OpenCV's Caffe importer agrees.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -281,3 +282,25 @@ def test_import_caffe_weights_checked_against_a_net(tmp_path, weights):
     np.testing.assert_array_equal(net.layer("bn1").blobs[2].data, [2.5])
     np.testing.assert_array_equal(net.layer("ip1").blobs[0].data,
                                   weights["ip1"][0].astype(np.float32))
+
+
+def test_cli_test_and_fine_tune_take_a_caffemodel(tmp_path):
+    model = _trained_digits_lenet(tmp_path)
+    deploy = sk.Net(DIGITS_DEPLOY, phase="TEST", seed=0)
+    deploy.load(model)
+    caffemodel, _ = export_caffe(deploy.spec, deploy, tmp_path / "lenet.caffemodel")
+
+    def run(*args):
+        done = subprocess.run([sys.executable, "-m", "solverkit", *map(str, args)],
+                              cwd=tmp_path, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return re.findall(r"Test net output #\d+: (\w+) = (\S+)", done.stdout)
+
+    caffe_net = CONFIGS / "digits" / "caffe" / "lenet_train_test.prototxt"
+    with_npz = run("test", "--net", CONFIGS / "digits" / "lenet_net.yaml", "--weights", model)
+    with_caffemodel = run("test", "--net", caffe_net, "--weights", caffemodel)
+    assert with_caffemodel == with_npz and dict(with_npz)["accuracy"]
+    tuned = run("train", "--solver", CONFIGS / "digits" / "caffe" / "lenet_solver.prototxt",
+                "--weights", caffemodel, "--set", "max_iter=0",
+                f"snapshot_prefix={tmp_path / 'tuned'}")
+    assert tuned == with_npz                    # iteration 0: the weights as loaded
