@@ -83,6 +83,8 @@ def blocks_of(type_name: str) -> list[str]:
     blocks = [block_name(type_name)]
     if type_name.endswith("Loss"):
         blocks.append("loss_param")
+    if type_name == "HDF5Data":
+        return ["hdf5_data_param"]
     if type_name in ("Data", "ImageData", "MemoryData", "WindowData"):
         blocks.append("transform_param")
     return blocks

@@ -194,3 +194,26 @@ def test_lines_of_mistakes_point_into_the_prototxt(tmp_path):
     with pytest.raises(sk.ConfigError, match="'pooling_param' does not apply to a Convolution"):
         net_text_source(caffe.LENET.replace("convolution_param {\n    num_output: 20",
                                             "pooling_param {\n    pool: MAX", 1))
+
+
+def test_hdf5_data_reads_the_listed_files(tmp_path, rng):
+    """examples/hdf5_classification: HDF5Data's source lists .h5 files; tops name datasets."""
+    h5py = pytest.importorskip("h5py")
+    x = rng.standard_normal((12, 4)).astype(np.float32)
+    y = (np.arange(12) % 2).astype(np.float32)
+    for i in range(2):
+        with h5py.File(tmp_path / f"part{i}.h5", "w") as f:
+            f["data"], f["label"] = x[6 * i:6 * i + 6], y[6 * i:6 * i + 6]
+    (tmp_path / "train.txt").write_text("part0.h5\npart1.h5\n")
+    (tmp_path / "net.prototxt").write_text("""\
+layer { name: "data" type: "HDF5Data" top: "data" top: "label"
+        hdf5_data_param { source: "train.txt" batch_size: 12 } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 2 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+""")
+    net = sk.Net(tmp_path / "net.prototxt", seed=0)
+    assert net.spec.layers[0].type == "Data" and net.spec.layers[0].params.format == "hdf5"
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["data"].data, x)
+    np.testing.assert_array_equal(net.blobs["label"].data, y)
