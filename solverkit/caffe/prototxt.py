@@ -118,6 +118,8 @@ def _load(source, what: str) -> tuple[TextMessage, str | None, Path]:
 
 # ---------------------------------------------------------------- values
 
+_NOTED: set[tuple] = set()
+
 class _Context:
     """One file's conversion: where it is, the lines of what it produced, the notes."""
 
@@ -138,7 +140,9 @@ class _Context:
             self.ignored.append(name)
 
     def note(self) -> None:
-        if self.ignored:
+        key = (self.file, tuple(self.ignored))
+        if self.ignored and key not in _NOTED:    # once per file, not per phase built
+            _NOTED.add(key)
             where = f" in {self.file}" if self.file else ""
             logger.info("Caffe fields that choose a device, engine or file format are ignored"
                         "%s: %s", where, ", ".join(self.ignored))
@@ -480,8 +484,7 @@ def convert_net(msg: TextMessage, ctx: _Context, prefix: tuple = ()) -> dict:
         elif key == "input_dim":
             dims.append(_scalar(entry, ctx))
         elif key in ("layer", "layers"):
-            index = len(layers) + (1 if inputs else 0)
-            layers.append((entry, index))
+            layers.append(entry)
         elif key in IGNORED_NET_FIELDS:
             ctx.ignore(key)
         elif key == "state":
@@ -496,7 +499,7 @@ def convert_net(msg: TextMessage, ctx: _Context, prefix: tuple = ()) -> dict:
     converted = []
     if inputs:
         converted.append(_input_layer(inputs, shapes, dims, ctx, (*prefix, "layers", 0)))
-    for entry, index in layers:
+    for index, entry in enumerate(layers, start=len(converted)):
         converted.append(_layer(_message(entry, ctx, index=index), index, entry.key == "layers",
                                 ctx, (*prefix, "layers", index)))
     raw["layers"] = converted
