@@ -266,6 +266,7 @@ def test_opencv_agrees_on_lrn_groups_pooling_concat_batchnorm_eltwise_prelu(tmp_
     assert np.array_equal(back.forward(data=x)["prob"], ours["prob"])
 
 
+@pytest.mark.slow
 def test_import_caffe_weights_checked_against_a_net(tmp_path, weights):
     from solverkit.caffe.weights import encode_caffemodel
     path = tmp_path / "w.caffemodel"
@@ -284,6 +285,7 @@ def test_import_caffe_weights_checked_against_a_net(tmp_path, weights):
                                   weights["ip1"][0].astype(np.float32))
 
 
+@pytest.mark.slow
 def test_cli_test_and_fine_tune_take_a_caffemodel(tmp_path):
     model = _trained_digits_lenet(tmp_path)
     deploy = sk.Net(DIGITS_DEPLOY, phase="TEST", seed=0)
