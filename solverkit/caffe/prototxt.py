@@ -123,9 +123,10 @@ _NOTED: set[tuple] = set()
 class _Context:
     """One file's conversion: where it is, the lines of what it produced, the notes."""
 
-    def __init__(self, file: str | None, base_dir: Path):
+    def __init__(self, file: str | None, base_dir: Path, absolute: bool = False):
         self.file = file
         self.base_dir = base_dir
+        self.absolute = absolute          # paths found made absolute (a net inside a solver)
         self.lines: dict[tuple, int] = {}
         self.ignored: list[str] = []
 
@@ -151,9 +152,9 @@ class _Context:
         """A relative path as Caffe files give them: the file's folder first, then the cwd."""
         if not isinstance(value, str) or value.startswith("builtin:") or os.path.isabs(value):
             return value
-        if (self.base_dir / value).exists() or not Path(value).exists():
-            return value
-        return str(Path(value).resolve())
+        if (self.base_dir / value).exists():
+            return str((self.base_dir / value).resolve()) if self.absolute else value
+        return str(Path(value).resolve()) if Path(value).exists() else value
 
 
 def _scalar(entry: Entry, ctx: _Context, block: str | None = None, **where):
@@ -606,6 +607,8 @@ def convert_solver(msg: TextMessage, ctx: _Context) -> dict:
             if _scalar(entry, ctx):
                 raise ctx.error("snapshot_diff is not supported (snapshots hold parameters "
                                 "and solver state, not gradients)", entry, field=key)
+        elif key in IGNORED_SOLVER_FIELDS and key in _solver_fields():
+            raw[key] = _scalar(entry, ctx)          # the solver has a field of that name
         elif key in IGNORED_SOLVER_FIELDS:
             _scalar(entry, ctx)
             ctx.ignore(key)
@@ -618,6 +621,11 @@ def convert_solver(msg: TextMessage, ctx: _Context) -> dict:
         raw["test_iter"] = test_iter[0] if len(test_iter) == 1 else test_iter
     _drop_unused_policy_fields(raw, ctx)
     return raw
+
+
+def _solver_fields() -> dict:
+    from ..spec.solver import SolverSpec
+    return SolverSpec.model_fields
 
 
 def _drop_unused_policy_fields(raw: dict, ctx: _Context) -> None:
@@ -647,7 +655,7 @@ def _embedded_net(msg: TextMessage, ctx: _Context, key: str, entry: Entry) -> di
     """An inline NetParameter, validated now so its mistakes name their lines."""
     from ..spec.net import load_net_spec
     from ..spec.source import SpecSource
-    inner = _Context(ctx.file, ctx.base_dir)
+    inner = _Context(ctx.file, ctx.base_dir, absolute=True)
     raw = convert_net(msg, inner)
     ctx.ignored.extend(n for n in inner.ignored if n not in ctx.ignored)
     load_net_spec(SpecSource(raw=raw, file=ctx.file, base_dir=ctx.base_dir, lines=inner.lines))
@@ -655,7 +663,14 @@ def _embedded_net(msg: TextMessage, ctx: _Context, key: str, entry: Entry) -> di
 
 
 def _net_state(msg: TextMessage, ctx: _Context, key: str) -> dict:
-    return _generic(msg, ctx, NET_STATE_FIELDS, lists=("stage",), prefix=f"{key}.")
+    """A NetState; its phase can only be the net's role (TRAIN to train, TEST to test)."""
+    state = _generic(msg, ctx, NET_STATE_FIELDS, lists=("stage",), prefix=f"{key}.")
+    role = "TRAIN" if key == "train_state" else "TEST"
+    phase = state.pop("phase", role)
+    if phase != role:
+        raise ctx.error(f"a {key} with phase {phase} is not supported: the training net runs "
+                        "in TRAIN, test nets in TEST", msg.first("phase"), field=f"{key}.phase")
+    return state
 
 
 def solver_text_source(source):

@@ -136,7 +136,7 @@ def test_a_solver_embedding_two_v1_test_nets(tmp_path):
     assert raw["type"] == "Nesterov"                   # solver_type: NESTEROV upgraded
     assert raw["test_iter"] == [2, 3]
     assert raw["test_state"] == [{"stage": ["val"]}, {"stage": ["other"], "level": 1}]
-    assert raw["train_state"] == {"phase": "TRAIN"}
+    assert raw["train_state"] == {}                    # TRAIN: the training net's own phase
     assert "gamma" in raw and "power" not in raw      # step does not use power (Caffe ignores it)
     assert "solver_mode" not in raw and "device_id" not in raw
     train = sk.Net(raw["train_net_param"], phase="TRAIN", seed=0)
