@@ -630,9 +630,9 @@ def _solver_fields() -> dict:
 
 def _drop_unused_policy_fields(raw: dict, ctx: _Context) -> None:
     """Caffe ignores ``gamma``/``power``/``stepsize``/``stepvalue`` its lr_policy does not use."""
-    from ..spec.solver import POLICY_FIELDS
+    from ..spec.solver import policy_fields
     policy = raw.get("lr_policy", "fixed")
-    own = POLICY_FIELDS.get(policy)
+    own = policy_fields().get(policy)
     if own is None:
         return                           # an unknown policy: the spec's check reports it
     for name in ("gamma", "power", "stepsize", "stepvalue"):

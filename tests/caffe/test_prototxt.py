@@ -166,7 +166,7 @@ def test_solver_type_names_the_update_rule(tmp_path):
         'lr_policy: "fixed"\nrandom_seed: 3\n')
     solver = sk.Solver(tmp_path / "solver.prototxt")
     assert solver.spec.type == "AdaGrad" and solver.spec.delta == 1e-8
-    assert type(solver.updater).__name__ == "AdaGrad"
+    assert type(solver.updater.rule).__name__ == "AdaGrad"
 
 
 def test_detection_by_content_and_plain_yaml_still_yaml(tmp_path):
