@@ -283,9 +283,10 @@ def _layer(msg: TextMessage, index: int, v1: bool, ctx: _Context, key_path: tupl
     lines = ctx.lines
     lines[key_path] = msg.line
 
-    def put(key: str, value, entry: Entry, append: bool = False):
-        if key not in raw:
-            lines[(*key_path, key)] = entry.line
+    def put(key: str, value, entry: Entry, append: bool = False, sub: str | None = None):
+        lines.setdefault((*key_path, key), entry.line)
+        if sub is not None:                     # a field of a nested mapping (transform)
+            lines.setdefault((*key_path, key, sub), entry.line)
         if append:
             raw.setdefault(key, []).append(value)
         else:
@@ -415,13 +416,13 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
                 transform.setdefault(key, []).append(value)
             else:
                 transform[key] = value
-            put("transform", transform, entry)
+            put("transform", transform, entry, sub=key)
             continue
         if block == "data_param" and key in DATA_TRANSFORM_FIELDS:
             transform = raw.setdefault("transform", {})
             value = _scalar(entry, ctx, block, **where)
             transform[key] = ctx.path(value) if key == "mean_file" else value
-            put("transform", transform, entry)
+            put("transform", transform, entry, sub=key)
             continue
         if block == "data_param" and key == "backend" and "backend" not in fields:
             _scalar(entry, ctx, block, **where)  # checked; our Data reads what source is
