@@ -418,7 +418,7 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
                 transform[key] = value
             put("transform", transform, entry, sub=key)
             continue
-        if block == "data_param" and key in DATA_TRANSFORM_FIELDS:
+        if block in ("data_param", "image_data_param") and key in DATA_TRANSFORM_FIELDS:
             transform = raw.setdefault("transform", {})
             value = _scalar(entry, ctx, block, **where)
             transform[key] = ctx.path(value) if key == "mean_file" else value
@@ -444,7 +444,7 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
             value = _generic(entry.value, ctx, prefix=f"{name}.", **where)
         else:
             value = _scalar(entry, ctx, block, **where)
-            if key == "source" and isinstance(value, str):
+            if key in ("source", "root_folder") and isinstance(value, str):
                 value = ctx.path(value)
         put(key, value, entry, append=True)     # one value: made a scalar by the caller
     if legacy_shape:
