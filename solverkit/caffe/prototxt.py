@@ -105,11 +105,14 @@ def is_prototxt(source) -> bool:
     return isinstance(source, str) and looks_like_prototxt(source)
 
 
+def _names_a_file(source) -> bool:
+    return isinstance(source, Path) or (
+        isinstance(source, str) and "\n" not in source
+        and (os.path.exists(source) or Path(source).suffix.lower() in SUFFIXES))
+
+
 def _load(source, what: str) -> tuple[TextMessage, str | None, Path]:
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                    and os.path.exists(source)) or (
-            isinstance(source, str) and Path(source).suffix.lower() in SUFFIXES
-            and "\n" not in source):
+    if _names_a_file(source):
         path = Path(source)
         text = _read(path, what, str(source))
         return parse_text(text, str(source)), str(source), path.resolve().parent
@@ -119,6 +122,7 @@ def _load(source, what: str) -> tuple[TextMessage, str | None, Path]:
 # ---------------------------------------------------------------- values
 
 _NOTED: set[tuple] = set()
+
 
 class _Context:
     """One file's conversion: where it is, the lines of what it produced, the notes."""
