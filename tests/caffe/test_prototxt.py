@@ -224,3 +224,13 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
     net.forward()
     np.testing.assert_array_equal(net.blobs["data"].data, x)
     np.testing.assert_array_equal(net.blobs["label"].data, y)
+
+
+@pytest.mark.parametrize("name", ["LENET", "CIFAR10_QUICK", "ALEXNET_DEPLOY", "INCEPTION",
+                                  "LENET_V1"])
+def test_our_specs_written_as_caffe_text_read_back_the_same(name):
+    from solverkit.caffe import net_to_prototxt
+    spec = load_net_spec(getattr(caffe, name))
+    text = net_to_prototxt(spec)
+    assert "layers {" not in text and "_param {" in text       # today's format, nested params
+    assert load_net_spec(text).to_dict() == spec.to_dict()
