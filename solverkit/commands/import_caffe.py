@@ -58,6 +58,14 @@ def _prototxt(path: str, out: Path) -> int:
     from ..spec.solver import load_solver_spec
     if prototxt_kind(path) == "net":
         raw = load_net_spec(path).to_dict()
+        base = Path(path).resolve().parent
+        for layer in raw["layers"]:                 # data files, seen from OUT's folder
+            for key in PATH_FIELDS:
+                if key in layer:
+                    layer[key] = _rebased(layer[key], base, out)
+            if "mean_file" in layer.get("transform", {}):
+                layer["transform"]["mean_file"] = _rebased(layer["transform"]["mean_file"],
+                                                           base, out)
         kind = "net"
     else:
         load_solver_spec(path)                 # every field checked before anything is written
@@ -75,6 +83,19 @@ def _prototxt(path: str, out: Path) -> int:
     atomic_write_bytes(out, text)
     logger.info("Wrote the %s spec %s", kind, out)
     return 0
+
+
+PATH_FIELDS = ("source", "label_source", "root_folder")
+
+
+def _rebased(value, base: Path, out: Path):
+    """A relative path of the net (or a list of them) made relative to OUT's folder."""
+    if isinstance(value, list):
+        return [_rebased(v, base, out) for v in value]
+    if not isinstance(value, str) or not value or value.startswith("builtin:") \
+            or os.path.isabs(value) or not (base / value).exists():
+        return value
+    return _relative(str(base / value), out)
 
 
 def _relative(path: str, out: Path) -> str:

@@ -107,3 +107,22 @@ def test_caffe_lenet_trains_like_the_yaml_config_and_resumes_bit_exactly(tmp_pat
     assert halfway.keys() == converted.keys()
     for key in halfway:
         assert np.array_equal(halfway[key], converted[key]), key
+
+
+@pytest.mark.slow
+def test_imported_net_finds_its_data_from_another_folder(tmp_path, rng):
+    (tmp_path / "caffe").mkdir()
+    (tmp_path / "caffe" / "cifar10_quick_train_test.prototxt").write_text(caffe.CIFAR10_QUICK)
+    for name in ("cifar10_train", "cifar10_test"):
+        np.savez(tmp_path / "caffe" / f"{name}.npz",
+                 x=rng.uniform(0, 255, (100, 3, 32, 32)).astype(np.float32),
+                 y=rng.integers(0, 10, 100))
+    from solverkit.caffe.messages import encode_blobproto
+    (tmp_path / "caffe" / "mean.binaryproto").write_bytes(
+        encode_blobproto(np.full((1, 3, 32, 32), 100.0, np.float32)))
+    out = tmp_path / "yaml" / "net.yaml"
+    cli("import-caffe", tmp_path / "caffe" / "cifar10_quick_train_test.prototxt", "-o", out)
+    assert "source: ../caffe/cifar10_train.npz" in out.read_text()
+    a = sk.Net(tmp_path / "caffe" / "cifar10_quick_train_test.prototxt", seed=2)
+    b = sk.Net(out, seed=2)
+    np.testing.assert_array_equal(a.forward()["loss"], b.forward()["loss"])
