@@ -70,7 +70,7 @@ def _read(path: Path, what: str, shown: str) -> str:
     if path.is_dir():
         raise ConfigError(f"{what} path is a folder, not a file", file=shown)
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")     # a BOM is not a field
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read {what}: {err}", file=shown) from None
 
