@@ -30,6 +30,8 @@ COMMANDS = {
     "plot": "plot",
     "schema": "schema",
     "import-caffe": "import_caffe",
+    "convert-imageset": "convert_imageset",
+    "compute-image-mean": "compute_image_mean",
 }
 
 

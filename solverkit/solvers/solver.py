@@ -1,4 +1,4 @@
-"""The training loop (SPEC §5): TRAIN and TEST nets, updates, display, tests, the CSV log.
+"""The training loop: TRAIN and TEST nets, updates, display, tests, the CSV log.
 
 Each iteration: clear the parameter diffs, ``iter_size`` × (forward, backward) so the
 diffs hold the summed gradient, one update (``_apply_update``: normalize, clip,
@@ -360,6 +360,8 @@ class Solver:
         returns the state's path."""
         from ..snapshot import save_solver
         path = save_solver(self) if self.world.is_root else None
+        if path is not None:
+            self._write_class_names()
         self.world.barrier()
         if self.data_parallel is not None:      # what a resume from this snapshot will do
             self.data_parallel.rekey_generators(self._nets())
@@ -367,6 +369,18 @@ class Solver:
             logger.info("Snapshotting solver state to %s", path)
             self.last_snapshot = path
         return path
+
+    def _write_class_names(self) -> None:
+        """``<prefix>_labels.txt`` beside the snapshots: the class names of the TRAIN data
+        (a folder of class folders), one per line, line k naming class k."""
+        from ..data.image_sources import write_class_names
+        from ..layers.data import Data
+        for layer in self.net.layers:
+            if isinstance(layer, Data) and layer.class_names:
+                path = Path(f"{self.snapshot_prefix}_labels.txt")
+                if write_class_names(path, layer.class_names):
+                    logger.info("Class names written to %s", path)
+                return
 
     @parallel.abort_on_error
     def restore(self, path, allow_world_size_change: bool = False) -> None:
