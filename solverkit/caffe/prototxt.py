@@ -358,11 +358,29 @@ def _layer(msg: TextMessage, index: int, v1: bool, ctx: _Context, key_path: tupl
         raw["param"] = params
     if type_name == "HDF5Data":
         _hdf5_data(raw, msg, ctx, where)
+    if type_name == "Data" and "backend" in raw:
+        _backend(raw, ctx)
     for key, value in list(raw.items()):
         if key in fields and isinstance(value, list) and len(value) == 1 \
                 and not _wants_list(model, key) and key not in ("bottom", "top"):
             raw[key] = value[0]
     return raw
+
+
+def _backend(raw: dict, ctx: _Context) -> None:
+    """``backend`` names a database; a source that is none (builtin, a file) goes by itself.
+
+    Caffe's files say ``backend: LMDB`` for their databases; pointed at one of our sources
+    instead (``builtin:digits/train``, an .npz), the source's own format is read.
+    """
+    source = raw.get("source")
+    source = source[0] if isinstance(source, list) and len(source) == 1 else source
+    if not isinstance(source, str):
+        return
+    path = Path(source) if os.path.isabs(source) else ctx.base_dir / source
+    if source.startswith("builtin:") or path.is_file():
+        raw.pop("backend")
+        ctx.ignore("backend (the source is not a database)")
 
 
 def _hdf5_data(raw: dict, msg: TextMessage, ctx: _Context, where: dict) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import solverkit as sk
-from solverkit.caffe.messages import encode_blobproto
+from solverkit.caffe.messages import encode_blobproto, encode_datum
 from solverkit.caffe.prototxt import net_text_source, solver_text_source
 from solverkit.spec import SolverSpec, load_net_spec, load_solver_spec
 
@@ -234,3 +234,44 @@ def test_our_specs_written_as_caffe_text_read_back_the_same(name):
     text = net_to_prototxt(spec)
     assert "layers {" not in text and "_param {" in text       # today's format, nested params
     assert load_net_spec(text).to_dict() == spec.to_dict()
+
+
+def test_data_layer_reads_a_caffe_lmdb(tmp_path, rng):
+    """examples/mnist's Data layer as written: data_param { source backend: LMDB }."""
+    lmdb = pytest.importorskip("lmdb")
+    pixels = rng.integers(0, 256, (6, 1, 28, 28), dtype=np.uint8)
+    env = lmdb.open(str(tmp_path / "mnist_train_lmdb"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, image in enumerate(pixels):
+            txn.put(f"{i:08d}".encode(), encode_datum(image, label=i % 10))
+    env.close()
+    (tmp_path / "net.prototxt").write_text(
+        caffe.LENET.replace("mnist_train.npz", "mnist_train_lmdb").replace("batch_size: 64",
+                                                                           "batch_size: 6"))
+    net = sk.Net(tmp_path / "net.prototxt", phase="TRAIN", seed=0)
+    assert net.layer("mnist").params.backend == "LMDB"
+    net.forward()
+    np.testing.assert_allclose(net.blobs["data"].data, pixels * 0.00390625, rtol=1e-6)
+    np.testing.assert_array_equal(net.blobs["label"].data, np.arange(6) % 10)
+    net.close()
+
+
+def test_image_data_layer_from_a_prototxt(tmp_path, rng):
+    Image = pytest.importorskip("PIL.Image")
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(
+            tmp_path / f"im{i}.png")
+    (tmp_path / "list.txt").write_text("".join(f"im{i}.png {i}\n" for i in range(3)))
+    (tmp_path / "net.prototxt").write_text("""\
+layer {
+  name: "data" type: "ImageData" top: "data" top: "label"
+  transform_param { mirror: false crop_size: 7 mean_value: 104 mean_value: 117 mean_value: 123 }
+  image_data_param { source: "list.txt" batch_size: 3 new_height: 9 new_width: 8 root_folder: "" }
+}
+""")
+    net = sk.Net(tmp_path / "net.prototxt", phase="TEST", seed=0)
+    assert net.blobs["data"].shape == (3, 3, 7, 7)
+    assert net.layer("data").params.transform.mean_value == [104, 117, 123]
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["label"].data, [0, 1, 2])
+    net.close()
