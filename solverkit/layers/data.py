@@ -124,7 +124,7 @@ class Data(DataLayer):
             raise DataError(f"{dataset.title} has no labels for top '{top[1].name}' (set y_key "
                             f"for npz, HDF5 and arrays, label_source for npy, label_column for "
                             f"csv), or give only the data top", field="top")
-        self.dataset = dataset
+        self.dataset = dataset          # deploy nets read the stored value range from it
         self.transform = self._transform(dataset)
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
                                   shuffle=p.shuffle, rng=self.rng.spawn(1)[0],
