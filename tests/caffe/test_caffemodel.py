@@ -306,3 +306,24 @@ def test_cli_test_and_fine_tune_take_a_caffemodel(tmp_path):
                 "--weights", caffemodel, "--set", "max_iter=0",
                 f"snapshot_prefix={tmp_path / 'tuned'}")
     assert tuned == with_npz                    # iteration 0: the weights as loaded
+
+
+@pytest.mark.slow
+def test_solverkit_export_writes_caffe_files_opencv_reads(tmp_path):
+    """The train/test net in its deploy form, through ``solverkit export``."""
+    model = _trained_digits_lenet(tmp_path)
+    out = tmp_path / "lenet.caffemodel"
+    done = subprocess.run([sys.executable, "-m", "solverkit", "export", "--net",
+                           CONFIGS / "digits" / "lenet_net.yaml", "--weights", model, "-o", out],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    prototxt = out.with_suffix(".prototxt")
+    deploy = sk.Net(sk.deploy_net(CONFIGS / "digits" / "lenet_net.yaml"), phase="TEST", seed=0)
+    deploy.load(model, allow_extra=True)
+    back = sk.Net(prototxt, phase="TEST", seed=1)
+    back.load(out)
+    assert back.spec.to_dict() == deploy.spec.to_dict()
+    x = np.random.default_rng(2).random(back.blobs["data"].shape).astype(np.float32)
+    probs = back.forward(data=x)["prob"]
+    assert np.array_equal(probs, deploy.forward(data=x)["prob"])
+    np.testing.assert_allclose(_opencv_forward(prototxt, out, x[:3]), probs[:3], atol=1e-4)
