@@ -27,3 +27,12 @@ def test_docs_solvers_md_is_up_to_date_and_names_every_builtin():
         assert f"### {name}\n" in text
         for field in obj.Params.model_fields:
             assert f"| `{field}` |" in text.split(f"### {name}\n", 1)[1].split("###")[0]
+
+
+def test_readme_solvers_section_names_every_builtin_type_and_policy():
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Solvers\n")[1]
+    section = section.split("\n## ")[0]
+    for table in (update_types(), policies()):
+        for name, obj in table.items():
+            if obj.__module__.startswith("solverkit."):
+                assert f"`{name}`" in section, name
