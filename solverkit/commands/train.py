@@ -3,7 +3,9 @@
 Prints each final averaged TEST output as ``Test net output #<i>: <name> = <value>``.
 ``--resume PATH|latest`` continues bit-exactly from a snapshot; ``--weights MODEL`` starts a
 fresh solver from given weights (fine-tuning). SIGINT/SIGTERM write a snapshot and exit 0
-(``--on-signal stop`` skips the snapshot).
+(``--on-signal stop`` skips the snapshot, ``none`` ignores them); SIGHUP writes a snapshot and
+training goes on (``--sighup-effect stop|none``). ``--stage``/``--level`` add to the
+training net's ``train_state``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import sys
 
 from ..errors import SolverkitError
 from ..solvers import Solver
+from . import add_state_arguments, stages_of
 
 logger = logging.getLogger("solverkit")
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                 if hasattr(signal, name))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-world-size-change", action="store_true",
                         help="with --resume: accept a state written by another number of "
                              "MPI ranks (the effective batch changes)")
-    parser.add_argument("--on-signal", choices=("snapshot", "stop"), default="snapshot",
-                        help="on SIGINT/SIGTERM: write a snapshot (default) or just stop")
+    parser.add_argument("--on-signal", choices=("snapshot", "stop", "none"), default="snapshot",
+                        help="on SIGINT/SIGTERM: write a snapshot and stop (default), just "
+                             "stop, or ignore the signal")
+    parser.add_argument("--sighup-effect", choices=("snapshot", "stop", "none"),
+                        default="snapshot",
+                        help="on SIGHUP: write a snapshot and go on training (default), stop "
+                             "(no snapshot), or ignore it")
+    add_state_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if args.allow_missing and not args.weights:
         raise SolverkitError("--allow-missing goes with --weights", field="--allow-missing")
     solver = Solver(args.solver, net=args.net, overrides=args.overrides,
-                    progress=False if args.quiet else None)
+                    progress=False if args.quiet else None, stages=stages_of(args),
+                    level=args.level)
     solver.on_signal = args.on_signal
+    solver.sighup_effect = args.sighup_effect
     if args.resume:
         from ..snapshot import resolve_resume
         solver.restore(resolve_resume(args.resume, solver.snapshot_prefix),
@@ -65,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             logger.info("Layers without weights in %s (left as initialised): %s",
                         args.weights, ", ".join(skipped))
     previous = {sig: signal.signal(sig, lambda signum, frame: solver.request_stop(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+                for sig in _SIGNALS}
     try:
         results = solver.solve()
     finally:
@@ -75,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if solver.stopped_by is not None:
         name = signal.Signals(solver.stopped_by).name
-        if args.on_signal == "snapshot" and solver.last_snapshot is not None:
+        action = args.sighup_effect if name == "SIGHUP" else args.on_signal
+        if action == "snapshot" and solver.last_snapshot is not None:
             again = [a for a in sys.argv[1:] if a not in ("--resume", args.resume or "")]
             print(f"Stopped by {name} at iteration {solver.iter}; snapshot written to "
                   f"{solver.last_snapshot}\nResume with: solverkit {shlex.join(again)} "
@@ -83,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"Stopped by {name} at iteration {solver.iter} (no snapshot written)")
         return 0
+    if solver.stop_reason is not None:
+        print(f"Stopped at iteration {solver.iter}: {solver.stop_reason}; snapshot written to "
+              f"{solver.last_snapshot}")
     for i, (name, value) in enumerate(results.items()):
         print(f"Test net output #{i}: {name} = {value:.6g}")
     return 0
