@@ -303,6 +303,7 @@ def test_train_net_and_test_net_files_with_train_state(tmp_path):
 
 
 # ------------------------------------------------------------------ SIGHUP
+@pytest.mark.slow
 def test_sighup_writes_a_snapshot_and_training_ends_with_the_same_weights(tmp_path):
     import subprocess
     import time
