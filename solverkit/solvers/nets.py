@@ -97,6 +97,11 @@ def plan_nets(spec: SolverSpec, net=None,
     if stage_override is not None:
         train_state = NetState(stage=list(stage_override[0]), level=stage_override[1])
     train = NetPlan(train_source, "TRAIN", train_state, field=train_field)
+    for name, states, phase in (("train_state", [spec.train_state], "TRAIN"),
+                                ("test_state", spec.test_state, "TEST")):
+        if any(state.phase not in (None, phase) for state in states):
+            raise ConfigError(f"{name} is for {phase} nets: its phase must be {phase} or "
+                              f"left out", file=spec.file, line=spec.line_of(name), field=name)
 
     sources = [(_path(spec, "test_net", p), "test_net") for p in spec.test_net]
     sources += [(_inline(spec, "test_net_param", p), "test_net_param")

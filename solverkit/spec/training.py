@@ -13,8 +13,10 @@ from .net import StrictModel, _as_list
 
 class NetState(StrictModel):
     """Caffe's NetState for a net the solver builds: its ``stage`` names and ``level``
-    (the phase is the net's role: TRAIN for the training net, TEST for test nets)."""
+    (the phase is the net's role: TRAIN for the training net, TEST for test nets; a
+    ``phase`` given must agree)."""
 
+    phase: Literal["TRAIN", "TEST"] | None = None
     stage: list[str] = Field(default_factory=list)
     level: int = 0
 
