@@ -98,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"Stopped by {name} at iteration {solver.iter} (no snapshot written)")
         return 0
-    if solver.stop_reason is not None:
-        print(f"Stopped at iteration {solver.iter}: {solver.stop_reason}; snapshot written to "
+    if solver.stop_reason is not None:     # the log said why, unless --quiet hid it
+        why = f": {solver.stop_reason}" if args.quiet else ""
+        print(f"Stopped early at iteration {solver.iter}{why}; snapshot written to "
               f"{solver.last_snapshot}")
     for i, (name, value) in enumerate(results.items()):
         print(f"Test net output #{i}: {name} = {value:.6g}")

@@ -34,7 +34,7 @@ def staged_net(train: str, test: str) -> dict:
     no_deploy = {"not_stage": "deploy"}
     return {"name": "staged", "dtype": "float64", "plugins": ["solver_data"], "layers": [
         {"name": "data", "type": "FixedData", "top": ["data", "label"], "source": train,
-         "batch_size": BATCH, "include": {"phase": "TRAIN"}},
+         "batch_size": BATCH, "include": {"phase": "TRAIN", **no_deploy}},
         {"name": "data", "type": "FixedData", "top": ["data", "label"], "source": test,
          "batch_size": BATCH, "include": {"phase": "TEST", "stage": "val"}},
         {"name": "data", "type": "FixedData", "top": ["data", "label"], "source": train,

@@ -239,7 +239,8 @@ def test_early_stop_from_the_command_line_says_why(tmp_path):
     done = subprocess.run([sys.executable, "-m", "solverkit", "--quiet", "train", "--solver",
                            str(solver_path)], capture_output=True, text=True, timeout=120, check=False, env=_env())
     assert done.returncode == 0, done.stderr
-    assert "Stopped at iteration" in done.stdout and "early stop: loss" in done.stdout
+    assert "Stopped early at iteration" in done.stdout and "snapshot written" in done.stdout
+    assert "early stop: loss has not improved" in done.stdout
 
 
 # ------------------------------------------------------------------ test nets, stages
@@ -421,3 +422,21 @@ def test_a_callback_sees_every_hook_and_can_stop_training(tmp_path):
     again.restore(tmp_path / "run_iter_10.solverstate.npz")
     assert restored.steps == 10 and watch.steps == 12
     again.close()
+
+
+def test_stage_flags_choose_the_layers_of_check_time_and_draw(tmp_path, capsys):
+    from solverkit.cli import main
+    net_path, _ = write_run(tmp_path)
+    assert main(["check", "--net", str(net_path), "--stage", "deploy"]) == 0
+    out = capsys.readouterr().out
+    assert "prob" in out and "SoftmaxWithLoss" not in out
+    assert main(["time", "--net", str(net_path), "--stage", "deploy", "--phase", "TEST",
+                 "--iterations", "1", "--warmup", "0"]) == 0
+    assert "prob" in capsys.readouterr().out
+    dot = tmp_path / "deploy.dot"
+    assert main(["draw", "--net", str(net_path), "-o", str(dot), "--stage", "val,deploy"]) == 0
+    text = dot.read_text()
+    assert "prob" in text and "FixedData" not in text
+    assert main(["draw", "--net", str(net_path), "-o", str(dot), "--phase", "TEST",
+                 "--stage", "val"]) == 0
+    assert "FixedData" in dot.read_text() and "prob" not in dot.read_text()
