@@ -131,8 +131,15 @@ class ElementwiseRule(UpdateRule):
                 part = slice(start, start + size)
                 blocks.append((UpdateParam(w[part], g[part], param.key, param.decay),
                                {name: array[part] for name, array in flat.items()}, lr))
-        parallel_for(lambda job: super(ElementwiseRule, self).apply([job], t, regularize),
-                     blocks, elements=elements)
+        coupled = not self.decoupled_decay
+
+        def run(job):
+            param, state, lr = job
+            if param.decay and coupled:     # numpy here: the blocks already share the cores
+                regularize(param.data, param.diff, param.decay, vector_library=False)
+            self.step(param, state, lr, t)
+
+        parallel_for(run, blocks, elements=elements)
 
 
 class Updater:
@@ -190,10 +197,14 @@ class Updater:
             for param in self.params:
                 param.blob.diff *= scale
 
-    def regularize(self, w: np.ndarray, g: np.ndarray, decay: float) -> None:
-        """Add the gradient of ``decay·R(W)`` to ``g`` (L2: ½ΣW², L1: Σ|W|, ElasticNet: Σ(½βW²+|W|))."""
+    def regularize(self, w: np.ndarray, g: np.ndarray, decay: float,
+                   vector_library: bool = True) -> None:
+        """Add the gradient of ``decay·R(W)`` to ``g`` (L2: ½ΣW², L1: Σ|W|, ElasticNet: Σ(½βW²+|W|)).
+
+        L2 on whole arrays takes one pass on MKL's threads when MKL is chosen, unless
+        ``vector_library`` is False (blocks already spread over solverkit's threads)."""
         kind = self.spec.regularization_type
-        if kind == "L2" and blas.axpby_ready(w, g):
+        if kind == "L2" and vector_library and blas.axpby_ready(w, g):
             blas.axpby(decay, w, 1.0, g)        # one pass on MKL's threads
             return
         key = (w.shape, w.dtype, threading.get_ident())
@@ -445,3 +456,131 @@ def scaled_step(w, g, h, lr, delta, work) -> None:
     np.divide(g, work, out=work)
     work *= lr
     w -= work
+
+
+# ------------------------------------------------------------------ beyond Caffe
+class _LionParams(FieldsModel):
+    momentum: float = Field(0.9, ge=0, lt=1, description="β1: mixes the step direction")
+    momentum2: float = Field(0.99, ge=0, lt=1, description="β2: the momentum kept")
+
+
+@register_update("Lion")
+class Lion(ElementwiseRule):
+    """``c = β1·M + (1−β1)·g;  W ← W − lr·λ·W_old − lr·sign(c);  M = β2·M + (1−β2)·g``.
+
+    Lion (Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023): the step is
+    the sign of an interpolation of momentum and gradient, so every element moves by lr.
+    β1 = ``momentum``, β2 = ``momentum2``; decoupled decay λ = weight_decay·decay_mult.
+    """
+
+    Params = _LionParams
+    state_names = ("m",)
+    decoupled_decay = True
+
+    def step(self, param, state, lr, t):
+        beta1, beta2 = self.params.momentum, self.params.momentum2
+        w, g, m = param.data, param.diff, state["m"]
+        work = self.work_array(g)
+        np.multiply(m, beta1, out=work)
+        work += np.multiply(g, 1.0 - beta1, out=self.work_array(g, slot=1))
+        np.sign(work, out=work)                     # sign(c)
+        if param.decay:
+            w *= 1.0 - lr * param.decay
+        work *= lr
+        w -= work
+        moving_average(m, g, beta2, work)
+
+
+class _RAdamParams(AdamParams):
+    """Adam's fields and defaults."""
+
+
+@register_update("RAdam")
+class RAdam(ElementwiseRule):
+    """``M, V`` as Adam;  ``ρt = ρ∞ − 2t·β2^t/(1−β2^t)``, ``ρ∞ = 2/(1−β2) − 1``;  if ``ρt > 5``:
+    ``W −= lr·r·sqrt(1−β2^t)/(1−β1^t)·M/(sqrt(V)+ε)``, ``r = sqrt((ρt−4)(ρt−2)ρ∞ / ((ρ∞−4)(ρ∞−2)ρt))``;
+    else ``W −= lr·M/(1−β1^t)``.
+
+    RAdam (Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", 2020):
+    Adam whose adaptive step is switched on gradually, as the variance of its estimate
+    allows; until then it is momentum SGD. The threshold 5 is the authors' code's and
+    PyTorch's (the paper's Algorithm 2 writes 4); ε is placed as in Adam. β1 = ``momentum``,
+    β2 = ``momentum2``, ε = ``delta``.
+    """
+
+    Params = _RAdamParams
+    state_names = ("m", "v")
+
+    def step(self, param, state, lr, t):
+        beta1, beta2 = self.params.momentum, self.params.momentum2
+        w, g, m, v = param.data, param.diff, state["m"], state["v"]
+        work = self.work_array(g)
+        moving_average(m, g, beta1, work)
+        running_mean_of_squares(v, g, beta2, work)
+        rho_inf = 2.0 / (1.0 - beta2) - 1.0
+        rho_t = rho_inf - 2.0 * t * beta2 ** t / (1.0 - beta2 ** t)
+        first = 1.0 - beta1 ** t
+        if rho_t > 5.0:
+            rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                             / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+            scaled_step(w, m, v, lr * rect * math.sqrt(1.0 - beta2 ** t) / first,
+                        self.params.delta, work)
+        else:
+            w -= np.multiply(m, lr / first, out=work)
+
+
+class _LambParams(FieldsModel):
+    momentum: float = Field(0.9, ge=0, lt=1, description="β1")
+    momentum2: float = Field(0.999, ge=0, lt=1, description="β2")
+    delta: float = Field(1e-6, gt=0, description="ε")
+
+
+@register_update("LAMB")
+class LAMB(UpdateRule):
+    """``M, V`` as Adam;  ``u = (M/(1−β1^t)) / (sqrt(V/(1−β2^t)) + ε) + λ·W``;  ``W −= lr·‖W‖/‖u‖·u``.
+
+    LAMB (You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+    minutes", 2020, Algorithm 2): Adam's direction plus decoupled decay, scaled per
+    parameter by a trust ratio whose norms run over the whole parameter (the ratio is 1
+    when either norm is 0, as for a bias that starts at zero). λ = weight_decay·decay_mult;
+    β1 = ``momentum``, β2 = ``momentum2``, ε = ``delta``.
+    """
+
+    Params = _LambParams
+    state_names = ("m", "v")
+    decoupled_decay = True
+
+    def __init__(self, params=None, spec=None):
+        super().__init__(params, spec)
+        self._work: dict[tuple, np.ndarray] = {}
+
+    def _scratch(self, like: np.ndarray) -> np.ndarray:
+        work = self._work.get((like.shape, like.dtype))
+        if work is None:
+            work = self._work[(like.shape, like.dtype)] = np.empty_like(like)
+        return work
+
+    def step(self, param, state, lr, t):
+        beta1, beta2 = self.params.momentum, self.params.momentum2
+        w, g, m, v = param.data, param.diff, state["m"], state["v"]
+        u = self._scratch(g)
+        moving_average(m, g, beta1, u)
+        running_mean_of_squares(v, g, beta2, u)
+        np.divide(v, 1.0 - beta2 ** t, out=u)
+        np.sqrt(u, out=u)
+        u += self.params.delta
+        np.divide(m, u, out=u)
+        u /= 1.0 - beta1 ** t                       # the Adam direction
+        if param.decay:
+            u += param.decay * w
+        w_norm, u_norm = _norm(w), _norm(u)
+        ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+        u *= lr * ratio
+        w -= u
+
+
+def _norm(x: np.ndarray) -> float:
+    """The L2 norm of a whole array, summed in float64 (numpy's pairwise sum: the same
+    result whatever the thread count)."""
+    flat = x.reshape(-1)
+    return math.sqrt(float(np.square(flat, dtype=np.float64).sum()))
