@@ -4,8 +4,9 @@ One figure, panels stacked over a shared iteration axis: every TRAIN output (the
 per-iteration value, faint, and its trailing moving average), then one panel per TEST
 output, then the learning rate. ``EVENT`` rows mark points on the test curves: the best
 value (``best/<output>``, a star) and the test that stopped training early
-(``early_stop/<output>``, a cross, and a dotted line across every panel). Several logs overlay, one colour per file, labelled by
-file name, which is how runs with different optimizers are compared. matplotlib (the
+(``early_stop/<output>``, a cross, and a dotted line across every panel). Several logs
+overlay, one colour per file, labelled by file name, which is how runs with different
+optimizers are compared. matplotlib (the
 ``plot`` extra) is imported only here, and drawn without pyplot (no global state, no GUI).
 """
 

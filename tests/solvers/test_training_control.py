@@ -237,7 +237,8 @@ def test_early_stop_from_the_command_line_says_why(tmp_path):
     import subprocess
     _, solver_path = write_run(tmp_path, **CONTROL)
     done = subprocess.run([sys.executable, "-m", "solverkit", "--quiet", "train", "--solver",
-                           str(solver_path)], capture_output=True, text=True, timeout=120, check=False, env=_env())
+                           str(solver_path)], capture_output=True, text=True, timeout=120,
+                          check=False, env=_env())
     assert done.returncode == 0, done.stderr
     assert "Stopped early at iteration" in done.stdout and "snapshot written" in done.stdout
     assert "early stop: loss has not improved" in done.stdout
