@@ -6,8 +6,8 @@ output, then the learning rate. ``EVENT`` rows mark points on the test curves: t
 value (``best/<output>``, a star) and the test that stopped training early
 (``early_stop/<output>``, a cross, and a dotted line across every panel). Several logs
 overlay, one colour per file, labelled by file name, which is how runs with different
-optimizers are compared. matplotlib (the
-``plot`` extra) is imported only here, and drawn without pyplot (no global state, no GUI).
+optimizers are compared. matplotlib (the ``plot`` extra) is imported only here, and
+drawn without pyplot (no global state, no GUI).
 """
 
 from __future__ import annotations
