@@ -441,3 +441,23 @@ def test_stage_flags_choose_the_layers_of_check_time_and_draw(tmp_path, capsys):
     assert main(["draw", "--net", str(net_path), "-o", str(dot), "--phase", "TEST",
                  "--stage", "val"]) == 0
     assert "FixedData" in dot.read_text() and "prob" not in dot.read_text()
+
+
+def test_signal_effects_none_and_stop(tmp_path):
+    _, solver_path = write_run(tmp_path, max_iter=8, test_interval=0)
+    for on_signal, sighup, signum, end in (("none", "none", signal.SIGTERM, 8),
+                                           ("none", "none", signal.SIGHUP, 8),
+                                           ("snapshot", "stop", signal.SIGHUP, 4)):
+        solver = sk.Solver(solver_path, progress=False)
+        solver.on_signal, solver.sighup_effect = on_signal, sighup
+
+        class Send(sk.Callback):
+            def on_step_end(self, it, outputs, signum=signum, solver=solver):
+                if it == 3:
+                    solver.request_stop(signum)
+
+        solver.add_callback(Send())
+        solver.solve()
+        assert solver.iter == end
+    # SIGHUP stop writes no snapshot; the runs to the end wrote only their final one
+    assert _iterations(tmp_path) == [8]
