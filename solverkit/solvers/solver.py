@@ -95,6 +95,7 @@ class Solver:
         # with tests in the loop, build the TEST nets now so their mistakes show before training
         if self.spec.test_interval > 0:
             for i in range(len(self.test_plans)):
+                self.test_net_at(i)
                 self.test_iters[i] = self.test_iterations(i)
         self.schedule = Schedule(self.spec)
         self.updater = Updater(self.spec, self.net.learnable_params)
