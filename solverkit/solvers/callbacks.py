@@ -310,6 +310,12 @@ class TensorBoardLog(Callback):
 
 def builtin_callbacks(spec) -> list[Callback]:
     """The callbacks the solver spec asks for, in the order they run."""
+    if spec.test_interval <= 0:
+        for name in ("snapshot_best", "early_stop", "plateau"):
+            if getattr(spec, name, None) is not None:
+                raise ConfigError(f"{name} watches test outputs: set test_interval (and a "
+                                  f"test net)", file=spec.file, line=spec.line_of(name),
+                                  field=name)
     callbacks: list[Callback] = []
     if spec.debug_info:
         callbacks.append(DebugInfo(spec.display))

@@ -95,6 +95,10 @@ def test_a_watched_output_the_test_nets_lack_is_a_config_error(tmp_path):
     solver = sk.Solver(solver_path, progress=False)
     with pytest.raises(ConfigError, match=r"snapshot_best.*no output 'acuracy'.*'accuracy'"):
         solver.solve()
+    for name, field in (("early_stop", {"early_stop": {"output": "loss"}}),
+                        ("plateau", {"lr_policy": "plateau", "plateau": {"output": "loss"}})):
+        with pytest.raises(ConfigError, match=f"'{name}': {name} watches test outputs"):
+            sk.Solver(write_run(tmp_path, test_interval=0, **field)[1])
 
 
 # ------------------------------------------------------------------ retention
