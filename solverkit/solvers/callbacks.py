@@ -268,8 +268,9 @@ class DebugInfo(Callback):
 class TensorBoardLog(Callback):
     """``log: [csv, tensorboard]``: TRAIN outputs (``train/<name>``), test outputs
     (``test/<name>``), the rate (``lr``) and with ``debug_info`` the per-layer magnitudes
-    as scalars and the parameters as histograms (at ``display`` iterations), in an event
-    file under ``<prefix>_tensorboard/``."""
+    as scalars and the parameters as histograms (at ``display`` iterations, every one
+    when ``display`` is 0; the debug CSV has every iteration), in an event file under
+    ``<prefix>_tensorboard/``."""
 
     def __init__(self, display: int):
         self.display = display
@@ -290,11 +291,12 @@ class TensorBoardLog(Callback):
         values = {f"train/{name}": value for name, value in outputs.items()}
         values["lr"] = self.solver.rate(it)
         debug = next((cb for cb in self.solver.callbacks if isinstance(cb, DebugInfo)), None)
-        if debug is not None:
+        shown = not self.display or it % self.display == 0
+        if debug is not None and shown:
             values.update({f"debug/{layer}/{blob}/{quantity}": value
                            for layer, blob, quantity, value in debug.last})
         self._write(it, values)
-        if debug is not None and self.display and it % self.display == 0 and self.writer:
+        if debug is not None and shown and self.writer:
             for layer in self.solver.net.layers:
                 for j, blob in enumerate(layer.blobs):
                     self.writer.histogram(it, f"params/{layer.name}/{j}", blob.data)
