@@ -10,6 +10,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
 from . import blas
 from .blob import Blob
+from .deploy import deploy_net
 from .errors import ConfigError, DataError, NonFiniteError, ShapeError, SolverkitError
 from .layers import DataLayer, Layer, LayerParams, LossLayer
 from .net import Net
@@ -41,6 +42,7 @@ __all__ = [
            "UpdateRule",
            "__version__",
            "blas",
+           "deploy_net",
            "layer_types",
            "load_net_spec",
            "load_solver_spec",

@@ -29,6 +29,10 @@ COMMANDS = {
     "draw": "draw",
     "plot": "plot",
     "schema": "schema",
+    "convert-imageset": "convert_imageset",
+    "compute-image-mean": "compute_image_mean",
+    "predict": "predict",
+    "export": "export",
 }
 
 
@@ -83,8 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    command = None
     try:
         args = build_parser().parse_args(argv)
+        command = args.command
         blas.backend()          # a wrong SOLVERKIT_BLAS is reported before any work
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stdout, force=True)
@@ -100,7 +106,8 @@ def main(argv=None) -> int:
     except NonFiniteError as err:
         if debug:
             traceback.print_exc()
-        print(f"solverkit: training failed: {err}", file=sys.stderr)
+        failed = "training failed" if command in (None, "train") else f"{command} failed"
+        print(f"solverkit: {failed}: {err}", file=sys.stderr)
         return parallel.abort_if_distributed(1)
     except KeyboardInterrupt:
         print("solverkit: interrupted", file=sys.stderr)

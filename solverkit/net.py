@@ -340,6 +340,54 @@ class Net:
                               for blob, weight in self.loss_weights))
         return {name: self._export(self.blobs[name]) for name in self.outputs}
 
+    def predict(self, x, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Run any number of samples through this TEST net, ``batch_size`` at a time.
+
+        ``x`` is an array (N, ...) for a net with one Input blob, or ``{input name: array}``
+        (equal N). Returns ``{output name: array (N, ...)}``, the batches' outputs stacked
+        (the last batch may be smaller). Only forward runs: no diff is allocated or written.
+        A train/test net has no Input blobs: predict on ``Net(deploy_net(spec), "TEST")``.
+        """
+        if self.phase != "TEST":
+            raise ConfigError("predict runs a TEST net; build it with phase='TEST'",
+                              file=self.spec.file, field="phase")
+        if not self.input_blobs:
+            raise ConfigError("the net has no Input layer to feed; derive its deploy form "
+                              "with solverkit.deploy_net(spec)", file=self.spec.file)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}",
+                              field="batch_size")
+        if not isinstance(x, dict):
+            if len(self.input_blobs) != 1:
+                raise ConfigError(f"the net has {len(self.input_blobs)} inputs "
+                                  f"({', '.join(self.input_blobs)}); give a dict of arrays",
+                                  file=self.spec.file)
+            x = {next(iter(self.input_blobs)): x}
+        arrays = {name: np.asarray(value) for name, value in x.items()}
+        for name in self.input_blobs:
+            if name not in arrays:
+                raise ConfigError(f"no samples given for input '{name}'", file=self.spec.file)
+        counts = {name: (a.shape[0] if a.ndim else 0) for name, a in arrays.items()}
+        count = next(iter(counts.values()))
+        if any(c != count for c in counts.values()):
+            raise ShapeError(f"inputs hold different numbers of samples: {counts}",
+                             file=self.spec.file)
+        results: dict[str, np.ndarray] = {}
+        for start in range(0, count, int(batch_size)):
+            stop = min(start + int(batch_size), count)
+            self.forward(**{name: a[start:stop] for name, a in arrays.items()})
+            for name in self.outputs:
+                data = self.blobs[name].data
+                if data.ndim == 0 or data.shape[0] != stop - start:
+                    raise ShapeError(f"output '{name}' has shape {data.shape}, not one row "
+                                     f"per sample of the batch of {stop - start}",
+                                     file=self.spec.file)
+                if name not in results:
+                    results[name] = np.empty((count, *data.shape[1:]), data.dtype)
+                results[name][start:stop] = data
+        return results
+
     @staticmethod
     def _export(blob: Blob):
         return float(blob.data.reshape(-1)[0]) if blob.count == 1 else blob.data.copy()

@@ -500,6 +500,8 @@ class Solver:
         self._emit("before_snapshot", self.iter, reason)
         stem = "best" if reason == "best" else None
         path = save_solver(self, stem=stem) if self.world.is_root else None
+        if path is not None:
+            self._write_class_names()
         self.world.barrier()
         if self.data_parallel is not None:      # what a resume from this snapshot will do
             self.data_parallel.rekey_generators(self._nets())
@@ -509,6 +511,18 @@ class Solver:
                 self.last_snapshot = path
             self._emit("on_snapshot", path)
         return path
+
+    def _write_class_names(self) -> None:
+        """``<prefix>_labels.txt`` beside the snapshots: the class names of the TRAIN data
+        (a folder of class folders), one per line, line k naming class k."""
+        from ..data.image_sources import write_class_names
+        from ..layers.data import Data
+        for layer in self.net.layers:
+            if isinstance(layer, Data) and layer.class_names:
+                path = Path(f"{self.snapshot_prefix}_labels.txt")
+                if write_class_names(path, layer.class_names):
+                    logger.info("Class names written to %s", path)
+                return
 
     @parallel.abort_on_error
     def restore(self, path, allow_world_size_change: bool = False) -> None:

@@ -384,7 +384,8 @@ def load_solver_spec(source, overrides=None) -> SolverSpec:
                                 else None)
         extra = parse_overrides(overrides)
     except SolverkitError as err:
-        raise err.located(file=src.file) from None
+        line = src.line("plugins") if err.field == "plugins" else None
+        raise err.located(file=src.file, line=line) from None
     if extra.get("net") is not None:        # a net named on the command line: from the cwd
         extra["net"] = str(Path(extra["net"]).resolve())
     raw.update(extra)
