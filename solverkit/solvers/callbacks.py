@@ -22,6 +22,7 @@ debug information, the TensorBoard logger) are callbacks too.
 from __future__ import annotations
 
 import csv
+import glob
 import logging
 import re
 from pathlib import Path
@@ -166,7 +167,7 @@ class KeepLast(Callback):
         prefix = Path(self.solver.snapshot_prefix)
         folder = prefix.parent
         files: dict[int, dict[str, Path]] = {}
-        for candidate in folder.glob(f"{_glob_escape(prefix.name)}_iter_*.npz"):
+        for candidate in folder.glob(f"{glob.escape(prefix.name)}_iter_*.npz"):
             match = _ITER.search(candidate.name)
             if match and candidate.name.startswith(f"{prefix.name}_iter_"):
                 files.setdefault(int(match.group(1)), {})[match.group(2)] = candidate
@@ -188,11 +189,6 @@ class KeepLast(Callback):
 
     def set_state(self, state):
         self.protected = [int(it) for it in state.get("protected", [])]
-
-
-def _glob_escape(text: str) -> str:
-    import glob
-    return glob.escape(text)
 
 
 def _mean_abs(array) -> float:
