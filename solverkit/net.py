@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .blob import Blob
-from .errors import ConfigError, ShapeError, SolverkitError, did_you_mean
+from .errors import (
+    ConfigError,
+    NonFiniteError,
+    ShapeError,
+    SolverkitError,
+    did_you_mean,
+    size_refusal,
+)
 from .layers.base import DataLayer, Layer
 from .registry import layer_class
 from .spec.net import LayerSpec, NetSpec, ParamSpec, load_net_spec
@@ -156,9 +163,12 @@ class Net:
                 layer.reshape(bottom, top)
             except SolverkitError as err:
                 raise self._located(err, position) from None
-            except MemoryError as err:      # sizes typed by mistake (num_output: 10**12)
+            except (MemoryError, ValueError, OverflowError) as err:
+                reason = size_refusal(err)      # sizes typed by mistake (num_output: 10**12)
+                if reason is None:
+                    raise
                 raise self._located(ShapeError(f"not enough memory for this layer's blobs: "
-                                               f"{err}; check its sizes"), position) from None
+                                               f"{reason}; check its sizes"), position) from None
             self._check_loss_weights(layer, lspec, position)
             self._setup_params(layer, lspec, position)
             if isinstance(layer, DataLayer) and layer.fed_by_user:
@@ -480,7 +490,11 @@ class Net:
         for position, layer in enumerate(self.layers):
             for blob in self.tops[position]:
                 if not np.all(np.isfinite(blob.data)):
-                    return f"layer '{layer.name}' ({layer.type}): output '{blob.name}'"
+                    bad = [j for j, param in enumerate(layer.blobs)
+                           if not np.all(np.isfinite(param.data))]
+                    cause = (f" (its parameter {', '.join(map(str, bad))} is non-finite)"
+                             if bad else "")
+                    return f"layer '{layer.name}' ({layer.type}): output '{blob.name}'{cause}"
         for position in reversed(range(len(self.layers))):
             layer = self.layers[position]
             for j, blob in enumerate(layer.blobs):
@@ -490,6 +504,18 @@ class Net:
                 if flag and blob.has_diff and not np.all(np.isfinite(blob._diff)):
                     return f"layer '{layer.name}' ({layer.type}): gradient of bottom '{blob.name}'"
         return None
+
+    def check_finite_outputs(self, context: str) -> None:
+        """A NonFiniteError when an output of the last forward holds NaN or infinity, naming
+        it and the first layer whose output went non-finite (``context`` leads the message:
+        "iteration 200, test")."""
+        for name in self.outputs:
+            data = self.blobs[name].data
+            if not np.all(np.isfinite(data)):
+                value = float(data.reshape(-1)[0]) if data.size == 1 else "not finite"
+                where = self.find_nonfinite() or f"output '{name}'"
+                raise NonFiniteError(f"{context}: output '{name}' is {value}; first "
+                                     f"non-finite value: {where}")
 
     def save(self, path) -> str:
         """Write the parameters to a model file (npz, ``<layer>/<index>`` keys); its SHA-256."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..net import Net
+from ..runs import check_prefix_folder
 from ..solvers import Solver
 from ..spec.net import load_net_spec
 from ..spec.solver import parse_overrides
@@ -41,6 +42,7 @@ def run(args) -> int:
     solver = Solver(args.solver, net=args.net, overrides=args.overrides, progress=False,
                     stages=stages_of(args), level=args.level)
     try:
+        check_prefix_folder(solver.snapshot_prefix, create=False)   # training could write
         nets = [solver.net] + (solver.test_nets if solver.spec.test_interval > 0 else [])
         print("\n\n".join(format_net_summary(summarize_net(net)) for net in nets))
         print()

@@ -249,9 +249,15 @@ def resolve_paths(source, base_dir, field: str) -> list[Path]:
         if not path.exists() and path.with_name(path.name + ".gz").exists():
             path = path.with_name(path.name + ".gz")    # MNIST as downloaded, still gzipped
         if not path.exists():
+            if path.is_symlink():
+                raise DataError(f"data file '{path}' is a symbolic link that leads nowhere (a "
+                                f"loop, or its target does not exist)", field=field)
             raise DataError(f"data file '{path}' does not exist", field=field)
         if path.is_dir():
             raise DataError(f"'{path}' is a folder; name the data file(s) in it", field=field)
+        if not path.is_file():      # a FIFO or a device would block or never end
+            raise DataError(f"data file '{path}' is not a regular file (a FIFO or a device?)",
+                            field=field)
         paths.append(path)
     return paths
 

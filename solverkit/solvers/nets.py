@@ -13,6 +13,7 @@ with ``test<i>/`` (``test1/accuracy``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def output_prefix(index: int) -> str:
 def _path(spec: SolverSpec, name: str, value: str) -> Path:
     path = Path(value)
     path = path if path.is_absolute() else spec.base_dir / path
-    if not path.exists():
+    if not os.path.lexists(path):      # a broken link: reading it names the problem
         raise ConfigError(f"net file not found: {path} (a relative path is relative to the "
                           f"solver file)", file=spec.file, line=spec.line_of(name), field=name)
     return path

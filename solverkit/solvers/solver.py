@@ -19,6 +19,7 @@ import contextlib
 import csv
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from .. import parallel
 from ..errors import ConfigError, NonFiniteError
 from ..layers.base import DataLayer
 from ..net import Net
+from ..runs import file_operation, keep_log_rows_before, new_run_id
 from ..spec.solver import SolverSpec, load_solver_spec
 from .callbacks import Callback, builtin_callbacks
 from .nets import output_prefix, plan_nets
@@ -97,6 +99,7 @@ class Solver:
             for i in range(len(self.test_plans)):
                 self.test_net_at(i)
                 self.test_iters[i] = self.test_iterations(i)
+        self._warn_if_it_cannot_learn()
         self.schedule = Schedule(self.spec)
         self.updater = Updater(self.spec, self.net.learnable_params)
         if self.data_parallel is not None:
@@ -124,6 +127,8 @@ class Solver:
         self.callbacks: list[Callback] = []
         for callback in builtin_callbacks(self.spec):
             self.add_callback(callback)
+        self.run_id = new_run_id()               # carried by every snapshot of this run
+        self._claim = None                       # the lock on the prefix (claim_prefix)
 
     # ------------------------------------------------------------------ nets
     def _net_seed(self, phase: str, index: int = 0) -> int:
@@ -162,6 +167,26 @@ class Solver:
     def test_iter(self) -> int | None:
         """The first test net's batches per test."""
         return self.test_iters[0] if self.test_iters else None
+
+    def _warn_if_it_cannot_learn(self) -> None:
+        """Warnings for runs that are valid but cannot learn or test what they seem to."""
+        spec = self.spec
+        if not self.net.layers:
+            logger.warning("warning: the TRAIN net has no layers: training changes nothing")
+        elif not self.net.loss_weights:
+            logger.warning("warning: the TRAIN net has no loss (no layer with a loss weight): "
+                           "no gradient reaches any weight, training changes nothing")
+        if spec.base_lr == 0 and spec.max_iter > 0:
+            logger.warning("warning: base_lr is 0: no update changes any weight")
+        if spec.test_interval <= 0:
+            return
+        for index, plan in enumerate(self.test_plans):
+            one_pass = batches_per_pass(self.test_net_at(index))
+            if plan.test_iter is not None and one_pass is not None and plan.test_iter > one_pass:
+                which = "" if len(self.test_plans) == 1 else f" of test net #{index}"
+                logger.warning("warning: test_iter %d%s passes over the TEST data %.3g times "
+                               "(one pass is %d batches): samples are counted more than once",
+                               plan.test_iter, which, plan.test_iter / one_pass, one_pass)
 
     def test_iterations(self, index: int = 0) -> int:
         """``test_iter`` (of test net ``index``), or one pass over its data when not given."""
@@ -365,8 +390,11 @@ class Solver:
         count = self.test_iters[index]
         self._start_clock()
         sums: dict[str, float] = {}
-        for _ in range(count):
-            for name, value in _scalar_outputs(net.forward()).items():
+        for batch in range(count):
+            outputs = _scalar_outputs(net.forward())
+            net.check_finite_outputs(f"iteration {self.iter}, test batch {batch + 1} of "
+                                     f"{count}")
+            for name, value in outputs.items():
                 sums[name] = sums.get(name, 0.0) + value
         results = {name: value / count for name, value in sums.items()}
         if self.data_parallel is not None:
@@ -391,19 +419,19 @@ class Solver:
     def _open_log(self) -> None:
         """Open ``<snapshot_prefix>_log.csv``: a fresh file at iteration 0; from a later
         iteration, keep the rows before it and append (a resumed run)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if self.iter > 0 and self.log_path.exists():
-            with open(self.log_path, newline="") as old:
-                rows = list(csv.reader(old))
-            kept = [row for row in rows[1:] if row and (int(row[0]) < self.iter or (
-                self._skip_test_at == self.iter and int(row[0]) == self.iter
-                and row[1] in ("TEST", "EVENT")))]   # restored after its test: kept
-        # stays open across step() calls, closed by close(); flushed after every iteration
-        self._log_file = open(self.log_path, "w", newline="")  # noqa: SIM115
-        self._log_writer = csv.writer(self._log_file)
-        self._log_writer.writerow(LOG_HEADER)
-        self._log_writer.writerows(kept)
+        with file_operation("write the training log", self.log_path):
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            # a resumed run cuts the log back to the rows before its iteration in place
+            # (they are never absent from the file), then appends
+            # (a state written after its test keeps that test's rows too)
+            tested = ("TEST", "EVENT") if self._skip_test_at == self.iter else ()
+            kept = self.iter > 0 and keep_log_rows_before(self.log_path, self.iter,
+                                                          ",".join(LOG_HEADER), tested)
+            # stays open across step() calls, closed by close(); flushed after every iteration
+            self._log_file = open(self.log_path, "a" if kept else "w", newline="")  # noqa: SIM115
+            self._log_writer = csv.writer(self._log_file)
+            if not kept:
+                self._log_writer.writerow(LOG_HEADER)
 
     def _log_rows(self, phase: str, values: dict[str, float], rate: float) -> None:
         if not self.world.is_root:      # rank 0 writes the log of a data-parallel run
@@ -411,9 +439,10 @@ class Solver:
         if self._log_writer is None:
             self._open_log()
         seconds = f"{self.seconds:.3f}"
-        self._log_writer.writerows([self.iter, phase, name, repr(float(value)), repr(rate),
-                                    seconds] for name, value in values.items())
-        self._log_file.flush()          # complete up to this iteration, however the run ends
+        with file_operation("write the training log", self.log_path):
+            self._log_writer.writerows([self.iter, phase, name, repr(float(value)), repr(rate),
+                                        seconds] for name, value in values.items())
+            self._log_file.flush()      # complete up to this iteration, however the run ends
 
     def _progress_bar(self, stop: int):
         show = self.progress
@@ -439,7 +468,8 @@ class Solver:
                 "data": {layer.name: layer.get_state() for layer in net.layers
                          if isinstance(layer, DataLayer)},
             }
-        return {"iter": self.iter, "smoothed_losses": list(self.smoothed_losses),
+        return {"iter": self.iter, "run_id": self.run_id,
+                "smoothed_losses": list(self.smoothed_losses),
                 "seconds": self.seconds, "update": self.updater.get_state(),
                 "schedule": self.schedule.get_state(), "nets": nets,
                 "callbacks": {c.name: c.get_state() for c in self.callbacks if c.name},
@@ -464,6 +494,7 @@ class Solver:
                 if isinstance(layer, DataLayer) and data.get(layer.name):
                     layer.set_state(data[layer.name])
         self.iter = int(state.get("iter", self.iter))
+        self.run_id = state.get("run_id") or self.run_id     # a resumed run goes on as itself
         self.smoothed_losses = [float(x) for x in state.get("smoothed_losses", [])]
         self.seconds_before = float(state.get("seconds", 0.0))
         saved = state.get("callbacks") or {}
@@ -497,6 +528,10 @@ class Solver:
         returns the state's path. ``reason`` ``best`` writes ``<prefix>_best.*`` instead;
         the others (periodic, signal, final) tell retention what it may delete."""
         from ..snapshot import save_solver
+        if self._log_file is not None:      # the log on disk reaches this snapshot too
+            with file_operation("write the training log", self.log_path):
+                self._log_file.flush()
+                os.fsync(self._log_file.fileno())
         self._emit("before_snapshot", self.iter, reason)
         stem = "best" if reason == "best" else None
         path = save_solver(self, stem=stem) if self.world.is_root else None
@@ -537,7 +572,22 @@ class Solver:
             self.data_parallel.synchronize(self.net.learnable_params,
                                            self.updater.state_arrays().values())
             self.data_parallel.rekey_generators(self._nets())
+        if self._claim is not None:     # the prefix now belongs to the resumed run
+            self._claim.record(self.run_id)
         logger.info("Resumed from %s at iteration %d", path, self.iter)
+
+    @parallel.abort_on_error
+    def claim_prefix(self, fresh: str = "refuse") -> None:
+        """Claim ``snapshot_prefix`` for this run before any work (rank 0; see
+        ``solverkit.runs``): its folder writable, the lock held until ``close()``, stale
+        temporary files removed. ``fresh``: what to do with an earlier run's files there —
+        ``"refuse"``, ``"overwrite"`` (remove them) or ``"keep"`` (resuming that run)."""
+        if not self.world.is_root or self._claim is not None:
+            return
+        from ..runs import claim_prefix
+        self._claim = claim_prefix(self.snapshot_prefix, fresh=fresh, warn=logger.warning)
+        if fresh != "keep":
+            self._claim.record(self.run_id)
 
     def request_stop(self, signum: int) -> None:
         """Act on a signal after the current iteration (a signal handler calls this):
@@ -567,6 +617,9 @@ class Solver:
             self._log_file = self._log_writer = None
         for net in self._nets():
             net.close()
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     def __repr__(self) -> str:
         return f"Solver({self.spec.type}, iter={self.iter}, net={self.net.name!r})"
