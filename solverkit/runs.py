@@ -101,8 +101,8 @@ def check_prefix_folder(prefix: str | os.PathLike, create: bool) -> Path:
 
 
 def run_files(prefix: str | os.PathLike) -> list[Path]:
-    """The files a run on ``prefix`` writes: snapshots, the best snapshot, the CSV log and
-    the debug log (not the lock)."""
+    """The files a run on ``prefix`` writes: snapshots, the best snapshot, the CSV log, the
+    debug log and TensorBoard event files (not the lock)."""
     prefix = Path(prefix)
     folder = _folder(prefix)
     if not folder.is_dir():
@@ -117,6 +117,10 @@ def run_files(prefix: str | os.PathLike) -> list[Path]:
                     (".model.npz", ".solverstate.npz"))
                 and other[len(name) + 6:].split(".", 1)[0].isdigit()):
             found.append(path)
+    events = folder / f"{name}_tensorboard"
+    if events.is_dir():             # TensorBoard event files (log: [csv, tensorboard])
+        found += [path for path in events.iterdir()
+                  if path.name.startswith("events.out.tfevents.") and path.is_file()]
     return sorted(found)
 
 

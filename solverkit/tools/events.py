@@ -11,6 +11,7 @@ max 2, num 3, sum 4, sum_squares 5, packed ``bucket_limit`` 6 and ``bucket`` 7, 
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
@@ -22,6 +23,7 @@ import numpy as np
 from ..protobuf import Writer
 
 _CRC_TABLE = None
+_WRITERS = itertools.count()        # one file per writer, also within one process and second
 
 
 def _table() -> list[int]:
@@ -86,13 +88,14 @@ def _histogram(values: np.ndarray, bins: int = 30) -> bytes:
 
 
 class EventWriter:
-    """Appends events to ``<folder>/events.out.tfevents.<seconds>.<host>`` (a new file per
-    writer, as TensorBoard expects); every write is flushed."""
+    """Writes events to ``<folder>/events.out.tfevents.<seconds>.<host>.<pid>.<n>`` (a new
+    file per writer, as TensorBoard expects); every write is flushed."""
 
     def __init__(self, folder: Path):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                f"{os.getpid()}.{next(_WRITERS)}")
         self.path = folder / name
         self._file = open(self.path, "ab")  # noqa: SIM115  (closed by close())
         self._write(_event(0, file_version="brain.Event:2"))

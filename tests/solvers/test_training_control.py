@@ -465,3 +465,20 @@ def test_signal_effects_none_and_stop(tmp_path):
         assert solver.iter == end
     # SIGHUP stop writes no snapshot; the runs to the end wrote only their final one
     assert _iterations(tmp_path) == [8]
+
+
+def test_overwrite_removes_the_best_snapshot_debug_log_and_event_files(tmp_path, capsys):
+    from solverkit.cli import main
+    _, solver_path = write_run(tmp_path, max_iter=4, snapshot_best={"output": "accuracy"},
+                               debug_info=True, log=["csv", "tensorboard"])
+    argv = ["--quiet", "train", "--solver", str(solver_path)]
+    assert main(argv) == 0
+    events = list((tmp_path / "run_tensorboard").iterdir())
+    assert len(events) == 1 and (tmp_path / "run_debug.csv").exists()
+    (tmp_path / "run_log.csv").unlink()
+    (tmp_path / "run_iter_4.model.npz").unlink()
+    (tmp_path / "run_iter_4.solverstate.npz").unlink()
+    assert main(argv) == 2            # the best snapshot alone is an earlier run's file
+    assert "run_best.model.npz" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    assert not events[0].exists() and len(list((tmp_path / "run_tensorboard").iterdir())) == 1
