@@ -482,3 +482,21 @@ def test_overwrite_removes_the_best_snapshot_debug_log_and_event_files(tmp_path,
     assert "run_best.model.npz" in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
     assert not events[0].exists() and len(list((tmp_path / "run_tensorboard").iterdir())) == 1
+
+
+def test_a_caffe_solver_with_two_embedded_test_nets_trains_and_logs_both(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "caffe"))
+    import caffe_texts
+
+    path = tmp_path / "solver.prototxt"
+    path.write_text(caffe_texts.SOLVER_V1_TWO_TESTS)
+    solver = sk.Solver(path, overrides=[f"snapshot_prefix={tmp_path / 'caffe'}",
+                                        "max_iter=4", "test_interval=2"], progress=False)
+    assert [plan.stages for plan in solver.test_plans] == [("val",), ("other",)]
+    assert [plan.level for plan in solver.test_plans] == [0, 1]
+    assert solver.test_iters == [2, 3]
+    results = solver.solve()
+    assert set(results) == {"loss", "accuracy", "test1/loss"}     # only test_a has Accuracy
+    logged = [(r[0], r[2]) for r in log_rows(tmp_path / "caffe_log.csv") if r[1] == "TEST"]
+    assert logged == [(it, name) for it in ("0", "2", "4")
+                      for name in ("loss", "accuracy", "test1/loss")]
