@@ -111,6 +111,14 @@ class SolverSpec(SourcedSpec, StrictModel):
                 return None
             raise
 
+    def __reduce__(self):
+        # the model class is made per type and policy: pickle by their names instead
+        # (field values as they are: nested models such as train_state stay models)
+        if self.rule_class is None:
+            return super().__reduce__()
+        return (_unpickle, (self.rule_class.type, self.policy_entry.policy_name,
+                            dict(self), self.model_fields_set, self._source))
+
     @field_validator("test_net", "test_net_param", "test_state", "log", mode="before")
     @classmethod
     def _listify(cls, value):
@@ -261,6 +269,14 @@ def spec_model(rule_cls: type, policy_entry) -> type[SolverSpec]:
         model.policy_entry = policy_entry
         _MODELS[key] = model
     return model
+
+
+def _unpickle(type_name: str, policy_name: str, fields: dict, fields_set: set, source):
+    registry.import_plugins(fields.get("plugins"))
+    model = spec_model(registry.update_class(type_name), registry.policy(policy_name))
+    spec = model.model_construct(fields_set, **fields)
+    spec._source = source
+    return spec
 
 
 # ------------------------------------------------------------------ loading

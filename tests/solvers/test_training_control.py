@@ -500,3 +500,12 @@ def test_a_caffe_solver_with_two_embedded_test_nets_trains_and_logs_both(tmp_pat
     logged = [(r[0], r[2]) for r in log_rows(tmp_path / "caffe_log.csv") if r[1] == "TEST"]
     assert logged == [(it, name) for it in ("0", "2", "4")
                       for name in ("loss", "accuracy", "test1/loss")]
+
+
+def test_a_spec_with_training_control_fields_pickles(tmp_path):
+    import pickle
+    _, solver_path = write_run(tmp_path, **CONTROL, snapshot_best={"output": "accuracy"})
+    spec = sk.load_solver_spec(solver_path)
+    again = pickle.loads(pickle.dumps(spec))
+    assert again == spec and type(again) is type(spec)
+    assert again.test_state[1].stage == ["train-eval"] and again.plateau.cooldown == 1
