@@ -17,7 +17,7 @@ import traceback
 
 import numpy as np
 
-from . import blas, parallel
+from . import backends, parallel
 from .errors import NonFiniteError, SolverkitError, did_you_mean
 
 # sub-command -> module in solverkit.commands (each has add_arguments(parser) and run(args))
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        blas.backend()          # a wrong SOLVERKIT_BLAS is reported before any work
+        backends.check_choices()    # a wrong SOLVERKIT_BLAS/SOLVERKIT_CONV: before any work
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stdout, force=True)
         # a non-finite loss is reported once, naming the layer: numpy's own floating-point

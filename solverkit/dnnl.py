@@ -189,27 +189,53 @@ def _plain_tag(ndim: int) -> int:
     return {1: TAG_A, 4: TAG_ABCD, 5: TAG_ABCDE}[ndim]
 
 
-class _Memory:
-    """A oneDNN memory: either over a numpy array given at each call (plain layout), or
-    over a buffer oneDNN's layout needs, allocated once (64-byte aligned) and kept."""
+class _Arena:
+    """The buffers oneDNN's layouts live in while a primitive runs, shared by every plan.
 
-    def __init__(self, desc: Handle, own: bool):
+    Nothing in them outlives a call (each call reorders its inputs anew), so one buffer per
+    role (source, weights, destination, bias, scratch space) of the size the largest plan
+    needs serves every layer: memory grows with the largest layer, not with their sum.
+    """
+
+    def __init__(self):
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def address(self, role: str, size: int) -> int:
+        """A 64-byte aligned buffer of at least ``size`` bytes for ``role``."""
+        buffer = self._buffers.get(role)
+        if buffer is None or buffer.size < size:
+            raw = np.empty(size + 64, np.uint8)
+            offset = (-raw.ctypes.data) % 64
+            buffer = self._buffers[role] = raw[offset:offset + size]
+        return buffer.ctypes.data
+
+
+_arena = _Arena()
+_arena_lock = threading.Lock()      # one call at a time uses the arena
+
+
+class _Memory:
+    """A oneDNN memory over a buffer given at each call: a numpy array (plain layout) or
+    the arena's buffer for a role (the primitive's layout)."""
+
+    def __init__(self, desc: Handle, role: str | None = None):
         lib = _library[0]
         self.desc = desc
+        self.role = role
         self.handle = Handle()
         self.size = lib.dnnl_memory_desc_get_size(desc)
-        self.buffer = None
-        pointer = None
-        if own:
-            raw = np.empty(self.size + 64, np.uint8)
-            offset = (-raw.ctypes.data) % 64
-            self.buffer = raw[offset:offset + self.size]
-            pointer = Handle(self.buffer.ctypes.data)
-        _check(lib.dnnl_memory_create(ctypes.byref(self.handle), desc, _engine, pointer),
+        _check(lib.dnnl_memory_create(ctypes.byref(self.handle), desc, _engine, None),
                "memory")
 
     def point_to(self, array: np.ndarray) -> None:
-        _check(_library[0].dnnl_memory_set_data_handle(self.handle, Handle(array.ctypes.data)),
+        self._set(array.ctypes.data)
+
+    def in_arena(self) -> _Memory:
+        self._set(_arena.address(self.role, self.size))
+        return self
+
+    def _set(self, address: int) -> None:
+        _check(_library[0].dnnl_memory_set_data_handle(self.handle, Handle(address)),
                "data handle")
 
 
@@ -220,7 +246,7 @@ class _Primitive:
         self.handle = Handle()
         _check(lib.dnnl_primitive_create(ctypes.byref(self.handle), desc), "primitive")
         scratch = _query(desc, QUERY_SCRATCHPAD)
-        self.scratchpad = (_Memory(scratch, own=True)
+        self.scratchpad = (_Memory(scratch, "scratch")
                            if scratch and lib.dnnl_memory_desc_get_size(scratch) else None)
 
     def implementation(self) -> str:
@@ -230,7 +256,7 @@ class _Primitive:
 
     def run(self, args: list[tuple[int, _Memory]]) -> None:
         if self.scratchpad is not None:
-            args = [*args, (ARG_SCRATCHPAD, self.scratchpad)]
+            args = [*args, (ARG_SCRATCHPAD, self.scratchpad.in_arena())]
         array = (ExecArg * len(args))(*[ExecArg(arg, memory.handle) for arg, memory in args])
         _check(_library[0].dnnl_primitive_execute(self.handle, _stream, len(args), array),
                "execute")
@@ -254,11 +280,11 @@ class _Tensor:
     copied) into the buffer and back, so that oneDNN always sees the same alignment.
     """
 
-    def __init__(self, shape, chosen: Handle):
+    def __init__(self, shape, chosen: Handle, role: str):
         lib = _library[0]
-        self.plain = _Memory(_memory_desc(shape, _plain_tag(len(shape))), own=False)
+        self.plain = _Memory(_memory_desc(shape, _plain_tag(len(shape))))
         self.same = bool(lib.dnnl_memory_desc_equal(self.plain.desc, chosen))
-        self.inner = _Memory(chosen, own=True)
+        self.inner = _Memory(chosen, role)
         self._in = self._out = None
         self._direct = False
 
@@ -275,12 +301,12 @@ class _Tensor:
             return self.plain
         if self._in is None:
             self._in = _reorder(self.plain.desc, self.inner.desc)
-        self._in.run([(ARG_FROM, self.plain), (ARG_TO, self.inner)])
+        self._in.run([(ARG_FROM, self.plain), (ARG_TO, self.inner.in_arena())])
         return self.inner
 
     def target(self, array: np.ndarray) -> _Memory:
         """The primitive's memory to write into; ``store()`` then puts it into ``array``."""
-        return self.plain if self._use_directly(array) else self.inner
+        return self.plain if self._use_directly(array) else self.inner.in_arena()
 
     def store(self) -> None:
         if not self._direct:
@@ -312,6 +338,11 @@ class ConvolutionPlan:
     def __init__(self, x_shape, y_shape, weight_shape, groups, bias, stride, pad, dilation,
                  training=True):
         lib = _library[0]
+        # a primitive divides its work for the thread count it is made with: make it with
+        # the count it runs with (a plan is for one thread count)
+        _set_threads()
+        from .threads import num_threads
+        self.threads = num_threads()
         h, w = x_shape[2:]
         o = weight_shape[0]
         out_h, out_w = y_shape[2:]
@@ -335,10 +366,10 @@ class ConvolutionPlan:
             CONVOLUTION_DIRECT, src, wei, bias_desc, dst, strides, dilates, pad_l, pad_r, attr),
             "convolution forward")
         self._forward = _Primitive(forward)
-        self.x = _Tensor(x_shape, _query(forward, QUERY_SRC))
-        self.weight = _Tensor(weights, _query(forward, QUERY_WEIGHTS))
-        self.y = _Tensor(y_shape, _query(forward, QUERY_DST))
-        self.bias = _Tensor((o,), bias_desc) if bias else None
+        self.x = _Tensor(x_shape, _query(forward, QUERY_SRC), "src")
+        self.weight = _Tensor(weights, _query(forward, QUERY_WEIGHTS), "weights")
+        self.y = _Tensor(y_shape, _query(forward, QUERY_DST), "dst")
+        self.bias = _Tensor((o,), bias_desc, "bias") if bias else None
         self._backward_data = self._backward_weights = None
         if training:
             data = Handle()
@@ -346,18 +377,18 @@ class ConvolutionPlan:
                 ctypes.byref(data), _engine, CONVOLUTION_DIRECT, src, wei, dst, strides,
                 dilates, pad_l, pad_r, forward, attr), "convolution backward data")
             self._backward_data = _Primitive(data)
-            self.dx = _Tensor(x_shape, _query(data, QUERY_DIFF_SRC))
-            self.dy_data = _Tensor(y_shape, _query(data, QUERY_DIFF_DST))
-            self.weight_data = _Tensor(weights, _query(data, QUERY_WEIGHTS))
+            self.dx = _Tensor(x_shape, _query(data, QUERY_DIFF_SRC), "src")
+            self.dy_data = _Tensor(y_shape, _query(data, QUERY_DIFF_DST), "dst")
+            self.weight_data = _Tensor(weights, _query(data, QUERY_WEIGHTS), "weights")
             grads = Handle()
             _check(lib.dnnl_convolution_backward_weights_primitive_desc_create(
                 ctypes.byref(grads), _engine, CONVOLUTION_DIRECT, src, wei, bias_desc, dst,
                 strides, dilates, pad_l, pad_r, forward, attr), "convolution backward weights")
             self._backward_weights = _Primitive(grads)
-            self.x_grads = _Tensor(x_shape, _query(grads, QUERY_SRC))
-            self.dy_grads = _Tensor(y_shape, _query(grads, QUERY_DIFF_DST))
-            self.dweight = _Tensor(weights, _query(grads, QUERY_DIFF_WEIGHTS))
-            self.dbias = _Tensor((o,), bias_desc) if bias else None
+            self.x_grads = _Tensor(x_shape, _query(grads, QUERY_SRC), "src")
+            self.dy_grads = _Tensor(y_shape, _query(grads, QUERY_DIFF_DST), "dst")
+            self.dweight = _Tensor(weights, _query(grads, QUERY_DIFF_WEIGHTS), "weights")
+            self.dbias = _Tensor((o,), bias_desc, "bias") if bias else None
         self.training = training
 
     def implementations(self) -> list[str]:
@@ -365,6 +396,10 @@ class ConvolutionPlan:
                                              self._backward_weights) if p is not None]
 
     def forward(self, x, weight, bias, y) -> None:
+        with _arena_lock:
+            self._forward_locked(x, weight, bias, y)
+
+    def _forward_locked(self, x, weight, bias, y) -> None:
         _set_threads()
         args = [(ARG_SRC, self.x.load(x)), (ARG_WEIGHTS, self.weight.load(weight)),
                 (ARG_DST, self.y.target(y))]
@@ -374,14 +409,19 @@ class ConvolutionPlan:
         self.y.store()
 
     def backward_data(self, dy, weight, dx) -> None:
-        _set_threads()
-        self._backward_data.run([(ARG_DIFF_DST, self.dy_data.load(dy)),
-                                 (ARG_WEIGHTS, self.weight_data.load(weight)),
-                                 (ARG_DIFF_SRC, self.dx.target(dx))])
-        self.dx.store()
+        with _arena_lock:
+            _set_threads()
+            self._backward_data.run([(ARG_DIFF_DST, self.dy_data.load(dy)),
+                                     (ARG_WEIGHTS, self.weight_data.load(weight)),
+                                     (ARG_DIFF_SRC, self.dx.target(dx))])
+            self.dx.store()
 
     def backward_weights(self, x, dy, dweight, dbias) -> None:
         """``dweight`` (and ``dbias``) overwritten with this batch's gradients."""
+        with _arena_lock:
+            self._backward_weights_locked(x, dy, dweight, dbias)
+
+    def _backward_weights_locked(self, x, dy, dweight, dbias) -> None:
         _set_threads()
         args = [(ARG_SRC, self.x_grads.load(x)), (ARG_DIFF_DST, self.dy_grads.load(dy)),
                 (ARG_DIFF_WEIGHTS, self.dweight.target(dweight))]

@@ -148,9 +148,10 @@ class _ConvolutionBase(Layer):
 
     def _dnnl_plan(self, x_shape, y_shape, bias: bool, training: bool | None = None):
         """The oneDNN plan of the convolution from ``x_shape`` to ``y_shape`` (for a
-        Deconvolution: from its top to its bottom), kept while the shapes stay; its
-        backward primitives are made on the first backward pass (or at once in TRAIN)."""
-        key = (tuple(x_shape), tuple(y_shape))
+        Deconvolution: from its top to its bottom), kept while the shapes and the thread
+        count stay; its backward primitives are made on the first backward pass (or at
+        once in TRAIN)."""
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads())
         plan = getattr(self, "_plan", None)
         if training is None:
             training = self.phase == "TRAIN"
