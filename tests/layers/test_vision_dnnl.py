@@ -1,0 +1,128 @@
+"""Convolution and Deconvolution on oneDNN (float32) against the float64 numpy path, whose
+gradients the numeric checks in test_vision.py verify: outputs, bottom and parameter
+gradients, accumulation into parameter diffs, TEST-phase plans, and the backend choice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_vision import CONV_CASES, DECONV_CASES, _conv, _deconv, _input, _net
+
+from solverkit import ConfigError, dnnl
+from solverkit.layers import conv_method
+
+HAVE_DNNL = dnnl.set_backend("auto") == "dnnl"
+needs_dnnl = pytest.mark.skipif(not HAVE_DNNL, reason="oneDNN is not installed (the fast extra)")
+
+
+def _run(layer, x, dy, method, dtype, params=None, passes=1):
+    """(y, dx, parameter diffs) of ``layer`` with ``method`` preferred; ``passes`` backward
+    passes accumulate into the parameter diffs."""
+    previous = conv_method.prefer(method)
+    try:
+        net = _net(_input(x.shape), layer, dtype=dtype)
+        name = layer["name"]
+        if params is not None:
+            for blob, value in zip(net.params[name], params):
+                blob.data[...] = value
+        assert net.layers[1].method == method
+        y = net.forward(x=x.astype(dtype))["y"].copy()
+        for _ in range(passes):
+            net.backward(y=dy.astype(dtype))
+        return (y, net.blobs["x"].diff.copy(), [blob.diff.copy() for blob in net.params[name]],
+                [blob.data.copy() for blob in net.params[name]])
+    finally:
+        conv_method.prefer(previous)
+
+
+def _compare(layer, x, rng, passes=1):
+    reference = _run(layer, x, np.zeros(1), "columns", "float64")       # for the shapes
+    dy = rng.standard_normal(reference[0].shape)
+    expected = _run(layer, x, dy, "columns", "float64", passes=passes)
+    got = _run(layer, x, dy, "dnnl", "float32", params=expected[3], passes=passes)
+    for want, have in [(expected[0], got[0]), (expected[1], got[1]), *zip(expected[2], got[2])]:
+        np.testing.assert_allclose(have, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
+
+
+@needs_dnnl
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_convolution_on_onednn_matches_the_float64_path(case, rng):
+    _compare(_conv(**case), rng.standard_normal((3, 4, 7, 6)), rng)
+
+
+@needs_dnnl
+@pytest.mark.parametrize("case", DECONV_CASES)
+def test_deconvolution_on_onednn_matches_the_float64_path(case, rng):
+    _compare(_deconv(**case), rng.standard_normal((2, 4, 4, 3)), rng)
+
+
+@needs_dnnl
+@pytest.mark.parametrize("make", [_conv, _deconv])
+def test_parameter_gradients_accumulate_over_backward_passes(make, rng):
+    _compare(make(num_output=4, kernel_size=3, pad=1), rng.standard_normal((2, 4, 5, 5)), rng,
+             passes=2)
+
+
+@needs_dnnl
+def test_a_test_phase_layer_runs_forward_only_then_backward_on_demand(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    previous = conv_method.prefer("dnnl")
+    try:
+        test = _net(_input(x.shape), _conv(num_output=4, kernel_size=3), dtype="float32")
+        test.layers[1].phase = "TEST"
+        train = _net(_input(x.shape), _conv(num_output=4, kernel_size=3), dtype="float32")
+        y_test = test.forward(x=x)["y"].copy()
+        assert not test.layers[1]._plan.training
+        np.testing.assert_array_equal(y_test, train.forward(x=x)["y"])
+        dy = np.ones_like(y_test)
+        test.backward(y=dy)
+        train.backward(y=dy)
+        np.testing.assert_array_equal(test.blobs["x"].diff, train.blobs["x"].diff)
+        np.testing.assert_array_equal(test.params["conv"][0].diff, train.params["conv"][0].diff)
+    finally:
+        conv_method.prefer(previous)
+
+
+def test_float64_and_the_numpy_backend_use_the_numpy_path():
+    layer = _conv(num_output=2, kernel_size=3)
+    assert _net(_input((1, 1, 5, 5)), layer).layers[1].method != "dnnl"
+    try:
+        dnnl.set_backend("numpy")
+        net = _net(_input((1, 1, 5, 5)), layer, dtype="float32")
+        assert net.layers[1].method == "per_sample"
+        assert dnnl.describe().startswith("numpy")
+    finally:
+        dnnl.set_backend("auto")
+
+
+def test_an_unknown_choice_is_a_config_error_naming_the_variable():
+    with pytest.raises(ConfigError, match="SOLVERKIT_CONV='mkl' is not one of auto, dnnl, numpy"):
+        dnnl.set_backend("mkl")
+
+
+def test_asking_for_onednn_without_it_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(dnnl, "_library", None)
+    monkeypatch.setattr(dnnl, "_load_error", None)
+    monkeypatch.setattr(dnnl, "_library_path", lambda: None)
+    try:
+        with pytest.raises(ConfigError, match=r"pip install 'solverkit\[fast\]'"):
+            dnnl.set_backend("dnnl")
+        assert dnnl.set_backend("auto") == "numpy"
+        assert "oneDNN is not installed" in dnnl.describe()
+    finally:
+        monkeypatch.undo()
+        dnnl.set_backend("auto")
+
+
+def test_check_names_the_libraries_that_compute(tmp_path):
+    (tmp_path / "net.yaml").write_text(
+        "name: n\nlayers:\n  - {name: x, type: Input, top: x, shape: [[1, 1, 6, 6]]}\n"
+        "  - {name: c, type: Convolution, bottom: x, top: y, num_output: 2, kernel_size: 3}\n")
+    done = subprocess.run([sys.executable, "-m", "solverkit", "check", "--net", "net.yaml"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120, check=True)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("compute:"))
+    assert "matrix products on" in line
+    assert ("oneDNN 3." in line) == HAVE_DNNL
