@@ -48,6 +48,8 @@ TAG_ANY, TAG_A, TAG_ABCD, TAG_ABCDE = 1, 2, 5, 6
 CPU, STREAM_DEFAULT = 1, 1
 FORWARD_TRAINING, FORWARD_INFERENCE = 64, 96
 CONVOLUTION_DIRECT = 0x1
+POOLING_ALGORITHMS = {"max": 0x1ff, "avg_include_padding": 0x2ff, "avg_exclude_padding": 0x3ff}
+QUERY_WORKSPACE, ARG_WORKSPACE = 135, 64
 QUERY_SRC, QUERY_DIFF_SRC, QUERY_WEIGHTS, QUERY_DIFF_WEIGHTS = 129, 130, 131, 132
 QUERY_DST, QUERY_DIFF_DST, QUERY_SCRATCHPAD, QUERY_IMPL = 133, 134, 136, 8
 SCRATCHPAD_USER = 1
@@ -106,6 +108,8 @@ def _load(path: str):
                  "dnnl_convolution_backward_data_primitive_desc_create",
                  "dnnl_convolution_backward_weights_primitive_desc_create",
                  "dnnl_reorder_primitive_desc_create", "dnnl_primitive_attr_create",
+                 "dnnl_pooling_forward_primitive_desc_create",
+                 "dnnl_pooling_backward_primitive_desc_create",
                  "dnnl_primitive_attr_set_scratchpad_mode", "dnnl_memory_desc_get_size",
                  "dnnl_memory_desc_equal"):
         getattr(lib, name).restype = ctypes.c_int
@@ -431,3 +435,73 @@ class ConvolutionPlan:
         self.dweight.store()
         if self.dbias is not None:
             self.dbias.store()
+
+
+class PoolingPlan:
+    """MAX or average pooling of float32 NCHW images of one shape (``x`` (N, C, H, W) to
+    ``y`` (N, C, OH, OW)), on the images' own layout. ``algorithm``: ``max``,
+    ``avg_include_padding`` or ``avg_exclude_padding``. The right padding is what the
+    last window covers beyond the image (Caffe's ceil overhang included); MAX keeps the
+    index of each window's maximum for ``backward`` in a workspace of the plan."""
+
+    def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True):
+        lib = _library[0]
+        _set_threads()
+        from .threads import num_threads
+        self.threads = num_threads()
+        h, w = x_shape[2:]
+        out_h, out_w = y_shape[2:]
+        pad_r = _dims([(out - 1) * s + k - size - p for out, s, k, size, p
+                       in zip((out_h, out_w), stride, kernel, (h, w), pad)])
+        src = _memory_desc(x_shape, TAG_ABCD)
+        dst = _memory_desc(y_shape, TAG_ABCD)
+        alg = POOLING_ALGORITHMS[algorithm]
+        attr = _attr()
+        forward = Handle()
+        _check(lib.dnnl_pooling_forward_primitive_desc_create(
+            ctypes.byref(forward), _engine, FORWARD_TRAINING if training else FORWARD_INFERENCE,
+            alg, src, dst, _dims(stride), _dims(kernel), _dims((0, 0)), _dims(pad), pad_r,
+            attr), "pooling forward")
+        self._forward = _Primitive(forward)
+        self.x = _Tensor(x_shape, src, "src")
+        self.y = _Tensor(y_shape, dst, "dst")
+        workspace = _query(forward, QUERY_WORKSPACE)
+        self._workspace = None
+        if workspace is not None and lib.dnnl_memory_desc_get_size(workspace):
+            self._workspace = _Memory(workspace)
+            raw = np.empty(self._workspace.size + 64, np.uint8)
+            offset = (-raw.ctypes.data) % 64
+            self._workspace_buffer = raw[offset:offset + self._workspace.size]
+            self._workspace._set(self._workspace_buffer.ctypes.data)
+        self.training = training
+        self._backward = None
+        if training:
+            backward = Handle()
+            _check(lib.dnnl_pooling_backward_primitive_desc_create(
+                ctypes.byref(backward), _engine, alg, src, dst, _dims(stride), _dims(kernel),
+                _dims((0, 0)), _dims(pad), pad_r, forward, attr), "pooling backward")
+            self._backward = _Primitive(backward)
+            self.dx = _Tensor(x_shape, src, "src")
+            self.dy = _Tensor(y_shape, dst, "dst")
+
+    def implementations(self) -> list[str]:
+        return [p.implementation() for p in (self._forward, self._backward) if p is not None]
+
+    def forward(self, x, y) -> None:
+        with _arena_lock:
+            _set_threads()
+            args = [(ARG_SRC, self.x.load(x)), (ARG_DST, self.y.target(y))]
+            if self._workspace is not None:
+                args.append((ARG_WORKSPACE, self._workspace))
+            self._forward.run(args)
+            self.y.store()
+
+    def backward(self, dy, dx) -> None:
+        """``dx`` overwritten with the gradient of the last ``forward``'s windows."""
+        with _arena_lock:
+            _set_threads()
+            args = [(ARG_DIFF_DST, self.dy.load(dy)), (ARG_DIFF_SRC, self.dx.target(dx))]
+            if self._workspace is not None:
+                args.append((ARG_WORKSPACE, self._workspace))
+            self._backward.run(args)
+            self.dx.store()

@@ -7,7 +7,7 @@ library loads (``solverkit/dnnl.py``), else as im2col + matrix products:
     y   = W · col + b     W viewed as (num_output, C/group·kh·kw), one product per group
 
 with the backward pass ``dW += dy · colᵀ``, ``dx = col2im(Wᵀ · dy)``. Which of these a layer
-uses, and how its products are laid out, is ``conv_method.convolution_method``'s choice
+uses, and how its products are laid out, is ``methods.convolution_method``'s choice
 from the shapes. Deconvolution is the same machinery run the other way round (its forward
 is Convolution's backward-data pass). Pooling splits the padded input into its stride
 phases, after which every kernel offset is one contiguous slice. The array work itself
@@ -24,9 +24,8 @@ from .. import blas, dnnl, threads
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
 from ..threads import parallel_for, split
-from . import conv_method, kernels
+from . import kernels, methods
 from .base import Layer, spatial_pair
-from .conv_method import ConvGeometry
 from .kernels import (
     Buffers,
     Im2col,
@@ -36,6 +35,7 @@ from .kernels import (
     deconv_output_size,
     pool_output_size,
 )
+from .methods import ConvGeometry
 
 IntPair = int | list[int] | None
 
@@ -218,9 +218,9 @@ class Convolution(_ConvolutionBase):
 
     @property
     def method(self) -> str:
-        """How this layer computes (``conv_method.convolution_method``): ``dnnl``,
+        """How this layer computes (``methods.convolution_method``): ``dnnl``,
         ``per_sample``, ``kernel_rows`` or ``columns``."""
-        return conv_method.convolution_method(self.geometry)
+        return methods.convolution_method(self.geometry)
 
     @property
     def per_sample(self) -> bool:
@@ -442,8 +442,8 @@ class Deconvolution(_ConvolutionBase):
 
     @property
     def method(self) -> str:
-        """``dnnl`` or ``columns`` (``conv_method.deconvolution_method``)."""
-        return conv_method.deconvolution_method(self.geometry)
+        """``dnnl`` or ``columns`` (``methods.deconvolution_method``)."""
+        return methods.deconvolution_method(self.geometry)
 
     def _bottom_rows(self, bottom):
         """The bottom as (C, N·H·W), the layout the product needs."""
@@ -596,6 +596,24 @@ class Pooling(Layer):
         if self._shape != (shape, out_h, out_w) and not p.global_pooling:
             self._shape = (shape, out_h, out_w)
             self._plan(n * c, h, w, out_h, out_w, bottom[0].data.dtype)
+        self._method = ("phases", None) if p.global_pooling else methods.pooling_method(
+            p.pool, shape, (n, c, out_h, out_w), self.kernel, self.stride, self.pad,
+            bottom[0].data.dtype, mask=len(top) == 2)
+
+    @property
+    def method(self) -> str:
+        """``dnnl`` or ``phases`` (``methods.pooling_method``; global pooling: ``phases``)."""
+        return self._method[0]
+
+    def _dnnl_plan(self, x_shape, y_shape):
+        """oneDNN's pooling for these shapes and the thread count (with its workspace of
+        MAX's indices, which backward reads), kept while they stay."""
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), self._method[1])
+        if getattr(self, "_dnnl_key", None) != key:
+            self._dnnl = dnnl.PoolingPlan(x_shape, y_shape, self.kernel, self.stride,
+                                          self.pad, self._method[1])
+            self._dnnl_key = key
+        return self._dnnl
 
     def _plan(self, images, h, w, out_h, out_w, dtype):
         """The phase layout, the blocks of images, AVE's divisors and the empty windows."""
@@ -631,9 +649,14 @@ class Pooling(Layer):
     # ----- forward -----
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
-        if self.params.global_pooling:
+        if self.method == "dnnl":
+            self._dnnl_plan(x.shape, y.shape).forward(x, y)
+            self._forwarded = self._dnnl_key       # the plan whose workspace backward reads
+        elif self.params.global_pooling:
+            self._forwarded = None
             self._forward_global(x, y)
         else:
+            self._forwarded = None
             windows = self.windows
             images = x.reshape(-1, windows.height, windows.width)
             outputs = y.reshape(-1, windows.out_h, windows.out_w)
@@ -725,6 +748,13 @@ class Pooling(Layer):
         if not propagate_down[0]:
             return
         dy, dx = top[0].diff, bottom[0].diff
+        if self.method == "dnnl":
+            plan = self._dnnl_plan(dx.shape, dy.shape)
+            if getattr(self, "_forwarded", None) != self._dnnl_key:   # MAX's indices
+                plan.forward(bottom[0].data, self._buffers.get("top", dy.shape, dy.dtype))
+                self._forwarded = self._dnnl_key
+            plan.backward(dy, dx)
+            return
         if self.params.global_pooling:
             flat_dx = dx.reshape(dx.shape[0], dx.shape[1], -1)
             flat_dy = dy.reshape(dx.shape[0], dx.shape[1], 1)

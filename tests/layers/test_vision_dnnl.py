@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-from test_vision import CONV_CASES, DECONV_CASES, _conv, _deconv, _input, _net
+from test_vision import CONV_CASES, DECONV_CASES, POOL_CASES, _conv, _deconv, _input, _net, _pool
 
 from solverkit import ConfigError, dnnl
-from solverkit.layers import conv_method
+from solverkit.layers import methods
 
 HAVE_DNNL = dnnl.set_backend("auto") == "dnnl"
 needs_dnnl = pytest.mark.skipif(not HAVE_DNNL, reason="oneDNN is not installed (the fast extra)")
@@ -21,7 +21,7 @@ needs_dnnl = pytest.mark.skipif(not HAVE_DNNL, reason="oneDNN is not installed (
 def _run(layer, x, dy, method, dtype, params=None, passes=1):
     """(y, dx, parameter diffs) of ``layer`` with ``method`` preferred; ``passes`` backward
     passes accumulate into the parameter diffs."""
-    previous = conv_method.prefer(method)
+    previous = methods.prefer(method)
     try:
         net = _net(_input(x.shape), layer, dtype=dtype)
         name = layer["name"]
@@ -35,7 +35,7 @@ def _run(layer, x, dy, method, dtype, params=None, passes=1):
         return (y, net.blobs["x"].diff.copy(), [blob.diff.copy() for blob in net.params[name]],
                 [blob.data.copy() for blob in net.params[name]])
     finally:
-        conv_method.prefer(previous)
+        methods.prefer(previous)
 
 
 def _compare(layer, x, rng, passes=1):
@@ -69,7 +69,7 @@ def test_parameter_gradients_accumulate_over_backward_passes(make, rng):
 @needs_dnnl
 def test_a_test_phase_layer_runs_forward_only_then_backward_on_demand(rng):
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
-    previous = conv_method.prefer("dnnl")
+    previous = methods.prefer("dnnl")
     try:
         test = _net(_input(x.shape), _conv(num_output=4, kernel_size=3), dtype="float32")
         test.layers[1].phase = "TEST"
@@ -83,7 +83,55 @@ def test_a_test_phase_layer_runs_forward_only_then_backward_on_demand(rng):
         np.testing.assert_array_equal(test.blobs["x"].diff, train.blobs["x"].diff)
         np.testing.assert_array_equal(test.params["conv"][0].diff, train.params["conv"][0].diff)
     finally:
-        conv_method.prefer(previous)
+        methods.prefer(previous)
+
+
+def _pool_run(fields, x, dy, method, dtype):
+    previous = methods.prefer(method)
+    try:
+        net = _net(_input(x.shape), _pool(**fields), dtype=dtype)
+        layer = net.layers[1]
+        y = net.forward(x=x.astype(dtype))["y"].copy()
+        net.backward(y=dy.astype(dtype))
+        return layer.method, y, net.blobs["x"].diff.copy()
+    finally:
+        methods.prefer(previous)
+
+
+@needs_dnnl
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+@pytest.mark.parametrize("fields, size", POOL_CASES)
+@pytest.mark.parametrize("ties", [False, True])
+def test_pooling_on_onednn_matches_caffe_where_it_is_used(fields, size, pool, ties, rng):
+    """Where oneDNN's windows are Caffe's it is used and gives Caffe's values and
+    gradients, MAX's ties going to the first pixel of the window as in Caffe (values
+    drawn from {0, 1, 2}); elsewhere the layer stays on numpy's phases, with the same."""
+    shape = (2, 17, *size)
+    x = rng.integers(0, 3, shape).astype(float) if ties else rng.standard_normal(shape)
+    fields = {"pool": pool, **fields}
+    _, want_y, _ = _pool_run(fields, x, np.zeros(1), "columns", "float64")
+    dy = rng.standard_normal(want_y.shape)
+    _, want_y, want_dx = _pool_run(fields, x, dy, "columns", "float64")
+    method, y, dx = _pool_run(fields, x, dy, None, "float32")
+    assert method in ("dnnl", "phases")
+    np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=1e-5)
+
+
+@needs_dnnl
+def test_pooling_uses_onednn_for_the_benchmark_nets_and_numpy_for_the_mask():
+    for fields, shape, pool in [({"kernel_size": 3, "stride": 2}, (2, 3, 32, 32), "MAX"),
+                                ({"kernel_size": 3, "stride": 2}, (2, 3, 16, 16), "AVE"),
+                                ({"kernel_size": 2, "stride": 2}, (2, 3, 24, 24), "MAX")]:
+        net = _net(_input(shape), _pool(pool=pool, **fields), dtype="float32")
+        assert net.layers[1].method == "dnnl"
+    masked = _net(_input((1, 2, 6, 6)), {**_pool(pool="MAX", kernel_size=2, stride=2),
+                                         "top": ["y", "mask"]}, dtype="float32")
+    assert masked.layers[1].method == "phases"
+    # Caffe's AVE divisor counts the padding but not the overhang beyond it: no oneDNN match
+    overhang = _net(_input((1, 2, 6, 5)), _pool(pool="AVE", kernel_size=3, stride=2, pad=1),
+                    dtype="float32")
+    assert overhang.layers[1].method == "phases"
 
 
 def test_float64_and_the_numpy_backend_use_the_numpy_path():

@@ -1,4 +1,6 @@
-"""How a Convolution computes: one function, ``convolution_method``, decides from the shapes.
+"""How the vision layers compute: one function per layer type decides from the shapes.
+
+``convolution_method`` chooses among
 
 - ``dnnl``: oneDNN's direct convolutions (``solverkit/dnnl.py``), for float32 when the
   ``fast`` extra's library loads;
@@ -9,8 +11,11 @@
   output's, matrices within ``CONV_BLOCK_BYTES``): 1/kh of the column matrix;
 - ``columns``: im2col and one product per group over blocks of samples.
 
-``prefer(method)`` makes every layer use ``method`` where it applies (tests run each
-method on every case that way); ``prefer(None)`` goes back to the choice by shapes.
+``deconvolution_method`` between ``dnnl`` and ``columns`` (im2col's adjoint), and
+``pooling_method`` between ``dnnl`` (oneDNN's pooling, where its windows are Caffe's) and
+``phases`` (``PoolingWindows``). ``prefer(method)`` makes every layer use ``method`` where
+it applies, and a numpy method keeps every layer on numpy (tests run each method on every
+case that way); ``prefer(None)`` goes back to the choice by shapes.
 """
 
 from __future__ import annotations
@@ -109,3 +114,31 @@ def deconvolution_method(geometry: ConvGeometry) -> str:
     if _preferred not in (None, "dnnl"):
         return "columns"
     return "dnnl" if applies("dnnl", geometry) else "columns"
+
+
+def pooling_method(pool: str, x_shape, y_shape, kernel, stride, pad, dtype,
+                   mask: bool) -> tuple[str, str | None]:
+    """(``dnnl`` or ``phases``, oneDNN's algorithm or None) for a Pooling layer.
+
+    oneDNN's windows are Caffe's when every window holds an image pixel (kernel ≥ stride),
+    and its right padding (the ceil overhang) is at most a kernel; its MAX ignores padding
+    and keeps the first maximum as Caffe; its averages count padding ("include") or only
+    pixels ("exclude"). Caffe's divisor counts the padding but not the overhang beyond it,
+    which is "exclude" without padding and "include" where no window reaches beyond the
+    padding. Caffe's mask top and global pooling stay with numpy.
+    """
+    if (_preferred not in (None, "dnnl") or mask or np.dtype(dtype) != np.float32
+            or dnnl.backend() != "dnnl"):
+        return "phases", None
+    overhang = [(out - 1) * s + k - size - p for out, s, k, size, p
+                in zip(y_shape[2:], stride, kernel, x_shape[2:], pad)]
+    if min(k - s for k, s in zip(kernel, stride)) < 0 or min(overhang) < 0 \
+            or max(o - k for o, k in zip(overhang, kernel)) >= 0:
+        return "phases", None
+    if pool == "MAX":
+        return "dnnl", "max"
+    if pad == (0, 0):
+        return "dnnl", "avg_exclude_padding"
+    if all(o <= p for o, p in zip(overhang, pad)):
+        return "dnnl", "avg_include_padding"
+    return "phases", None
