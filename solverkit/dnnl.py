@@ -21,8 +21,8 @@ count, CPU and input alignment; every buffer oneDNN reads or writes here is oneD
 from and to, which is an element-wise copy. Another thread count may round the weight
 gradient's sums differently, as MKL's non-strict products would. oneDNN runs on
 ``libgomp``'s threads, as many as solverkit's (``threads.num_threads``), and they wait
-only briefly before they sleep (``GOMP_SPINCOUNT``, unless set), so the cores are free
-for solverkit's own threads between convolutions.
+only briefly before they sleep (``GOMP_SPINCOUNT``, unless the user set it), so the cores
+are free for solverkit's own threads between convolutions.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ SCRATCHPAD_USER = 1
 ARG_SRC, ARG_DST, ARG_WEIGHTS, ARG_BIAS, ARG_SCRATCHPAD = 1, 17, 33, 41, 80
 ARG_DIFF_SRC, ARG_DIFF_DST, ARG_DIFF_WEIGHTS, ARG_DIFF_BIAS = 129, 145, 161, 169
 ARG_FROM, ARG_TO = 1, 17
+
+# libgomp's busy-wait before a thread sleeps, in iterations (its default: 300000)
+SPINCOUNT = "10000"
 
 Dims = ctypes.c_int64 * MAX_NDIMS
 Handle = ctypes.c_void_p
@@ -96,9 +99,17 @@ def _check(status: int, what: str) -> None:
 
 def _load(path: str):
     global _engine, _stream
-    # read when libgomp starts: its threads then spin ~0.1 ms, not ~3 ms, before sleeping
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-    gomp = ctypes.CDLL("libgomp.so.1")
+    # read once, when libgomp starts: its threads then spin some 10 µs instead of ~1 ms
+    # before they sleep. Set for this load only, so that the environment other libraries
+    # and child processes see stays the user's.
+    previous = os.environ.get("GOMP_SPINCOUNT")
+    if previous is None:
+        os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
+    try:
+        gomp = ctypes.CDLL("libgomp.so.1")
+    finally:
+        if previous is None:
+            del os.environ["GOMP_SPINCOUNT"]
     lib = ctypes.CDLL(path)
     for name in ("dnnl_memory_desc_create_with_tag", "dnnl_memory_create",
                  "dnnl_memory_set_data_handle", "dnnl_primitive_create",
