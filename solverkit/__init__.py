@@ -11,10 +11,10 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 from . import blas
 from .blob import Blob
 from .errors import ConfigError, DataError, NonFiniteError, ShapeError, SolverkitError
-from .layers import Layer, LayerParams, LossLayer
+from .layers import DataLayer, Layer, LayerParams, LossLayer
 from .net import Net
-from .registry import layer_types, register_layer
-from .solvers import Solver
+from .registry import layer_types, register_layer, register_policy, register_update
+from .solvers import ElementwiseRule, Policy, Solver, UpdateRule
 from .spec import NetSpec, SolverSpec, load_net_spec, load_solver_spec
 from .threads import num_threads, set_num_threads
 
@@ -24,16 +24,20 @@ __all__ = [
            "Blob",
            "ConfigError",
            "DataError",
+           "DataLayer",
+           "ElementwiseRule",
            "Layer",
            "LayerParams",
            "LossLayer",
            "Net",
            "NetSpec",
            "NonFiniteError",
+           "Policy",
            "ShapeError",
            "Solver",
            "SolverSpec",
            "SolverkitError",
+           "UpdateRule",
            "__version__",
            "blas",
            "layer_types",
@@ -41,5 +45,7 @@ __all__ = [
            "load_solver_spec",
            "num_threads",
            "register_layer",
+           "register_policy",
+           "register_update",
            "set_num_threads",
 ]

@@ -13,6 +13,7 @@ import copy
 
 import numpy as np
 
+from .layers.base import DataLayer
 from .net import Net
 from .spec.net import load_net_spec
 
@@ -54,7 +55,7 @@ def check_net_gradients(net: Net, *, eps: float = 1e-5, rtol: float = 1e-4,
 
     targets = []   # (label, data array, analytic gradient)
     for position, layer in enumerate(net.layers):
-        if layer.type != "Input":
+        if not (isinstance(layer, DataLayer) and layer.fed_by_user):
             continue
         for blob in net.tops[position]:
             if _receives_gradient(net, blob):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .blob import Blob
 from .errors import ConfigError, ShapeError, SolverkitError, did_you_mean
-from .layers.base import Layer
+from .layers.base import DataLayer, Layer
 from .registry import layer_class
 from .spec.net import LayerSpec, NetSpec, ParamSpec, load_net_spec
 
@@ -161,7 +161,7 @@ class Net:
                                                f"{err}; check its sizes"), position) from None
             self._check_loss_weights(layer, lspec, position)
             self._setup_params(layer, lspec, position)
-            if lspec.type == "Input":
+            if isinstance(layer, DataLayer) and layer.fed_by_user:
                 self.input_blobs.update({b.name: b for b in top})
 
         self._insert_fan_outs(readers)

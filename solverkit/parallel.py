@@ -30,6 +30,7 @@ import traceback
 import numpy as np
 
 from .errors import NonFiniteError, SolverkitError
+from .layers.base import DataLayer
 
 # Variables MPI launchers set in every process they start: the number of ranks.
 # MPICH/Hydra, Intel MPI and Slurm's PMI-2 set PMI_SIZE; Open MPI sets OMPI_COMM_WORLD_SIZE;
@@ -310,7 +311,7 @@ def shard_data(net, world: World) -> None:
     """Every data layer of ``net`` serves rank ``world.rank``'s slice of a ``world.size``
     times larger batch, drawn from the one seeded stream all ranks share."""
     for layer in net.layers:
-        if hasattr(layer, "set_shard"):
+        if isinstance(layer, DataLayer):
             layer.set_shard(world.rank, world.size)
 
 
@@ -350,7 +351,8 @@ class DataParallel:
         self._output_names: list[str] | None = None
         self._pending_signal: int | None = None     # a signal this rank got, not yet agreed
         self.stop_signal: int | None = None         # the signal every rank stops for
-        batches = [layer.params.batch_size for layer in net.layers if hasattr(layer, "set_shard")]
+        batches = [layer.batch_size for layer in net.layers
+                   if isinstance(layer, DataLayer) and layer.batch_size is not None]
         per_rank = "/".join(str(b) for b in batches) or "as fed"
         effective = "/".join(str(b * world.size * iter_size) for b in batches) or "K x fed"
         logger.info("Data-parallel training on %d ranks: batch %s per rank, effective batch "
@@ -364,7 +366,7 @@ class DataParallel:
     def prepare_generators(self, net) -> None:
         """Per-rank streams for every layer but the data layers (they share one stream)."""
         decorrelate_generators([layer.rng for layer in net.layers
-                                if not hasattr(layer, "set_shard")], self.world.rank)
+                                if not isinstance(layer, DataLayer)], self.world.rank)
 
     def rekey_generators(self, nets) -> None:
         """Every rank's generators from rank 0's states, then per-rank streams again."""

@@ -1,4 +1,9 @@
-"""The layer registry: type name -> layer class (built-ins and plugins alike)."""
+"""The registries: layer types, update rules and learning-rate policies by name.
+
+Built-ins and plugins register alike (``@register_layer``, ``@register_update``,
+``@register_policy``); a spec names them by ``type`` / ``lr_policy`` and lists the
+plugin modules that define new ones under ``plugins``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,24 @@ import importlib
 from .errors import ConfigError, did_you_mean
 
 _LAYERS: dict[str, type] = {}
+_UPDATES: dict[str, type] = {}
+_POLICIES: dict[str, object] = {}
+
+
+def _same(existing, new) -> bool:
+    """The same object, or the same definition imported again (a module reloaded)."""
+    return existing is new or (getattr(existing, "__module__", None),
+                               getattr(existing, "__qualname__", None)) == (
+        getattr(new, "__module__", None), getattr(new, "__qualname__", None))
+
+
+def _register(table: dict, what: str, name: str, obj) -> None:
+    existing = table.get(name)
+    if existing is not None and not _same(existing, obj):
+        raise ConfigError(f"{what} '{name}' is registered twice "
+                          f"({existing.__module__}.{existing.__qualname__} and "
+                          f"{obj.__module__}.{obj.__qualname__})")
+    table[name] = obj
 
 
 def register_layer(type_name: str):
@@ -17,21 +40,61 @@ def register_layer(type_name: str):
     """
 
     def decorate(cls):
-        existing = _LAYERS.get(type_name)
-        if existing is not None and existing is not cls and (
-                existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise ConfigError(f"layer type '{type_name}' is registered twice "
-                              f"({existing.__module__}.{existing.__qualname__} and "
-                              f"{cls.__module__}.{cls.__qualname__})")
+        _register(_LAYERS, "layer type", type_name, cls)
         cls.type = type_name
-        _LAYERS[type_name] = cls
         return cls
+
+    return decorate
+
+
+def register_update(type_name: str):
+    """Class decorator: ``@register_update("Lion")`` makes ``type: Lion`` usable in a solver.
+
+    The class derives from ``solverkit.UpdateRule`` and names its own solver fields (with
+    their defaults) in ``Params``, a subclass of ``UpdateRule.Params``.
+    """
+
+    def decorate(cls):
+        _register(_UPDATES, "update type", type_name, cls)
+        cls.type = type_name
+        return cls
+
+    return decorate
+
+
+def register_policy(name: str, params=None):
+    """Decorator: ``@register_policy("halving")`` makes ``lr_policy: halving`` usable.
+
+    It takes either a function ``rate(base_lr, it, spec)`` (``spec``: the solver spec, whose
+    fields it reads) or a class deriving from ``solverkit.solvers.schedule.Policy`` (a
+    policy with state: ``rate(it)``, ``get_state``/``set_state``, ``observe``).
+    ``params`` (or the class's ``Params``) is a pydantic model of the policy's own solver
+    fields: they are then checked like an update type's (required, unused, defaults).
+    Without one, the policy takes any of the known policy fields, none required.
+    """
+
+    def decorate(obj):
+        if params is not None:
+            obj.Params = params
+        _register(_POLICIES, "lr_policy", name, obj)
+        obj.policy_name = name
+        return obj
 
     return decorate
 
 
 def _load_builtins() -> None:
     from . import layers  # noqa: F401  (importing registers the built-in layers)
+    from .solvers import schedule, updates  # noqa: F401  (and the rules and policies)
+
+
+def _lookup(table: dict, name: str, what: str, field: str):
+    _load_builtins()
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown {what} '{name}'{did_you_mean(name, table)}; "
+                          f"known: {', '.join(sorted(table))}", field=field) from None
 
 
 def layer_class(type_name: str) -> type:
@@ -50,8 +113,30 @@ def layer_types() -> dict[str, type]:
     return dict(_LAYERS)
 
 
+def update_class(type_name: str) -> type:
+    """The update rule registered under ``type_name`` (a ConfigError with did-you-mean if none)."""
+    return _lookup(_UPDATES, type_name, "solver type", "type")
+
+
+def update_types() -> dict[str, type]:
+    """Every registered update type and its class, in registration order."""
+    _load_builtins()
+    return dict(_UPDATES)
+
+
+def policy(name: str):
+    """The lr policy registered under ``name`` (a ConfigError with did-you-mean if none)."""
+    return _lookup(_POLICIES, name, "lr_policy", "lr_policy")
+
+
+def policies() -> dict[str, object]:
+    """Every registered lr policy, in registration order."""
+    _load_builtins()
+    return dict(_POLICIES)
+
+
 def import_plugins(modules) -> None:
-    """Import each plugin module so its ``@register_layer`` classes are known."""
+    """Import each plugin module so its registered layers, rules and policies are known."""
     for module in modules or ():
         try:
             importlib.import_module(module)

@@ -188,47 +188,57 @@ def _parameter_list(net) -> list[list]:
     return [[key, list(array.shape)] for key, array in model_arrays(net).items()]
 
 
-def _data_layers(net) -> dict[str, object]:
-    return {layer.name: layer for layer in net.layers if hasattr(layer, "get_state")}
-
-
-def _nets(solver) -> dict[str, object]:
-    nets = {"TRAIN": solver.net}
-    if solver._test_net is not None:
-        nets["TEST"] = solver._test_net
-    return nets
-
-
 def save_solver(solver) -> Path:
-    """Write the model and the solver state for ``solver.iter``; returns the state's path.
+    """Write the model and ``solver.get_state()`` for ``solver.iter``; returns the state's path.
 
-    The model goes first: a crash between the two leaves a model without a state, which
-    ``latest`` skips. The state records the model's file name and SHA-256.
+    Arrays go in as ``update/<layer>/<index>/<name>`` and ``data/<phase>/<layer>/<field>``,
+    the rest into the JSON metadata. The model goes first: a crash between the two leaves
+    a model without a state, which ``latest`` skips. The state records the model's file
+    name and SHA-256.
     """
-    model_path, state_path = snapshot_paths(solver.snapshot_prefix, solver.iter)
-    model_sha = save_model(solver.net, model_path, {"iter": solver.iter})
-    arrays = {f"update/{key}": array for key, array in solver.updater.state_arrays().items()}
+    state = solver.get_state()
+    model_path, state_path = snapshot_paths(solver.snapshot_prefix, state["iter"])
+    model_sha = save_model(solver.net, model_path, {"iter": state["iter"]})
+    arrays = {f"update/{key}": array for key, array in state["update"].items()}
     generators = {}
-    for phase, net in _nets(solver).items():
-        generators[phase] = {name: gen.bit_generator.state
-                             for name, gen in net.random_generators().items()}
-        for name, layer in _data_layers(net).items():
-            for field, value in layer.get_state().items():
+    for phase, net_state in state["nets"].items():
+        generators[phase] = net_state["generators"]
+        for name, layer_state in net_state["data"].items():
+            for field, value in layer_state.items():
                 arrays[f"data/{phase}/{name}/{field}"] = np.asarray(value)
     from . import __version__
     meta = {
-        "kind": "solverstate", "format": FORMAT_VERSION, "iter": solver.iter,
+        "kind": "solverstate", "format": FORMAT_VERSION, "iter": state["iter"],
         "type": solver.spec.type, "solver": _jsonable(solver.spec.model_dump()),
         "net": solver.net.name, "net_spec": _jsonable(solver.net.spec.to_dict()),
         "parameters": _parameter_list(solver.net),
         "model_file": model_path.name, "model_sha256": model_sha,
         "rate": solver.rate(), "seed": solver.seed, "generators": generators,
-        "smoothed_losses": list(solver.smoothed_losses), "seconds": solver.seconds,
+        "schedule": state["schedule"],
+        "smoothed_losses": state["smoothed_losses"], "seconds": state["seconds"],
         "world_size": solver.world.size,
         "versions": {"solverkit": __version__, "numpy": np.__version__},
     }
     atomic_write_npz(state_path, arrays, meta)
     return state_path
+
+
+def _state_from_file(arrays: dict, meta: dict) -> dict:
+    """The ``Solver.get_state()`` dict a solverstate file holds (see ``save_solver``)."""
+    nets = {phase: {"generators": generators, "data": {}}
+            for phase, generators in meta.get("generators", {}).items()}
+    for key, value in arrays.items():
+        kind, _, rest = key.partition("/")
+        if kind == "data":
+            phase, _, rest = rest.partition("/")
+            name, _, field = rest.rpartition("/")
+            nets.setdefault(phase, {"generators": {}, "data": {}})["data"].setdefault(
+                name, {})[field] = value
+    return {"iter": int(meta["iter"]), "smoothed_losses": meta.get("smoothed_losses", []),
+            "seconds": meta.get("seconds", 0.0), "schedule": meta.get("schedule", {}),
+            "update": {k[len("update/"):]: v for k, v in arrays.items()
+                       if k.startswith("update/")},
+            "nets": nets}
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -314,32 +324,10 @@ def restore_solver(solver, path, warn=None, allow_world_size_change: bool = Fals
         raise SnapshotError(f"the model file {model_path.name} does not match the state (its "
                             f"SHA-256 differs: overwritten or corrupt)", file=where)
     load_model(solver.net, model_path)
-    updates = {k[len("update/"):]: v for k, v in arrays.items() if k.startswith("update/")}
     try:
-        solver.updater.load_state_arrays(updates)
+        solver.set_state(_state_from_file(arrays, meta))
     except SnapshotError as err:
         raise err.located(file=where) from None
-
-    nets = {"TRAIN": solver.net}
-    if "TEST" in meta.get("generators", {}) and solver.spec.test_interval > 0:
-        nets["TEST"] = solver.test_net
-    for phase, net in nets.items():
-        states = meta["generators"].get(phase, {})
-        for name, gen in net.random_generators().items():
-            if name in states:
-                gen.bit_generator.state = states[name]
-        for name, layer in _data_layers(net).items():
-            prefix = f"data/{phase}/{name}/"
-            state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-            if state:
-                try:
-                    layer.set_state(state)
-                except SnapshotError as err:
-                    raise err.located(file=where) from None
-
-    solver.iter = int(meta["iter"])
-    solver.smoothed_losses = [float(x) for x in meta.get("smoothed_losses", [])]
-    solver.seconds_before = float(meta.get("seconds", 0.0))
     if warn is not None:
         changed = _differences(meta.get("solver", {}), _jsonable(solver.spec.model_dump()),
                                "solver ")

@@ -2,7 +2,8 @@
 
 Editors validate and complete the YAML with them: put the line
 '# yaml-language-server: $schema=<DIR>/net.schema.json' at the top of a net file.
-The net schema covers every registered layer type (plus --plugins modules).
+The schemas cover every registered layer type, update type and lr policy (plus those of
+--plugins modules).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
                         help="folder to write net.schema.json and solver.schema.json into")
     parser.add_argument("--plugins", nargs="+", default=[], metavar="MODULE",
-                        help="modules whose custom layers the net schema should include")
+                        help="plugin modules whose layers, update types and lr policies the "
+                             "schemas should include")
 
 
 def run(args) -> int:
@@ -27,7 +29,7 @@ def run(args) -> int:
         raise ConfigError("is a file, not a folder", file=str(folder), field="-o")
     folder.mkdir(parents=True, exist_ok=True)
     for name, schema in (("net.schema.json", net_schema(args.plugins)),
-                         ("solver.schema.json", solver_schema())):
+                         ("solver.schema.json", solver_schema(args.plugins))):
         path = folder / name
         path.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {path}")

@@ -10,6 +10,6 @@ from . import (  # noqa: F401  # noqa: F401
     utility,
     vision,
 )
-from .base import Layer, LossLayer, spatial_pair
+from .base import DataLayer, Layer, LossLayer, spatial_pair
 
-__all__ = ["Layer", "LayerParams", "LossLayer", "spatial_pair"]
+__all__ = ["DataLayer", "Layer", "LayerParams", "LossLayer", "spatial_pair"]

@@ -106,6 +106,48 @@ class Layer:
         return f"{type(self).__name__}({self.name!r})"
 
 
+class DataLayer(Layer):
+    """Base of the layers that bring data into a net: no bottoms, no backward.
+
+    The solver, data-parallel training and snapshots talk to data layers through this
+    contract only: ``num_samples`` and ``batches_per_epoch`` (``None`` when the layer does
+    not know, as for ``Input``), ``batch_size``, ``get_state()``/``set_state(state)`` (the
+    position of the next batch as arrays, saved in snapshots) and ``set_shard(rank,
+    num_ranks)`` (serve one rank's slice of a ``num_ranks`` times larger batch drawn from
+    the one stream all ranks share). ``fed_by_user`` marks a layer whose tops the user
+    fills (``net.forward(data=x)``); the net computes their diffs.
+    """
+
+    max_bottoms = 0
+    has_backward = False
+    fed_by_user: ClassVar[bool] = False
+
+    def backward(self, top, propagate_down, bottom):
+        """A data layer has no bottoms; nothing to propagate."""
+
+    @property
+    def num_samples(self) -> int | None:
+        return None
+
+    @property
+    def batch_size(self) -> int | None:
+        return None
+
+    @property
+    def batches_per_epoch(self) -> int | None:
+        return None
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Continue exactly from a ``get_state()`` result."""
+
+    def set_shard(self, rank: int, num_ranks: int) -> None:
+        """Serve rank ``rank``'s slice of a ``num_ranks``-times larger batch (nothing to do
+        for a layer the user feeds)."""
+
+
 class LossLayer(Layer):
     """Base of the losses: bottoms (prediction, target); one scalar top, loss_weight 1."""
 

@@ -11,18 +11,18 @@ from pydantic import Field, field_validator
 from .. import blas
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
-from .base import Layer, accumulate_matmul, accumulate_sum
+from .base import DataLayer, Layer, accumulate_matmul, accumulate_sum
 
 
 @register_layer("Input")
-class Input(Layer):
+class Input(DataLayer):
     """Blobs the user fills: ``net.forward(data=x)``. ``shape`` gives one shape per top."""
 
     class Params(LayerParams):
         shape: list[list[int]] = Field(min_length=1)
 
     min_tops = 1
-    has_backward = False
+    fed_by_user = True
     tops_need_backward = True   # gradient checks and saliency read the inputs' diffs
 
     def setup(self, bottom, top):

@@ -24,7 +24,7 @@ from ..data import BatchFeeder, Transform, check_labels, load_mean_file, load_so
 from ..errors import DataError
 from ..registry import register_layer
 from ..spec.net import LayerParams, StrictModel
-from .base import Layer
+from .base import DataLayer
 
 
 class TransformSpec(StrictModel):
@@ -44,7 +44,7 @@ class TransformSpec(StrictModel):
 
 
 @register_layer("Data")
-class Data(Layer):
+class Data(DataLayer):
     """Reads ``source`` and serves one batch per forward; no bottoms, no backward.
 
     ``batches_per_epoch`` = ceil(num_samples / batch_size) (the solver's default
@@ -94,9 +94,7 @@ class Data(Layer):
             items = value.items() if isinstance(value, dict) else enumerate(value)
             return "<arrays " + ", ".join(f"{k}: {np.shape(v)}" for k, v in items) + ">"
 
-    min_bottoms = max_bottoms = 0
     min_tops, max_tops = 1, 2
-    has_backward = False
 
     def setup(self, bottom, top):
         p = self.params
@@ -108,7 +106,6 @@ class Data(Layer):
             raise DataError(f"{dataset.title} has no labels for top '{top[1].name}' (set y_key "
                             f"for npz, HDF5 and arrays, label_source for npy, label_column for "
                             f"csv), or give only the data top", field="top")
-        self.num_samples = len(dataset)
         self.transform = self._transform(dataset)
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
                                   shuffle=p.shuffle, rng=self.rng.spawn(1)[0],
@@ -139,10 +136,15 @@ class Data(Layer):
         if len(top) == 2:
             np.copyto(top[1].data, labels)
 
-    def backward(self, top, propagate_down, bottom):
-        """Data has no bottoms; nothing to propagate."""
+    # ----- the DataLayer contract: size, position, shard
+    @property
+    def num_samples(self) -> int:
+        return self.feeder.num_samples
 
-    # ----- position, for snapshots and data-parallel training
+    @property
+    def batch_size(self) -> int:
+        return self.params.batch_size
+
     @property
     def batches_per_epoch(self) -> int:
         return self.feeder.batches_per_epoch

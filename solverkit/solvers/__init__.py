@@ -1,7 +1,8 @@
 """Optimisation: learning-rate policies (``schedule``), parameter updates (``updates``), the loop (``solver``)."""
 
-from .schedule import learning_rate
+from .schedule import Policy, PolicyParams, Schedule, learning_rate
 from .solver import Solver, batches_per_pass
-from .updates import UPDATES, Update, make_update
+from .updates import ElementwiseRule, Updater, UpdateRule, make_update
 
-__all__ = ["UPDATES", "Solver", "Update", "batches_per_pass", "learning_rate", "make_update"]
+__all__ = ["ElementwiseRule", "Policy", "PolicyParams", "Schedule", "Solver", "UpdateRule",
+           "Updater", "batches_per_pass", "learning_rate", "make_update"]

@@ -1,16 +1,11 @@
 """Learning-rate policies (Caffe's ``lr_policy``) and linear warm-up: the rate at iteration ``it``.
 
-=========  ==================================================
-fixed      base_lr
-step       base_lr · gamma^floor(it / stepsize)
-exp        base_lr · gamma^it
-inv        base_lr · (1 + gamma·it)^(−power)
-multistep  base_lr · gamma^k,  k = number of stepvalues ≤ it
-poly       base_lr · (1 − it/max_iter)^power
-sigmoid    base_lr / (1 + exp(−gamma·(it − stepsize)))
-cosine     min_lr + ½(base_lr − min_lr)(1 + cos(π·it/max_iter))
-=========  ==================================================
-
+Caffe's policies are below, each with its formula; ``docs/solvers.md`` lists them all
+with their fields (generated from the registry by ``scripts/solver_reference.py``).
+A policy is registered by name (``@register_policy``): a function
+``rate(base_lr, it, spec)`` for a rate that depends on the iteration only, or a ``Policy``
+subclass for one with state (``get_state``/``set_state`` go into snapshots) that may also
+``observe`` the test outputs (a rate that drops when the test loss stops improving).
 With ``warmup_iter = w > 0`` the rate is multiplied by ``(it + 1)/w`` for ``it < w``.
 Rates are computed in double precision; Caffe's LeNet example (inv, base_lr 0.01,
 gamma 1e-4, power 0.75) gives 0.00992565 at iteration 100.
@@ -19,67 +14,178 @@ gamma 1e-4, power 0.75) gives 0.00992565 at iteration 100.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 
-from ..spec.solver import SolverSpec
+from pydantic import Field, field_validator
+
+from .. import registry
+from ..registry import register_policy
+from ..spec.solver import FieldsModel, SolverSpec
 
 
-def _fixed(spec: SolverSpec, it: int) -> float:
-    return spec.base_lr
+class PolicyParams(FieldsModel):
+    """Base of a policy's own solver fields."""
 
 
-def _step(spec: SolverSpec, it: int) -> float:
-    return spec.base_lr * spec.gamma ** (it // spec.stepsize)
+class Policy:
+    """An lr policy with state. ``rate(it)`` is the rate before warm-up; ``observe`` sees
+    every test's averaged outputs; ``get_state()`` returns JSON-able values that
+    ``set_state`` takes back (snapshots store them)."""
+
+    Params: type[PolicyParams] = PolicyParams
+
+    def __init__(self, spec: SolverSpec):
+        self.spec = spec
+
+    def rate(self, it: int) -> float:
+        return self.spec.base_lr
+
+    def observe(self, it: int, outputs: dict[str, float]) -> None:
+        """Called after each test at iteration ``it`` with the averaged test outputs."""
+
+    def get_state(self) -> dict:
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Continue from a ``get_state()`` result."""
 
 
-def _exp(spec: SolverSpec, it: int) -> float:
-    return spec.base_lr * spec.gamma ** it
+class _FunctionPolicy(Policy):
+    """A registered rate function ``f(base_lr, it, spec)`` as a (stateless) policy."""
+
+    def __init__(self, spec: SolverSpec, function):
+        super().__init__(spec)
+        self.function = function
+
+    def rate(self, it: int) -> float:
+        return self.function(self.spec.base_lr, it, self.spec)
 
 
-def _inv(spec: SolverSpec, it: int) -> float:
-    return spec.base_lr * (1.0 + spec.gamma * it) ** (-spec.power)
+class Schedule:
+    """The rate of every iteration: the spec's policy, then warm-up. It saves itself."""
 
+    def __init__(self, spec: SolverSpec):
+        self.spec = spec
+        entry = registry.policy(spec.lr_policy)
+        if isinstance(entry, type) and issubclass(entry, Policy):
+            self.policy = entry(spec)
+        else:
+            self.policy = _FunctionPolicy(spec, entry)
 
-def _multistep(spec: SolverSpec, it: int) -> float:
-    return spec.base_lr * spec.gamma ** bisect.bisect_right(spec.stepvalue, it)
+    def rate(self, it: int) -> float:
+        """The rate the update made at iteration ``it`` uses (before each parameter's lr_mult)."""
+        rate = self.policy.rate(it)
+        if it < self.spec.warmup_iter:
+            rate *= (it + 1) / self.spec.warmup_iter
+        return float(rate)
 
+    def observe(self, it: int, outputs: dict[str, float]) -> None:
+        self.policy.observe(it, outputs)
 
-def _poly(spec: SolverSpec, it: int) -> float:
-    if spec.max_iter == 0:
-        return spec.base_lr
-    # past max_iter (a longer run resumed with a smaller max_iter) the rate stays at 0
-    return spec.base_lr * max(0.0, 1.0 - it / spec.max_iter) ** spec.power
+    def get_state(self) -> dict:
+        return self.policy.get_state()
 
-
-def _sigmoid(spec: SolverSpec, it: int) -> float:
-    z = spec.gamma * (it - spec.stepsize)
-    if z >= 0:
-        return spec.base_lr / (1.0 + math.exp(-z))
-    return spec.base_lr * math.exp(z) / (1.0 + math.exp(z))     # no overflow far before stepsize
-
-
-def _cosine(spec: SolverSpec, it: int) -> float:
-    if spec.max_iter == 0:
-        return spec.base_lr
-    progress = min(it, spec.max_iter) / spec.max_iter
-    return spec.min_lr + 0.5 * (spec.base_lr - spec.min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-POLICIES = {
-    "fixed": _fixed,
-    "step": _step,
-    "exp": _exp,
-    "inv": _inv,
-    "multistep": _multistep,
-    "poly": _poly,
-    "sigmoid": _sigmoid,
-    "cosine": _cosine,
-}
+    def set_state(self, state: dict) -> None:
+        self.policy.set_state(state)
 
 
 def learning_rate(spec: SolverSpec, it: int) -> float:
-    """The rate the update made at iteration ``it`` uses (before each parameter's lr_mult)."""
-    rate = POLICIES[spec.lr_policy](spec, it)
-    if it < spec.warmup_iter:
-        rate *= (it + 1) / spec.warmup_iter
-    return float(rate)
+    """The rate of a stateless policy at iteration ``it`` (warm-up included)."""
+    return Schedule(spec).rate(it)
+
+
+# ------------------------------------------------------------------ Caffe's policies
+class _Gamma(PolicyParams):
+    gamma: float
+
+
+class _GammaStep(_Gamma):
+    stepsize: int = Field(gt=0)
+
+
+class _GammaPower(_Gamma):
+    power: float
+
+
+class _Power(PolicyParams):
+    power: float
+
+
+class _Multistep(_Gamma):
+    stepvalue: list[int]
+
+    @field_validator("stepvalue", mode="before")
+    @classmethod
+    def _listify(cls, value):
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("stepvalue")
+    @classmethod
+    def _increasing(cls, value):
+        if not value:
+            raise ValueError("stepvalue needs at least one iteration")
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError(f"stepvalue must be strictly increasing, got {value}")
+        return value
+
+
+class _Cosine(PolicyParams):
+    min_lr: float = Field(0.0, ge=0)
+
+
+@register_policy("fixed", params=PolicyParams)
+def _fixed(base_lr, it, spec):
+    """base_lr"""
+    return base_lr
+
+
+@register_policy("step", params=_GammaStep)
+def _step(base_lr, it, spec):
+    """base_lr · gamma^floor(it / stepsize)"""
+    return base_lr * spec.gamma ** (it // spec.stepsize)
+
+
+@register_policy("exp", params=_Gamma)
+def _exp(base_lr, it, spec):
+    """base_lr · gamma^it"""
+    return base_lr * spec.gamma ** it
+
+
+@register_policy("inv", params=_GammaPower)
+def _inv(base_lr, it, spec):
+    """base_lr · (1 + gamma·it)^(−power)"""
+    return base_lr * (1.0 + spec.gamma * it) ** (-spec.power)
+
+
+@register_policy("multistep", params=_Multistep)
+def _multistep(base_lr, it, spec):
+    """base_lr · gamma^k, k = number of stepvalues ≤ it"""
+    return base_lr * spec.gamma ** bisect.bisect_right(spec.stepvalue, it)
+
+
+@register_policy("poly", params=_Power)
+def _poly(base_lr, it, spec):
+    """base_lr · (1 − it/max_iter)^power"""
+    if spec.max_iter == 0:
+        return base_lr
+    # past max_iter (a longer run resumed with a smaller max_iter) the rate stays at 0
+    return base_lr * max(0.0, 1.0 - it / spec.max_iter) ** spec.power
+
+
+@register_policy("sigmoid", params=_GammaStep)
+def _sigmoid(base_lr, it, spec):
+    """base_lr / (1 + exp(−gamma·(it − stepsize)))"""
+    z = spec.gamma * (it - spec.stepsize)
+    if z >= 0:
+        return base_lr / (1.0 + math.exp(-z))
+    return base_lr * math.exp(z) / (1.0 + math.exp(z))     # no overflow far before stepsize
+
+
+@register_policy("cosine", params=_Cosine)
+def _cosine(base_lr, it, spec):
+    """min_lr + ½(base_lr − min_lr)(1 + cos(π·it/max_iter))"""
+    if spec.max_iter == 0:
+        return base_lr
+    progress = min(it, spec.max_iter) / spec.max_iter
+    return spec.min_lr + 0.5 * (base_lr - spec.min_lr) * (1.0 + math.cos(math.pi * progress))

@@ -6,9 +6,11 @@ regularize, step), then ``iter += 1``. Every ``display`` iterations a log line; 
 ``test_interval`` iterations (and at 0 with ``test_initialization``, and after the last
 update) ``test_iter`` forward passes of the TEST net, each output averaged.
 
-The loop's whole state lives in plain attributes: ``iter``, the update's state arrays
-(``updater.state_arrays()``), the loss-smoothing window ``smoothed_losses``, the seconds
-already trained ``seconds_before`` and every net's random generators.
+The loop's parts save themselves: ``get_state()`` collects the iteration, the
+loss-smoothing window, the seconds already trained, the update rule's state arrays
+(``Updater.get_state``), the schedule's state (``Schedule.get_state``), and every net's
+random generators and data layers' positions (``DataLayer.get_state``); ``set_state``
+gives each part its own back. Snapshots store that dict.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import numpy as np
 
 from .. import parallel
 from ..errors import ConfigError, NonFiniteError
+from ..layers.base import DataLayer
 from ..net import Net
 from ..spec.solver import SolverSpec, load_solver_spec
-from .schedule import learning_rate
-from .updates import make_update
+from .schedule import Schedule
+from .updates import Updater
 
 logger = logging.getLogger("solverkit")
 
@@ -37,9 +40,9 @@ LOG_HEADER = ("iter", "phase", "name", "value", "lr", "seconds")
 
 def batches_per_pass(net: Net) -> int | None:
     """Batches for one pass over the net's data: ceil of the largest ``batches_per_epoch``
-    among its layers (data layers expose it), or ``None`` when no layer does."""
+    among its data layers, or ``None`` when none knows it."""
     counts = [layer.batches_per_epoch for layer in net.layers
-              if getattr(layer, "batches_per_epoch", None) is not None]
+              if isinstance(layer, DataLayer) and layer.batches_per_epoch is not None]
     return math.ceil(max(counts)) if counts else None
 
 
@@ -87,7 +90,8 @@ class Solver:
         if self.spec.test_interval > 0:
             self.test_net   # noqa: B018  (building it now reports a bad TEST net before training)
             self.test_iter = self.test_iterations()
-        self.updater = make_update(self.spec, self.net.learnable_params)
+        self.schedule = Schedule(self.spec)
+        self.updater = Updater(self.spec, self.net.learnable_params)
         if self.data_parallel is not None:
             self.data_parallel.synchronize(self.net.learnable_params,
                                            self.updater.state_arrays().values())
@@ -131,7 +135,7 @@ class Solver:
 
     def rate(self, it: int | None = None) -> float:
         """The learning rate of the update made at iteration ``it`` (default: the current one)."""
-        return learning_rate(self.spec, self.iter if it is None else it)
+        return self.schedule.rate(self.iter if it is None else it)
 
     # ------------------------------------------------------------------ the loop
     @parallel.abort_on_error
@@ -255,6 +259,7 @@ class Solver:
         logger.info("Iteration %d, test (%d batches): %s", self.iter, self.test_iter,
                     ", ".join(f"{name} = {value:.6g}" for name, value in results.items()))
         self._log_rows("TEST", results, self.rate())
+        self.schedule.observe(self.iter, results)
         return results
 
     # ------------------------------------------------------------------ CSV log, progress
@@ -302,6 +307,51 @@ class Solver:
         from tqdm import tqdm
         return tqdm(total=stop, initial=self.iter, unit="iter", dynamic_ncols=True,
                     leave=False, file=sys.stderr)
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> dict:
+        """Everything a resumed run needs, by part: ``iter``, ``smoothed_losses``,
+        ``seconds``, ``update`` (the rule's state arrays), ``schedule`` (the policy's
+        state) and per phase ``nets[phase]``: ``generators`` (every random generator's
+        state) and ``data`` (each data layer's ``get_state()``)."""
+        nets = {}
+        for phase, net in self._nets_by_phase().items():
+            nets[phase] = {
+                "generators": {name: generator.bit_generator.state
+                               for name, generator in net.random_generators().items()},
+                "data": {layer.name: layer.get_state() for layer in net.layers
+                         if isinstance(layer, DataLayer)},
+            }
+        return {"iter": self.iter, "smoothed_losses": list(self.smoothed_losses),
+                "seconds": self.seconds, "update": self.updater.get_state(),
+                "schedule": self.schedule.get_state(), "nets": nets}
+
+    def set_state(self, state: dict) -> None:
+        """Continue from a ``get_state()`` result (parts it lacks stay as they are)."""
+        self.updater.set_state(state.get("update", {}))
+        if state.get("schedule"):
+            self.schedule.set_state(state["schedule"])
+        for phase, saved in state.get("nets", {}).items():
+            if phase == "TEST" and self.spec.test_interval <= 0:
+                continue
+            net = self.net if phase == "TRAIN" else self.test_net
+            generators = saved.get("generators", {})
+            for name, generator in net.random_generators().items():
+                if name in generators:
+                    generator.bit_generator.state = generators[name]
+            data = saved.get("data", {})
+            for layer in net.layers:
+                if isinstance(layer, DataLayer) and data.get(layer.name):
+                    layer.set_state(data[layer.name])
+        self.iter = int(state.get("iter", self.iter))
+        self.smoothed_losses = [float(x) for x in state.get("smoothed_losses", [])]
+        self.seconds_before = float(state.get("seconds", 0.0))
+
+    def _nets_by_phase(self) -> dict[str, Net]:
+        nets = {"TRAIN": self.net}
+        if self._test_net is not None:
+            nets["TEST"] = self._test_net
+        return nets
 
     # ------------------------------------------------------------------ snapshots
     @parallel.abort_on_error

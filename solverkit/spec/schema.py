@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import GenerateJsonSchema
 
-from ..registry import import_plugins, layer_types
+from ..registry import import_plugins, layer_types, update_types
+from ..registry import policies as registry_policies
 from .net import NetSpec, NetStateRule, ParamSpec
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -93,24 +94,37 @@ def model_schema(model: type[BaseModel], title: str) -> dict:
 
 
 def _which_use(table: dict[str, dict], field: str, kind: str) -> str | None:
-    users = [f"{name} ({default})" if default is not None else f"{name} (required)"
+    from pydantic_core import PydanticUndefined
+    users = [f"{name} (required)" if default is PydanticUndefined else f"{name} ({default})"
              for name, fields in table.items() for f, default in fields.items() if f == field]
     return f"used by {kind} " + ", ".join(users) if users else None
 
 
-def solver_schema() -> dict:
-    """The JSON Schema of a solver spec; per-type and per-policy fields say who uses them."""
-    from .solver import POLICY_FIELDS, TYPE_FIELDS, SolverSpec
+def solver_schema(plugins=()) -> dict:
+    """The JSON Schema of a solver spec, from the registered update types and lr policies
+    (and ``plugins``'); per-type and per-policy fields say who uses them."""
+    import copy
 
-    class SolverSpecYaml(SolverSpec):
-        model_config = ConfigDict(title="solverkit solver")
-
-        stepvalue: int | list[int] | None = Field(None, validate_default=True)
-
-    schema = model_schema(SolverSpecYaml, "solverkit solver")
+    from .solver import SolverSpec, policy_fields, rule_and_policy_fields, rule_fields
+    import_plugins(plugins)
+    rules, policies = rule_fields(), policy_fields()
+    fields: dict[str, Any] = {name: (info.annotation, info)
+                              for name, info in SolverSpec.model_fields.items()}
+    fields["type"] = (Literal[tuple(update_types())], Field("SGD", description="update rule"))
+    fields["lr_policy"] = (Literal[tuple(registry_policies())],
+                           Field("fixed", description="learning-rate policy"))
+    for name, info in rule_and_policy_fields().items():
+        optional = copy.copy(info)
+        optional.default = None
+        annotation = int | list[int] if name == "stepvalue" else info.annotation
+        fields[name] = (annotation | None, optional)
+    model = create_model("SolverSpecYaml", __config__=ConfigDict(extra="forbid",
+                                                                 title="solverkit solver"),
+                         **fields)
+    schema = model_schema(model, "solverkit solver")
     for name, prop in schema["properties"].items():
-        notes = [note for note in (_which_use(TYPE_FIELDS, name, "type"),
-                                   _which_use(POLICY_FIELDS, name, "lr_policy")) if note]
+        notes = [note for note in (_which_use(rules, name, "type"),
+                                   _which_use(policies, name, "lr_policy")) if note]
         if name == "momentum":
             notes.append("0 is accepted by every type")
         if name == "elastic_net_beta":

@@ -1,32 +1,23 @@
-"""The solver spec of SPEC §4: Caffe's field names, per-type defaults, and loading with overrides.
+"""The solver spec: Caffe's field names, per-type and per-policy fields, loading with overrides.
 
-A field the chosen ``type`` or ``lr_policy`` does not use is an error naming it, and so is
-a field they need that is missing. Per-type fields left out take the type's default, so
-editing only ``type:`` (or ``--set type=Adam``) gives a sensible run:
-
-=========  =====================================================
-type       its own fields (default)
-=========  =====================================================
-SGD        momentum (0)
-Nesterov   momentum (0)
-AdaGrad    delta (1e-8)
-RMSProp    rms_decay (0.99), delta (1e-8)
-AdaDelta   momentum (0.95), delta (1e-6)
-Adam       momentum = β1 (0.9), momentum2 = β2 (0.999), delta = ε (1e-8)
-AdamW      as Adam; regularization_type absent or L2 (decay is decoupled)
-=========  =====================================================
-
-``momentum: 0`` is accepted by every type (it means "no momentum" everywhere).
+The fields every solver has are declared here. The fields of an update type (``momentum``,
+``delta``, …) and of an lr policy (``gamma``, ``stepsize``, …) come from the registered rule's
+and policy's own ``Params`` models, so a plugin's rule or policy is checked like a built-in
+one: a field the chosen ``type`` or ``lr_policy`` does not use is an error naming it, and so
+is a field they need that is missing. Per-type fields left out take the type's default, so
+editing only ``type:`` (or ``--set type=Adam``) gives a sensible run. ``momentum: 0`` is
+accepted by every type (it means "no momentum" everywhere). ``field_table()`` lists the
+fields of every registered type and policy, with their defaults.
 """
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
+    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -34,74 +25,44 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticUndefined
 
-from ..errors import ConfigError, did_you_mean
+from .. import registry
+from ..errors import ConfigError, SolverkitError, did_you_mean
 from .net import StrictModel
 from .source import SourcedSpec, SpecSource, read_spec_source, validation_error
 
-SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam", "AdamW")
-LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "cosine")
 
-# type -> {field it uses: default}
-TYPE_FIELDS: dict[str, dict[str, float]] = {
-    "SGD": {"momentum": 0.0},
-    "Nesterov": {"momentum": 0.0},
-    "AdaGrad": {"delta": 1e-8},
-    "RMSProp": {"rms_decay": 0.99, "delta": 1e-8},
-    "AdaDelta": {"momentum": 0.95, "delta": 1e-6},
-    "Adam": {"momentum": 0.9, "momentum2": 0.999, "delta": 1e-8},
-    "AdamW": {"momentum": 0.9, "momentum2": 0.999, "delta": 1e-8},
-}
+class FieldsModel(BaseModel):
+    """Base of an update rule's or an lr policy's own solver fields (flat in the spec)."""
 
-# lr_policy -> {field it uses: default, or None when the field is required}
-POLICY_FIELDS: dict[str, dict[str, float | None]] = {
-    "fixed": {},
-    "step": {"gamma": None, "stepsize": None},
-    "exp": {"gamma": None},
-    "inv": {"gamma": None, "power": None},
-    "multistep": {"gamma": None, "stepvalue": None},
-    "poly": {"power": None},
-    "sigmoid": {"gamma": None, "stepsize": None},
-    "cosine": {"min_lr": 0.0},
-}
-
-
-def _users(table: dict[str, dict], field: str) -> list[str]:
-    return [name for name, fields in table.items() if field in fields]
-
-
-def _users_of_any(table: dict[str, dict]) -> set[str]:
-    return {field for fields in table.values() for field in fields}
+    model_config = ConfigDict(extra="forbid")
 
 
 class SolverSpec(SourcedSpec, StrictModel):
     """A solver spec (Caffe's SolverParameter, the fields solverkit implements).
 
-    Field order matters: ``type``, ``lr_policy`` and ``regularization_type`` are validated
-    before the fields whose meaning depends on them.
+    A spec read by ``load_solver_spec`` is an instance of a subclass that adds the fields
+    of its update type (``rule_class``) and lr policy; a known field that neither uses
+    reads as ``None``. Field order matters: ``regularization_type`` is validated before
+    ``elastic_net_beta``, whose meaning depends on it.
     """
 
     model_config = ConfigDict(extra="forbid")
 
+    # the registered update rule class and lr policy this spec was validated for
+    rule_class: ClassVar[Any] = None
+    policy_entry: ClassVar[Any] = None
+
     net: str | None = None
-    type: Literal["SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam", "AdamW"] = "SGD"
-    lr_policy: Literal["fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid",
-                       "cosine"] = "fixed"
+    plugins: list[str] = Field(default_factory=list, description="modules imported first: "
+                               "their update types and lr policies become usable")
+    type: str = Field("SGD", description="the update rule, a registered type")
+    lr_policy: str = Field("fixed", description="the learning-rate policy, a registered one")
     regularization_type: Literal["L2", "L1", "ElasticNet"] = "L2"
 
     base_lr: float = Field(ge=0)
     max_iter: int = Field(ge=0)
-
-    momentum: float | None = Field(None, validate_default=True, ge=0, lt=1)
-    momentum2: float | None = Field(None, validate_default=True, ge=0, lt=1)
-    rms_decay: float | None = Field(None, validate_default=True, ge=0, lt=1)
-    delta: float | None = Field(None, validate_default=True, gt=0)
-
-    gamma: float | None = Field(None, validate_default=True)
-    power: float | None = Field(None, validate_default=True)
-    stepsize: int | None = Field(None, validate_default=True, gt=0)
-    stepvalue: list[int] | None = Field(None, validate_default=True)
-    min_lr: float | None = Field(None, validate_default=True, ge=0)
     warmup_iter: int = Field(0, ge=0)
 
     weight_decay: float = Field(0.0, ge=0)
@@ -121,52 +82,22 @@ class SolverSpec(SourcedSpec, StrictModel):
 
     _source: SpecSource | None = PrivateAttr(default=None)
 
-    # ----------------------------------------------------------- per-type fields
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in rule_and_policy_fields():     # another type's or policy's field
+                return None
+            raise
+
     @field_validator("regularization_type")
     @classmethod
-    def _adamw_decouples(cls, value: str, info: ValidationInfo) -> str:
-        if info.data.get("type") == "AdamW" and value != "L2":
-            raise ValueError(f"AdamW decays weights itself (decoupled, from weight_decay); "
-                             f"regularization_type must be absent or L2, not {value}")
-        return value
-
-    @field_validator("momentum", "momentum2", "rms_decay", "delta")
-    @classmethod
-    def _type_field(cls, value, info: ValidationInfo):
-        solver_type = info.data.get("type")
-        if solver_type is None:            # the type itself is invalid: that error comes first
-            return value
-        own = TYPE_FIELDS[solver_type]
-        name = info.field_name
-        if name not in own:
-            if value is not None and not (name == "momentum" and value == 0):
-                raise ValueError(f"type {solver_type} does not use {name} (used by "
-                                 f"{', '.join(_users(TYPE_FIELDS, name))}); remove it")
-            return value
-        return own[name] if value is None else value
-
-    @field_validator("gamma", "power", "stepsize", "stepvalue", "min_lr")
-    @classmethod
-    def _policy_field(cls, value, info: ValidationInfo):
-        policy = info.data.get("lr_policy")
-        if policy is None:
-            return value
-        own = POLICY_FIELDS[policy]
-        name = info.field_name
-        if name not in own:
-            if value is not None:
-                raise ValueError(f"lr_policy {policy} does not use {name} (used by "
-                                 f"{', '.join(_users(POLICY_FIELDS, name))}); remove it")
-            return value
-        if value is None:
-            if own[name] is None:
-                raise ValueError(f"lr_policy {policy} needs {name}")
-            return own[name]
-        if name == "stepvalue":
-            if not value:
-                raise ValueError("stepvalue needs at least one iteration")
-            if any(b <= a for a, b in itertools.pairwise(value)):
-                raise ValueError(f"stepvalue must be strictly increasing, got {value}")
+    def _decoupled_decay(cls, value: str) -> str:
+        rule = cls.rule_class
+        if rule is not None and rule.decoupled_decay and value != "L2":
+            raise ValueError(f"{rule.type} decays weights itself (decoupled, from "
+                             f"weight_decay); regularization_type must be absent or L2, "
+                             f"not {value}")
         return value
 
     @field_validator("elastic_net_beta")
@@ -182,10 +113,12 @@ class SolverSpec(SourcedSpec, StrictModel):
             return value
         return 1.0 if value is None else value
 
-    @field_validator("stepvalue", mode="before")
-    @classmethod
-    def _listify(cls, value):
-        return [value] if isinstance(value, int) else value
+    # ----------------------------------------------------------- what it uses
+    @property
+    def rule_params(self) -> BaseModel:
+        """The update type's own fields, as its ``Params`` model."""
+        params = self.rule_class.Params
+        return params.model_validate({name: getattr(self, name) for name in params.model_fields})
 
     # ----------------------------------------------------------- where it came from
     def net_path(self) -> Path | None:
@@ -207,9 +140,103 @@ class SolverSpec(SourcedSpec, StrictModel):
         return self._source.line(field) if self._source else None
 
 
+# ------------------------------------------------------------------ fields from the registry
+def policy_params(entry) -> type[BaseModel] | None:
+    """The fields model of a registered lr policy (``None``: it declared none)."""
+    return getattr(entry, "Params", None)
+
+
+def rule_fields() -> dict[str, dict[str, object]]:
+    """update type -> {its own field: default (``PydanticUndefined`` when required)}."""
+    return {name: {f: info.default for f, info in cls.Params.model_fields.items()}
+            for name, cls in registry.update_types().items()}
+
+
+def policy_fields() -> dict[str, dict[str, object]]:
+    """lr_policy -> {its own field: default (``PydanticUndefined`` when required)};
+    a policy without a fields model is left out (it takes any policy field)."""
+    table = {}
+    for name, entry in registry.policies().items():
+        params = policy_params(entry)
+        if params is not None:
+            table[name] = {f: info.default for f, info in params.model_fields.items()}
+    return table
+
+
+def rule_and_policy_fields() -> dict[str, object]:
+    """Every field some registered type or policy uses -> its ``FieldInfo`` (the first one)."""
+    found = {}
+    for cls in registry.update_types().values():
+        for name, info in cls.Params.model_fields.items():
+            found.setdefault(name, info)
+    for entry in registry.policies().values():
+        params = policy_params(entry)
+        for name, info in (params.model_fields.items() if params else ()):
+            found.setdefault(name, info)
+    return found
+
+
+def known_fields() -> set[str]:
+    return set(SolverSpec.model_fields) | set(rule_and_policy_fields())
+
+
+def _users(table: dict[str, dict], field: str) -> list[str]:
+    return [name for name, fields in table.items() if field in fields]
+
+
+def field_table() -> str:
+    """A plain-text table of every registered type and policy with its fields and defaults."""
+    def describe(fields: dict) -> str:
+        return ", ".join(f"{f} ({'required' if d is PydanticUndefined else d})"
+                         for f, d in fields.items()) or "-"
+    rows = [("type", name, describe(fields)) for name, fields in rule_fields().items()]
+    rows += [("lr_policy", name, describe(fields)) for name, fields in policy_fields().items()]
+    width = max(len(name) for _, name, _ in rows)
+    return "\n".join(f"{kind:<9}  {name:<{width}}  {fields}" for kind, name, fields in rows)
+
+
+_MODELS: dict[tuple, type[SolverSpec]] = {}
+
+
+class _AnyPolicyField(FieldsModel):
+    """The fields of a policy that declared none: any known policy field, all optional."""
+
+
+def _lenient_policy_model() -> type[BaseModel]:
+    fields = {}
+    for entry in registry.policies().values():
+        params = policy_params(entry)
+        for name, info in (params.model_fields.items() if params else ()):
+            fields.setdefault(name, (info.annotation | None, None))
+    from pydantic import create_model
+    return create_model("AnyPolicyFields", __base__=_AnyPolicyField, **fields)
+
+
+def spec_model(rule_cls: type, policy_entry) -> type[SolverSpec]:
+    """The spec model for one update type and one lr policy: the common fields plus theirs."""
+    params = policy_params(policy_entry)
+    key = (rule_cls, policy_entry, params)
+    model = _MODELS.get(key)
+    if model is None:
+        if params is None:
+            params = _lenient_policy_model()
+        clash = set(rule_cls.Params.model_fields) & set(params.model_fields)
+        if clash:
+            raise ConfigError(f"type {rule_cls.type} and lr_policy "
+                              f"{policy_entry.policy_name} both declare {sorted(clash)}")
+        model = type(SolverSpec)("SolverSpec", (SolverSpec, rule_cls.Params, params),
+                                 {"__module__": __name__, "__qualname__": "SolverSpec"})
+        model.rule_class = rule_cls
+        model.policy_entry = policy_entry
+        _MODELS[key] = model
+    return model
+
+
+# ------------------------------------------------------------------ loading
 def _string_fields() -> set[str]:
     """Fields whose values stay text on the command line (``--set snapshot_prefix=2024``)."""
-    return {name for name, info in SolverSpec.model_fields.items()
+    infos = {**rule_and_policy_fields(), **SolverSpec.model_fields}
+    return {name for name, info in infos.items()
             if "str" in str(info.annotation) or "Literal" in str(info.annotation)}
 
 
@@ -231,7 +258,7 @@ def parse_overrides(overrides) -> dict:
             if not sep or not key:
                 raise ConfigError(f"--set takes key=value pairs, got '{text}'", field=key or None)
             items.append((key, value.strip()))
-    known = SolverSpec.model_fields
+    known = known_fields()
     strings = _string_fields()
     parsed = {}
     for key, value in items:
@@ -247,34 +274,112 @@ def parse_overrides(overrides) -> dict:
     return parsed
 
 
+def _choose(raw: dict, src: SpecSource):
+    """The registered rule and policy ``raw`` names (plugins imported first)."""
+    plugins = raw.get("plugins") or []
+    if isinstance(plugins, str):
+        plugins = [plugins]
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError("plugins must be a list of module names", field="plugins",
+                          line=src.line("plugins"))
+    registry.import_plugins(plugins)
+    chosen = []
+    for field, default, table in (("type", "SGD", registry.update_types()),
+                                  ("lr_policy", "fixed", registry.policies())):
+        name = raw.get(field, default)
+        if name not in table:
+            choices = ", ".join(f"'{n}'" for n in table)
+            raise ConfigError(f"'{name}' is not one of {choices}{did_you_mean(name, table)}",
+                              field=field, line=src.line(field))
+        chosen.append(table[name])
+    return chosen
+
+
+def _check_fields(raw: dict, rule_cls, policy_entry, src: SpecSource) -> None:
+    """Unknown, unused and missing fields, each an error naming it (in file order)."""
+    known = known_fields()
+    own_rule = rule_cls.Params.model_fields
+    params = policy_params(policy_entry)
+    own_policy = params.model_fields if params is not None else None
+    rules, policies = rule_fields(), policy_fields()
+    for name in list(raw):
+        line = src.line(name)
+        if name not in known:
+            raise ConfigError(f"unknown field '{name}'{did_you_mean(name, known)}",
+                              field=name, line=line)
+        if name in SolverSpec.model_fields:
+            continue
+        if raw[name] is None:                   # null: not given (``--set stepsize=``)
+            del raw[name]
+            continue
+        if name in own_rule:
+            continue
+        if name in _users_of_any(rules):
+            if name == "momentum" and raw[name] == 0:
+                del raw[name]                   # "no momentum" is fine for every type
+                continue
+            raise ConfigError(f"type {rule_cls.type} does not use {name} (used by "
+                              f"{', '.join(_users(rules, name))}); remove it",
+                              field=name, line=line)
+        if own_policy is not None and name not in own_policy:
+            raise ConfigError(f"lr_policy {policy_entry.policy_name} does not use {name} "
+                              f"(used by {', '.join(_users(policies, name))}); remove it",
+                              field=name, line=line)
+    for what, name_of, fields in (("type", rule_cls.type, own_rule),
+                                  ("lr_policy", policy_entry.policy_name, own_policy or {})):
+        for name, info in fields.items():
+            if info.is_required() and name not in raw:
+                raise ConfigError(f"{what} {name_of} needs {name}", field=name,
+                                  line=src.line(what))
+
+
+def _users_of_any(table: dict[str, dict]) -> set[str]:
+    return {field for fields in table.values() for field in fields}
+
+
 def load_solver_spec(source, overrides=None) -> SolverSpec:
     """A ``SolverSpec`` from a path, YAML text, a dict or a SolverSpec, with ``overrides``.
 
     ``overrides`` is a dict or a list of ``"key=value"`` strings (the CLI's ``--set``).
     They replace the file's values before validation, so per-type defaults follow an
-    overridden ``type``.
+    overridden ``type``. The spec's ``plugins`` are imported before anything is checked.
     """
-    extra = parse_overrides(overrides)
-    if extra.get("net") is not None:        # a net named on the command line: from the cwd
-        extra["net"] = str(Path(extra["net"]).resolve())
     if isinstance(source, SolverSpec):
-        if not extra:
-            return source
         src = source._source or SpecSource(raw={})
+        if overrides is None:
+            return source
         raw = source.model_dump(exclude_unset=True)
     else:
         src = read_spec_source(source, "solver spec")
         raw = dict(src.raw)
+    try:
+        registry.import_plugins(raw.get("plugins") if isinstance(raw.get("plugins"), list)
+                                else None)
+        extra = parse_overrides(overrides)
+    except SolverkitError as err:
+        raise err.located(file=src.file) from None
+    if extra.get("net") is not None:        # a net named on the command line: from the cwd
+        extra["net"] = str(Path(extra["net"]).resolve())
     raw.update(extra)
     try:
-        spec = SolverSpec.model_validate(raw)
-    except ValidationError as err:
-        error = validation_error(err, SolverSpec, src)
+        rule_cls, policy_entry = _choose(raw, src)
+        _check_fields(raw, rule_cls, policy_entry, src)
+        model = spec_model(rule_cls, policy_entry)
+        try:
+            spec = model.model_validate(raw)
+        except ValidationError as err:
+            raise validation_error(err, model, src) from None
+    except ConfigError as error:
+        error.file = error.file or src.file
         if error.field in extra:
             error.message = f"--set {error.field}={extra[error.field]}: {error.message}"
             error.line = None
-        elif error.line is None and error.field in _users_of_any(POLICY_FIELDS):
-            error.line = src.line("lr_policy")      # a field the policy needs is missing
         raise error from None
     spec._source = src
     return spec
+
+
+def __getattr__(name: str):
+    if name == "SOLVER_TYPES":      # the registered update types, plugins' included
+        return tuple(registry.update_types())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from solverkit import Layer, LayerParams, register_layer
+from solverkit import DataLayer, LayerParams, register_layer
 
 
 @register_layer("FixedData")
-class FixedData(Layer):
+class FixedData(DataLayer):
     class Params(LayerParams):
         source: str
         batch_size: int
@@ -29,7 +29,10 @@ class FixedData(Layer):
             self.y = arrays["y"].astype(self.dtype)
         self.cursor = 0
         self.closed = False
-        self.batches_per_epoch = len(self.x) / self.params.batch_size
+
+    @property
+    def batches_per_epoch(self):
+        return len(self.x) / self.params.batch_size
 
     def reshape(self, bottom, top):
         top[0].reshape((self.params.batch_size, *self.x.shape[1:]))

@@ -133,8 +133,8 @@ def weights(solver):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_update_matches_spec_formulas(case, source, tmp_path, blas_backend):
-    """On numpy's backend every rule runs block by block; on MKL, SGD and Nesterov with L2
-    decay take whole-array vector operations instead (their ``whole_arrays``)."""
+    """On numpy's backend every rule runs block by block; on MKL, SGD and Nesterov take
+    whole-array vector operations instead (inside their ``step``)."""
     path, x, y = source
     fields = {**STEP, **CASES[case]}
     solver = make_solver(path, tmp_path, fields)
