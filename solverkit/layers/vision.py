@@ -596,9 +596,15 @@ class Pooling(Layer):
         if self._shape != (shape, out_h, out_w) and not p.global_pooling:
             self._shape = (shape, out_h, out_w)
             self._plan(n * c, h, w, out_h, out_w, bottom[0].data.dtype)
-        self._method = ("phases", None) if p.global_pooling else methods.pooling_method(
-            p.pool, shape, (n, c, out_h, out_w), self.kernel, self.stride, self.pad,
-            bottom[0].data.dtype, mask=len(top) == 2)
+        self._geometry = (shape, (n, c, out_h, out_w), bottom[0].data.dtype, len(top) == 2)
+
+    @property
+    def _method(self) -> tuple[str, str | None]:
+        if self.params.global_pooling:
+            return "phases", None
+        x_shape, y_shape, dtype, mask = self._geometry
+        return methods.pooling_method(self.params.pool, x_shape, y_shape, self.kernel,
+                                      self.stride, self.pad, dtype, mask=mask)
 
     @property
     def method(self) -> str:
@@ -608,10 +614,11 @@ class Pooling(Layer):
     def _dnnl_plan(self, x_shape, y_shape):
         """oneDNN's pooling for these shapes and the thread count (with its workspace of
         MAX's indices, which backward reads), kept while they stay."""
-        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), self._method[1])
+        algorithm = self._method[1]
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), algorithm)
         if getattr(self, "_dnnl_key", None) != key:
             self._dnnl = dnnl.PoolingPlan(x_shape, y_shape, self.kernel, self.stride,
-                                          self.pad, self._method[1])
+                                          self.pad, algorithm)
             self._dnnl_key = key
         return self._dnnl
 
