@@ -4,7 +4,7 @@
 Each run trains a case of ``scripts/bench.py`` (default Caffe's MNIST LeNet, batch 64 per
 rank, synthetic data, SGD with momentum) through the real ``Solver``: 1 rank is a plain
 process, K ranks are ``mpirun -n K``, every rank with ``OMP_NUM_THREADS=1`` /
-``OPENBLAS_NUM_THREADS=1`` (the comparison SPEC §10 asks for). The batch per rank stays
+``OPENBLAS_NUM_THREADS=1``, so that the ranks, not BLAS threads, are what is compared. The batch per rank stays
 the same, so K ranks train on a K-times larger global batch (weak scaling, as Caffe's
 multi-GPU training). Timed: ``--steps`` iterations after ``--warmup``, between two
 barriers, on rank 0. The runs alternate over ``--rounds`` (medians reported), so that

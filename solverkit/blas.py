@@ -7,8 +7,8 @@ CPU, and more inside a step, where its threads wake between products; on such a 
 products are most of a training step. With
 ``pip install 'solverkit[mkl]'`` the two-dimensional float32/float64 products of the
 InnerProduct, Convolution and Deconvolution layers go to MKL's ``cblas_?gemm`` through
-ctypes instead, and the SGD and Nesterov updates to ``cblas_?axpby``; everything else stays
-with numpy.
+ctypes instead, and the SGD and Nesterov steps (with their L2 decay) to ``cblas_?axpby``;
+everything else stays with numpy.
 
 ``SOLVERKIT_BLAS`` chooses: ``auto`` (the default: MKL when it is installed and the CPU is
 Intel's, else numpy), ``mkl`` (an error without it) or ``numpy``. On AMD processors MKL

@@ -278,7 +278,8 @@ def _net_differences(old: dict, new: dict) -> list[str]:
 
 
 def restore_solver(solver, path, warn=None, allow_world_size_change: bool = False) -> None:
-    """Continue ``solver`` exactly from a ``.solverstate.npz`` (see SPEC §7).
+    """Continue ``solver`` exactly from a ``.solverstate.npz``: bit for bit what the run
+    that wrote it would have done next.
 
     Only the solver type and the parameter list (layer, index, shape) must match; other
     differences (hyperparameters, data paths, batch sizes) are reported through ``warn``.

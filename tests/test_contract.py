@@ -1,6 +1,6 @@
-"""SPEC points that no other test file pins down, grouped by SPEC section.
+"""Promises to users that no other test file pins down, grouped by topic.
 
-Each test's docstring quotes the point it guards. Tiny nets, in-memory data, and the CLI
+Each test's docstring quotes the promise it guards. Tiny nets, in-memory data, and the CLI
 called in-process (``solverkit.cli.main``) except where the process itself matters.
 """
 
@@ -56,10 +56,10 @@ def _log(path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-# ---------------------------------------------------------------- §2 blobs, shapes, dtypes
+# ---------------------------------------------------------------- blobs, shapes, dtypes
 
 def test_parameters_are_in_caffe_order_and_shape():
-    """§2: "Parameters ... in Caffe order: [weight, bias]. InnerProduct weight is (num_output,
+    """"Parameters ... in Caffe order: [weight, bias]. InnerProduct weight is (num_output,
     fan_in); Convolution weight is (num_output, channels/group, kh, kw); bias is
     (num_output,)." and "default dtype float32"."""
     net = sk.Net({"layers": [
@@ -72,10 +72,10 @@ def test_parameters_are_in_caffe_order_and_shape():
     assert {b.data.dtype for blobs in net.params.values() for b in blobs} == {np.dtype("float32")}
 
 
-# ---------------------------------------------------------------- §3 net spec
+# ---------------------------------------------------------------- net spec
 
 def test_weight_filler_defaults_to_constant_zero_and_multipliers_to_one():
-    """§3: "Defaults as Caffe: weight_filler constant 0 unless given" and "param (per parameter:
+    """"Defaults as Caffe: weight_filler constant 0 unless given" and "param (per parameter:
     lr_mult default 1, decay_mult default 1 ...)"."""
     net = sk.Net({"layers": [
         {"name": "input", "type": "Input", "top": "x", "shape": [[2, 3]]},
@@ -93,7 +93,7 @@ def test_weight_filler_defaults_to_constant_zero_and_multipliers_to_one():
     ("HingeLoss", ["scores", "label"]),
 ])
 def test_loss_weight_defaults_to_one_on_a_loss_layers_first_top_only(loss_type, bottoms):
-    """§3: "loss_weight (one per top; default 1 on a loss layer's first top, 0 otherwise)";
+    """"loss_weight (one per top; default 1 on a loss layer's first top, 0 otherwise)";
     the total loss is sum(loss_weight * top)."""
     rng = np.random.default_rng(0)
     net = sk.Net({"dtype": "float64", "layers": [
@@ -113,7 +113,7 @@ def test_loss_weight_defaults_to_one_on_a_loss_layers_first_top_only(loss_type, 
     assert two_tops.loss == out["loss"]                      # not + Σ prob (= 4)
 
 
-# ---------------------------------------------------------------- §4 solver spec
+# ---------------------------------------------------------------- solver spec
 
 @pytest.mark.parametrize("text, field", [
     ("type: AdaGrad\nmomentum: 0.5\n", "momentum"),
@@ -132,7 +132,7 @@ def test_loss_weight_defaults_to_one_on_a_loss_layers_first_top_only(loss_type, 
     ("lr_policy: cosine\nstepsize: 5\n", "stepsize"),
 ])
 def test_unused_fields_are_errors_naming_them(text, field, tmp_path):
-    """§10: "Unused fields are errors when given: momentum with AdaGrad/RMSProp, momentum2
+    """"Unused fields are errors when given: momentum with AdaGrad/RMSProp, momentum2
     outside Adam/AdamW, rms_decay outside RMSProp, delta with SGD/Nesterov,
     gamma/power/stepsize/stepvalue/min_lr with a policy that does not use them"."""
     path = tmp_path / "solver.yaml"
@@ -151,7 +151,7 @@ def test_unused_fields_are_errors_naming_them(text, field, tmp_path):
     ("lr_policy: step\nstepsize: 3\n", "gamma"),
 ])
 def test_missing_fields_the_policy_needs_are_errors_naming_them(text, field):
-    """§4: "a missing field it needs (stepsize for step, stepvalue for multistep, …), is an
+    """"a missing field it needs (stepsize for step, stepvalue for multistep, …), is an
     error naming the field"."""
     with pytest.raises(sk.ConfigError) as info:
         sk.load_solver_spec(f"base_lr: 0.1\nmax_iter: 10\n{text}")
@@ -186,7 +186,7 @@ def test_fields_the_type_or_policy_uses_are_accepted(text):
 
 
 def test_test_iter_without_test_interval_runs_no_test(tmp_path):
-    """§10: "test_iter with test_interval: 0 is allowed (ignored)" — the loop runs no test
+    """"test_iter with test_interval: 0 is allowed (ignored)" — the loop runs no test
     and needs no TEST data."""
     net = {"name": "regression", "layers": [
         {"name": "input", "type": "Input", "top": ["x", "t"], "shape": [[2, 3], [2, 1]]},
@@ -197,10 +197,10 @@ def test_test_iter_without_test_interval_runs_no_test(tmp_path):
     assert {row["phase"] for row in _log(tmp_path / "run_log.csv")} == {"TRAIN"}
 
 
-# ---------------------------------------------------------------- §5 the training loop
+# ---------------------------------------------------------------- the training loop
 
 def test_display_zero_turns_display_lines_off(tmp_path, caplog):
-    """§10: "display: 0 turns display lines off" (the default, §4)."""
+    """"display: 0 turns display lines off" (the default)."""
     with caplog.at_level(logging.INFO, logger="solverkit"):
         _solver(tmp_path, max_iter=3).solve()
     assert not [m for m in caplog.messages if m.startswith("Iteration") and "lr =" in m]
@@ -211,7 +211,7 @@ def test_display_zero_turns_display_lines_off(tmp_path, caplog):
 
 
 def test_csv_log_rows_per_output_and_phase(tmp_path):
-    """§10 CSV log: "header iter,phase,name,value,lr,seconds; one TRAIN row per train output
+    """CSV log: "header iter,phase,name,value,lr,seconds; one TRAIN row per train output
     every iteration ...; one TEST row per output per test; lr is rate(N)"."""
     solver = _solver(tmp_path, net=_classifier(train_outputs=True), max_iter=4,
                      test_interval=2, lr_policy="step", gamma=0.5, stepsize=1)
@@ -229,7 +229,7 @@ def test_csv_log_rows_per_output_and_phase(tmp_path):
 
 
 def test_resumed_run_drops_later_rows_and_appends(tmp_path):
-    """§10: "A resumed run drops rows with iter ≥ its start iteration and appends"."""
+    """"A resumed run drops rows with iter ≥ its start iteration and appends"."""
     _solver(tmp_path, max_iter=2, test_interval=3).solve()        # state at iteration 2
     state = snapshot_paths(str(tmp_path / "run"), 2)[1]
     longer = _solver(tmp_path, max_iter=6, test_interval=3)      # a log reaching iteration 3
@@ -247,7 +247,7 @@ def test_resumed_run_drops_later_rows_and_appends(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:overflow encountered")
 def test_non_finite_loss_writes_no_snapshot(tmp_path):
-    """§5: "A non-finite loss stops training with an error that names the iteration and the
+    """"A non-finite loss stops training with an error that names the iteration and the
     first layer whose output or gradient went non-finite; no snapshot is written from that
     state" (snapshot_after_train is on by default)."""
     x, y = _classification(40, 0)
@@ -262,10 +262,10 @@ def test_non_finite_loss_writes_no_snapshot(tmp_path):
     assert not list(tmp_path.glob("*.npz"))
 
 
-# ---------------------------------------------------------------- §7 snapshots
+# ---------------------------------------------------------------- snapshots
 
 def test_snapshot_files_carry_a_0d_str_json_meta(tmp_path):
-    """§10: "each npz holds __meta__, a 0-d str array of JSON"; both load with
+    """"each npz holds __meta__, a 0-d str array of JSON"; both load with
     numpy.load(allow_pickle=False)."""
     solver = _solver(tmp_path, max_iter=1)
     solver.solve()
@@ -277,7 +277,7 @@ def test_snapshot_files_carry_a_0d_str_json_meta(tmp_path):
 
 
 def test_solver_state_holds_what_resume_needs(tmp_path):
-    """§7: the state holds "iteration, solver type and hyperparameters, every state array,
+    """the state holds "iteration, solver type and hyperparameters, every state array,
     the learning-rate state, the state of every random generator, every data layer's
     epoch/cursor/order, the loss-smoothing window, and the model file's name and SHA-256"."""
     solver = _solver(tmp_path, max_iter=3, average_loss=2, momentum=0.9, lr_policy="exp",
@@ -307,7 +307,7 @@ def test_solver_state_holds_what_resume_needs(tmp_path):
 
 
 def test_shared_parameter_is_stored_once_under_its_first_layer(tmp_path):
-    """§10: "besides the <layer>/<index> arrays (a shared parameter stored once, under its
+    """"besides the <layer>/<index> arrays (a shared parameter stored once, under its
     first layer) ...; net.save/load use the model format"."""
     layers = [
         {"name": "input", "type": "Input", "top": ["a", "b"], "shape": [[2, 3], [2, 3]]},
@@ -330,7 +330,7 @@ def test_shared_parameter_is_stored_once_under_its_first_layer(tmp_path):
 
 
 def test_resume_with_changed_settings_warns_naming_them(tmp_path, caplog):
-    """§10 Resume: "Only type and the parameter list must match; any other difference
+    """Resume: "Only type and the parameter list must match; any other difference
     (hyperparameters, ..., max_iter through --set) is allowed and logged as a warning naming
     it"."""
     _solver(tmp_path, max_iter=2, test_interval=2).solve()
@@ -349,7 +349,7 @@ def test_resume_with_changed_settings_warns_naming_them(tmp_path, caplog):
     assert resumed.iter == 3
 
 
-# ---------------------------------------------------------------- §8 command line
+# ---------------------------------------------------------------- command line
 
 @pytest.fixture
 def cli_files(tmp_path, monkeypatch):
@@ -367,7 +367,7 @@ def cli_files(tmp_path, monkeypatch):
 
 
 def test_debug_shows_the_traceback_and_keeps_status_2(cli_files, capsys):
-    """§10 flags: "--debug (traceback on user errors)"; §8: a user mistake "exits with
+    """flags: "--debug (traceback on user errors)"; a user mistake "exits with
     status 2"."""
     capsys.readouterr()
     assert main(["train", "--solver", "solver.yaml", "--set", "momentm=0.9", "--debug"]) == 2
@@ -385,8 +385,8 @@ def test_debug_shows_the_traceback_and_keeps_status_2(cli_files, capsys):
     (["train", "--solver", "solver.yaml", "--on-signal", "snapshots"], "did you mean"),
 ])
 def test_command_line_mistakes_exit_2(cli_files, capsys, args, words):
-    """§8: a user mistake "prints one clear message ... and exits with status 2";
-    §10: "--allow-missing (with --weights)", "--on-signal snapshot|stop"."""
+    """a user mistake "prints one clear message ... and exits with status 2";
+    "--allow-missing (with --weights)", "--on-signal snapshot|stop"."""
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -394,7 +394,7 @@ def test_command_line_mistakes_exit_2(cli_files, capsys, args, words):
 
 
 def test_test_prints_caffes_wording_for_k_iterations(cli_files, capsys):
-    """§10: "train and test print each averaged TEST output as Test net output #<i>: <name>
+    """"train and test print each averaged TEST output as Test net output #<i>: <name>
     = <value>"; --iterations K averages K TEST batches."""
     net = sk.Net("net.yaml", phase="TEST")
     net.load("solver_iter_2.model.npz", allow_extra=True)
@@ -409,7 +409,7 @@ def test_test_prints_caffes_wording_for_k_iterations(cli_files, capsys):
 
 
 def test_time_phase_selects_the_test_net(cli_files, capsys):
-    """§10: "draw/time --phase TRAIN|TEST" — the TEST-only Accuracy is timed only in TEST."""
+    """"draw/time --phase TRAIN|TEST" — the TEST-only Accuracy is timed only in TEST."""
     capsys.readouterr()
     assert main(["time", "--net", "net.yaml", "--iterations", "1", "--phase", "TEST"]) == 0
     test_rows = capsys.readouterr().out
@@ -420,7 +420,7 @@ def test_time_phase_selects_the_test_net(cli_files, capsys):
 
 
 def test_python_dash_m_runs_the_cli_with_its_exit_codes(cli_files):
-    """§8: "solverkit, also python -m solverkit"; exit 2 for a user mistake."""
+    """"solverkit, also python -m solverkit"; exit 2 for a user mistake."""
     done = subprocess.run([sys.executable, "-m", "solverkit", "test", "--net", "net.yaml",
                            "--weights", "solver_iter_2.model.npz", "--iterations", "1"],
                           capture_output=True, text=True, timeout=60, check=False)
@@ -432,12 +432,12 @@ def test_python_dash_m_runs_the_cli_with_its_exit_codes(cli_files):
     assert bad.returncode == 2 and "nett.yaml" in bad.stderr and "Traceback" not in bad.stderr
 
 
-# ---------------------------------------------------------------- §9 Python API
+# ---------------------------------------------------------------- Python API
 
 def test_solver_api(tmp_path):
-    """§9: "solver = sk.Solver(solver_spec_or_path, net=net_spec_or_path);
+    """"solver = sk.Solver(solver_spec_or_path, net=net_spec_or_path);
     solver.step(100); solver.solve(); solver.test(); solver.snapshot(); solver.restore(path);
-    solver.iter, solver.net, solver.test_net"; §10: "solver.test() returns {name: float}"."""
+    solver.iter, solver.net, solver.test_net"; "solver.test() returns {name: float}"."""
     solver = _solver(tmp_path, max_iter=3)
     assert solver.iter == 0 and solver.net.phase == "TRAIN"
     assert solver.test_net.phase == "TEST"
@@ -459,7 +459,7 @@ def test_solver_api(tmp_path):
 
 
 def test_net_takes_phase_level_stages_seed_in_this_order():
-    """§10: "sk.Net(spec, phase="TRAIN", level=0, stages=(), seed=None)"."""
+    """"sk.Net(spec, phase="TRAIN", level=0, stages=(), seed=None)"."""
     spec = {"layers": [
         {"name": "input", "type": "Input", "top": "x", "shape": [[1, 2]]},
         {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y", "num_output": 2,
@@ -476,7 +476,7 @@ def test_net_takes_phase_level_stages_seed_in_this_order():
 
 
 def test_one_element_outputs_are_floats_others_copies():
-    """§9: "out = net.forward(data=x) # dict: output blob name -> array (or float for
+    """"out = net.forward(data=x) # dict: output blob name -> array (or float for
     1-element)"."""
     net = sk.Net({"layers": [
         {"name": "input", "type": "Input", "top": ["x", "s"], "shape": [[2, 2], [1, 1]]},
@@ -487,10 +487,10 @@ def test_one_element_outputs_are_floats_others_copies():
     assert isinstance(out["y"], np.ndarray) and out["y"] is not net.blobs["y"].data
 
 
-# ---------------------------------------------------------------- §10 precise points
+# ---------------------------------------------------------------- precise points
 
 def test_input_tops_get_diffs_data_tops_do_not():
-    """§10: "backward() computes the diff of every blob an Input layer produces ... never of
+    """"backward() computes the diff of every blob an Input layer produces ... never of
     Data tops, and of every intermediate blob on the path"."""
     x = np.array([[1.0, -2.0], [0.5, 3.0]])
     t = np.array([[0.0, 1.0], [1.0, 1.0]])
@@ -518,7 +518,7 @@ def test_input_tops_get_diffs_data_tops_do_not():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_labels_travel_as_blobs_of_the_net_dtype(dtype):
-    """§10: "Labels travel as blobs of the net's dtype (as Caffe); loss and accuracy layers
+    """"Labels travel as blobs of the net's dtype (as Caffe); loss and accuracy layers
     read them as integers. Input shapes may have any rank ([[N]] for labels)"."""
     net = sk.Net({**_classifier(), "dtype": dtype}, phase="TEST", seed=0)
     try:
@@ -537,7 +537,7 @@ def test_labels_travel_as_blobs_of_the_net_dtype(dtype):
 
 @pytest.mark.parametrize("loss_type", ["EuclideanLoss", "L1Loss"])
 def test_pair_losses_reshape_a_column_target_never_broadcast(loss_type):
-    """§10: "EuclideanLoss/L1Loss reshape bottom[1] to bottom[0]'s shape (same count
+    """"EuclideanLoss/L1Loss reshape bottom[1] to bottom[0]'s shape (same count
     required), never broadcast" — (N, 1) against (N,) would broadcast to (N, N)."""
     a, b = np.array([[1.0], [2.0], [4.0]]), np.array([0.0, 2.0, 1.0])
     net = sk.Net({"dtype": "float64", "layers": [
@@ -555,7 +555,7 @@ def test_pair_losses_reshape_a_column_target_never_broadcast(loss_type):
 
 
 def test_relative_snapshot_prefix_is_relative_to_the_working_folder(tmp_path, monkeypatch):
-    """§10 Paths: "a relative snapshot_prefix [is relative] to the current directory"."""
+    """Paths: "a relative snapshot_prefix [is relative] to the current directory"."""
     folder = tmp_path / "configs"
     folder.mkdir()
     (folder / "solver.yaml").write_text("base_lr: 0.1\nmax_iter: 1\nsnapshot_prefix: out/run\n")
@@ -567,7 +567,7 @@ def test_relative_snapshot_prefix_is_relative_to_the_working_folder(tmp_path, mo
 
 
 def test_relative_source_and_mean_file_are_relative_to_the_net_file(tmp_path, monkeypatch):
-    """§10 Paths: "a relative source/mean_file is relative to the net file"."""
+    """Paths: "a relative source/mean_file is relative to the net file"."""
     folder = tmp_path / "nets"
     folder.mkdir()
     x = np.arange(2 * 1 * 2 * 2, dtype=np.float32).reshape(2, 1, 2, 2)

@@ -1,4 +1,4 @@
-"""Every filler of SPEC §3 against its formula: statistics of a large draw, bounds, exact values.
+"""Every filler against its formula: statistics of a large draw, bounds, exact values.
 
 Caffe's fans for a blob (N, C, H, W): fan_in = count / N, fan_out = count / C.
 """

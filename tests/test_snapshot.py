@@ -1,4 +1,4 @@
-"""Snapshots and exact resume (SPEC §7), mostly through the CLI in a subprocess."""
+"""Snapshots and exact resume, mostly through the CLI in a subprocess."""
 
 from __future__ import annotations
 

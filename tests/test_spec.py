@@ -268,7 +268,7 @@ def test_to_dict_round_trip():
 
 
 def test_message_shape():
-    """``file:line: layer 'name' (#index): field 'f': message`` (SPEC §8, §10)."""
+    """``file:line: layer 'name' (#index): field 'f': message``."""
     err = sk.ConfigError("unknown field", file="net.yaml", line=3, layer="conv1",
                          layer_index=2, field="kernal_size")
     assert re.fullmatch(r"net\.yaml:3: layer 'conv1' \(#2\): field 'kernal_size': unknown field",

@@ -44,8 +44,8 @@ def spare_core() -> bool:
 
     Batches come from arrays in memory, so making one is CPU work only. Without a free
     core a prefetch thread cannot overlap it with compute: it takes the CPU and the GIL
-    from the training thread and adds hand-offs (measured on 2 cores, 2 threads, a 5 ms
-    digits LeNet step: +4 to +5% with the thread, +1 to +2% with batches made in the step).
+    from the training thread and adds hand-offs, which costs a small step more than making
+    the batch in the step itself.
     """
     from ..parallel import launcher_size
     return threads.available_cores() > threads.num_threads() * launcher_size()

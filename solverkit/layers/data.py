@@ -1,4 +1,4 @@
-"""The Data layer: batches of a data source, transformed, shuffled, prefetched (SPEC §6).
+"""The Data layer: batches of a data source, transformed, shuffled, prefetched.
 
     - name: data
       type: Data

@@ -1,4 +1,4 @@
-"""The training loop (SPEC §5): TRAIN and TEST nets, updates, display, tests, the CSV log.
+"""The training loop: TRAIN and TEST nets, updates, display, tests, the CSV log.
 
 Each iteration: clear the parameter diffs, ``iter_size`` × (forward, backward) so the
 diffs hold the summed gradient, one update (``_apply_update``: normalize, clip,

@@ -95,7 +95,9 @@ class ElementwiseRule(UpdateRule):
 
     The few passes a rule makes over W, g, its state and a work array then stay in the CPU
     cache, and the blocks of all parameters are spread over the intra-op threads. Blocks
-    have a fixed size, so the result does not depend on the number of threads.
+    have a fixed size, so the result does not depend on the number of threads. ``state``
+    holds blocks of the ``state_names`` arrays (a block's dict is not kept: declare every
+    array there).
     """
 
     def __init__(self, params=None, spec=None):

@@ -1,4 +1,4 @@
-"""The net spec of SPEC §3: pydantic models, and loading from a path, a dict or YAML text.
+"""The net spec: pydantic models, and loading from a path, a dict or YAML text.
 
 A layer entry holds Caffe's common fields (name, type, bottom, top, include/exclude,
 loss_weight, param, propagate_down); every other field belongs to its type and is

@@ -6,8 +6,9 @@ and policy's own ``Params`` models, so a plugin's rule or policy is checked like
 one: a field the chosen ``type`` or ``lr_policy`` does not use is an error naming it, and so
 is a field they need that is missing. Per-type fields left out take the type's default, so
 editing only ``type:`` (or ``--set type=Adam``) gives a sensible run. ``momentum: 0`` is
-accepted by every type (it means "no momentum" everywhere). ``field_table()`` lists the
-fields of every registered type and policy, with their defaults.
+accepted by every type (it means "no momentum" everywhere). ``docs/solvers.md`` lists the
+fields of every built-in type and policy with their defaults (``scripts/solver_reference.py``
+writes it from the registries).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
 )
-from pydantic_core import PydanticUndefined
 
 from .. import registry
 from ..errors import ConfigError, SolverkitError, did_you_mean
@@ -184,17 +185,6 @@ def _users(table: dict[str, dict], field: str) -> list[str]:
     return [name for name, fields in table.items() if field in fields]
 
 
-def field_table() -> str:
-    """A plain-text table of every registered type and policy with its fields and defaults."""
-    def describe(fields: dict) -> str:
-        return ", ".join(f"{f} ({'required' if d is PydanticUndefined else d})"
-                         for f, d in fields.items()) or "-"
-    rows = [("type", name, describe(fields)) for name, fields in rule_fields().items()]
-    rows += [("lr_policy", name, describe(fields)) for name, fields in policy_fields().items()]
-    width = max(len(name) for _, name, _ in rows)
-    return "\n".join(f"{kind:<9}  {name:<{width}}  {fields}" for kind, name, fields in rows)
-
-
 _MODELS: dict[tuple, type[SolverSpec]] = {}
 
 
@@ -208,7 +198,6 @@ def _lenient_policy_model() -> type[BaseModel]:
         params = policy_params(entry)
         for name, info in (params.model_fields.items() if params else ()):
             fields.setdefault(name, (info.annotation | None, None))
-    from pydantic import create_model
     return create_model("AnyPolicyFields", __base__=_AnyPolicyField, **fields)
 
 
@@ -357,7 +346,8 @@ def load_solver_spec(source, overrides=None) -> SolverSpec:
                                 else None)
         extra = parse_overrides(overrides)
     except SolverkitError as err:
-        raise err.located(file=src.file) from None
+        line = src.line("plugins") if err.field == "plugins" else None
+        raise err.located(file=src.file, line=line) from None
     if extra.get("net") is not None:        # a net named on the command line: from the cwd
         extra["net"] = str(Path(extra["net"]).resolve())
     raw.update(extra)

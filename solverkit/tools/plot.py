@@ -1,4 +1,4 @@
-"""Training curves from the CSV logs a run writes (SPEC §10: iter,phase,name,value,lr,seconds).
+"""Training curves from the CSV logs a run writes (columns iter,phase,name,value,lr,seconds).
 
 One figure, panels stacked over a shared iteration axis: every TRAIN output (the raw
 per-iteration value, faint, and its trailing moving average), then one panel per TEST

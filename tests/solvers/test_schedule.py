@@ -1,4 +1,4 @@
-"""Learning-rate policies against their SPEC §4 formulas, Caffe's LeNet number, and warm-up."""
+"""Learning-rate policies against their formulas, Caffe's LeNet number, and warm-up."""
 
 import math
 

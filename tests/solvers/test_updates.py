@@ -1,4 +1,4 @@
-"""Every update type, regularization and clipping against the SPEC §4 formulas written out here.
+"""Every update type, regularization and clipping against the formulas written out here.
 
 The net is linear (x -> ip1 -> ip2 -> EuclideanLoss) so the reference computes its own
 gradients by hand; only the initial weights are taken from the solver.
@@ -38,7 +38,7 @@ def hand_gradients(w, x, y):
 
 
 def reference_run(solver_fields, w0, x, y, batch, iters):
-    """SPEC §4 step by step, with the step lr policy, per parameter, from weights ``w0``."""
+    """The update formulas step by step, with the step lr policy, per parameter, from weights ``w0``."""
     f = {"momentum": 0.0, "weight_decay": 0.0, "regularization_type": "L2", "iter_size": 1,
          "clip_gradients": -1.0, "elastic_net_beta": 1.0, **solver_fields}
     w = {k: v.copy() for k, v in w0.items()}
