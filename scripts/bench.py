@@ -648,6 +648,80 @@ def run_scaling(settings: Settings, as_json: bool) -> None:
               f"{cell('torch_peak_rss_mib', '.0f', 10)}")
 
 
+# --------------------------------------------------------------------------- inference
+# inference case -> training case whose net it runs (TEST forward of its deploy form)
+INFERENCE = {"infer_lenet_b64": ("lenet_b64", 64), "infer_cifar10_quick_b64":
+             ("cifar10_quick_b100", 64)}
+
+
+def run_inference(name: str, settings: Settings) -> dict:
+    """One TEST forward of the deploy net (Softmax probabilities out) on a fixed batch:
+    solverkit's ``Net.forward``, PyTorch in eval mode under ``no_grad`` (the same weights,
+    a softmax on the scores), and onnxruntime on solverkit's ONNX export, same threads."""
+    import solverkit as sk
+    base, batch = INFERENCE[name]
+    case = copy.copy(CASES[base])
+    case.batch = batch
+    data = synthetic(case)
+    net = sk.Net(sk.deploy_net(net_dict(case.net, batch, {"source": data})), phase="TEST",
+                 seed=SEED)
+    x = data[0][:batch]
+    net.set_input("data", x)
+    net.reshape()
+    steps = {"solverkit": net.forward}
+    result = {"case": name, "batch": batch}
+    outputs = {"solverkit": lambda: net.forward()["prob"]}
+    if settings.torch:
+        import torch
+        model = TorchCase(case, data, settings.threads)
+        model.copy_weights_from(net)
+        model.model.eval()
+        xt = torch.from_numpy(x)
+
+        def torch_forward():
+            with torch.no_grad():
+                return torch.softmax(model.model(xt), dim=1)
+        steps["torch"] = torch_forward
+        outputs["torch"] = lambda: torch_forward().numpy()
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime as ort
+
+        from solverkit.export.onnx_model import to_onnx
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(to_onnx(net).SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        feeds = {"data": x}
+        steps["onnxruntime"] = lambda: session.run(None, feeds)
+        outputs["onnxruntime"] = lambda: session.run(None, feeds)[0]
+    reference = outputs["solverkit"]()
+    result["max_abs_diff"] = {k: float(np.abs(f() - reference).max())
+                              for k, f in outputs.items() if k != "solverkit"}
+    rounds = alternate(steps, settings)
+    for framework, times in rounds.items():
+        ms = summarize(times) * 1e3
+        result[f"{framework}_ms"] = ms
+        result[f"{framework}_samples_per_s"] = batch / ms * 1e3
+    for other in ("torch", "onnxruntime"):
+        if other in rounds:
+            result[f"ratio_{other}"] = median_ratio(rounds["solverkit"], rounds[other])
+    net.close()
+    return result
+
+
+def print_inference(results: list[dict]) -> None:
+    print(f"\n{'inference':<26}{'solverkit ms':>13}{'torch ms':>10}{'ort ms':>8}"
+          f"{'sk/torch':>10}{'sk/ort':>8}")
+    def num(r, key, fmt):
+        return format(r[key], fmt) if key in r else "–"
+
+    for r in results:
+        print(f"{r['case']:<26}{num(r, 'solverkit_ms', '13.2f')}{num(r, 'torch_ms', '10.2f')}"
+              f"{num(r, 'onnxruntime_ms', '8.2f')}{num(r, 'ratio_torch', '10.2f')}"
+              f"{num(r, 'ratio_onnxruntime', '8.2f')}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = list(CASES) + list(FEEDING)
@@ -671,6 +745,9 @@ def main(argv=None) -> int:
     parser.add_argument("--mpi", type=int, metavar="K",
                         help="instead: LeNet samples/s with 1 and K MPI ranks at one BLAS "
                              "thread each, and the scaling efficiency (scripts/bench_mpi.py)")
+    parser.add_argument("--inference", action="store_true",
+                        help=f"instead: TEST-forward cases ({', '.join(INFERENCE)}) against "
+                             f"PyTorch (eval, no_grad) and onnxruntime on the ONNX export")
     args = parser.parse_args(argv)
     if args.mpi:
         from bench_mpi import print_table as print_scaling
@@ -700,6 +777,17 @@ def main(argv=None) -> int:
     if args.scaling:
         settings.torch = not args.no_torch and torch_available()
         run_scaling(settings, args.json)
+        return 0
+    if args.inference:
+        settings.torch = not args.no_torch and torch_available()
+        blas = limit_threads(settings.threads)
+        report = {"machine": machine(blas), "inference": [
+            run_inference(name, settings) for name in INFERENCE]}
+        report["machine"]["load_average_1min_after"] = os.getloadavg()[0]
+        if args.json:
+            print(json.dumps(report, indent=2, default=str))
+        else:
+            print_inference(report["inference"])
         return 0
 
     selected = [c.strip() for c in args.cases.split(",") if c.strip()]

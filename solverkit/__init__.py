@@ -1,6 +1,30 @@
 """solverkit: a Caffe-style, config-driven deep-learning framework on numpy."""
 
 import os
+import sys
+
+
+def _quiet_interrupt_as_a_command() -> None:
+    """Run as the ``solverkit`` command, Ctrl-C while the modules load prints one line, not a
+    traceback (the command's own handler takes over once it runs). A library import keeps
+    Python's default."""
+    argv = getattr(sys, "orig_argv", [])
+    as_module = any(a == "-m" and argv[i + 1:i + 2] == ["solverkit"] for i, a in enumerate(argv))
+    as_script = bool(sys.argv) and os.path.basename(sys.argv[0]) == "solverkit"
+    if not (as_module or as_script):
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, KeyboardInterrupt):
+            print("solverkit: interrupted", file=sys.stderr)
+            return
+        previous(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
+_quiet_interrupt_as_a_command()
 
 # OpenBLAS's threads spin for 2^28 cycles (~0.1 s) after every product before they sleep,
 # holding the cores that solverkit's own threads need for the element-wise work between
@@ -10,6 +34,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
 from . import blas
 from .blob import Blob
+from .deploy import deploy_net
 from .errors import ConfigError, DataError, NonFiniteError, ShapeError, SolverkitError
 from .layers import DataLayer, Layer, LayerParams, LossLayer
 from .net import Net
@@ -40,6 +65,7 @@ __all__ = [
            "UpdateRule",
            "__version__",
            "blas",
+           "deploy_net",
            "layer_types",
            "load_net_spec",
            "load_solver_spec",

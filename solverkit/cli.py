@@ -12,13 +12,15 @@ import importlib
 import importlib.util
 import logging
 import re
+import shutil
 import sys
+import textwrap
 import traceback
 
 import numpy as np
 
 from . import backends, parallel
-from .errors import NonFiniteError, SolverkitError, did_you_mean
+from .errors import NonFiniteError, SolverkitError, did_you_mean, size_refusal
 
 # sub-command -> module in solverkit.commands (each has add_arguments(parser) and run(args))
 COMMANDS = {
@@ -29,6 +31,10 @@ COMMANDS = {
     "draw": "draw",
     "plot": "plot",
     "schema": "schema",
+    "convert-imageset": "convert_imageset",
+    "compute-image-mean": "compute_image_mean",
+    "predict": "predict",
+    "export": "export",
 }
 
 
@@ -37,7 +43,10 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.print_usage(sys.stderr)
-        raise SolverkitError(f"{self.prog}: {message}{_argparse_hint(self, message)}")
+        # "solverkit: error: " leads every message; a sub-command's parser names itself
+        command = self.prog.removeprefix("solverkit").strip()
+        raise SolverkitError(f"{f'{command}: ' if command else ''}{message}"
+                             f"{_argparse_hint(self, message)}")
 
 
 def _argparse_hint(parser: argparse.ArgumentParser, message: str) -> str:
@@ -45,7 +54,15 @@ def _argparse_hint(parser: argparse.ArgumentParser, message: str) -> str:
     choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
     if choice:
         return did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
-    unknown = re.search(r"unrecognized arguments: (\S+)", message)
+    unknown = re.search(r"unrecognized arguments: (\S+)(?: (\S+))?", message)
+    if unknown and _takes_set(parser):
+        key, _, value = unknown.group(1).lstrip("-").replace("-", "_").partition("=")
+        value = value or (unknown.group(2) or "")
+        from .spec.solver import SolverSpec
+        if key in SolverSpec.model_fields and value and not value.startswith("-"):
+            return f" (solver fields are set with --set: --set {key}={value})"
+        if key in SolverSpec.model_fields:
+            return f" (solver fields are set with --set: --set {key}=VALUE)"
     if unknown:
         options, parsers = set(), [parser]
         while parsers:                    # the options of every sub-command too
@@ -55,6 +72,39 @@ def _argparse_hint(parser: argparse.ArgumentParser, message: str) -> str:
                     parsers.extend(action.choices.values())
         return did_you_mean(unknown.group(1), options)
     return ""
+
+
+def _plain(text: str) -> str:
+    """Docstring text as a terminal shows it: no reST back-ticks (``code`` plain,
+    `name` quoted)."""
+    return re.sub(r"`([^`]+)`", r"'\1'", re.sub(r"``([^`]+)``", r"\1", text))
+
+
+def _command_texts(doc: str) -> tuple[str | None, str | None]:
+    """A command module's docstring -> (one-line summary for the command list, description).
+
+    The summary is the first paragraph up to its first full stop or semicolon (and before
+    a usage line after a colon); the description keeps the docstring's paragraphs, each
+    re-wrapped to the terminal's width.
+    """
+    paragraphs = [" ".join(_plain(part).split()) for part in doc.strip().split("\n\n")]
+    paragraphs = [part for part in paragraphs if part]
+    if not paragraphs:
+        return None, None
+    summary = re.split(r"(?<=[a-z0-9)])\.(?:\s|$)|;\s|:\s+(?=solverkit\s)", paragraphs[0])[0]
+    width = max(40, min(shutil.get_terminal_size().columns, 100) - 2)
+    description = "\n\n".join(textwrap.fill(part, width) for part in paragraphs)
+    return summary.rstrip(". "), description
+
+
+def _takes_set(parser: argparse.ArgumentParser) -> bool:
+    """Whether the command being parsed has --set (the top parser looks at its sub-command)."""
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            given = [a for a in getattr(parser, "argv", ()) if a in action.choices]
+            parsers += [action.choices[given[0]]] if given else []
+    return any("--set" in action.option_strings for p in parsers for action in p._actions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         if importlib.util.find_spec(f"solverkit.commands.{module_name}") is None:
             continue
         module = importlib.import_module(f"solverkit.commands.{module_name}")
-        doc = (module.__doc__ or "").strip().splitlines()
-        command = sub.add_parser(name, help=doc[0] if doc else None,
-                                 description=(module.__doc__ or "").strip())
+        summary, description = _command_texts(module.__doc__ or "")
+        command = sub.add_parser(name, help=summary, description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the traceback of user errors too")
         command.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
@@ -83,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    command = next((a for a in argv if not a.startswith("-")), None)
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        parser.argv = argv          # for hints about the sub-command given
+        args = parser.parse_args(argv)
+        command = args.command
         backends.check_choices()    # a wrong SOLVERKIT_BLAS/SOLVERKIT_CONV: before any work
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stdout, force=True)
@@ -100,8 +154,22 @@ def main(argv=None) -> int:
     except NonFiniteError as err:
         if debug:
             traceback.print_exc()
-        print(f"solverkit: training failed: {err}", file=sys.stderr)
+        failed = {None: "training failed", "train": "training failed",
+                  "test": "testing failed"}.get(command, f"{command} failed")
+        print(f"solverkit: {failed}: {err}", file=sys.stderr)
         return parallel.abort_if_distributed(1)
+    except OSError as err:      # the file system refused (full, read-only): not a bug
+        if debug:
+            traceback.print_exc()
+        from .runs import os_error
+        print(f"solverkit: error: {os_error(err, 'read or write a file')}", file=sys.stderr)
+        return parallel.abort_if_distributed(2)
+    except MemoryError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"solverkit: error: not enough memory: {size_refusal(err)} (smaller batches or "
+              f"layers need less)", file=sys.stderr)
+        return parallel.abort_if_distributed(2)
     except KeyboardInterrupt:
         print("solverkit: interrupted", file=sys.stderr)
         return parallel.abort_if_distributed(130)

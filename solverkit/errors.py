@@ -23,6 +23,24 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+# numpy's words when it refuses a size before trying to allocate it
+_SIZE_REFUSALS = ("array is too big", "maximum allowed dimension exceeded",
+                  "maximum supported dimension", "too large to convert to c")
+
+
+def size_refusal(err: BaseException) -> str | None:
+    """A short reason when ``err`` is numpy (or the allocator) refusing an array size —
+    a ``MemoryError``, or the ``ValueError``/``OverflowError`` numpy raises for sizes it
+    cannot even attempt (``array is too big``) — else ``None``."""
+    if isinstance(err, MemoryError):
+        return str(err).splitlines()[0] if str(err) else "out of memory"
+    if isinstance(err, (ValueError, OverflowError)):
+        text = str(err)
+        if any(words in text.lower() for words in _SIZE_REFUSALS):
+            return text.split(";")[0].strip()
+    return None
+
+
 class SolverkitError(Exception):
     """A mistake the user can fix: the message says where and what.
 

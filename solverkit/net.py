@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .blob import Blob
-from .errors import ConfigError, ShapeError, SolverkitError, did_you_mean
+from .errors import (
+    ConfigError,
+    NonFiniteError,
+    ShapeError,
+    SolverkitError,
+    did_you_mean,
+    size_refusal,
+)
 from .layers.base import DataLayer, Layer
 from .registry import layer_class
 from .spec.net import LayerSpec, NetSpec, ParamSpec, load_net_spec
@@ -156,9 +163,12 @@ class Net:
                 layer.reshape(bottom, top)
             except SolverkitError as err:
                 raise self._located(err, position) from None
-            except MemoryError as err:      # sizes typed by mistake (num_output: 10**12)
+            except (MemoryError, ValueError, OverflowError) as err:
+                reason = size_refusal(err)      # sizes typed by mistake (num_output: 10**12)
+                if reason is None:
+                    raise
                 raise self._located(ShapeError(f"not enough memory for this layer's blobs: "
-                                               f"{err}; check its sizes"), position) from None
+                                               f"{reason}; check its sizes"), position) from None
             self._check_loss_weights(layer, lspec, position)
             self._setup_params(layer, lspec, position)
             if isinstance(layer, DataLayer) and layer.fed_by_user:
@@ -340,6 +350,54 @@ class Net:
                               for blob, weight in self.loss_weights))
         return {name: self._export(self.blobs[name]) for name in self.outputs}
 
+    def predict(self, x, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Run any number of samples through this TEST net, ``batch_size`` at a time.
+
+        ``x`` is an array (N, ...) for a net with one Input blob, or ``{input name: array}``
+        (equal N). Returns ``{output name: array (N, ...)}``, the batches' outputs stacked
+        (the last batch may be smaller). Only forward runs: no diff is allocated or written.
+        A train/test net has no Input blobs: predict on ``Net(deploy_net(spec), "TEST")``.
+        """
+        if self.phase != "TEST":
+            raise ConfigError("predict runs a TEST net; build it with phase='TEST'",
+                              file=self.spec.file, field="phase")
+        if not self.input_blobs:
+            raise ConfigError("the net has no Input layer to feed; derive its deploy form "
+                              "with solverkit.deploy_net(spec)", file=self.spec.file)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}",
+                              field="batch_size")
+        if not isinstance(x, dict):
+            if len(self.input_blobs) != 1:
+                raise ConfigError(f"the net has {len(self.input_blobs)} inputs "
+                                  f"({', '.join(self.input_blobs)}); give a dict of arrays",
+                                  file=self.spec.file)
+            x = {next(iter(self.input_blobs)): x}
+        arrays = {name: np.asarray(value) for name, value in x.items()}
+        for name in self.input_blobs:
+            if name not in arrays:
+                raise ConfigError(f"no samples given for input '{name}'", file=self.spec.file)
+        counts = {name: (a.shape[0] if a.ndim else 0) for name, a in arrays.items()}
+        count = next(iter(counts.values()))
+        if any(c != count for c in counts.values()):
+            raise ShapeError(f"inputs hold different numbers of samples: {counts}",
+                             file=self.spec.file)
+        results: dict[str, np.ndarray] = {}
+        for start in range(0, count, int(batch_size)):
+            stop = min(start + int(batch_size), count)
+            self.forward(**{name: a[start:stop] for name, a in arrays.items()})
+            for name in self.outputs:
+                data = self.blobs[name].data
+                if data.ndim == 0 or data.shape[0] != stop - start:
+                    raise ShapeError(f"output '{name}' has shape {data.shape}, not one row "
+                                     f"per sample of the batch of {stop - start}",
+                                     file=self.spec.file)
+                if name not in results:
+                    results[name] = np.empty((count, *data.shape[1:]), data.dtype)
+                results[name][start:stop] = data
+        return results
+
     @staticmethod
     def _export(blob: Blob):
         return float(blob.data.reshape(-1)[0]) if blob.count == 1 else blob.data.copy()
@@ -432,7 +490,11 @@ class Net:
         for position, layer in enumerate(self.layers):
             for blob in self.tops[position]:
                 if not np.all(np.isfinite(blob.data)):
-                    return f"layer '{layer.name}' ({layer.type}): output '{blob.name}'"
+                    bad = [j for j, param in enumerate(layer.blobs)
+                           if not np.all(np.isfinite(param.data))]
+                    cause = (f" (its parameter {', '.join(map(str, bad))} is non-finite)"
+                             if bad else "")
+                    return f"layer '{layer.name}' ({layer.type}): output '{blob.name}'{cause}"
         for position in reversed(range(len(self.layers))):
             layer = self.layers[position]
             for j, blob in enumerate(layer.blobs):
@@ -442,6 +504,18 @@ class Net:
                 if flag and blob.has_diff and not np.all(np.isfinite(blob._diff)):
                     return f"layer '{layer.name}' ({layer.type}): gradient of bottom '{blob.name}'"
         return None
+
+    def check_finite_outputs(self, context: str) -> None:
+        """A NonFiniteError when an output of the last forward holds NaN or infinity, naming
+        it and the first layer whose output went non-finite (``context`` leads the message:
+        "iteration 200, test")."""
+        for name in self.outputs:
+            data = self.blobs[name].data
+            if not np.all(np.isfinite(data)):
+                value = float(data.reshape(-1)[0]) if data.size == 1 else "not finite"
+                where = self.find_nonfinite() or f"output '{name}'"
+                raise NonFiniteError(f"{context}: output '{name}' is {value}; first "
+                                     f"non-finite value: {where}")
 
     def save(self, path) -> str:
         """Write the parameters to a model file (npz, ``<layer>/<index>`` keys); its SHA-256."""

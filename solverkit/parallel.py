@@ -184,6 +184,9 @@ class World:
             code, text = 2, f"solverkit: error ({where}): {err}"
         elif isinstance(err, NonFiniteError):
             code, text = 1, f"solverkit: training failed ({where}): {err}"
+        elif isinstance(err, OSError):      # the file system refused: a user's matter
+            from .runs import os_error
+            code, text = 2, f"solverkit: error ({where}): {os_error(err, 'read or write a file')}"
         elif isinstance(err, KeyboardInterrupt):
             code, text = 130, f"solverkit: interrupted ({where})"
         else:

@@ -136,10 +136,33 @@ def policies() -> dict[str, object]:
 
 
 def import_plugins(modules) -> None:
-    """Import each plugin module so its registered layers, rules and policies are known."""
+    """Import each plugin module so its registered layers, rules and policies are known.
+
+    A plugin is a module name (``my_layers`` or ``pkg.layers``, found on ``sys.path``);
+    one that cannot be imported — missing, a syntax error, or raising anything while it
+    runs — is a ConfigError naming the plugin and the first line of the error.
+    """
     for module in modules or ():
+        name = str(module).strip() if isinstance(module, str) else module
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"a plugin must be a module name, got {module!r}", field="plugins")
+        if "/" in name or "\\" in name or name.endswith(".py"):
+            stem = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].removesuffix(".py")
+            raise ConfigError(f"plugin '{module}' is a path; give a module name instead "
+                              f"(e.g. '{stem or 'my_layers'}', with its folder on PYTHONPATH)",
+                              field="plugins")
         try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise ConfigError(f"cannot import plugin module '{module}': {err}",
+            importlib.import_module(name)
+        except ConfigError:
+            raise
+        except (Exception, SystemExit) as err:  # noqa: BLE001  (any failure of the plugin's own code)
+            raise ConfigError(f"cannot import plugin module '{name}': {_first_line(err)}",
                               field="plugins") from None
+
+
+def _first_line(err: BaseException) -> str:
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"SyntaxError: {err.msg} ({err.filename}, line {err.lineno})"
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__

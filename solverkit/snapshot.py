@@ -8,12 +8,14 @@ crash never leaves half a file under the final name.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import io
 import json
 import os
 import re
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SnapshotError
+from .runs import file_operation
 
 META_KEY = "__meta__"
 FORMAT_VERSION = 1
@@ -29,22 +32,26 @@ FORMAT_VERSION = 1
 def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> str:
     """Write ``arrays`` plus JSON ``meta`` to ``path`` atomically; returns the file's SHA-256."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     payload = {**arrays, META_KEY: np.array(json.dumps(meta, sort_keys=True))}
     np.savez(buffer, **payload)
     data = buffer.getvalue()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with file_operation("write the snapshot", path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            # mkstemp makes the file 0600; a snapshot gets the mode any new file gets (the
+            # umask's), as the log does
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -54,6 +61,12 @@ def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], met
     except OSError:
         pass    # some file systems cannot fsync a folder; the rename is still atomic
     return hashlib.sha256(data).hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -70,8 +83,18 @@ def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray],
     ``kind`` ("model" or "solverstate") must match the meta's ``kind``.
     """
     path = Path(path)
-    if not path.exists():
-        raise SnapshotError(f"{kind} file not found", file=str(path))
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SnapshotError(f"{kind} file not found", file=str(path)) from None
+    except OSError as err:
+        raise SnapshotError(f"cannot read the {kind} file: "
+                            f"{'a loop of symbolic links' if err.errno == errno.ELOOP else err.strerror}",
+                            file=str(path)) from None
+    if not stat.S_ISREG(info.st_mode):      # a FIFO or a device would block or never end
+        raise SnapshotError(f"not a {kind} file: "
+                            f"{'a folder' if stat.S_ISDIR(info.st_mode) else 'not a regular file'}",
+                            file=str(path))
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -214,7 +237,7 @@ def save_solver(solver) -> Path:
         "parameters": _parameter_list(solver.net),
         "model_file": model_path.name, "model_sha256": model_sha,
         "rate": solver.rate(), "seed": solver.seed, "generators": generators,
-        "schedule": state["schedule"],
+        "schedule": state["schedule"], "run_id": state.get("run_id"),
         "smoothed_losses": state["smoothed_losses"], "seconds": state["seconds"],
         "world_size": solver.world.size,
         "versions": {"solverkit": __version__, "numpy": np.__version__},
@@ -235,6 +258,7 @@ def _state_from_file(arrays: dict, meta: dict) -> dict:
             nets.setdefault(phase, {"generators": {}, "data": {}})["data"].setdefault(
                 name, {})[field] = value
     return {"iter": int(meta["iter"]), "smoothed_losses": meta.get("smoothed_losses", []),
+            "run_id": meta.get("run_id"),
             "seconds": meta.get("seconds", 0.0), "schedule": meta.get("schedule", {}),
             "update": {k[len("update/"):]: v for k, v in arrays.items()
                        if k.startswith("update/")},
@@ -341,8 +365,15 @@ def restore_solver(solver, path, warn=None, allow_world_size_change: bool = Fals
 _STATE_NAME = re.compile(r"_iter_(\d+)\.solverstate\.npz$")
 
 
-def latest_snapshot(prefix: str) -> Path | None:
-    """The state file with the highest N whose state and model are both complete."""
+def latest_snapshot(prefix: str, warn=None) -> Path | None:
+    """The state file with the highest N whose state and model are both complete.
+
+    When ``<prefix>.lock`` names the run that owns the prefix, only that run's snapshots
+    count. Each newer snapshot passed over because it is damaged is reported through
+    ``warn``.
+    """
+    from .runs import read_record
+    owner = read_record(prefix).get("run_id")
     prefix_path = Path(prefix)
     folder = prefix_path.parent if str(prefix_path.parent) else Path(".")
     if not folder.is_dir():
@@ -355,18 +386,28 @@ def latest_snapshot(prefix: str) -> Path | None:
     for _, candidate in sorted(found, reverse=True):
         try:
             _, meta = read_npz(candidate, "solverstate")
+            if owner is not None and meta.get("run_id") not in (owner, None):
+                continue        # another run's file: never resumed as this one's
             model = candidate.parent / meta["model_file"]
-            if model.exists() and file_sha256(model) == meta["model_sha256"]:
+            if not model.exists():
+                problem = f"its model file {model.name} is missing"
+            elif file_sha256(model) != meta["model_sha256"]:
+                problem = f"its model file {model.name} does not match it"
+            else:
                 return candidate
-        except (SnapshotError, KeyError):
-            continue
+        except SnapshotError as err:
+            problem = err.message
+        except KeyError as err:
+            problem = f"its metadata lacks {err}"
+        if warn is not None:
+            warn(f"--resume latest: skipped {candidate} ({problem})")
     return None
 
 
-def resolve_resume(value: str, prefix: str) -> Path:
+def resolve_resume(value: str, prefix: str, warn=None) -> Path:
     """``--resume PATH`` or ``--resume latest`` (for the solver's snapshot prefix)."""
     if value == "latest":
-        found = latest_snapshot(prefix)
+        found = latest_snapshot(prefix, warn=warn)
         if found is None:
             raise SnapshotError(f"no complete snapshot found for the prefix '{prefix}' "
                                 f"(looked for {prefix}_iter_<N>.solverstate.npz)",

@@ -48,10 +48,14 @@ BASE_LR = {"SGD": 0.05, "Nesterov": 0.05, "AdaGrad": 0.05, "RMSProp": 0.005,
 
 def _write(folder: Path, kind: str, max_iter: int, extra: str = "", prefix: str = "out/run"):
     (folder / "net.yaml").write_text(NET)
-    (folder / "solver.yaml").write_text(
-        f"net: net.yaml\ntype: {kind}\nbase_lr: {BASE_LR[kind]}\nmax_iter: {max_iter}\n"
-        f"test_interval: 5\nsnapshot: 0\nrandom_seed: 7\nsnapshot_prefix: {prefix}\n"
-        f"{SOLVERS[kind]}\n{extra}\n")
+    text = (f"net: net.yaml\ntype: {kind}\nbase_lr: {BASE_LR[kind]}\nmax_iter: {max_iter}\n"
+            f"test_interval: 5\nsnapshot: 0\nrandom_seed: 7\nsnapshot_prefix: {prefix}\n"
+            f"{SOLVERS[kind]}\n{extra}\n")
+    fields = {}     # a key given again (in extra) replaces the earlier line: keys are unique
+    for line in text.splitlines():
+        if line.strip():
+            fields[line.split(":", 1)[0]] = line
+    (folder / "solver.yaml").write_text("\n".join(fields.values()) + "\n")
 
 
 def _cli(folder: Path, *args, check=True):
@@ -206,7 +210,7 @@ def test_weights_fine_tuning(tmp_path):
     # a new head: missing weights are an error unless allowed
     (tmp_path / "head.yaml").write_text(NET.replace("name: ip2", "name: ip2new"))
     bad = _cli(tmp_path, "train", "--solver", "solver.yaml", "--net", "head.yaml",
-               "--weights", str(model), check=False)
+               "--weights", str(model), "--set", "snapshot_prefix=out/head", check=False)
     assert bad.returncode == 2 and "ip2new" in bad.stderr and "--allow-missing" in bad.stderr
     good = _cli(tmp_path, "train", "--solver", "solver.yaml", "--net", "head.yaml",
                 "--weights", str(model), "--allow-missing", "--set", "max_iter=1",
@@ -215,7 +219,7 @@ def test_weights_fine_tuning(tmp_path):
     # a shape mismatch names the layer
     (tmp_path / "wide.yaml").write_text(NET.replace("num_output: 24", "num_output: 30"))
     bad = _cli(tmp_path, "train", "--solver", "solver.yaml", "--net", "wide.yaml",
-               "--weights", str(model), check=False)
+               "--weights", str(model), "--set", "snapshot_prefix=out/wide", check=False)
     assert bad.returncode == 2 and "ip1" in bad.stderr and "shape" in bad.stderr
 
 

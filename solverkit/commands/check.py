@@ -11,6 +11,7 @@ from __future__ import annotations
 from .. import backends
 from ..errors import ConfigError
 from ..net import Net
+from ..runs import check_prefix_folder
 from ..solvers import Solver
 from ..spec.net import load_net_spec
 from ..spec.solver import parse_overrides
@@ -39,6 +40,7 @@ def run(args) -> int:
         return _check_net(args.net)
     solver = Solver(args.solver, net=args.net, overrides=args.overrides, progress=False)
     try:
+        check_prefix_folder(solver.snapshot_prefix, create=False)   # training could write
         nets = [solver.net] + ([solver.test_net] if solver.spec.test_interval > 0 else [])
         print("\n\n".join(format_net_summary(summarize_net(net)) for net in nets))
         print()

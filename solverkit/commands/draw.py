@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from ..net import Net
+from ..runs import file_operation
 from ..tools.graph import write_graph
 
 
@@ -24,7 +25,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     net = Net(args.net, phase=args.phase, seed=0)
     try:
-        result = write_graph(net, args.output)
+        with file_operation("write the graph", args.output):
+            result = write_graph(net, args.output)
     finally:
         net.close()
     if result.note:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..runs import file_operation
 from ..spec.schema import net_schema, solver_schema
 
 
@@ -27,10 +28,13 @@ def run(args) -> int:
     folder = Path(args.output)
     if folder.exists() and not folder.is_dir():
         raise ConfigError("is a file, not a folder", file=str(folder), field="-o")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, schema in (("net.schema.json", net_schema(args.plugins)),
-                         ("solver.schema.json", solver_schema(args.plugins))):
+    schemas = (("net.schema.json", net_schema(args.plugins)),    # plugins fail before any write
+               ("solver.schema.json", solver_schema(args.plugins)))
+    with file_operation("create the schema folder", folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    for name, schema in schemas:
         path = folder / name
-        path.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+        with file_operation("write the schema", path):
+            path.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {path}")
     return 0

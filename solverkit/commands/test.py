@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
         if iterations < 1:
             raise ConfigError(f"--iterations must be at least 1, got {iterations}")
         sums: dict[str, float] = {}
-        for _ in range(iterations):
-            for name, value in net.forward().items():
+        for batch in range(iterations):
+            outputs = net.forward()
+            net.check_finite_outputs(f"{args.weights}: test batch {batch + 1} of {iterations}")
+            for name, value in outputs.items():
                 if isinstance(value, float):
                     sums[name] = sums.get(name, 0.0) + value
     finally:

@@ -4,6 +4,9 @@ Prints each final averaged TEST output as ``Test net output #<i>: <name> = <valu
 ``--resume PATH|latest`` continues bit-exactly from a snapshot; ``--weights MODEL`` starts a
 fresh solver from given weights (fine-tuning). SIGINT/SIGTERM write a snapshot and exit 0
 (``--on-signal stop`` skips the snapshot).
+
+One run owns a snapshot prefix: it is locked while the run lasts, and a fresh run refuses a
+prefix that holds an earlier run's files unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import shlex
 import signal
 import sys
+from pathlib import Path
 
 from ..errors import SolverkitError
 from ..solvers import Solver
@@ -39,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-world-size-change", action="store_true",
                         help="with --resume: accept a state written by another number of "
                              "MPI ranks (the effective batch changes)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a fresh run even though the snapshot prefix holds an "
+                             "earlier run's snapshots and log: they are removed first")
     parser.add_argument("--on-signal", choices=("snapshot", "stop"), default="snapshot",
                         help="on SIGINT/SIGTERM: write a snapshot (default) or just stop")
 
@@ -50,12 +57,33 @@ def run(args: argparse.Namespace) -> int:
                              field="--weights")
     if args.allow_missing and not args.weights:
         raise SolverkitError("--allow-missing goes with --weights", field="--allow-missing")
+    if args.overwrite and args.resume:
+        raise SolverkitError("give --resume or --overwrite, not both: --resume continues the "
+                             "run on the prefix, --overwrite removes it and starts afresh",
+                             field="--overwrite")
     solver = Solver(args.solver, net=args.net, overrides=args.overrides,
                     progress=False if args.quiet else None)
+    try:
+        return _train(solver, args)
+    finally:
+        solver.close()
+
+
+def _train(solver: Solver, args: argparse.Namespace) -> int:
     solver.on_signal = args.on_signal
+    # one run per prefix: locked for the run's life; an earlier run's files are kept only
+    # when resuming it and removed only when asked to
+    if args.overwrite and args.weights:
+        from ..runs import run_files
+        if Path(args.weights).resolve() in [p.resolve() for p in run_files(solver.snapshot_prefix)]:
+            raise SolverkitError(f"--overwrite would remove {args.weights}, the weights this run "
+                                 f"starts from: copy them elsewhere or use another prefix",
+                                 field="--overwrite")
+    solver.claim_prefix(fresh="keep" if args.resume else
+                        "overwrite" if args.overwrite else "refuse")
     if args.resume:
         from ..snapshot import resolve_resume
-        solver.restore(resolve_resume(args.resume, solver.snapshot_prefix),
+        solver.restore(resolve_resume(args.resume, solver.snapshot_prefix, warn=logger.warning),
                        allow_world_size_change=args.allow_world_size_change)
     elif args.weights:
         skipped = solver.net.load(args.weights, allow_missing=args.allow_missing)
@@ -85,4 +113,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for i, (name, value) in enumerate(results.items()):
         print(f"Test net output #{i}: {name} = {value:.6g}")
+    if solver.last_snapshot is not None:
+        state = solver.last_snapshot
+        model = state.with_name(state.name.removesuffix(".solverstate.npz") + ".model.npz")
+        print(f"Trained weights: {model}")
+    else:
+        print("No snapshot written (snapshot_after_train is false)")
     return 0

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import threads
 from ..errors import DataError, SnapshotError
-from .sources import Dataset
+from .sources import Samples
 from .transform import Transform
 
 # batches prepared ahead by default, when a core is spare (Caffe's default prefetch)
@@ -42,10 +42,10 @@ def spare_core() -> bool:
     """Whether this process has a core its compute threads leave free (solverkit's thread
     count, times the ranks an MPI launcher started, is below the cores it may run on).
 
-    Batches come from arrays in memory, so making one is CPU work only. Without a free
-    core a prefetch thread cannot overlap it with compute: it takes the CPU and the GIL
-    from the training thread and adds hand-offs, which costs a small step more than making
-    the batch in the step itself.
+    For a source in memory, making a batch is CPU work only. Without a free core a
+    prefetch thread cannot overlap it with compute: it takes the CPU and the GIL from the
+    training thread and adds hand-offs, which costs a small step more than making the
+    batch in the step itself.
     """
     from ..parallel import launcher_size
     return threads.available_cores() > threads.num_threads() * launcher_size()
@@ -97,7 +97,7 @@ class _Producer:
     """What turns a stream position into a batch; holds no reference to the feeder, so a
     forgotten feeder can be collected (and its thread stopped by a finalizer)."""
 
-    dataset: Dataset
+    dataset: Samples
     transform: Transform
     batch_size: int
     shuffle: bool
@@ -114,10 +114,10 @@ class _Producer:
             indices = indices[mine]
             choices = None if choices is None else tuple(
                 None if c is None else c[mine] for c in choices)
-        data = self.transform.apply(self.dataset.data[indices], choices)
-        labels = self.dataset.labels
+        raw, labels = self.dataset.take(indices)
+        data = self.transform.apply(raw, choices)
         if labels is not None:
-            labels = labels[indices].astype(self.label_dtype)
+            labels = labels.astype(self.label_dtype)
         return data, labels, stream.position()
 
 
@@ -158,7 +158,7 @@ class BatchFeeder:
     crops/mirrors, and its state is part of ``get_state()``.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, transform: Transform, *,
+    def __init__(self, dataset: Samples, batch_size: int, transform: Transform, *,
                  shuffle: bool, rng: np.random.Generator, label_dtype=np.float32,
                  prefetch: int | None = None, name: str = "data"):
         self.name = name
@@ -237,7 +237,9 @@ class BatchFeeder:
         """Batches the thread prepares ahead; 0: batches are made by ``next()`` itself."""
         if self.prefetch is not None:
             return max(0, self.prefetch)
-        return AUTO_PREFETCH if spare_core() else 0
+        # reading and decoding files waits on the disk and (Pillow, LMDB, file reads)
+        # releases the GIL, so it overlaps compute even without a spare core
+        return AUTO_PREFETCH if spare_core() or self._producer.dataset.streamed else 0
 
     def _start(self, depth: int) -> None:
         self._stop = threading.Event()

@@ -1,7 +1,10 @@
-"""Data sources: every format a ``Data`` layer reads, loaded whole into a ``Dataset``.
+"""Data sources: the array formats a ``Data`` layer reads, loaded whole into a ``Dataset``
+(or, for large npy and HDF5 files, streamed: see ``streams``). Every source is a
+``Samples``; image files (``image_sources``) and LMDB databases (``lmdb_source``) are
+streamed ones.
 
-A source is read once, when the net is built, so a bad file fails at construction with
-a message naming it. Samples stay in the dtype they were stored in (``uint8`` images
+An array file is read once, when the net is built, so a bad file fails at construction
+with a message naming it. Samples stay in the dtype they were stored in (``uint8`` images
 take a quarter of the memory of float32); the batch feeder converts one batch at a time.
 
 | format   | recognised by                          | data shape        | labels           |
@@ -18,6 +21,7 @@ take a quarter of the memory of float32); the batch feeder converts one batch at
 
 from __future__ import annotations
 
+import abc
 import glob
 import gzip
 import importlib.resources
@@ -40,15 +44,64 @@ IN_MEMORY = "the in-memory source"
 DIGITS_TRAIN = 1437
 BUILTIN = {"digits/train": slice(0, DIGITS_TRAIN), "digits/test": slice(DIGITS_TRAIN, None)}
 
+# npy and HDF5 files at least this large are streamed (read a batch at a time) unless
+# ``stream`` says otherwise
+STREAM_MIN_BYTES = 256 << 20
+
 CIFAR10_RECORD = 1 + 3 * 32 * 32    # one label byte, then the R, G and B planes of 32x32
 
 # IDX element types (third byte of the magic number) -> big-endian numpy dtype
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+class Samples(abc.ABC):
+    """What a batch feeder reads: ``len(self)`` samples of ``sample_shape`` in ``dtype`` and,
+    when ``has_labels``, one label each; ``take(indices)`` returns them as arrays.
+
+    ``Dataset`` holds its samples in memory. A *streamed* source (``streamed = True``: image
+    files, an LMDB, a large npy or HDF5 file) reads and decodes only the samples asked
+    for, so its memory does not grow with the data set; its reads run on the feeder's
+    prefetch thread. ``take`` must be safe to call from that one thread while the training
+    thread does other work; it is never called from two threads at once.
+    """
+
+    name: str = ""
+    num_classes: int | None = None
+    labels: np.ndarray | None = None    # the labels, when they are held in memory
+    label_type: str = "class"           # "class" or "value" (see ``check_labels``)
+    streamed = False
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def sample_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    @abc.abstractmethod
+    def dtype(self) -> np.dtype: ...
+
+    @property
+    @abc.abstractmethod
+    def has_labels(self) -> bool: ...
+
+    @abc.abstractmethod
+    def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(data (len(indices), *sample_shape), labels (len(indices),) or None)."""
+
+    def close(self) -> None:
+        """Release open files (a closed source may be reopened by the next ``take``)."""
+
+    @property
+    def title(self) -> str:
+        """The name as messages show it: file names quoted, ``builtin:...`` as is."""
+        return describe(self.name)
+
+
 @dataclass
-class Dataset:
-    """Samples and labels of one source, in storage order.
+class Dataset(Samples):
+    """Samples and labels of one source, in memory, in storage order.
 
     ``data`` is (N, ...) in its stored dtype; ``labels`` is (N,) or None;
     ``name`` says where it came from (file names) for messages; ``num_classes`` is
@@ -64,9 +117,19 @@ class Dataset:
         return int(self.data.shape[0])
 
     @property
-    def title(self) -> str:
-        """The name as messages show it: file names quoted, ``builtin:...`` as is."""
-        return describe(self.name)
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def take(self, indices):
+        return self.data[indices], None if self.labels is None else self.labels[indices]
 
 
 def describe(name) -> str:
@@ -76,11 +139,13 @@ def describe(name) -> str:
 
 def load_source(source, *, format: str | None = None, base_dir=None, x_key: str | None = None,
                 y_key: str | None = None, label_source=None, label_column: int | None = -1,
-                num_classes: int | None = None) -> Dataset:
+                num_classes: int | None = None, stream: bool | None = None) -> Samples:
     """Read ``source`` (a path, a glob, a list of paths, ``builtin:...``, or arrays).
 
     Several files (a list or a glob such as ``data_batch_*.bin``) are read in order and
-    concatenated. Raises ``DataError`` (field ``source``) naming the file on any problem.
+    concatenated. An npy or HDF5 file is streamed (see ``streams``) when ``stream`` is
+    true, or when it is None and the file is large. Raises ``DataError`` (field
+    ``source``) naming the file on any problem.
     """
     if _is_in_memory(source):
         dataset = _read_memory(source, x_key or "x", y_key or "y")
@@ -103,6 +168,11 @@ def load_source(source, *, format: str | None = None, base_dir=None, x_key: str 
         if labels_paths is not None and len(labels_paths) != len(paths):
             raise DataError(f"label_source names {len(labels_paths)} files for {len(paths)} "
                             f"data files", field="label_source")
+        streamed = _stream(fmt, paths, labels_paths, stream, x_key, y_key)
+        if streamed is not None:
+            streamed.num_classes = num_classes
+            _check_dataset(streamed)
+            return streamed
         parts = []
         for i, path in enumerate(paths):
             labels_path = labels_paths[i] if labels_paths else None
@@ -113,6 +183,47 @@ def load_source(source, *, format: str | None = None, base_dir=None, x_key: str 
         dataset.num_classes = num_classes
     _check_dataset(dataset)
     return dataset
+
+
+def _stream(fmt, paths, labels_paths, stream, x_key, y_key) -> Samples | None:
+    """The streamed reader of an npy or HDF5 source, or None to read it whole."""
+    if stream and fmt not in ("npy", "hdf5"):
+        raise DataError(f"stream: true is for npy and HDF5 files (image lists, folders and "
+                        f"LMDB always stream), not {fmt}", field="stream")
+    if fmt not in ("npy", "hdf5") or not any(_wants_stream(p, stream) for p in paths):
+        return None
+    if len(paths) > 1:
+        raise DataError(f"a streamed source is one file, not {len(paths)}; join them into one "
+                        f"or set stream: false to read them whole", field="stream")
+    from .streams import Hdf5Stream, NpyStream
+    path = paths[0]
+    if fmt == "hdf5":
+        _h5py(path)
+        return Hdf5Stream(path, x_key or "data", y_key or "label", str(path))
+    labels = None
+    name = str(path)
+    if labels_paths:
+        labels = _numeric(_load_npy(labels_paths[0], "label_source"), labels_paths[0], "labels")
+        name = f"{path} + {labels_paths[0]}"
+    return NpyStream(path, labels, name)
+
+
+def _wants_stream(path: Path, stream: bool | None) -> bool:
+    if stream is not None:
+        return stream
+    try:
+        return path.stat().st_size >= STREAM_MIN_BYTES
+    except OSError:
+        return False
+
+
+def _h5py(path: Path):
+    try:
+        import h5py
+    except ImportError:
+        raise DataError(f"reading '{path}' needs h5py: pip install 'solverkit[hdf5]'",
+                        field="source") from None
+    return h5py
 
 
 def resolve_paths(source, base_dir, field: str) -> list[Path]:
@@ -138,9 +249,15 @@ def resolve_paths(source, base_dir, field: str) -> list[Path]:
         if not path.exists() and path.with_name(path.name + ".gz").exists():
             path = path.with_name(path.name + ".gz")    # MNIST as downloaded, still gzipped
         if not path.exists():
+            if path.is_symlink():
+                raise DataError(f"data file '{path}' is a symbolic link that leads nowhere (a "
+                                f"loop, or its target does not exist)", field=field)
             raise DataError(f"data file '{path}' does not exist", field=field)
         if path.is_dir():
             raise DataError(f"'{path}' is a folder; name the data file(s) in it", field=field)
+        if not path.is_file():      # a FIFO or a device would block or never end
+            raise DataError(f"data file '{path}' is not a regular file (a FIFO or a device?)",
+                            field=field)
         paths.append(path)
     return paths
 
@@ -363,11 +480,7 @@ def _csv_problem(path: Path, text: str) -> DataError:
 
 def _read_hdf5(path: Path, *, x_key, y_key, **_) -> Dataset:
     x_key, y_key = x_key or "data", y_key or "label"
-    try:
-        import h5py
-    except ImportError:
-        raise DataError(f"reading '{path}' needs h5py: pip install 'solverkit[hdf5]'",
-                        field="source") from None
+    h5py = _h5py(path)
     try:
         with h5py.File(path, "r") as handle:
             keys = list(handle.keys())
@@ -434,12 +547,14 @@ def _concatenate(parts: list[Dataset]) -> Dataset:
                    ", ".join(p.name for p in parts), first.num_classes)
 
 
-def _check_dataset(dataset: Dataset) -> None:
-    """Shape and value checks every source gets (labels: see ``check_labels``)."""
+def _check_dataset(dataset: Samples) -> None:
+    """Shape and value checks every source gets (labels: see ``check_labels``); a streamed
+    source's samples are checked as they are read."""
     where = dataset.title
     if len(dataset) == 0:
         raise DataError(f"{where} holds no samples", field="source")
-    if dataset.data.dtype.kind == "f" and not np.all(np.isfinite(dataset.data)):
+    if isinstance(dataset, Dataset) and dataset.data.dtype.kind == "f" \
+            and not np.all(np.isfinite(dataset.data)):
         raise DataError(f"{where} contains NaN or infinite values", field="source")
     labels = dataset.labels
     if labels is None:
@@ -456,30 +571,36 @@ def _check_dataset(dataset: Dataset) -> None:
         raise DataError(f"{where}: labels contain NaN or infinite values", field="source")
 
 
-def check_labels(dataset: Dataset, label_type: str) -> None:
+def check_labels(dataset: Samples, label_type: str) -> None:
     """Class labels (``label_type: class``) must be integers in ``[0, num_classes)``;
-    ``label_type: value`` (regression targets) takes any finite number."""
-    labels = dataset.labels
-    if labels is None or label_type == "value":
+    ``label_type: value`` (regression targets) takes any finite number. Labels held in
+    memory are checked now; a streamed source checks each batch it reads."""
+    dataset.label_type = label_type
+    if dataset.labels is not None:
+        check_label_values(dataset.labels, dataset.title, label_type, dataset.num_classes)
+
+
+def check_label_values(labels: np.ndarray, where: str, label_type: str,
+                       num_classes: int | None, sample=lambda i: f"sample {i}") -> None:
+    """``check_labels`` for an array of labels; ``sample(i)`` names the i-th in messages."""
+    if label_type == "value":
         return
-    where = dataset.title
     if labels.dtype.kind == "f":
         fractional = labels != np.round(labels)
         if np.any(fractional):
             i = int(np.argmax(fractional))
-            raise DataError(f"{where}: label {labels[i]:g} of sample {i} is not a class number "
+            raise DataError(f"{where}: label {labels[i]:g} of {sample(i)} is not a class number "
                             f"(integer); for regression targets set label_type: value",
                             field="source")
     negative = labels < 0
     if np.any(negative):
         i = int(np.argmax(negative))
-        raise DataError(f"{where}: label {labels[i]:g} of sample {i} is negative; class labels "
+        raise DataError(f"{where}: label {labels[i]:g} of {sample(i)} is negative; class labels "
                         f"are 0, 1, ... (for regression targets set label_type: value)",
                         field="source")
-    if dataset.num_classes is not None:
-        high = labels >= dataset.num_classes
+    if num_classes is not None:
+        high = labels >= num_classes
         if np.any(high):
             i = int(np.argmax(high))
-            raise DataError(f"{where}: label {labels[i]:g} of sample {i} is out of range for "
-                            f"{dataset.num_classes} classes (0..{dataset.num_classes - 1})",
-                            field="source")
+            raise DataError(f"{where}: label {labels[i]:g} of {sample(i)} is out of range for "
+                            f"{num_classes} classes (0..{num_classes - 1})", field="source")

@@ -154,64 +154,10 @@ def load_mean_file(path: Path) -> np.ndarray:
 
 
 def _read_blob_proto(path: Path) -> np.ndarray:
-    """Caffe's BlobProto: num(1) channels(2) height(3) width(4) varints, data(5) floats,
-    shape(7) = BlobShape {dim(1) int64}; only what a mean image uses."""
-    raw = path.read_bytes()
-    legacy: dict[int, int] = {}
-    data: list[np.ndarray] = []
-    dims: list[int] = []
-    for number, wire, value in _proto_fields(raw):
-        if number == 5:
-            data.append(np.frombuffer(value, dtype="<f4"))
-        elif number == 7 and wire == 2:
-            for inner_number, inner_wire, dim in _proto_fields(value):
-                if inner_number == 1 and inner_wire == 2:       # packed dims
-                    pos = 0
-                    while pos < len(dim):
-                        d, pos = _varint(dim, pos)
-                        dims.append(d)
-                elif inner_number == 1:
-                    dims.append(dim)
-        elif wire == 0:
-            legacy[number] = value
-    if not data:
-        raise ValueError("no data in the BlobProto")
-    values = np.concatenate(data)
-    dims = dims or [legacy.get(k, 1) for k in (1, 2, 3, 4)]
-    if int(np.prod(dims)) != values.size:
-        raise ValueError(f"shape {dims} does not match its {values.size} values")
-    return values.reshape(dims).astype(np.float32)
-
-
-def _proto_fields(raw: bytes):
-    """(field number, wire type, value) of each protobuf field: ints for varints, bytes else."""
-    pos = 0
-    while pos < len(raw):
-        key, pos = _varint(raw, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(raw, pos)
-        elif wire == 2:
-            length, pos = _varint(raw, pos)
-            value, pos = raw[pos:pos + length], pos + length
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, pos = raw[pos:pos + size], pos + size
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        if pos > len(raw):
-            raise ValueError("truncated protobuf")
-        yield number, wire, value
-
-
-def _varint(raw: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(raw):
-            raise ValueError("truncated protobuf")
-        byte = raw[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
+    """Caffe's BlobProto (legacy num/channels/height/width or ``shape``), as float32."""
+    from ..caffe.messages import decode_blobproto
+    try:
+        return decode_blobproto(path.read_bytes(), file=str(path)).astype(np.float32)
+    except DataError as err:
+        raise DataError(f"cannot read mean file '{path}': {err.message}",
+                        field="transform.mean_file") from None

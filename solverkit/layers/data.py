@@ -1,4 +1,4 @@
-"""The Data layer: batches of a data source, transformed, shuffled, prefetched.
+"""The Data and ImageData layers: batches of a data source, transformed, shuffled, prefetched.
 
     - name: data
       type: Data
@@ -9,7 +9,9 @@
       transform: {scale: 0.0625}          # crop_size, mirror, mean_value, mean_file too
 
 Tops: ``data`` (batch_size, *sample shape after crop) and optionally ``label``
-(batch_size,), both in the net's dtype. The source is read when the net is built.
+(batch_size,), both in the net's dtype. An array file is read when the net is built
+(one of 256 MiB or more, or with ``stream: true``, a batch at a time); a Caffe LMDB
+(``backend: LMDB``) and ImageData's image files are read a batch at a time.
 """
 
 from __future__ import annotations
@@ -20,8 +22,18 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import ConfigDict, Field, field_serializer, field_validator
 
-from ..data import BatchFeeder, Transform, check_labels, load_mean_file, load_source, resolve_paths
-from ..errors import DataError
+from ..data import (
+    BatchFeeder,
+    Samples,
+    Transform,
+    check_labels,
+    images,
+    load_mean_file,
+    load_source,
+    resolve_paths,
+)
+from ..data.image_sources import open_image_source
+from ..errors import DataError, SolverkitError
 from ..registry import register_layer
 from ..spec.net import LayerParams, StrictModel
 from .base import DataLayer
@@ -71,6 +83,14 @@ class Data(DataLayer):
         label_type: Literal["class", "value"] = Field(
             "class", description="class: integers >= 0; value: regression targets")
         num_classes: int | None = Field(None, gt=0, description="class labels must be below it")
+        backend: Literal["LMDB", "LEVELDB"] | None = Field(
+            None, description="LMDB: source is a Caffe LMDB database folder (the 'lmdb' "
+            "extra); found from a folder's data.mdb too")
+        skip_bad: bool = Field(False, description="LMDB: skip records that cannot be decoded "
+                                                  "(counted in a warning) instead of stopping")
+        stream: bool | None = Field(
+            None, description="npy/HDF5: read a batch at a time instead of the whole file; "
+            "default: for files of 256 MiB or more")
         prefetch: int | None = Field(
             None, ge=0, description="batches prepared ahead on a thread; 0: none (made in "
             "the step); default: 4 when a core is spare beyond the compute threads, else 0")
@@ -98,18 +118,64 @@ class Data(DataLayer):
 
     def setup(self, bottom, top):
         p = self.params
-        dataset = load_source(p.source, format=p.format, base_dir=self.base_dir, x_key=p.x_key,
-                              y_key=p.y_key, label_source=p.label_source,
-                              label_column=p.label_column, num_classes=p.num_classes)
-        check_labels(dataset, p.label_type)
-        if len(top) == 2 and dataset.labels is None:
+        dataset = self.open_source()
+        check_labels(dataset, getattr(p, "label_type", "class"))
+        if len(top) == 2 and not dataset.has_labels:
             raise DataError(f"{dataset.title} has no labels for top '{top[1].name}' (set y_key "
                             f"for npz, HDF5 and arrays, label_source for npy, label_column for "
                             f"csv), or give only the data top", field="top")
+        self.dataset = dataset          # deploy nets read the stored value range from it
         self.transform = self._transform(dataset)
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
                                   shuffle=p.shuffle, rng=self.rng.spawn(1)[0],
                                   label_dtype=self.dtype, prefetch=p.prefetch, name=self.name)
+
+    def open_source(self) -> Samples:
+        """The data source this layer reads (read whole, or streamed)."""
+        p = self.params
+        database = self._database()
+        if database is not None:
+            from ..data.lmdb_source import LmdbSource
+            return LmdbSource(database, skip_bad=p.skip_bad)
+        if p.skip_bad:
+            raise DataError("skip_bad is for LMDB databases (and ImageData); array files are "
+                            "checked whole when they are read", field="skip_bad")
+        return load_source(p.source, format=p.format, base_dir=self.base_dir, x_key=p.x_key,
+                           y_key=p.y_key, label_source=p.label_source,
+                           label_column=p.label_column, num_classes=p.num_classes,
+                           stream=p.stream)
+
+    def _database(self) -> Path | None:
+        """The LMDB folder this layer reads, or None for the other sources."""
+        p = self.params
+        if p.backend == "LEVELDB":
+            raise DataError("LevelDB databases are not supported; write an LMDB with "
+                            "'solverkit convert-imageset' (or Caffe's, --backend lmdb)",
+                            field="backend")
+        if not isinstance(p.source, (str, Path)) or str(p.source).startswith("builtin:"):
+            if p.backend == "LMDB":
+                raise DataError("backend: LMDB needs source: the database folder",
+                                field="source")
+            return None
+        path = Path(p.source).expanduser()
+        if not path.is_absolute():
+            path = (Path(self.base_dir) if self.base_dir is not None else Path.cwd()) / path
+        if p.backend == "LMDB" or (path / "data.mdb").is_file():
+            if p.format is not None:
+                raise DataError(f"'{path}' is an LMDB database; drop format: {p.format}",
+                                field="format")
+            if not path.exists():
+                raise DataError(f"LMDB database '{path}' does not exist", field="source")
+            if not path.is_dir():
+                raise DataError(f"'{path}' is a file; backend: LMDB reads the database "
+                                f"folder (the one holding data.mdb)", field="source")
+            return path
+        return None
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The names of the classes, when the source has them (a folder of class folders)."""
+        return getattr(self.dataset, "class_names", None)
 
     def _transform(self, dataset) -> Transform:
         t = self.params.transform
@@ -120,7 +186,7 @@ class Data(DataLayer):
                                 field="transform.mean_value")
             path = resolve_paths(t.mean_file, self.base_dir, "transform.mean_file")[0]
             mean = load_mean_file(path)
-        return Transform(sample_shape=dataset.data.shape[1:], dtype=self.dtype,
+        return Transform(sample_shape=dataset.sample_shape, dtype=self.dtype,
                          train=self.phase == "TRAIN", scale=t.scale, mean_value=t.mean_value,
                          mean=mean, crop_size=t.crop_size, mirror=t.mirror)
 
@@ -131,7 +197,10 @@ class Data(DataLayer):
             top[1].reshape((batch,))
 
     def forward(self, bottom, top):
-        data, labels = self.feeder.next()
+        try:
+            data, labels = self.feeder.next()
+        except SolverkitError as err:       # bad data found while reading: say which layer
+            raise err.located(layer=self.name) from None
         np.copyto(top[0].data, data)
         if len(top) == 2:
             np.copyto(top[1].data, labels)
@@ -168,3 +237,55 @@ class Data(DataLayer):
     def close(self) -> None:
         if getattr(self, "feeder", None) is not None:
             self.feeder.close()
+        if getattr(self, "dataset", None) is not None:
+            self.dataset.close()
+
+
+@register_layer("ImageData")
+class ImageData(Data):
+    """Caffe's ImageData: image files listed in ``source`` (``PATH LABEL`` lines), or a
+    folder of class folders, decoded a batch at a time (Pillow, the ``image`` extra).
+
+    Colour images are BGR (OpenCV's order, as Caffe reads them), values 0..255; resizing
+    to ``new_height`` x ``new_width`` is OpenCV's bilinear. ``class_names`` lists the
+    classes of a folder source (sorted folder names).
+    """
+
+    class Params(LayerParams):
+        source: str = Field(description="a list file of 'PATH LABEL' lines, or a folder with "
+                                        "one sub-folder of images per class")
+        root_folder: str = Field("", description="prefix of the list's paths (default: the "
+                                                 "list's folder)")
+        batch_size: int = Field(gt=0)
+        new_height: int = Field(0, ge=0, description="resize every image to this height")
+        new_width: int = Field(0, ge=0, description="resize every image to this width")
+        is_color: bool = Field(True, description="3 channels (BGR), or 1 gray channel")
+        shuffle: bool = Field(False, description="a new random order every epoch")
+        transform: TransformSpec = Field(default_factory=TransformSpec,
+                                         description="crop, mirror, then (x - mean) * scale")
+        skip_bad: bool = Field(False, description="skip missing or undecodable images (counted "
+                                                  "in one warning) instead of stopping")
+        max_pixels: int = Field(images.MAX_PIXELS, gt=0,
+                                description="refuse images with more pixels than this")
+        prefetch: int | None = Field(
+            None, ge=0, description="batches read and decoded ahead on a thread; 0: none; "
+            "default: 4")
+
+    def open_source(self) -> Samples:
+        p = self.params
+        source = resolve_folder_or_file(p.source, self.base_dir, "source")
+        root = resolve_folder_or_file(p.root_folder, self.base_dir, "root_folder") \
+            if p.root_folder else None
+        return open_image_source(source, root, is_color=p.is_color, new_height=p.new_height,
+                                 new_width=p.new_width, skip_bad=p.skip_bad,
+                                 max_pixels=p.max_pixels)
+
+
+def resolve_folder_or_file(name: str, base_dir, field: str) -> Path:
+    """``name`` relative to the net file's folder; it must exist (a file or a folder)."""
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        path = (Path(base_dir) if base_dir is not None else Path.cwd()) / path
+    if not path.exists():
+        raise DataError(f"'{path}' does not exist", field=field)
+    return path

@@ -161,6 +161,8 @@ class Accuracy(LossLayer):
     """Share of samples whose label is among the ``top_k`` highest scores (no backward).
 
     scores (N, C, ...) along ``axis``, labels (N, ...); ``ignore_label`` positions don't count.
+    As in Caffe, a class tied with the label's score does not count as higher (a tie is
+    correct); a sample with any NaN score is never correct.
     An optional second top gives the per-class accuracy (C,).
     """
 
@@ -200,9 +202,11 @@ class Accuracy(LossLayer):
         valid = labels != ignore if ignore is not None else np.ones(labels.shape, bool)
         safe = np.where(valid, labels, 0)
         label_score = np.take_along_axis(scores, safe[:, None, :], axis=1)
-        # Caffe counts a hit when fewer than top_k classes score strictly higher
+        # Caffe counts a hit when fewer than top_k classes score strictly higher, so a tie
+        # with the label's score counts as correct (as in Caffe); a sample with a NaN score
+        # is never correct (NaN compares false, which would make it "no class is higher")
         higher = (scores > label_score).sum(axis=1)
-        hit = (higher < self.params.top_k) & valid
+        hit = (higher < self.params.top_k) & valid & ~np.isnan(scores).any(axis=1)
         top[0].data[...] = hit.sum() / max(int(valid.sum()), 1)
         if len(top) > 1:
             per_class = np.bincount(safe[valid], minlength=self.classes)

@@ -19,6 +19,7 @@ import contextlib
 import csv
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from .. import parallel
 from ..errors import ConfigError, NonFiniteError
 from ..layers.base import DataLayer
 from ..net import Net
+from ..runs import file_operation, keep_log_rows_before, new_run_id
 from ..spec.solver import SolverSpec, load_solver_spec
 from .schedule import Schedule
 from .updates import Updater
@@ -66,7 +68,7 @@ class Solver:
         if self.net_source is None:
             raise ConfigError("no net given: set 'net:' in the solver spec or pass --net",
                               file=self.spec.file, field="net")
-        if net is None and not Path(self.net_source).exists():
+        if net is None and not os.path.lexists(self.net_source):   # a link: read_text_file says
             raise ConfigError(f"net file not found: {self.net_source} (a relative "
                               f"'net:' is relative to the solver file)", file=self.spec.file,
                               line=self.spec.line_of("net"), field="net")
@@ -90,6 +92,7 @@ class Solver:
         if self.spec.test_interval > 0:
             self.test_net   # noqa: B018  (building it now reports a bad TEST net before training)
             self.test_iter = self.test_iterations()
+        self._warn_if_it_cannot_learn()
         self.schedule = Schedule(self.spec)
         self.updater = Updater(self.spec, self.net.learnable_params)
         if self.data_parallel is not None:
@@ -107,6 +110,8 @@ class Solver:
         self.on_signal = "snapshot"              # SIGINT/SIGTERM: "snapshot" or "stop"
         self.stopped_by: int | None = None       # the signal that ended training early
         self.last_snapshot: Path | None = None
+        self.run_id = new_run_id()               # carried by every snapshot of this run
+        self._claim = None                       # the lock on the prefix (claim_prefix)
 
     # ------------------------------------------------------------------ nets
     def _net_seed(self, phase: str) -> int:
@@ -123,6 +128,23 @@ class Solver:
             if self.data_parallel is not None:
                 self.data_parallel.prepare(self._test_net)
         return self._test_net
+
+    def _warn_if_it_cannot_learn(self) -> None:
+        """Warnings for runs that are valid but cannot learn or test what they seem to."""
+        spec = self.spec
+        if not self.net.layers:
+            logger.warning("warning: the TRAIN net has no layers: training changes nothing")
+        elif not self.net.loss_weights:
+            logger.warning("warning: the TRAIN net has no loss (no layer with a loss weight): "
+                           "no gradient reaches any weight, training changes nothing")
+        if spec.base_lr == 0 and spec.max_iter > 0:
+            logger.warning("warning: base_lr is 0: no update changes any weight")
+        if spec.test_interval > 0 and isinstance(spec.test_iter, int):
+            one_pass = batches_per_pass(self.test_net)
+            if one_pass is not None and spec.test_iter > one_pass:
+                logger.warning("warning: test_iter %d passes over the TEST data %.3g times "
+                               "(one pass is %d batches): samples are counted more than once",
+                               spec.test_iter, spec.test_iter / one_pass, one_pass)
 
     def test_iterations(self) -> int:
         """``test_iter``, or one pass over the TEST net's data when it is not given."""
@@ -250,8 +272,11 @@ class Solver:
             self.test_iter = self.test_iterations()
         self._start_clock()
         sums: dict[str, float] = {}
-        for _ in range(self.test_iter):
-            for name, value in _scalar_outputs(net.forward()).items():
+        for batch in range(self.test_iter):
+            outputs = _scalar_outputs(net.forward())
+            net.check_finite_outputs(f"iteration {self.iter}, test batch {batch + 1} of "
+                                     f"{self.test_iter}")
+            for name, value in outputs.items():
                 sums[name] = sums.get(name, 0.0) + value
         results = {name: value / self.test_iter for name, value in sums.items()}
         if self.data_parallel is not None:
@@ -276,17 +301,17 @@ class Solver:
     def _open_log(self) -> None:
         """Open ``<snapshot_prefix>_log.csv``: a fresh file at iteration 0; from a later
         iteration, keep the rows before it and append (a resumed run)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if self.iter > 0 and self.log_path.exists():
-            with open(self.log_path, newline="") as old:
-                rows = list(csv.reader(old))
-            kept = [row for row in rows[1:] if row and int(row[0]) < self.iter]
-        # stays open across step() calls, closed by close(); flushed after every iteration
-        self._log_file = open(self.log_path, "w", newline="")  # noqa: SIM115
-        self._log_writer = csv.writer(self._log_file)
-        self._log_writer.writerow(LOG_HEADER)
-        self._log_writer.writerows(kept)
+        with file_operation("write the training log", self.log_path):
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            # a resumed run cuts the log back to the rows before its iteration in place
+            # (they are never absent from the file), then appends
+            kept = self.iter > 0 and keep_log_rows_before(self.log_path, self.iter,
+                                                          ",".join(LOG_HEADER))
+            # stays open across step() calls, closed by close(); flushed after every iteration
+            self._log_file = open(self.log_path, "a" if kept else "w", newline="")  # noqa: SIM115
+            self._log_writer = csv.writer(self._log_file)
+            if not kept:
+                self._log_writer.writerow(LOG_HEADER)
 
     def _log_rows(self, phase: str, values: dict[str, float], rate: float) -> None:
         if not self.world.is_root:      # rank 0 writes the log of a data-parallel run
@@ -294,9 +319,10 @@ class Solver:
         if self._log_writer is None:
             self._open_log()
         seconds = f"{self.seconds:.3f}"
-        self._log_writer.writerows([self.iter, phase, name, repr(float(value)), repr(rate),
-                                    seconds] for name, value in values.items())
-        self._log_file.flush()          # complete up to this iteration, however the run ends
+        with file_operation("write the training log", self.log_path):
+            self._log_writer.writerows([self.iter, phase, name, repr(float(value)), repr(rate),
+                                        seconds] for name, value in values.items())
+            self._log_file.flush()      # complete up to this iteration, however the run ends
 
     def _progress_bar(self, stop: int):
         show = self.progress
@@ -322,7 +348,8 @@ class Solver:
                 "data": {layer.name: layer.get_state() for layer in net.layers
                          if isinstance(layer, DataLayer)},
             }
-        return {"iter": self.iter, "smoothed_losses": list(self.smoothed_losses),
+        return {"iter": self.iter, "run_id": self.run_id,
+                "smoothed_losses": list(self.smoothed_losses),
                 "seconds": self.seconds, "update": self.updater.get_state(),
                 "schedule": self.schedule.get_state(), "nets": nets}
 
@@ -344,6 +371,7 @@ class Solver:
                 if isinstance(layer, DataLayer) and data.get(layer.name):
                     layer.set_state(data[layer.name])
         self.iter = int(state.get("iter", self.iter))
+        self.run_id = state.get("run_id") or self.run_id     # a resumed run goes on as itself
         self.smoothed_losses = [float(x) for x in state.get("smoothed_losses", [])]
         self.seconds_before = float(state.get("seconds", 0.0))
 
@@ -359,7 +387,13 @@ class Solver:
         """Write ``<prefix>_iter_<N>.model.npz`` and ``.solverstate.npz`` (rank 0 only);
         returns the state's path."""
         from ..snapshot import save_solver
+        if self._log_file is not None:      # the log on disk reaches this snapshot too
+            with file_operation("write the training log", self.log_path):
+                self._log_file.flush()
+                os.fsync(self._log_file.fileno())
         path = save_solver(self) if self.world.is_root else None
+        if path is not None:
+            self._write_class_names()
         self.world.barrier()
         if self.data_parallel is not None:      # what a resume from this snapshot will do
             self.data_parallel.rekey_generators(self._nets())
@@ -367,6 +401,18 @@ class Solver:
             logger.info("Snapshotting solver state to %s", path)
             self.last_snapshot = path
         return path
+
+    def _write_class_names(self) -> None:
+        """``<prefix>_labels.txt`` beside the snapshots: the class names of the TRAIN data
+        (a folder of class folders), one per line, line k naming class k."""
+        from ..data.image_sources import write_class_names
+        from ..layers.data import Data
+        for layer in self.net.layers:
+            if isinstance(layer, Data) and layer.class_names:
+                path = Path(f"{self.snapshot_prefix}_labels.txt")
+                if write_class_names(path, layer.class_names):
+                    logger.info("Class names written to %s", path)
+                return
 
     @parallel.abort_on_error
     def restore(self, path, allow_world_size_change: bool = False) -> None:
@@ -381,7 +427,22 @@ class Solver:
             self.data_parallel.synchronize(self.net.learnable_params,
                                            self.updater.state_arrays().values())
             self.data_parallel.rekey_generators(self._nets())
+        if self._claim is not None:     # the prefix now belongs to the resumed run
+            self._claim.record(self.run_id)
         logger.info("Resumed from %s at iteration %d", path, self.iter)
+
+    @parallel.abort_on_error
+    def claim_prefix(self, fresh: str = "refuse") -> None:
+        """Claim ``snapshot_prefix`` for this run before any work (rank 0; see
+        ``solverkit.runs``): its folder writable, the lock held until ``close()``, stale
+        temporary files removed. ``fresh``: what to do with an earlier run's files there —
+        ``"refuse"``, ``"overwrite"`` (remove them) or ``"keep"`` (resuming that run)."""
+        if not self.world.is_root or self._claim is not None:
+            return
+        from ..runs import claim_prefix
+        self._claim = claim_prefix(self.snapshot_prefix, fresh=fresh, warn=logger.warning)
+        if fresh != "keep":
+            self._claim.record(self.run_id)
 
     def request_stop(self, signum: int) -> None:
         """End training after the current iteration (a signal handler calls this)."""
@@ -401,6 +462,9 @@ class Solver:
         self.net.close()
         if self._test_net is not None:
             self._test_net.close()
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     def __repr__(self) -> str:
         return f"Solver({self.spec.type}, iter={self.iter}, net={self.net.name!r})"

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import ConfigError, SolverkitError, did_you_mean
 from ..registry import import_plugins, layer_class
@@ -17,9 +26,27 @@ from .source import SourcedSpec, SpecSource, read_spec_source, validation_error
 
 
 class StrictModel(BaseModel):
-    """Unknown fields are errors everywhere in a spec."""
+    """The base of every spec model (layer params of plugins too): unknown fields are
+    errors, numbers are numbers (``true``, ``yes`` or ``'64'`` are not 1 or 64), and every
+    float is finite (``.nan`` and ``.inf`` are errors)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _python_values(cls, data):
+        """Values given from Python: tuples as lists, numpy scalars as Python numbers."""
+        if isinstance(data, dict):
+            return {key: _plain(value) for key, value in data.items()}
+        return data
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _as_list(value):

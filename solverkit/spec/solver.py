@@ -31,13 +31,18 @@ from pydantic import (
 from .. import registry
 from ..errors import ConfigError, SolverkitError, did_you_mean
 from .net import StrictModel
-from .source import SourcedSpec, SpecSource, read_spec_source, validation_error
+from .source import (
+    SourcedSpec,
+    SpecSource,
+    load_yaml_value,
+    read_spec_source,
+    validation_error,
+)
 
 
-class FieldsModel(BaseModel):
-    """Base of an update rule's or an lr policy's own solver fields (flat in the spec)."""
-
-    model_config = ConfigDict(extra="forbid")
+class FieldsModel(StrictModel):
+    """Base of an update rule's or an lr policy's own solver fields (flat in the spec);
+    as every spec model: unknown fields are errors, numbers strict and finite."""
 
 
 class SolverSpec(SourcedSpec, StrictModel):
@@ -254,10 +259,16 @@ def parse_overrides(overrides) -> dict:
         if key not in known:
             raise ConfigError(f"--set: unknown solver field '{key}'{did_you_mean(key, known)}",
                               field=key)
+        if isinstance(value, str) and not value:
+            if key in SolverSpec.model_fields:
+                raise ConfigError(f"--set {key}= has no value (to keep the spec's value, "
+                                  f"leave --set {key} out)", field=key)
+            parsed[key] = None      # a type's or policy's field: the spec's value is dropped
+            continue
         if isinstance(value, str) and key not in strings:
             try:
-                value = yaml.safe_load(value) if value else None
-            except yaml.YAMLError:
+                value = load_yaml_value(value)
+            except (yaml.YAMLError, ConfigError):
                 raise ConfigError(f"--set {key}={value}: not a valid value", field=key) from None
         parsed[key] = value
     return parsed

@@ -2,11 +2,20 @@
 
 Both specs (net and solver) come through here, so every message has the same shape:
 ``file:line: layer 'conv1' (#3): field 'kernal_size': unknown field (did you mean 'kernel_size'?)``.
+
+A spec file is untrusted input, so reading it is bounded: only a regular file of at most
+``MAX_SPEC_BYTES`` is read (a FIFO or a device is refused before it is opened for
+reading), nesting deeper than ``MAX_DEPTH`` levels is an error, and so are aliases whose
+expansion (what a reader of the loaded mapping walks) exceeds ``MAX_EXPANDED_NODES``
+values. A key given twice in one mapping is an error naming both lines.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +24,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError, did_you_mean
+
+MAX_SPEC_BYTES = 16 * 2**20       # a spec is text a person writes: 16 MiB is far beyond any
+MAX_DEPTH = 64                    # nesting levels of mappings and lists
+MAX_EXPANDED_NODES = 1_000_000    # values after expanding every alias
 
 
 @dataclass
@@ -36,24 +49,182 @@ class SpecSource:
         return None
 
 
-def _line_map(node, prefix=(), out=None) -> dict[tuple, int]:
-    """Map every key path of a composed YAML node tree to the line it starts on."""
-    out = {} if out is None else out
+# YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-3 (no dot) as the string '1e-3'
+_FLOAT_1_2 = re.compile(r"""^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$""")
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses nesting deeper than ``MAX_DEPTH`` while composing
+    (the composer recurses once per level, so a 100,000-deep list would exhaust the stack)
+    and reads ``1e-3`` as a number, as YAML 1.2 does."""
+
+    def __init__(self, stream, file: str | None = None):
+        super().__init__(stream)
+        self._file = file
+        self._depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass):
+        # '[' or '{': refused as soon as it is too deep, before the scanner looks further
+        # ahead (it would otherwise scan every level of a 100,000-deep '[[[...' first)
+        if self.flow_level >= MAX_DEPTH:
+            raise ConfigError(f"the YAML nests deeper than {MAX_DEPTH} levels; a spec "
+                              f"never needs that many", file=self._file,
+                              line=self.get_mark().line + 1)
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):       # an alias adds no level of its own
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"the YAML nests deeper than {MAX_DEPTH} levels; a spec "
+                                  f"never needs that many", file=self._file, line=mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_1_2,
+                                     list("-+0123456789."))
+
+
+def load_yaml_value(text: str):
+    """One YAML value (a ``--set`` value) read as spec files are read (``1e-3`` a number)."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _check_node_tree(root, file: str | None) -> dict[tuple, int]:
+    """Walk a composed node tree once per node: refuse duplicate keys and alias expansions
+    beyond ``MAX_EXPANDED_NODES``; return every key path's line (a node reached again
+    through an alias is not walked again: paths through it take the alias's line)."""
+    # the expanded size and depth of every node, children before parents (iteratively: an
+    # alias chain may be deeper than the stack allows)
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack = [(root, iter(_children(root)))]
+    while stack:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            parts = _children(node)
+            size[id(node)] = 1 + sum(size[id(c)] for c in parts)
+            depth[id(node)] = 1 + max((depth[id(c)] for c in parts), default=0)
+            if size[id(node)] > MAX_EXPANDED_NODES:
+                raise ConfigError(f"the YAML's aliases (*name) expand to more than "
+                                  f"{MAX_EXPANDED_NODES:,} values, far more than a spec holds "
+                                  f"(an alias bomb?)", file=file,
+                                  line=node.start_mark.line + 1)
+            if depth[id(node)] > MAX_DEPTH:
+                raise ConfigError(f"the YAML's aliases (*name) nest deeper than {MAX_DEPTH} "
+                                  f"levels; a spec never needs that many", file=file,
+                                  line=node.start_mark.line + 1)
+        elif id(child) not in size:
+            if any(child is open_node for open_node, _ in stack):
+                raise ConfigError("a YAML alias (*name) refers to a mapping or list that "
+                                  "contains it (a loop)", file=file,
+                                  line=child.start_mark.line + 1)
+            stack.append((child, iter(_children(child))))
+    lines: dict[tuple, int] = {}
+    walked: set[int] = set()
+    stack = [((), root)]
+    while stack:
+        prefix, node = stack.pop()
+        if id(node) in walked:
+            continue
+        walked.add(id(node))
+        later = []
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, value_node in node.value:
+                key = key_node.value
+                line = key_node.start_mark.line + 1
+                if key != "<<" and isinstance(key_node, yaml.ScalarNode):
+                    if key in first:
+                        where = ".".join(str(p) for p in prefix)
+                        if prefix[:1] == ("layers",) and len(prefix) > 1:     # a layer's entry
+                            where = ".".join([f"layer #{prefix[1]}", *map(str, prefix[2:])])
+                        raise ConfigError(
+                            f"key '{key}' is given twice{f' in {where}' if where else ''} "
+                            f"(lines {first[key]} and {line}); the second would silently "
+                            f"replace the first", file=file, line=line, field=str(key))
+                    first[key] = line
+                path = (*prefix, key)
+                lines.setdefault(path, line)
+                later.append((path, value_node))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines.setdefault((*prefix, i), item.start_mark.line + 1)
+                later.append(((*prefix, i), item))
+        stack.extend(reversed(later))       # in file order: the first path to a node wins
+    return lines
+
+
+def _children(node) -> list:
     if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            path = (*prefix, key_node.value)
-            out[path] = key_node.start_mark.line + 1
-            _line_map(value_node, path, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[(*prefix, i)] = item.start_mark.line + 1
-            _line_map(item, (*prefix, i), out)
-    return out
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def looks_like_yaml_text(text: str) -> bool:
     return "\n" in text or (":" in text and not os.path.exists(text) and not text.endswith(
         (".yaml", ".yml", ".json")))
+
+
+def read_text_file(path: str | os.PathLike, what: str, limit: int = MAX_SPEC_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes; a ConfigError naming the
+    file otherwise (missing, a symlink loop, a folder, a FIFO or device, too large,
+    unreadable, not UTF-8). Nothing but a regular file is ever opened for reading."""
+    shown = str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ConfigError(f"{what} file not found (a symlink to "
+                              f"'{os.readlink(path)}', which does not exist)",
+                              file=shown) from None
+        raise ConfigError(f"{what} file not found", file=shown) from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ConfigError(f"cannot read {what}: a loop of symbolic links",
+                              file=shown) from None
+        raise ConfigError(f"cannot read {what}: {err.strerror}", file=shown) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{what} path is a folder, not a file", file=shown)
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else
+                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
+        raise ConfigError(f"cannot read {what}: it is {kind}, not a regular file", file=shown)
+    if info.st_size > limit:
+        raise ConfigError(f"cannot read {what}: {info.st_size:,} bytes, more than the "
+                          f"{limit:,} a spec may have", file=shown)
+    try:
+        # O_NONBLOCK: should the path have been swapped for a FIFO since the stat, the open
+        # returns at once instead of waiting for a writer; the fstat below refuses it
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError(f"cannot read {what}: not a regular file", file=shown)
+            data = handle.read(limit + 1)
+    except OSError as err:
+        raise ConfigError(f"cannot read {what}: {err.strerror or err}", file=shown) from None
+    if len(data) > limit:
+        raise ConfigError(f"cannot read {what}: more than the {limit:,} bytes a spec may have",
+                          file=shown)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"cannot read {what}: not utf-8 text ({err.reason} at byte "
+                          f"{err.start})", file=shown) from None
 
 
 def read_spec_source(source, what: str) -> SpecSource:
@@ -64,16 +235,11 @@ def read_spec_source(source, what: str) -> SpecSource:
     if isinstance(source, dict):
         return SpecSource(raw=source)
     if isinstance(source, Path) or (isinstance(source, str) and not looks_like_yaml_text(source)):
-        path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"{what} file not found", file=str(source))
-        if path.is_dir():
-            raise ConfigError(f"{what} path is a folder, not a file", file=str(source))
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"cannot read {what}: {err}", file=str(source)) from None
-        return parse_yaml_text(text, what, file=str(source), base_dir=path.resolve().parent)
+        if str(source) == "":
+            raise ConfigError(f"the {what} path is empty")
+        text = read_text_file(source, what)
+        return parse_yaml_text(text, what, file=str(source),
+                               base_dir=Path(source).resolve().parent)
     if isinstance(source, str):
         return parse_yaml_text(source, what)
     raise TypeError(f"a {what} must be a path, YAML text or a dict, not {type(source).__name__}")
@@ -81,9 +247,11 @@ def read_spec_source(source, what: str) -> SpecSource:
 
 def parse_yaml_text(text: str, what: str, file: str | None = None,
                     base_dir: Path | None = None) -> SpecSource:
+    loader = _BoundedLoader(text, file)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        node = loader.get_single_node()
+        lines = _check_node_tree(node, file) if node is not None else {}
+        raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err)
@@ -95,13 +263,14 @@ def parse_yaml_text(text: str, what: str, file: str | None = None,
         detail = f"{problem} ({context})" if context else problem
         raise ConfigError(f"YAML syntax error: {detail}", file=file,
                           line=mark.line + 1 if mark else None) from None
+    finally:
+        loader.dispose()
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"a {what} must be a YAML mapping (key: value lines), "
                           f"not {type(raw).__name__}", file=file, line=1)
-    return SpecSource(raw=raw, file=file, base_dir=base_dir or Path.cwd(),
-                      lines=_line_map(node) if node is not None else {})
+    return SpecSource(raw=raw, file=file, base_dir=base_dir or Path.cwd(), lines=lines)
 
 
 def _nested_model(model: type[BaseModel] | None, loc) -> type[BaseModel] | None:

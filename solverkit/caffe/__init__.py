@@ -1,0 +1,1 @@
+"""Caffe's file formats: binary messages, prototxt nets and solvers, ``.caffemodel`` weights."""
