@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,3 +175,28 @@ def test_check_names_the_libraries_that_compute(tmp_path):
     line = next(line for line in done.stdout.splitlines() if line.startswith("compute:"))
     assert "matrix products on" in line
     assert ("oneDNN 3." in line) == HAVE_DNNL
+
+
+@needs_dnnl
+def test_resume_is_bit_exact_with_convolutions_on_onednn(tmp_path):
+    """The digits LeNet (float32) trained 8 steps straight, and 4 + snapshot + restore + 4:
+    bitwise the same weights, with its convolutions and pooling on oneDNN."""
+    import solverkit as sk
+    net = Path(__file__).resolve().parents[2] / "configs" / "digits" / "lenet_net.yaml"
+    spec = {"net": str(net), "type": "SGD", "base_lr": 0.05, "momentum": 0.9, "max_iter": 8,
+            "random_seed": 3, "snapshot_prefix": str(tmp_path / "run")}
+    straight = sk.Solver(spec, progress=False)
+    assert {layer.method for layer in straight.net.layers
+            if layer.type in ("Convolution", "Pooling")} == {"dnnl"}
+    straight.step(8)
+    first = sk.Solver(spec, progress=False)
+    first.step(4)
+    state = first.snapshot()
+    first.close()
+    second = sk.Solver(spec, progress=False)
+    second.restore(state)
+    second.step(4)
+    for p, q in zip(straight.net.learnable_params, second.net.learnable_params):
+        assert np.array_equal(p.blob.data, q.blob.data), p.key
+    straight.close()
+    second.close()
