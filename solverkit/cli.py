@@ -31,6 +31,7 @@ COMMANDS = {
     "draw": "draw",
     "plot": "plot",
     "schema": "schema",
+    "import-caffe": "import_caffe",
     "convert-imageset": "convert_imageset",
     "compute-image-mean": "compute_image_mean",
     "predict": "predict",

@@ -38,6 +38,10 @@ def fill(spec: FillerSpec | dict | None, shape, dtype, rng: np.random.Generator)
         out = rng.uniform(spec.min, spec.max, size=shape)
     elif kind == "gaussian":
         out = rng.normal(spec.mean, spec.std, size=shape)
+        if spec.sparse >= 0:
+            # Caffe: each weight is kept with probability sparse / num_outputs (shape[0])
+            outputs = shape[0] if shape else 1
+            out *= rng.random(shape) < spec.sparse / outputs
     elif kind == "xavier":
         # Caffe: uniform(-a, a) with a = sqrt(3 / n)
         scale = np.sqrt(3.0 / _variance_n(spec, shape))

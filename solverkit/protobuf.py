@@ -40,6 +40,7 @@ class Limits:
     max_bytes: int = 2**31 - 1          # protobuf's own 2 GiB ceiling
     max_depth: int = 32
     max_repeated: int = 2**28           # elements of one repeated field
+    max_unpacked_varints: int = 2**20   # of them one by one (each a Python int while read)
 
 
 DEFAULT_LIMITS = Limits()
@@ -241,6 +242,9 @@ class _Decoder:
             raise self.fail("truncated protobuf: the last field runs past the end of its "
                             "message", path)
         for name, (_, *parts) in chunks.items():
+            dtype = {"bool": bool, "uint64": np.uint64}.get(schema.by_name(name).kind,
+                                                          np.int64)
+            parts = [np.array(p, dtype=dtype) if isinstance(p, list) else p for p in parts]
             out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return out
 
@@ -267,9 +271,16 @@ class _Decoder:
             items = out.setdefault(f.name, [])
             self._count(len(items), 1, where)
             items.append(value)
-        else:
-            dtype = {"bool": bool, "uint64": np.uint64}.get(f.kind, np.int64)
-            self._append(chunks, f, np.array([value], dtype=dtype), where)
+        else:                                   # an unpacked number: kept in a list
+            entry = chunks.setdefault(f.name, [0])
+            self._count(entry[0], 1, where)
+            if entry[0] >= self.limits.max_unpacked_varints:
+                raise self.fail(f"more than {self.limits.max_unpacked_varints} unpacked "
+                                "varints in one repeated field", where)
+            entry[0] += 1
+            if not isinstance(entry[-1], list):
+                entry.append([])
+            entry[-1].append(value)
 
     def _fixed_run(self, chunks, f: Field, key: int, pos: int, end: int, size: int,
                    dtype: str, where: str) -> int:

@@ -139,14 +139,7 @@ def save_model(net, path, extra_meta: dict | None = None) -> str:
     return atomic_write_npz(path, model_arrays(net), meta)
 
 
-def load_model(net, path, allow_missing: bool = False, allow_extra: bool = False) -> list[str]:
-    """Copy parameters from a model file into ``net``, matching layers by name.
-
-    A layer of the net without weights in the file, a file layer the net lacks, or a shape
-    that differs is a SnapshotError naming the layer — unless ``allow_missing`` (fine-tuning
-    a new head), which skips the first two and returns the names of layers left as they were.
-    ``allow_extra`` alone ignores file layers the net lacks (a TEST net reading a TRAIN model).
-    """
+def _model_entries(path) -> dict[str, dict[int, np.ndarray]]:
     arrays, _ = read_npz(path, "model")
     by_layer: dict[str, dict[int, np.ndarray]] = {}
     for key, value in arrays.items():
@@ -155,6 +148,23 @@ def load_model(net, path, allow_missing: bool = False, allow_extra: bool = False
             raise SnapshotError(f"unexpected entry '{key}' (keys are <layer>/<index>)",
                                 file=str(path))
         by_layer.setdefault(layer, {})[int(index)] = value
+    return by_layer
+
+
+def load_model(net, path, allow_missing: bool = False, allow_extra: bool = False) -> list[str]:
+    """Copy parameters from a model file (or a Caffe ``.caffemodel``) into ``net`` by layer name.
+
+    A layer of the net without weights in the file, a file layer the net lacks, or a shape
+    that differs is a SnapshotError naming the layer — unless ``allow_missing`` (fine-tuning
+    a new head), which skips the first two and returns the names of layers left as they were.
+    ``allow_extra`` alone ignores file layers the net lacks (a TEST net reading a TRAIN model).
+    """
+    from .caffe.weights import is_caffemodel, legacy_fits, stored_parameters
+    legacy: set[tuple[str, int]] = set()     # caffemodel blobs of Caffe's old 4-D shape
+    if is_caffemodel(path):
+        by_layer, legacy = stored_parameters(path)
+    else:
+        by_layer = _model_entries(path)
     skipped, shared_done = [], set()
     for layer in net.layers:
         if not layer.blobs:
@@ -169,12 +179,18 @@ def load_model(net, path, allow_missing: bool = False, allow_extra: bool = False
                                     layer=layer.name)
             skipped.append(layer.name)
             continue
+        if len(stored) > len(layer.blobs):
+            raise SnapshotError(f"the file has {len(stored)} parameters for this layer, the "
+                                f"net's layer has {len(layer.blobs)}", file=str(path),
+                                layer=layer.name)
         for j, blob in enumerate(layer.blobs):
             if j not in stored:
                 if id(blob) in shared_done:
                     continue
                 raise SnapshotError(f"parameter {j} is missing from the file", file=str(path),
                                     layer=layer.name)
+            if (layer.name, j) in legacy and legacy_fits(stored[j].shape, blob.shape):
+                stored[j] = stored[j].reshape(blob.shape)
             if stored[j].shape != blob.shape:
                 raise SnapshotError(f"parameter {j} has shape {tuple(stored[j].shape)} in the "
                                     f"file but {blob.shape} in the net", file=str(path),

@@ -148,6 +148,9 @@ def test_the_unbroken_inputs_pass(monkeypatch, capsys):
         assert main(["check", "--net", "good_net.yaml"]) == 0
         assert main(["check", "--solver", "good_solver.yaml"]) == 0
         assert main(["check", "--solver", "data_solver.yaml"]) == 0
+        assert main(["check", "--net", "caffe_good_net.prototxt"]) == 0
+        assert main(["test", "--net", "caffe_good_net.prototxt", "--weights",
+                     "caffe_good.caffemodel", "--iterations", "1"]) == 0
 
 
 def _alarm(signum, frame):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from solverkit import ConfigError
 from solverkit.fillers import fill
@@ -123,3 +124,16 @@ def test_unknown_filler_type_in_a_net_suggests(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'xavier'") as info:
         sk.Net(path)
     assert info.value.layer == "ip" and info.value.field == "weight_filler.type"
+
+
+def test_sparse_gaussian_keeps_sparse_of_num_outputs():
+    """Caffe's sparse gaussian: each weight kept with probability sparse / shape[0]."""
+    w = draw({"type": "gaussian", "std": 2.0, "sparse": 10}, shape=(200, 500))
+    assert abs(np.mean(w != 0) - 10 / 200) < 0.005
+    kept = w[w != 0]
+    assert_mean_std(kept, 0.0, 2.0)
+    assert np.all((w != 0).sum(axis=0) < 40)             # about 10 per input column
+    dense = draw({"type": "gaussian", "std": 2.0}, shape=(200, 500))
+    assert np.all(dense != 0)
+    with pytest.raises(ValidationError):
+        draw({"type": "gaussian", "sparse": -2})

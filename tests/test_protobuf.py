@@ -181,3 +181,11 @@ def test_truncation_anywhere_never_escapes_as_another_error(rng):
             assert isinstance(pb.decode(bytes(corrupt), ours), dict)
         except DataError:
             pass
+
+
+def test_unpacked_varints_are_bounded_one_by_one():
+    schema = pb.Message("M", [pb.Field(1, "v", "int64", repeated=True)])
+    data = b"".join(pb.Writer().varint(1, -i).getvalue() for i in range(100))
+    assert pb.decode(data, schema)["v"].tolist() == [-i for i in range(100)]
+    with pytest.raises(DataError, match="more than 50 unpacked varints"):
+        pb.decode(data, schema, limits=pb.Limits(max_unpacked_varints=50))

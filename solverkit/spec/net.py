@@ -66,6 +66,8 @@ class FillerSpec(StrictModel):
     mean: float = 0.0
     std: float = 1.0
     variance_norm: Literal["FAN_IN", "FAN_OUT", "AVERAGE"] = "FAN_IN"
+    sparse: int = Field(-1, ge=-1, description="gaussian: about this many non-zero weights per "
+                        "input (each kept with probability sparse / num_outputs); -1: all")
 
 
 class ParamSpec(StrictModel):
@@ -215,10 +217,15 @@ def _layer_spec(raw: Any, index: int, source: SpecSource) -> LayerSpec:
 
 
 def load_net_spec(source) -> NetSpec:
-    """A ``NetSpec`` from a path, YAML text, a dict, or a NetSpec (returned as is)."""
+    """A ``NetSpec`` from a path, YAML or Caffe prototxt text, a dict, or a NetSpec (as is)."""
     if isinstance(source, NetSpec):
         return source
-    src = read_spec_source(source, "net spec")
+    if isinstance(source, SpecSource):
+        src = source
+    else:
+        from ..caffe.prototxt import is_prototxt, net_text_source
+        src = net_text_source(source) if is_prototxt(source) else read_spec_source(source,
+                                                                                   "net spec")
     raw = dict(src.raw)
     layers_raw = raw.pop("layers", None)
     if layers_raw is None:

@@ -350,7 +350,9 @@ def load_solver_spec(source, overrides=None) -> SolverSpec:
             return source
         raw = source.model_dump(exclude_unset=True)
     else:
-        src = read_spec_source(source, "solver spec")
+        from ..caffe.prototxt import is_prototxt, solver_text_source
+        src = solver_text_source(source) if is_prototxt(source) else read_spec_source(
+            source, "solver spec")
         raw = dict(src.raw)
     try:
         registry.import_plugins(raw.get("plugins") if isinstance(raw.get("plugins"), list)
