@@ -96,6 +96,13 @@ class SolverSpec(SourcedSpec, StrictModel):
                 return None
             raise
 
+    def __reduce__(self):
+        # the model class is made per type and policy: pickle by their names instead
+        if self.rule_class is None:
+            return super().__reduce__()
+        return (_unpickle, (self.rule_class.type, self.policy_entry.policy_name,
+                            self.model_dump(), self.model_fields_set, self._source))
+
     @field_validator("regularization_type")
     @classmethod
     def _decoupled_decay(cls, value: str) -> str:
@@ -224,6 +231,14 @@ def spec_model(rule_cls: type, policy_entry) -> type[SolverSpec]:
         model.policy_entry = policy_entry
         _MODELS[key] = model
     return model
+
+
+def _unpickle(type_name: str, policy_name: str, fields: dict, fields_set: set, source):
+    registry.import_plugins(fields.get("plugins"))
+    model = spec_model(registry.update_class(type_name), registry.policy(policy_name))
+    spec = model.model_construct(fields_set, **fields)
+    spec._source = source
+    return spec
 
 
 # ------------------------------------------------------------------ loading

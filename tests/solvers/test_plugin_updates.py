@@ -145,3 +145,12 @@ def test_a_policy_field_is_checked_like_a_type_field(files):
     spec = sk.load_solver_spec(files / "plain.yaml", {"lr_policy": "halve_on_stall",
                                                       "stepsize": None})
     assert spec.patience == 1 and spec.stepsize is None
+
+
+def test_a_spec_of_a_plugin_type_pickles(files):
+    import pickle
+    spec = sk.load_solver_spec(files / "plugged.yaml")
+    again = pickle.loads(pickle.dumps(spec))
+    assert again == spec and type(again) is type(spec)
+    assert (again.scale, again.stepsize, again.momentum) == (0.5, 2, None)
+    assert again.line_of("scale") == spec.line_of("scale") == 4
