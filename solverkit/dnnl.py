@@ -1,5 +1,5 @@
-"""Convolutions on oneDNN (libdnnl, the library PyTorch's CPU convolutions run on), through
-ctypes, with the ``fast`` extra; numpy's im2col path otherwise.
+"""Convolutions and pooling on oneDNN (libdnnl, the library PyTorch's CPU convolutions run
+on), through ctypes, with the ``fast`` extra; numpy's im2col and phases otherwise.
 
 PyTorch's CPU convolutions are oneDNN's direct convolutions: blocked layouts (16 channels
 innermost on AVX-512) and kernels written for the machine at run time, near the cores'
@@ -7,22 +7,24 @@ peak. im2col + GEMM streams a column matrix kh·kw times the image through memor
 (82 MB for cifar10_quick's conv1 at batch 100). The ``fast`` extra installs oneDNN 3.2
 (the ``onednn-cpu-gomp`` wheel: ``libdnnl.so.3`` with its C API, using the system's GNU
 OpenMP ``libgomp.so.1``), and this module drives it as ``blas.py`` drives MKL: a small
-plan per layer shape (``ConvolutionPlan``) with ``forward``, ``backward_data`` and
-``backward_weights`` on float32 NCHW arrays, the weights in Caffe's (O, I/g, kh, kw)
-layout. The primitives choose their own blocked layouts ("any"); the reorders between
-numpy's arrays and those layouts are part of the plan and run on oneDNN's threads.
+plan per layer shape, ``ConvolutionPlan`` (``forward``, ``backward_data``,
+``backward_weights``; the weights in Caffe's (O, I/g, kh, kw) layout) and ``PoolingPlan``
+(``forward``, ``backward``), on float32 NCHW arrays. Convolution primitives choose their
+own blocked layouts ("any"); the reorders between numpy's arrays and those layouts are
+part of the plan and run on oneDNN's threads, into buffers that all plans share.
 
 ``SOLVERKIT_CONV`` chooses: ``auto`` (the default: oneDNN when it loads, else numpy),
 ``dnnl`` (an error when it does not) or ``numpy``; ``set_backend`` does the same.
 
 Determinism: oneDNN's results are bitwise the same from run to run for the same thread
-count, CPU and input alignment; every buffer oneDNN reads or writes here is oneDNN's own
-(allocated by it, hence aligned alike in every run), numpy's arrays are only reordered
-from and to, which is an element-wise copy. Another thread count may round the weight
-gradient's sums differently, as MKL's non-strict products would. oneDNN runs on
-``libgomp``'s threads, as many as solverkit's (``threads.num_threads``), and they wait
-only briefly before they sleep (``GOMP_SPINCOUNT``, unless the user set it), so the cores
-are free for solverkit's own threads between convolutions.
+count and CPU when its inputs are aligned alike. Every buffer it works in here is 64-byte
+aligned (a numpy array that is not is copied into one first), and a primitive is made
+for the thread count it runs with (oneDNN divides the work when it makes it), so two runs
+with the same count give the same bits. Another thread count may sum the weight
+gradients in another order. oneDNN runs on ``libgomp``'s threads, as many as solverkit's
+(``threads.num_threads``), and they wait only briefly before they sleep
+(``GOMP_SPINCOUNT``, unless the user set it), so the cores are free for solverkit's own
+threads between convolutions.
 """
 
 from __future__ import annotations

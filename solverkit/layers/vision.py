@@ -9,8 +9,9 @@ library loads (``solverkit/dnnl.py``), else as im2col + matrix products:
 with the backward pass ``dW += dy · colᵀ``, ``dx = col2im(Wᵀ · dy)``. Which of these a layer
 uses, and how its products are laid out, is ``methods.convolution_method``'s choice
 from the shapes. Deconvolution is the same machinery run the other way round (its forward
-is Convolution's backward-data pass). Pooling splits the padded input into its stride
-phases, after which every kernel offset is one contiguous slice. The array work itself
+is Convolution's backward-data pass). Pooling runs on oneDNN where its windows are
+Caffe's, else splits the padded input into its stride phases, after which every kernel
+offset is one contiguous slice (``methods.pooling_method``). The array work itself
 (im2col, kernel rows, pooling phases) is in ``kernels.py``.
 """
 
