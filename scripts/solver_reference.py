@@ -17,6 +17,7 @@ from pathlib import Path
 
 from solverkit.registry import policies, update_types
 from solverkit.spec.solver import SolverSpec
+from solverkit.spec.training import BestSnapshot, EarlyStop, NetState, Plateau
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "solvers.md"
 
@@ -69,6 +70,11 @@ def render() -> str:
             continue
         lines += [f"### {name}", "", f"`{_summary(entry)}`", ""]
         lines += _fields(entry.Params, reference) + [""]
+    lines += ["## Nested fields", ""]
+    for model in (NetState, BestSnapshot, EarlyStop, Plateau):
+        lines += [f"### {model.__name__}", "",
+                  inspect.cleandoc(model.__doc__ or "").replace("``", "`"), ""]
+        lines += reference.fields_table(model) + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -39,7 +39,7 @@ from .errors import ConfigError, DataError, NonFiniteError, ShapeError, Solverki
 from .layers import DataLayer, Layer, LayerParams, LossLayer
 from .net import Net
 from .registry import layer_types, register_layer, register_policy, register_update
-from .solvers import ElementwiseRule, Policy, Solver, UpdateRule
+from .solvers import Callback, ElementwiseRule, Policy, Solver, UpdateRule
 from .spec import NetSpec, SolverSpec, load_net_spec, load_solver_spec
 from .threads import num_threads, set_num_threads
 
@@ -47,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
            "Blob",
+           "Callback",
            "ConfigError",
            "DataError",
            "DataLayer",

@@ -101,7 +101,8 @@ def check_prefix_folder(prefix: str | os.PathLike, create: bool) -> Path:
 
 
 def run_files(prefix: str | os.PathLike) -> list[Path]:
-    """The files a run on ``prefix`` writes: snapshots and the CSV log (not the lock)."""
+    """The files a run on ``prefix`` writes: snapshots, the best snapshot, the CSV log, the
+    debug log and TensorBoard event files (not the lock)."""
     prefix = Path(prefix)
     folder = _folder(prefix)
     if not folder.is_dir():
@@ -110,11 +111,16 @@ def run_files(prefix: str | os.PathLike) -> list[Path]:
     found = []
     for path in folder.iterdir():
         other = path.name
-        if other == f"{name}_log.csv" or (
+        if other in (f"{name}_log.csv", f"{name}_debug.csv", f"{name}_best.model.npz",
+                     f"{name}_best.solverstate.npz") or (
                 other.startswith(f"{name}_iter_") and other.endswith(
                     (".model.npz", ".solverstate.npz"))
                 and other[len(name) + 6:].split(".", 1)[0].isdigit()):
             found.append(path)
+    events = folder / f"{name}_tensorboard"
+    if events.is_dir():             # TensorBoard event files (log: [csv, tensorboard])
+        found += [path for path in events.iterdir()
+                  if path.name.startswith("events.out.tfevents.") and path.is_file()]
     return sorted(found)
 
 
@@ -215,8 +221,11 @@ def claim_prefix(prefix: str | os.PathLike, *, fresh: str = "refuse", create: bo
     return claim
 
 
-def keep_log_rows_before(path: str | os.PathLike, iteration: int, header: str) -> bool:
+def keep_log_rows_before(path: str | os.PathLike, iteration: int, header: str,
+                         also_at: tuple[str, ...] = ()) -> bool:
     """Cut a CSV log back to its rows before ``iteration`` (a resumed run appends after them).
+    ``also_at`` (phases such as ``TEST``) keeps the leading rows at ``iteration`` of those
+    phases too (a state written after that iteration's test).
 
     The rows to keep are never rewritten: the file is truncated at the byte offset of the
     first row at or after ``iteration`` (or of a last row a kill cut short), so however the
@@ -234,7 +243,10 @@ def keep_log_rows_before(path: str | os.PathLike, iteration: int, header: str) -
         offset = handle.tell()
         for line in iter(handle.readline, b""):
             cell = line.split(b",", 1)[0]
-            if not line.endswith(b"\n") or not cell.isdigit() or int(cell) >= iteration:
+            if not line.endswith(b"\n") or not cell.isdigit() or int(cell) > iteration:
+                break
+            phase = (line.split(b",", 2) + [b""])[1].decode(errors="replace")
+            if int(cell) == iteration and phase not in also_at:
                 break
             offset += len(line)
         handle.truncate(offset)

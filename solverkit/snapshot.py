@@ -227,17 +227,23 @@ def _parameter_list(net) -> list[list]:
     return [[key, list(array.shape)] for key, array in model_arrays(net).items()]
 
 
-def save_solver(solver) -> Path:
+def save_solver(solver, stem: str | None = None) -> Path:
     """Write the model and ``solver.get_state()`` for ``solver.iter``; returns the state's path.
 
     Arrays go in as ``update/<layer>/<index>/<name>`` and ``data/<phase>/<layer>/<field>``,
     the rest into the JSON metadata. The model goes first: a crash between the two leaves
     a model without a state, which ``latest`` skips. The state records the model's file
-    name and SHA-256.
+    name and SHA-256. ``stem`` (``best``) names the files ``<prefix>_<stem>.*`` instead of
+    ``<prefix>_iter_<N>.*``; the callbacks' states (the best value and its iteration…) go
+    into both files' metadata.
     """
     state = solver.get_state()
     model_path, state_path = snapshot_paths(solver.snapshot_prefix, state["iter"])
-    model_sha = save_model(solver.net, model_path, {"iter": state["iter"]})
+    if stem is not None:
+        model_path = Path(f"{solver.snapshot_prefix}_{stem}.model.npz")
+        state_path = Path(f"{solver.snapshot_prefix}_{stem}.solverstate.npz")
+    model_sha = save_model(solver.net, model_path,
+                           {"iter": state["iter"], "callbacks": state["callbacks"]})
     arrays = {f"update/{key}": array for key, array in state["update"].items()}
     generators = {}
     for phase, net_state in state["nets"].items():
@@ -254,6 +260,7 @@ def save_solver(solver) -> Path:
         "model_file": model_path.name, "model_sha256": model_sha,
         "rate": solver.rate(), "seed": solver.seed, "generators": generators,
         "schedule": state["schedule"], "run_id": state.get("run_id"),
+        "callbacks": state["callbacks"], "last_test": state["last_test"],
         "smoothed_losses": state["smoothed_losses"], "seconds": state["seconds"],
         "world_size": solver.world.size,
         "versions": {"solverkit": __version__, "numpy": np.__version__},
@@ -276,6 +283,7 @@ def _state_from_file(arrays: dict, meta: dict) -> dict:
     return {"iter": int(meta["iter"]), "smoothed_losses": meta.get("smoothed_losses", []),
             "run_id": meta.get("run_id"),
             "seconds": meta.get("seconds", 0.0), "schedule": meta.get("schedule", {}),
+            "callbacks": meta.get("callbacks", {}), "last_test": meta.get("last_test"),
             "update": {k[len("update/"):]: v for k, v in arrays.items()
                        if k.startswith("update/")},
             "nets": nets}

@@ -288,5 +288,9 @@ def test_ctrl_c_while_starting_prints_no_traceback(tmp_path):
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=60)
         assert "Traceback" not in err, (delay, err)
-        if process.returncode != 0:
+        if process.returncode != 0 and not err.strip():
+            # on a loaded machine the signal can come before the interpreter has set up its
+            # own handler: the process is killed by it and prints nothing at all
+            assert process.returncode == -signal.SIGINT, (delay, process.returncode)
+        elif process.returncode != 0:
             assert err.strip().splitlines()[-1] == "solverkit: interrupted", (delay, err)

@@ -21,6 +21,7 @@ from ..tools.summary import (
     phases_to_check,
     summarize_net,
 )
+from . import add_state_arguments, stages_of
 
 
 def add_arguments(parser) -> None:
@@ -29,6 +30,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--solver", metavar="SOLVER.yaml", help="the solver spec (optional)")
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
                         metavar="KEY=VALUE", help="override solver fields, as for train")
+    add_state_arguments(parser)
 
 
 def run(args) -> int:
@@ -37,11 +39,12 @@ def run(args) -> int:
             raise ConfigError("--set overrides solver fields: give --solver too", field="--set")
         if args.net is None:
             raise ConfigError("give --net (and optionally --solver)", field="--net")
-        return _check_net(args.net)
-    solver = Solver(args.solver, net=args.net, overrides=args.overrides, progress=False)
+        return _check_net(args.net, stages_of(args), args.level or 0)
+    solver = Solver(args.solver, net=args.net, overrides=args.overrides, progress=False,
+                    stages=stages_of(args), level=args.level)
     try:
         check_prefix_folder(solver.snapshot_prefix, create=False)   # training could write
-        nets = [solver.net] + ([solver.test_net] if solver.spec.test_interval > 0 else [])
+        nets = [solver.net] + (solver.test_nets if solver.spec.test_interval > 0 else [])
         print("\n\n".join(format_net_summary(summarize_net(net)) for net in nets))
         print()
         print(format_solver_summary(solver.spec, solver.rate,
@@ -55,11 +58,11 @@ def run(args) -> int:
     return 0
 
 
-def _check_net(path) -> int:
+def _check_net(path, stages=(), level=0) -> int:
     spec = load_net_spec(path)
     blocks = []
     for phase in phases_to_check(spec):
-        net = Net(spec, phase=phase, seed=0)
+        net = Net(spec, phase=phase, seed=0, stages=stages, level=level)
         try:
             blocks.append(format_net_summary(summarize_net(net)))
         finally:

@@ -12,18 +12,20 @@ import sys
 from ..net import Net
 from ..runs import file_operation
 from ..tools.graph import write_graph
+from . import add_state_arguments, stages_of
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--net", required=True, metavar="NET.yaml", help="the net spec")
     parser.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="net.dot (DOT text), or net.svg / net.png / net.pdf (rendered)")
+    add_state_arguments(parser)
     parser.add_argument("--phase", default="TRAIN", choices=["TRAIN", "TEST"],
                         help="which phase's layers to draw (default TRAIN)")
 
 
 def run(args) -> int:
-    net = Net(args.net, phase=args.phase, seed=0)
+    net = Net(args.net, phase=args.phase, seed=0, stages=stages_of(args), level=args.level or 0)
     try:
         with file_operation("write the graph", args.output):
             result = write_graph(net, args.output)

@@ -14,6 +14,7 @@ from .. import parallel
 from ..errors import ConfigError
 from ..net import Net
 from ..solvers.solver import batches_per_pass
+from . import add_state_arguments, stages_of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,12 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model file (<prefix>_iter_<N>.model.npz)")
     parser.add_argument("--iterations", type=int, metavar="K",
                         help="TEST batches to average (default: one pass over the TEST data)")
+    add_state_arguments(parser)
 
 
 @parallel.abort_on_error
 def run(args: argparse.Namespace) -> int:
     world = parallel.world()
-    net = Net(args.net, phase="TEST", seed=0)
+    net = Net(args.net, phase="TEST", seed=0, stages=stages_of(args), level=args.level or 0)
     try:
         net.load(args.weights, allow_extra=True)   # a TRAIN-only layer's weights may be there
         if world.distributed:

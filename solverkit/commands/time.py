@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..net import Net
 from ..tools.timing import format_timing, time_net
+from . import add_state_arguments, stages_of
 
 
 def add_arguments(parser) -> None:
@@ -17,6 +18,7 @@ def add_arguments(parser) -> None:
                         help="timed forward-backward passes (default 50)")
     parser.add_argument("--warmup", type=int, default=5, metavar="K",
                         help="untimed passes first (default 5)")
+    add_state_arguments(parser)
     parser.add_argument("--phase", default="TRAIN", choices=["TRAIN", "TEST"],
                         help="which phase's net to time (default TRAIN)")
 
@@ -26,7 +28,7 @@ def run(args) -> int:
         raise ConfigError(f"must be at least 1, got {args.iterations}", field="--iterations")
     if args.warmup < 0:
         raise ConfigError(f"must be 0 or more, got {args.warmup}", field="--warmup")
-    net = Net(args.net, phase=args.phase, seed=0)
+    net = Net(args.net, phase=args.phase, seed=0, stages=stages_of(args), level=args.level or 0)
     try:
         report = time_net(net, iterations=args.iterations, warmup=args.warmup)
     finally:

@@ -3,7 +3,9 @@
 Prints each final averaged TEST output as ``Test net output #<i>: <name> = <value>``.
 ``--resume PATH|latest`` continues bit-exactly from a snapshot; ``--weights MODEL`` starts a
 fresh solver from given weights (fine-tuning). SIGINT/SIGTERM write a snapshot and exit 0
-(``--on-signal stop`` skips the snapshot).
+(``--on-signal stop`` skips the snapshot, ``none`` ignores them); SIGHUP writes a snapshot and
+training goes on (``--sighup-effect stop|none``). ``--stage``/``--level`` add to the
+training net's ``train_state``.
 
 One run owns a snapshot prefix: it is locked while the run lasts, and a fresh run refuses a
 prefix that holds an earlier run's files unless ``--overwrite`` is given.
@@ -20,8 +22,12 @@ from pathlib import Path
 
 from ..errors import SolverkitError
 from ..solvers import Solver
+from . import add_state_arguments, stages_of
 
 logger = logging.getLogger("solverkit")
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                 if hasattr(signal, name))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="start a fresh run even though the snapshot prefix holds an "
                              "earlier run's snapshots and log: they are removed first")
-    parser.add_argument("--on-signal", choices=("snapshot", "stop"), default="snapshot",
-                        help="on SIGINT/SIGTERM: write a snapshot (default) or just stop")
+    parser.add_argument("--on-signal", choices=("snapshot", "stop", "none"), default="snapshot",
+                        help="on SIGINT/SIGTERM: write a snapshot and stop (default), just "
+                             "stop, or ignore the signal")
+    parser.add_argument("--sighup-effect", choices=("snapshot", "stop", "none"),
+                        default="snapshot",
+                        help="on SIGHUP: write a snapshot and go on training (default), stop "
+                             "(no snapshot), or ignore it")
+    add_state_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
                              "run on the prefix, --overwrite removes it and starts afresh",
                              field="--overwrite")
     solver = Solver(args.solver, net=args.net, overrides=args.overrides,
-                    progress=False if args.quiet else None)
+                    progress=False if args.quiet else None, stages=stages_of(args),
+                    level=args.level)
     try:
         return _train(solver, args)
     finally:
@@ -71,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(solver: Solver, args: argparse.Namespace) -> int:
     solver.on_signal = args.on_signal
+    solver.sighup_effect = args.sighup_effect
     # one run per prefix: locked for the run's life; an earlier run's files are kept only
     # when resuming it and removed only when asked to
     if args.overwrite and args.weights:
@@ -93,7 +107,7 @@ def _train(solver: Solver, args: argparse.Namespace) -> int:
             logger.info("Layers without weights in %s (left as initialised): %s",
                         args.weights, ", ".join(skipped))
     previous = {sig: signal.signal(sig, lambda signum, frame: solver.request_stop(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+                for sig in _SIGNALS}
     try:
         results = solver.solve()
     finally:
@@ -103,7 +117,8 @@ def _train(solver: Solver, args: argparse.Namespace) -> int:
         return 0
     if solver.stopped_by is not None:
         name = signal.Signals(solver.stopped_by).name
-        if args.on_signal == "snapshot" and solver.last_snapshot is not None:
+        action = args.sighup_effect if name == "SIGHUP" else args.on_signal
+        if action == "snapshot" and solver.last_snapshot is not None:
             again = [a for a in sys.argv[1:] if a not in ("--resume", args.resume or "")]
             print(f"Stopped by {name} at iteration {solver.iter}; snapshot written to "
                   f"{solver.last_snapshot}\nResume with: solverkit {shlex.join(again)} "
@@ -111,6 +126,10 @@ def _train(solver: Solver, args: argparse.Namespace) -> int:
         else:
             print(f"Stopped by {name} at iteration {solver.iter} (no snapshot written)")
         return 0
+    if solver.stop_reason is not None:     # the log said why, unless --quiet hid it
+        why = f": {solver.stop_reason}" if args.quiet else ""
+        print(f"Stopped early at iteration {solver.iter}{why}; snapshot written to "
+              f"{solver.last_snapshot}")
     for i, (name, value) in enumerate(results.items()):
         print(f"Test net output #{i}: {name} = {value:.6g}")
     if solver.last_snapshot is not None:

@@ -1,8 +1,9 @@
 """Optimisation: learning-rate policies (``schedule``), parameter updates (``updates``), the loop (``solver``)."""
 
+from .callbacks import Callback
 from .schedule import Policy, PolicyParams, Schedule, learning_rate
 from .solver import Solver, batches_per_pass
 from .updates import ElementwiseRule, Updater, UpdateRule, make_update
 
-__all__ = ["ElementwiseRule", "Policy", "PolicyParams", "Schedule", "Solver", "UpdateRule",
+__all__ = ["Callback", "ElementwiseRule", "Policy", "PolicyParams", "Schedule", "Solver", "UpdateRule",
            "Updater", "batches_per_pass", "learning_rate", "make_update"]

@@ -20,8 +20,10 @@ import math
 from pydantic import Field, field_validator
 
 from .. import registry
+from ..errors import ConfigError, did_you_mean
 from ..registry import register_policy
 from ..spec.solver import FieldsModel, SolverSpec
+from ..spec.training import Plateau, improved
 
 
 class PolicyParams(FieldsModel):
@@ -189,3 +191,59 @@ def _cosine(base_lr, it, spec):
         return base_lr
     progress = min(it, spec.max_iter) / spec.max_iter
     return spec.min_lr + 0.5 * (base_lr - spec.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+# ------------------------------------------------------------------ a policy with state
+class _PlateauFields(PolicyParams):
+    plateau: Plateau
+    gamma: float = Field(0.1, gt=0, lt=1)
+    min_lr: float = Field(0.0, ge=0)
+
+
+def missing_output(field: str, name: str, outputs: dict) -> ConfigError:
+    """The error for a watched test output that the test nets do not have."""
+    return ConfigError(f"the test nets have no output '{name}'{did_you_mean(name, outputs)}; "
+                       f"their outputs: {', '.join(outputs) or 'none'}", field=field)
+
+
+@register_policy("plateau")
+class PlateauPolicy(Policy):
+    """base_lr, times gamma (not below min_lr) each time plateau.output has not improved by
+    more than plateau.threshold for plateau.patience tests; then plateau.cooldown tests
+    without counting (Keras's ReduceLROnPlateau)"""
+
+    Params = _PlateauFields
+
+    def __init__(self, spec: SolverSpec):
+        super().__init__(spec)
+        self.lr = float(spec.base_lr)
+        self.best: float | None = None
+        self.wait = 0
+        self.cooldown = 0
+
+    def rate(self, it: int) -> float:
+        return self.lr
+
+    def observe(self, it: int, outputs: dict[str, float]) -> None:
+        watch = self.spec.plateau
+        if watch.output not in outputs:
+            raise missing_output("plateau.output", watch.output, outputs)
+        value = float(outputs[watch.output])
+        if self.cooldown > 0:
+            self.cooldown -= 1
+            self.wait = 0
+        if improved(value, self.best, watch.mode, watch.threshold):
+            self.best, self.wait = value, 0
+        elif self.cooldown == 0:
+            self.wait += 1
+            if self.wait >= watch.patience and self.lr > self.spec.min_lr:
+                self.lr = max(self.lr * self.spec.gamma, self.spec.min_lr)
+                self.cooldown, self.wait = watch.cooldown, 0
+
+    def get_state(self) -> dict:
+        return {"lr": self.lr, "best": self.best, "wait": self.wait, "cooldown": self.cooldown}
+
+    def set_state(self, state: dict) -> None:
+        self.lr = float(state["lr"])
+        self.best = None if state["best"] is None else float(state["best"])
+        self.wait, self.cooldown = int(state["wait"]), int(state["cooldown"])

@@ -20,6 +20,7 @@ import csv
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,8 +33,12 @@ from ..layers.base import DataLayer
 from ..net import Net
 from ..runs import file_operation, keep_log_rows_before, new_run_id
 from ..spec.solver import SolverSpec, load_solver_spec
+from .callbacks import Callback, builtin_callbacks
+from .nets import output_prefix, plan_nets
 from .schedule import Schedule
 from .updates import Updater
+
+_SIGHUP = getattr(signal, "SIGHUP", -1)
 
 logger = logging.getLogger("solverkit")
 
@@ -59,19 +64,19 @@ class Solver:
     ``net`` wins over the spec's ``net:`` (which is relative to the solver file).
     ``overrides`` is a dict or ``["key=value", ...]`` (the CLI's ``--set``).
     ``progress``: show a tqdm bar (default: when stderr is a terminal and INFO is logged).
+    ``stages``/``level`` add to the training net's ``train_state`` (the CLI's ``--stage``).
     """
 
     @parallel.abort_on_error
-    def __init__(self, spec, net=None, overrides=None, progress: bool | None = None):
+    def __init__(self, spec, net=None, overrides=None, progress: bool | None = None,
+                 stages=(), level: int | None = None):
         self.spec: SolverSpec = load_solver_spec(spec, overrides)
-        self.net_source = net if net is not None else self.spec.net_path()
-        if self.net_source is None:
-            raise ConfigError("no net given: set 'net:' in the solver spec or pass --net",
-                              file=self.spec.file, field="net")
-        if net is None and not os.path.lexists(self.net_source):   # a link: read_text_file says
-            raise ConfigError(f"net file not found: {self.net_source} (a relative "
-                              f"'net:' is relative to the solver file)", file=self.spec.file,
-                              line=self.spec.line_of("net"), field="net")
+        override = None
+        if stages or level is not None:
+            state = self.spec.train_state
+            override = ([*state.stage, *stages], state.level if level is None else level)
+        self.train_plan, self.test_plans = plan_nets(self.spec, net, override)
+        self.net_source = self.train_plan.source
         if self.spec.random_seed >= 0:
             self.seed = self.spec.random_seed
         else:
@@ -83,15 +88,17 @@ class Solver:
         self.seed = self.world.broadcast(self.seed)
         self.progress = progress if self.world.is_root else False
 
-        self.net = Net(self.net_source, phase="TRAIN", seed=self._net_seed("TRAIN"))
+        self.net = Net(self.net_source, phase="TRAIN", seed=self._net_seed("TRAIN"),
+                       stages=self.train_plan.stages, level=self.train_plan.level)
         self.data_parallel = (parallel.DataParallel(self.world, self.net, self.spec.iter_size)
                               if self.world.distributed else None)
-        self._test_net: Net | None = None
-        # with tests in the loop, build the TEST net now so its mistakes show before training
-        self.test_iter = None
+        self._test_nets: list[Net | None] = [None] * len(self.test_plans)
+        self.test_iters: list[int | None] = [None] * len(self.test_plans)
+        # with tests in the loop, build the TEST nets now so their mistakes show before training
         if self.spec.test_interval > 0:
-            self.test_net   # noqa: B018  (building it now reports a bad TEST net before training)
-            self.test_iter = self.test_iterations()
+            for i in range(len(self.test_plans)):
+                self.test_net_at(i)
+                self.test_iters[i] = self.test_iterations(i)
         self._warn_if_it_cannot_learn()
         self.schedule = Schedule(self.spec)
         self.updater = Updater(self.spec, self.net.learnable_params)
@@ -107,27 +114,59 @@ class Solver:
         self._log_file = None
         self._log_writer = None
         self._clock: float | None = None         # perf_counter when this run started
-        self.on_signal = "snapshot"              # SIGINT/SIGTERM: "snapshot" or "stop"
+        self.on_signal = "snapshot"              # SIGINT/SIGTERM: "snapshot", "stop" or "none"
+        self.sighup_effect = "snapshot"          # SIGHUP: "snapshot", "stop" or "none"
         self.stopped_by: int | None = None       # the signal that ended training early
+        self.stop_reason: str | None = None      # why a callback ended training early
         self.last_snapshot: Path | None = None
+        self.last_test: tuple[int, dict[str, float]] | None = None   # (iter, outputs)
+        self._skip_test_at: int | None = None    # restored after its test: not again
+        self._snapshot_requests: list[str] = []
+        self._signal_snapshot = False
+        self._started = False
+        self.callbacks: list[Callback] = []
+        for callback in builtin_callbacks(self.spec):
+            self.add_callback(callback)
         self.run_id = new_run_id()               # carried by every snapshot of this run
         self._claim = None                       # the lock on the prefix (claim_prefix)
 
     # ------------------------------------------------------------------ nets
-    def _net_seed(self, phase: str) -> int:
-        """Each net's seed, derived from ``random_seed`` (so TRAIN and TEST differ)."""
-        stream = {"TRAIN": 0, "TEST": 1}[phase]
-        return int(np.random.SeedSequence(self.seed, spawn_key=(stream,)).generate_state(1)[0])
+    def _net_seed(self, phase: str, index: int = 0) -> int:
+        """Each net's seed, derived from ``random_seed`` (so TRAIN and every TEST net differ)."""
+        key = {"TRAIN": (0,), "TEST": (1,)}[phase] + ((index,) if index else ())
+        return int(np.random.SeedSequence(self.seed, spawn_key=key).generate_state(1)[0])
 
     @property
     def test_net(self) -> Net:
-        """The TEST net, sharing the TRAIN net's parameters (built when first needed)."""
-        if self._test_net is None:
-            self._test_net = Net(self.net_source, phase="TEST", seed=self._net_seed("TEST"),
-                                 share_from=self.net)
+        """The first TEST net, sharing the TRAIN net's parameters (built when first needed)."""
+        return self.test_net_at(0)
+
+    @property
+    def _test_net(self) -> Net | None:
+        return self._test_nets[0] if self._test_nets else None
+
+    def test_net_at(self, index: int) -> Net:
+        """Test net ``index`` (built when first needed, sharing the TRAIN net's parameters)."""
+        if not self.test_plans:
+            raise ConfigError("no test net: give test_net, or net/net_param for both phases",
+                              file=self.spec.file, field="test_net")
+        if self._test_nets[index] is None:
+            plan = self.test_plans[index]
+            self._test_nets[index] = net = Net(
+                plan.source, phase="TEST", seed=self._net_seed("TEST", index),
+                stages=plan.stages, level=plan.level, share_from=self.net)
             if self.data_parallel is not None:
-                self.data_parallel.prepare(self._test_net)
-        return self._test_net
+                self.data_parallel.prepare(net)
+        return self._test_nets[index]
+
+    @property
+    def test_nets(self) -> list[Net]:
+        return [self.test_net_at(i) for i in range(len(self.test_plans))]
+
+    @property
+    def test_iter(self) -> int | None:
+        """The first test net's batches per test."""
+        return self.test_iters[0] if self.test_iters else None
 
     def _warn_if_it_cannot_learn(self) -> None:
         """Warnings for runs that are valid but cannot learn or test what they seem to."""
@@ -139,16 +178,20 @@ class Solver:
                            "no gradient reaches any weight, training changes nothing")
         if spec.base_lr == 0 and spec.max_iter > 0:
             logger.warning("warning: base_lr is 0: no update changes any weight")
-        if spec.test_interval > 0 and isinstance(spec.test_iter, int):
-            one_pass = batches_per_pass(self.test_net)
-            if one_pass is not None and spec.test_iter > one_pass:
-                logger.warning("warning: test_iter %d passes over the TEST data %.3g times "
+        if spec.test_interval <= 0:
+            return
+        for index, plan in enumerate(self.test_plans):
+            one_pass = batches_per_pass(self.test_net_at(index))
+            if plan.test_iter is not None and one_pass is not None and plan.test_iter > one_pass:
+                which = "" if len(self.test_plans) == 1 else f" of test net #{index}"
+                logger.warning("warning: test_iter %d%s passes over the TEST data %.3g times "
                                "(one pass is %d batches): samples are counted more than once",
-                               spec.test_iter, spec.test_iter / one_pass, one_pass)
+                               plan.test_iter, which, plan.test_iter / one_pass, one_pass)
 
-    def test_iterations(self) -> int:
-        """``test_iter``, or one pass over the TEST net's data when it is not given."""
-        count = self.spec.test_iter or batches_per_pass(self.test_net)
+    def test_iterations(self, index: int = 0) -> int:
+        """``test_iter`` (of test net ``index``), or one pass over its data when not given."""
+        count = self.test_plans[index].test_iter if self.test_plans else self.spec.test_iter
+        count = count or batches_per_pass(self.test_net_at(index))
         if count is None:
             raise ConfigError("test_iter is needed: the TEST net has no data layer to count "
                               "one pass over its data", file=self.spec.file,
@@ -167,23 +210,70 @@ class Solver:
         try:
             self.step(self.spec.max_iter - self.iter)
             if self.stopped_by is not None:
-                if self.on_signal == "snapshot":
-                    self.snapshot()
+                if self._signal_action(self.stopped_by) == "snapshot":
+                    self.snapshot("signal")
                 return {}
+            if self.stop_reason is not None:
+                self.snapshot("final")
+                logger.info("Stopped at iteration %d: %s", self.iter, self.stop_reason)
+                return dict(self.last_test[1]) if self.last_test else {}
             spec = self.spec
             if spec.snapshot_after_train and (not spec.snapshot or self.iter % spec.snapshot):
-                self.snapshot()     # before the final test, as a resumed run would test next
-            results = self.test() if self.spec.test_interval > 0 else {}
+                self.snapshot("final")  # before the final test, as a resumed run would test next
+            results = {}
+            if self.spec.test_interval > 0:
+                if self._skip_test_at == self.iter and self.last_test is not None:
+                    results = dict(self.last_test[1])   # restored after this very test
+                else:
+                    results = self.test()
             logger.info("Optimization done at iteration %d", self.iter)
             return results
         finally:
             self.close()
+
+    def _signal_action(self, signum: int) -> str:
+        return self.sighup_effect if signum == _SIGHUP else self.on_signal
+
+    # ------------------------------------------------------------------ callbacks
+    def add_callback(self, callback: Callback) -> Callback:
+        """Call ``callback``'s hooks from now on (see ``solverkit.solvers.callbacks``)."""
+        if callback.name is not None and any(c.name == callback.name for c in self.callbacks):
+            raise ConfigError(f"a callback named '{callback.name}' is already added")
+        callback.attach(self)
+        self.callbacks.append(callback)
+        return callback
+
+    def _emit(self, hook: str, *args) -> None:
+        """Call ``hook`` on every callback; a callback returning a reason asks to stop."""
+        for callback in self.callbacks:
+            answer = getattr(callback, hook)(*args)
+            if answer and self.stop_reason is None:
+                self.stop_reason = (answer if isinstance(answer, str)
+                                    else f"stopped by {type(callback).__name__}")
+
+    def request_snapshot(self, kind: str = "best") -> None:
+        """Write a snapshot once the current hooks have run (``best``: the best one)."""
+        if kind not in self._snapshot_requests:
+            self._snapshot_requests.append(kind)
+
+    def _pending_snapshots(self) -> None:
+        requests, self._snapshot_requests = self._snapshot_requests, []
+        for kind in requests:
+            self.snapshot(kind)
+
+    def log_event(self, name: str, value: float) -> None:
+        """A row ``iter,EVENT,name,value,...`` in the CSV log (``best/accuracy``,
+        ``early_stop/loss``): what ``solverkit plot`` marks on the curves."""
+        self._log_rows("EVENT", {name: value}, self.rate())
 
     @parallel.abort_on_error
     def step(self, iters: int) -> None:
         """Run ``iters`` iterations (tests and display lines fall where their intervals say)."""
         stop = self.iter + max(0, iters)
         self._start_clock()
+        if not self._started:
+            self._started = True
+            self._emit("on_train_start")
         bar = self._progress_bar(stop)
         with contextlib.ExitStack() as stack:
             if bar is not None:     # log lines go above the bar instead of through it
@@ -198,13 +288,18 @@ class Solver:
         try:
             while self.iter < stop:
                 if (spec.test_interval > 0 and self.iter % spec.test_interval == 0
-                        and (self.iter > 0 or spec.test_initialization)):
+                        and (self.iter > 0 or spec.test_initialization)
+                        and self._skip_test_at != self.iter):
                     self.test()
+                if self.stop_reason is not None:
+                    break
                 loss, outputs = self._forward_backward()
                 self._smooth(loss)
                 rate = self.rate()
+                self._emit("before_update", self.iter)
                 self._apply_update()
                 self._log_rows("TRAIN", outputs, rate)
+                self._emit("on_step_end", self.iter, outputs)
                 if spec.display and self.iter % spec.display == 0:
                     now = time.perf_counter()
                     speed = (self.iter + 1 - window_iter) / max(now - window_start, 1e-9)
@@ -219,7 +314,11 @@ class Solver:
                     bar.set_postfix(loss=f"{self.smoothed_loss:.4g}", refresh=False)
                 if spec.snapshot and self.iter % spec.snapshot == 0:
                     self.snapshot()
-                if self.stopped_by is not None:
+                if self._signal_snapshot:           # SIGHUP: a snapshot, and go on
+                    self._signal_snapshot = False
+                    if not (spec.snapshot and self.iter % spec.snapshot == 0):
+                        self.snapshot("signal")
+                if self.stopped_by is not None or self.stop_reason is not None:
                     break
         finally:
             if self._log_file is not None:
@@ -244,8 +343,13 @@ class Solver:
         loss, outputs = loss / n, {name: value / n for name, value in sums.items()}
         if self.data_parallel is not None:      # one Allreduce: diffs, loss, outputs, stop
             loss, outputs = self.data_parallel.average_gradients(loss, outputs)
-            if self.data_parallel.stop_signal is not None:     # a signal reached some rank
-                self.stopped_by = self.data_parallel.stop_signal
+            signum = self.data_parallel.stop_signal
+            if signum is not None and self._signal_action(signum) == "snapshot" \
+                    and signum == _SIGHUP:          # every rank snapshots after this one
+                self._signal_snapshot = True
+                self.data_parallel.stop_signal = self.data_parallel._pending_signal = None
+            elif signum is not None:                # a signal reached some rank
+                self.stopped_by = signum
         return loss, outputs
 
     def _apply_update(self) -> None:
@@ -266,26 +370,40 @@ class Solver:
     # ------------------------------------------------------------------ testing
     @parallel.abort_on_error
     def test(self) -> dict[str, float]:
-        """``test_iter`` forward passes of the TEST net; each one-element output averaged."""
-        net = self.test_net
-        if self.test_iter is None:
-            self.test_iter = self.test_iterations()
+        """A test round: ``test_iter`` forward passes of each test net, each one-element
+        output averaged; the first net's outputs keep their names, net ``i``'s are named
+        ``test<i>/<name>``. The schedule and the callbacks see them all."""
+        results: dict[str, float] = {}
+        for index in range(len(self.test_plans) or 1):
+            results.update(self._test_one(index))
+        self._log_rows("TEST", results, self.rate())
+        self.last_test = (self.iter, dict(results))
+        self.schedule.observe(self.iter, results)
+        self._emit("on_test_end", self.iter, dict(results))
+        self._pending_snapshots()
+        return results
+
+    def _test_one(self, index: int) -> dict[str, float]:
+        net = self.test_net_at(index)
+        if self.test_iters[index] is None:
+            self.test_iters[index] = self.test_iterations(index)
+        count = self.test_iters[index]
         self._start_clock()
         sums: dict[str, float] = {}
-        for batch in range(self.test_iter):
+        for batch in range(count):
             outputs = _scalar_outputs(net.forward())
             net.check_finite_outputs(f"iteration {self.iter}, test batch {batch + 1} of "
-                                     f"{self.test_iter}")
+                                     f"{count}")
             for name, value in outputs.items():
                 sums[name] = sums.get(name, 0.0) + value
-        results = {name: value / self.test_iter for name, value in sums.items()}
+        results = {name: value / count for name, value in sums.items()}
         if self.data_parallel is not None:
             results = self.data_parallel.average_outputs(results)
-        logger.info("Iteration %d, test (%d batches): %s", self.iter, self.test_iter,
+        which = "" if len(self.test_plans) <= 1 else f" net #{index}"
+        logger.info("Iteration %d, test%s (%d batches): %s", self.iter, which, count,
                     ", ".join(f"{name} = {value:.6g}" for name, value in results.items()))
-        self._log_rows("TEST", results, self.rate())
-        self.schedule.observe(self.iter, results)
-        return results
+        prefix = output_prefix(index)
+        return {prefix + name: value for name, value in results.items()}
 
     # ------------------------------------------------------------------ CSV log, progress
     def _start_clock(self) -> None:
@@ -305,8 +423,10 @@ class Solver:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             # a resumed run cuts the log back to the rows before its iteration in place
             # (they are never absent from the file), then appends
+            # (a state written after its test keeps that test's rows too)
+            tested = ("TEST", "EVENT") if self._skip_test_at == self.iter else ()
             kept = self.iter > 0 and keep_log_rows_before(self.log_path, self.iter,
-                                                          ",".join(LOG_HEADER))
+                                                          ",".join(LOG_HEADER), tested)
             # stays open across step() calls, closed by close(); flushed after every iteration
             self._log_file = open(self.log_path, "a" if kept else "w", newline="")  # noqa: SIM115
             self._log_writer = csv.writer(self._log_file)
@@ -351,7 +471,10 @@ class Solver:
         return {"iter": self.iter, "run_id": self.run_id,
                 "smoothed_losses": list(self.smoothed_losses),
                 "seconds": self.seconds, "update": self.updater.get_state(),
-                "schedule": self.schedule.get_state(), "nets": nets}
+                "schedule": self.schedule.get_state(), "nets": nets,
+                "callbacks": {c.name: c.get_state() for c in self.callbacks if c.name},
+                "last_test": ({"iter": self.last_test[0], "outputs": self.last_test[1]}
+                              if self.last_test else None)}
 
     def set_state(self, state: dict) -> None:
         """Continue from a ``get_state()`` result (parts it lacks stay as they are)."""
@@ -359,9 +482,9 @@ class Solver:
         if state.get("schedule"):
             self.schedule.set_state(state["schedule"])
         for phase, saved in state.get("nets", {}).items():
-            if phase == "TEST" and self.spec.test_interval <= 0:
+            net = self._net_for_phase(phase)
+            if net is None:
                 continue
-            net = self.net if phase == "TRAIN" else self.test_net
             generators = saved.get("generators", {})
             for name, generator in net.random_generators().items():
                 if name in generators:
@@ -374,24 +497,44 @@ class Solver:
         self.run_id = state.get("run_id") or self.run_id     # a resumed run goes on as itself
         self.smoothed_losses = [float(x) for x in state.get("smoothed_losses", [])]
         self.seconds_before = float(state.get("seconds", 0.0))
+        saved = state.get("callbacks") or {}
+        for callback in self.callbacks:
+            if callback.name in saved:
+                callback.set_state(saved[callback.name])
+        last = state.get("last_test")
+        self.last_test = (int(last["iter"]), dict(last["outputs"])) if last else None
+        self._skip_test_at = self.iter if last and self.last_test[0] == self.iter else None
 
     def _nets_by_phase(self) -> dict[str, Net]:
+        """TRAIN, then ``TEST`` for the first test net and ``TEST<i>`` for net ``i``."""
         nets = {"TRAIN": self.net}
-        if self._test_net is not None:
-            nets["TEST"] = self._test_net
+        for i, net in enumerate(self._test_nets):
+            if net is not None:
+                nets["TEST" if i == 0 else f"TEST{i}"] = net
         return nets
+
+    def _net_for_phase(self, phase: str) -> Net | None:
+        if phase == "TRAIN":
+            return self.net
+        index = 0 if phase == "TEST" else int(phase[4:]) if phase[4:].isdigit() else -1
+        if self.spec.test_interval <= 0 or not 0 <= index < len(self.test_plans):
+            return None
+        return self.test_net_at(index)
 
     # ------------------------------------------------------------------ snapshots
     @parallel.abort_on_error
-    def snapshot(self) -> Path | None:
+    def snapshot(self, reason: str = "periodic") -> Path | None:
         """Write ``<prefix>_iter_<N>.model.npz`` and ``.solverstate.npz`` (rank 0 only);
-        returns the state's path."""
+        returns the state's path. ``reason`` ``best`` writes ``<prefix>_best.*`` instead;
+        the others (periodic, signal, final) tell retention what it may delete."""
         from ..snapshot import save_solver
         if self._log_file is not None:      # the log on disk reaches this snapshot too
             with file_operation("write the training log", self.log_path):
                 self._log_file.flush()
                 os.fsync(self._log_file.fileno())
-        path = save_solver(self) if self.world.is_root else None
+        self._emit("before_snapshot", self.iter, reason)
+        stem = "best" if reason == "best" else None
+        path = save_solver(self, stem=stem) if self.world.is_root else None
         if path is not None:
             self._write_class_names()
         self.world.barrier()
@@ -399,7 +542,9 @@ class Solver:
             self.data_parallel.rekey_generators(self._nets())
         if path is not None:
             logger.info("Snapshotting solver state to %s", path)
-            self.last_snapshot = path
+            if stem is None:
+                self.last_snapshot = path
+            self._emit("on_snapshot", path)
         return path
 
     def _write_class_names(self) -> None:
@@ -445,23 +590,33 @@ class Solver:
             self._claim.record(self.run_id)
 
     def request_stop(self, signum: int) -> None:
-        """End training after the current iteration (a signal handler calls this)."""
-        if self.data_parallel is not None:      # all ranks stop after one agreed iteration
+        """Act on a signal after the current iteration (a signal handler calls this):
+        ``on_signal`` for SIGINT/SIGTERM, ``sighup_effect`` for SIGHUP (``snapshot``
+        writes one, except for SIGHUP then stops; ``stop``; ``none`` ignores it)."""
+        action = self._signal_action(signum)
+        if action == "none":
+            return
+        if self.data_parallel is not None:      # all ranks act after one agreed iteration
             self.data_parallel.request_stop(signum)
+            return
+        if signum == _SIGHUP and action == "snapshot":
+            self._signal_snapshot = True
             return
         self.stopped_by = signum
 
     def _nets(self) -> list[Net]:
-        return [self.net] + ([self._test_net] if self._test_net is not None else [])
+        return list(self._nets_by_phase().values())
 
     def close(self) -> None:
-        """Close the CSV log and stop the nets' background work (data prefetching)."""
+        """End the callbacks, close the CSV log, stop the nets' background work."""
+        if self._started:
+            self._started = False
+            self._emit("on_train_end")
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = self._log_writer = None
-        self.net.close()
-        if self._test_net is not None:
-            self._test_net.close()
+        for net in self._nets():
+            net.close()
         if self._claim is not None:
             self._claim.release()
             self._claim = None

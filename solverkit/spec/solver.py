@@ -38,6 +38,7 @@ from .source import (
     read_spec_source,
     validation_error,
 )
+from .training import BestSnapshot, EarlyStop, NetState
 
 
 class FieldsModel(StrictModel):
@@ -61,6 +62,15 @@ class SolverSpec(SourcedSpec, StrictModel):
     policy_entry: ClassVar[Any] = None
 
     net: str | None = None
+    net_param: dict | None = Field(None, description="the net spec inline (train and test)")
+    train_net: str | None = Field(None, description="the training net's spec file")
+    train_net_param: dict | None = Field(None, description="the training net inline")
+    test_net: list[str] = Field(default_factory=list, description="test nets' spec files")
+    test_net_param: list[dict] = Field(default_factory=list, description="test nets inline")
+    train_state: NetState = Field(default_factory=NetState,
+                                  description="stage and level of the training net")
+    test_state: list[NetState] = Field(default_factory=list,
+                                       description="stage and level of each test net")
     plugins: list[str] = Field(default_factory=list, description="modules imported first: "
                                "their update types and lr policies become usable")
     type: str = Field("SGD", description="the update rule, a registered type")
@@ -78,13 +88,18 @@ class SolverSpec(SourcedSpec, StrictModel):
 
     display: int = Field(0, ge=0)
     average_loss: int = Field(1, ge=1)
-    test_iter: int | None = Field(None, ge=1)
+    test_iter: int | list[int] | None = None
     test_interval: int = Field(0, ge=0)
     test_initialization: bool = True
     snapshot: int = Field(0, ge=0)
     snapshot_prefix: str | None = None
     snapshot_after_train: bool = True
     random_seed: int = Field(-1, ge=-1)
+    snapshot_best: BestSnapshot | None = None
+    snapshot_keep: int = Field(0, ge=0, description="periodic snapshots kept (0: all)")
+    early_stop: EarlyStop | None = None
+    debug_info: bool = False
+    log: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv"])
 
     _source: SpecSource | None = PrivateAttr(default=None)
 
@@ -98,10 +113,33 @@ class SolverSpec(SourcedSpec, StrictModel):
 
     def __reduce__(self):
         # the model class is made per type and policy: pickle by their names instead
+        # (field values as they are: nested models such as train_state stay models)
         if self.rule_class is None:
             return super().__reduce__()
         return (_unpickle, (self.rule_class.type, self.policy_entry.policy_name,
-                            self.model_dump(), self.model_fields_set, self._source))
+                            dict(self), self.model_fields_set, self._source))
+
+    @field_validator("test_net", "test_net_param", "test_state", "log", mode="before")
+    @classmethod
+    def _listify(cls, value):
+        if value is None:
+            return []
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+
+    @field_validator("test_iter")
+    @classmethod
+    def _positive_test_iter(cls, value):
+        for count in value if isinstance(value, list) else [value]:
+            if count is not None and count < 1:
+                raise ValueError(f"test_iter must be at least 1, got {count}")
+        return value
+
+    @field_validator("log")
+    @classmethod
+    def _csv_always(cls, value):
+        if "csv" not in value:
+            raise ValueError("the CSV log is always written: list csv (and tensorboard)")
+        return list(dict.fromkeys(value))
 
     @field_validator("regularization_type")
     @classmethod
@@ -246,7 +284,8 @@ def _string_fields() -> set[str]:
     """Fields whose values stay text on the command line (``--set snapshot_prefix=2024``)."""
     infos = {**rule_and_policy_fields(), **SolverSpec.model_fields}
     return {name for name, info in infos.items()
-            if "str" in str(info.annotation) or "Literal" in str(info.annotation)}
+            if ("str" in str(info.annotation) or "Literal" in str(info.annotation))
+            and not str(info.annotation).startswith(("list", "dict"))}
 
 
 def parse_overrides(overrides) -> dict:

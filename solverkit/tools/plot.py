@@ -2,9 +2,12 @@
 
 One figure, panels stacked over a shared iteration axis: every TRAIN output (the raw
 per-iteration value, faint, and its trailing moving average), then one panel per TEST
-output, then the learning rate. Several logs overlay, one colour per file, labelled by
-file name, which is how runs with different optimizers are compared. matplotlib (the
-``plot`` extra) is imported only here, and drawn without pyplot (no global state, no GUI).
+output, then the learning rate. ``EVENT`` rows mark points on the test curves: the best
+value (``best/<output>``, a star) and the test that stopped training early
+(``early_stop/<output>``, a cross, and a dotted line across every panel). Several logs
+overlay, one colour per file, labelled by file name, which is how runs with different
+optimizers are compared. matplotlib (the ``plot`` extra) is imported only here, and
+drawn without pyplot (no global state, no GUI).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class TrainingLog:
     train: dict[str, Series] = field(default_factory=dict)
     test: dict[str, Series] = field(default_factory=dict)
     lr: Series = field(default_factory=lambda: Series(np.zeros(0), np.zeros(0)))
+    events: dict[str, Series] = field(default_factory=dict)   # best/<output>, early_stop/…
 
 
 def read_log(path) -> TrainingLog:
@@ -69,8 +73,8 @@ def read_log(path) -> TrainingLog:
             raise DataError(f"malformed row {','.join(row)!r}: expected "
                             f"{','.join(LOG_HEADER)}", file=str(path),
                             line=line) from None
-        if phase not in ("TRAIN", "TEST"):
-            raise DataError(f"phase must be TRAIN or TEST, got {phase!r}",
+        if phase not in ("TRAIN", "TEST", "EVENT"):
+            raise DataError(f"phase must be TRAIN, TEST or EVENT, got {phase!r}",
                             file=str(path), line=line)
         iters, values = rows.setdefault((phase, name), ([], []))
         iters.append(iteration)
@@ -82,7 +86,7 @@ def read_log(path) -> TrainingLog:
     log = TrainingLog(path)
     for (phase, name), (iters, values) in rows.items():
         series = Series(np.asarray(iters), np.asarray(values, dtype=np.float64))
-        (log.train if phase == "TRAIN" else log.test)[name] = series
+        {"TRAIN": log.train, "TEST": log.test, "EVENT": log.events}[phase][name] = series
     if rates:
         order = sorted(rates)
         log.lr = Series(np.asarray(order), np.asarray([rates[i] for i in order]))
@@ -140,6 +144,21 @@ def plot_logs(logs: list[TrainingLog], smooth: int | None = None):
         for name, series in log.test.items():
             test_axes[name].plot(series.iters, series.values, color=color, marker="o",
                                  markersize=3, label=label)
+        for event, series in log.events.items():
+            kind, _, name = event.partition("/")
+            if name not in test_axes or not len(series.iters):
+                continue
+            if kind == "best":      # the last best is the best of the run
+                test_axes[name].plot(series.iters[-1:], series.values[-1:], color=color,
+                                     marker="*", markersize=14, linestyle="none",
+                                     label=f"{label}: best {series.values[-1]:.4g} "
+                                           f"at {series.iters[-1]}")
+            elif kind == "early_stop":
+                test_axes[name].plot(series.iters[-1:], series.values[-1:], color=color,
+                                     marker="X", markersize=10, linestyle="none",
+                                     label=f"{label}: early stop at {series.iters[-1]}")
+                for ax in axes:
+                    ax.axvline(series.iters[-1], color=color, linestyle=":", linewidth=1)
         if len(log.lr.iters):
             lr_ax.plot(log.lr.iters, log.lr.values, color=color, label=label)
     train_ax.set_title("train outputs")

@@ -123,3 +123,42 @@ def test_a_signal_to_one_rank_stops_every_rank_at_one_iteration(mpirun, tmp_path
     iteration = int(lines[0].split()[5].rstrip(";"))
     assert 0 < iteration < 1000000
     assert (tmp_path / f"solver_iter_{iteration}.solverstate.npz").exists()
+
+
+@pytest.mark.slow
+def test_sighup_to_one_rank_makes_every_rank_snapshot_and_go_on(mpirun, tmp_path):
+    """SIGHUP to rank 1 alone: every rank snapshots after the same iteration (no rank left
+    in a collective) and training ends with the weights of a run resumed from that snapshot
+    (under MPI a snapshot re-keys the random streams, as a resume from it does)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.normal(size=(40, 5)).astype(np.float32),
+             y=rng.integers(0, 3, 40))
+    (tmp_path / "net.yaml").write_text(NET)
+    (tmp_path / "solver.yaml").write_text(SOLVER.replace("max_iter: 8", "max_iter: 1500")
+                                          .replace("snapshot: 4", "snapshot: 0"))
+    launcher = """
+        import os, signal, sys, threading, time
+        from solverkit import parallel
+        from solverkit.cli import main
+
+        def hang_up_when_training():
+            while not os.path.exists("solver_log.csv"):
+                time.sleep(0.02)
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGHUP)
+
+        if parallel.world().rank == 1:
+            threading.Thread(target=hang_up_when_training, daemon=True).start()
+        sys.exit(main(["train", "--net", "net.yaml", "--solver", "solver.yaml"]))
+    """
+    result = mpirun(launcher, timeout=120)
+    assert result.returncode == 0, result.stderr
+    states = sorted(p.name for p in tmp_path.glob("solver_iter_*.solverstate.npz"))
+    assert len(states) == 2 and "solver_iter_1500.solverstate.npz" in states, states
+    signal_state = next(name for name in states if name != "solver_iter_1500.solverstate.npz")
+    _train(mpirun, "--resume", signal_state, "--set", f"snapshot_prefix={tmp_path / 'plain'}")
+    with np.load(tmp_path / "solver_iter_1500.model.npz") as a, \
+            np.load(tmp_path / "plain_iter_1500.model.npz") as b:
+        for key in a.files:
+            if key != "__meta__":
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)

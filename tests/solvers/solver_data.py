@@ -46,6 +46,12 @@ class FixedData(DataLayer):
         if len(top) > 1:
             top[1].data[...] = self.y[index]
 
+    def get_state(self):
+        return {"cursor": np.array(self.cursor)}
+
+    def set_state(self, state):
+        self.cursor = int(state["cursor"])
+
     def close(self):
         self.closed = True
 

@@ -86,3 +86,22 @@ def test_matplotlib_is_imported_only_when_plotting():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_best_and_early_stop_points_are_marked_on_the_test_curves(tmp_path):
+    path = write_log(tmp_path / "run_log.csv")
+    with open(path, "a") as handle:
+        handle.write("0,EVENT,best/accuracy,0.0,0.01,0.1\n40,EVENT,best/accuracy,0.3333,0.01,0.1\n"
+                     "80,EVENT,early_stop/loss,0.5,0.01,0.1\n")
+    log = read_log(path)
+    assert list(log.events["best/accuracy"].iters) == [0, 40]
+    figure = plot_logs([log])
+    _, accuracy, test_loss, _ = figure.axes
+    best = [line for line in accuracy.get_lines() if line.get_marker() == "*"]
+    assert len(best) == 1 and list(best[0].get_xdata()) == [40]
+    assert list(best[0].get_ydata()) == [0.3333]
+    stop = [line for line in test_loss.get_lines() if line.get_marker() == "X"]
+    assert len(stop) == 1 and list(stop[0].get_xdata()) == [80]
+    # the early stop is a vertical line on every panel
+    for ax in figure.axes:
+        assert any(list(line.get_xdata()) == [80, 80] for line in ax.get_lines())
