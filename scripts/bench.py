@@ -179,6 +179,21 @@ CASES = {
     "cifar10_quick_b100": Case(CIFAR10_QUICK, 100, (3, 32, 32), SGD_FIXED),
 }
 
+# --scaling: the convnets at several batch sizes (net, sample shape, solver, batches)
+SCALING = {"lenet": (LENET, (1, 28, 28), SGD_INV, (16, 64, 256, 1024)),
+           "cifar10_quick": (CIFAR10_QUICK, (3, 32, 32), SGD_FIXED, (25, 100, 400))}
+
+
+def scaling_cases() -> dict:
+    """``lenet_b16`` … ``cifar10_quick_b400``: the cases ``--scaling`` times."""
+    return {f"{name}_b{batch}": Case(net, batch, shape, solver)
+            for name, (net, shape, solver, batches) in SCALING.items() for batch in batches}
+
+
+def find_case(name: str) -> Case:
+    return CASES[name] if name in CASES else scaling_cases()[name]
+
+
 # feeding case -> (net, Data layer fields besides batch_size); the baseline is an Input layer
 FEEDING = {
     "feed_lenet_npz": (LENET, {"source": "npz", "transform": {"scale": 0.00390625}}),
@@ -433,7 +448,7 @@ def child_peak_rss(framework: str, name: str, settings: Settings) -> float:
 
 def run_child(framework: str, name: str, settings: Settings) -> None:
     limit_threads(settings.threads)
-    case = CASES[name]
+    case = find_case(name)
     data = synthetic(case)
     if framework == "solverkit":
         solver = solverkit_case(case, settings, data)
@@ -449,7 +464,7 @@ def run_child(framework: str, name: str, settings: Settings) -> None:
 
 # --------------------------------------------------------------------------- the cases
 def run_case(name: str, settings: Settings) -> dict:
-    case = CASES[name]
+    case = find_case(name)
     data = synthetic(case)
     solver = solverkit_case(case, settings, data)
     steps = {"solverkit": lambda: solver.step(1)}
@@ -519,9 +534,11 @@ def run_feeding(name: str, settings: Settings) -> dict:
 # --------------------------------------------------------------------------- report
 def machine(blas) -> dict:
     from solverkit import blas as products
+    from solverkit import dnnl as convolutions
     info = {"python": platform.python_version(), "numpy": np.__version__,
             "cores": os.cpu_count(), "blas": blas,
             "solverkit_products": products.describe(),
+            "solverkit_convolutions": convolutions.describe(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             # other processes on the machine skew every number; this says how busy it was
             "load_average_1min": os.getloadavg()[0]}
@@ -542,7 +559,8 @@ def print_table(report: dict) -> None:
           f"{blas.get('architecture', '')}, {blas.get('num_threads', '?')} threads), "
           f"torch {m['torch']}, OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, load average "
           f"{m['load_average_1min']:.1f} before, {m['load_average_1min_after']:.1f} after")
-    print(f"# solverkit's products: {m['solverkit_products']}")
+    print(f"# solverkit's products: {m['solverkit_products']}; convolutions: "
+          f"{m['solverkit_convolutions']}")
     head = (f"{'case':<20}{'solverkit ms':>13}{'torch ms':>10}{'ratio':>7}"
             f"{'sk samples/s':>14}{'torch samples/s':>16}{'sk MiB':>8}{'torch MiB':>10}"
             f"{'mem ratio':>10}")
@@ -575,7 +593,7 @@ def print_markdown(report: dict) -> None:
           f"{blas.get('version', '')} ({blas.get('architecture', '')}), torch {m['torch']}, "
           f"{report['settings']['threads']} threads; load average {m['load_average_1min']:.1f} "
           f"before, {m['load_average_1min_after']:.1f} after; solverkit's products on "
-          f"{m['solverkit_products']}.\n")
+          f"{m['solverkit_products']}, convolutions on {m['solverkit_convolutions']}.\n")
     if report["cases"]:
         print("| case | solverkit ms/step | PyTorch ms/step | ratio | solverkit samples/s "
               "| PyTorch samples/s | peak RSS solverkit / PyTorch (MiB) |")
@@ -594,6 +612,40 @@ def print_markdown(report: dict) -> None:
         for r in report["feeding"]:
             print(f"| {r['case']} | {r['data_layer_ms']:.2f} | {r['input_ms']:.2f} | "
                   f"{r['overhead']:+.1%} |")
+
+
+def run_scaling(settings: Settings, as_json: bool) -> None:
+    """``--scaling``: every scaling case (see ``SCALING``) timed as ``run_case`` times the
+    others, with the peak RSS of each; a table of step time, samples/s and time per sample."""
+    names = list(scaling_cases())
+    memory = {name: measure_memory(name, settings) for name in names} if settings.memory else {}
+    blas = limit_threads(settings.threads)
+    report = {"machine": machine(blas), "cases": []}
+    for name in names:
+        report["cases"].append({**run_case(name, settings), **memory.get(name, {})})
+        print(f"done: {name}", file=sys.stderr)
+    report["machine"]["load_average_1min_after"] = os.getloadavg()[0]
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    m = report["machine"]
+    print(f"# {m['cores']} cores, numpy {m['numpy']}, torch {m['torch']}, "
+          f"{settings.threads} threads; products: {m['solverkit_products']}; convolutions: "
+          f"{m['solverkit_convolutions']}; load average {m['load_average_1min']:.1f} before, "
+          f"{m['load_average_1min_after']:.1f} after")
+    print(f"{'case':<20}{'batch':>6}{'sk ms':>9}{'torch ms':>10}{'ratio':>7}{'sk µs/sample':>14}"
+          f"{'torch µs/sample':>17}{'sk samples/s':>14}{'torch samples/s':>16}{'sk MiB':>8}"
+          f"{'torch MiB':>10}")
+    for r in report["cases"]:
+        def cell(key, fmt, width, scale=1.0, r=r):
+            return format(r[key] * scale, f"{width}{fmt}") if key in r else format("-", f">{width}")
+        print(f"{r['case']:<20}{r['batch']:>6}{cell('solverkit_ms', '.2f', 9)}"
+              f"{cell('torch_ms', '.2f', 10)}{cell('ratio', '.2f', 7)}"
+              f"{cell('solverkit_ms', '.1f', 14, 1e3 / r['batch'])}"
+              f"{cell('torch_ms', '.1f', 17, 1e3 / r['batch'])}"
+              f"{cell('solverkit_samples_per_s', '.0f', 14)}"
+              f"{cell('torch_samples_per_s', '.0f', 16)}{cell('solverkit_peak_rss_mib', '.0f', 8)}"
+              f"{cell('torch_peak_rss_mib', '.0f', 10)}")
 
 
 # --------------------------------------------------------------------------- inference
@@ -687,6 +739,9 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-iters", type=int)
     parser.add_argument("--child", choices=["solverkit", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--scaling", action="store_true",
+                        help="instead: LeNet at batch 16, 64, 256, 1024 and cifar10_quick at "
+                             "25, 100, 400, step time, samples/s and peak RSS of each")
     parser.add_argument("--mpi", type=int, metavar="K",
                         help="instead: LeNet samples/s with 1 and K MPI ranks at one BLAS "
                              "thread each, and the scaling efficiency (scripts/bench_mpi.py)")
@@ -718,6 +773,10 @@ def main(argv=None) -> int:
         settings.workdir = args.workdir
     if args.child:
         run_child(args.child, args.cases, settings)
+        return 0
+    if args.scaling:
+        settings.torch = not args.no_torch and torch_available()
+        run_scaling(settings, args.json)
         return 0
     if args.inference:
         settings.torch = not args.no_torch and torch_available()

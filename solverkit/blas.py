@@ -10,8 +10,11 @@ InnerProduct, Convolution and Deconvolution layers go to MKL's ``cblas_?gemm`` t
 ctypes instead, and the SGD and Nesterov steps (with their L2 decay) to ``cblas_?axpby``;
 everything else stays with numpy.
 
-``SOLVERKIT_BLAS`` chooses: ``auto`` (the default: MKL when it is installed, else numpy),
-``mkl`` (an error without it) or ``numpy``.
+``SOLVERKIT_BLAS`` chooses: ``auto`` (the default: MKL when it is installed and the CPU is
+Intel's, else numpy), ``mkl`` (an error without it) or ``numpy``. On AMD processors MKL
+takes slower code paths than on Intel's and its strict mode costs more: there numpy's
+OpenBLAS (with its Zen/SkylakeX kernels) ran every benchmark case faster, so ``auto``
+keeps to it (``mkl`` still forces MKL).
 
 MKL is put in its strict conditional-numerical-reproducibility mode (``MKL_CBWR_AUTO |
 MKL_CBWR_STRICT``): a product gives bitwise the same result for any thread count and any
@@ -50,6 +53,18 @@ _lock = threading.Lock()
 _library = None         # MKL, once loaded
 _mkl = None             # MKL while it is the chosen backend, else None
 _resolved = False
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, …; "" when unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def _library_path() -> str | None:
@@ -101,6 +116,8 @@ def set_backend(choice: str) -> str:
     if choice not in CHOICES:
         raise ConfigError(f"{VARIABLE}={choice!r} is not one of {', '.join(CHOICES)}",
                           field=VARIABLE)
+    if choice == "auto" and cpu_vendor() != "GenuineIntel":
+        choice = "numpy"
     with _lock:
         if choice != "numpy" and _library is None:
             path = _library_path()
@@ -114,14 +131,25 @@ def set_backend(choice: str) -> str:
     return "mkl" if _mkl is not None else "numpy"
 
 
+def available(choice: str) -> bool:
+    """Whether ``set_backend(choice)`` would work (the backend in use stays)."""
+    if choice != "mkl":
+        return choice in CHOICES
+    with _lock:
+        return _library is not None or _library_path() is not None
+
+
 def describe() -> str:
     """One line for reports: the library and its version."""
     if backend() == "numpy":
         try:
             blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         except (TypeError, KeyError):       # numpy before 1.25 only prints its config
-            return "numpy's BLAS"
-        return f"numpy's {blas.get('name', 'BLAS')} {blas.get('version', '')}".strip()
+            blas = {}
+        text = f"numpy's {blas.get('name', 'BLAS')} {blas.get('version', '')}".strip()
+        if _library_path() is not None and cpu_vendor() != "GenuineIntel":
+            text += f" (MKL is installed but left alone on this {cpu_vendor() or 'non-Intel'} CPU)"
+        return text
     text = ctypes.create_string_buffer(256)
     _mkl.MKL_Get_Version_String(text, len(text))
     return f"{text.value.decode(errors='replace').strip()} (strict reproducible mode)"

@@ -12,7 +12,7 @@ import solverkit as sk
 from solverkit import blas
 
 # the product libraries this machine has: numpy's BLAS, and MKL with the mkl extra
-BLAS_BACKENDS = ["numpy", "mkl"] if blas.set_backend("auto") == "mkl" else ["numpy"]
+BLAS_BACKENDS = ["numpy", "mkl"] if blas.available("mkl") else ["numpy"]
 blas.set_backend(os.environ.get(blas.VARIABLE, "auto"))
 
 

@@ -44,3 +44,15 @@ def test_table_output_and_an_unknown_case():
     bad = run_bench("--cases", "lenet_b46")
     assert bad.returncode == 2
     assert "lenet_b46" in bad.stderr and "lenet_b64" in bad.stderr
+
+
+@pytest.mark.slow
+def test_scaling_run_covers_every_batch_size_and_names_the_libraries():
+    done = run_bench("--scaling", "--quick", "--no-torch", "--no-memory", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [(r["case"], r["batch"]) for r in report["cases"]] == [
+        ("lenet_b16", 16), ("lenet_b64", 64), ("lenet_b256", 256), ("lenet_b1024", 1024),
+        ("cifar10_quick_b25", 25), ("cifar10_quick_b100", 100), ("cifar10_quick_b400", 400)]
+    assert all(r["solverkit_ms"] > 0 for r in report["cases"])
+    assert report["machine"]["solverkit_convolutions"].startswith(("oneDNN", "numpy"))

@@ -1,21 +1,18 @@
 """Vision layers: Convolution, Deconvolution and Pooling on NCHW blobs (Caffe's semantics).
 
-Convolution is im2col + matrix products:
+Convolution runs on oneDNN's direct convolutions for float32 where the ``fast`` extra's
+library loads (``solverkit/dnnl.py``), else as im2col + matrix products:
 
     col = im2col(x)       (C·kh·kw, N·OH·OW): rows (c, i, j), columns (n, oh, ow)
     y   = W · col + b     W viewed as (num_output, C/group·kh·kw), one product per group
 
-and its backward is ``dW += dy · colᵀ``, ``dx = col2im(Wᵀ · dy)``. How the products are
-laid out is chosen per layer from its shapes (``Convolution.method``): per sample for
-short columns, kernel row by kernel row (KernelRows, 1/kh of the column matrix) where
-the vertical stride is 1, else over whole blocks of samples. Deconvolution is the same
-machinery run the other way round (its forward is Convolution's backward-data pass).
-Pooling splits the padded input into its stride phases (PoolingWindows), after which every
-kernel offset is one contiguous slice.
-
-Every large temporary (padded image, column matrix, transposed rows) lives in a buffer
-that is reused while the bottom shape stays the same, so a training step allocates no
-big arrays. The copies and element-wise passes run on the intra-op threads (threads.py).
+with the backward pass ``dW += dy · colᵀ``, ``dx = col2im(Wᵀ · dy)``. Which of these a layer
+uses, and how its products are laid out, is ``methods.convolution_method``'s choice
+from the shapes. Deconvolution is the same machinery run the other way round (its forward
+is Convolution's backward-data pass). Pooling runs on oneDNN where its windows are
+Caffe's, else splits the padded input into its stride phases, after which every kernel
+offset is one contiguous slice (``methods.pooling_method``). The array work itself
+(im2col, kernel rows, pooling phases) is in ``kernels.py``.
 """
 
 from __future__ import annotations
@@ -23,261 +20,25 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
-from .. import blas, threads
+from .. import blas, dnnl, threads
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
 from ..threads import parallel_for, split
+from . import kernels, methods
 from .base import Layer, spatial_pair
+from .kernels import (
+    Buffers,
+    Im2col,
+    KernelRows,
+    PoolingWindows,
+    conv_output_size,
+    deconv_output_size,
+    pool_output_size,
+)
+from .methods import ConvGeometry
 
 IntPair = int | list[int] | None
-
-# Pooling works on blocks of samples of about this many input bytes (they stay in cache).
-CACHE_BLOCK_BYTES = 1 << 20
-# Convolution's column matrix covers the whole batch (one product per group) up to this
-# many bytes; beyond it, blocks of samples bound the memory a layer keeps. (Smaller blocks
-# measured no faster over a whole LeNet or cifar10_quick step.)
-CONV_BLOCK_BYTES = 128 << 20
-# Convolution multiplies sample by sample (no transposing copies) when a group's columns
-# have at most this many rows, C·kh·kw: faster for few input channels (measured on LeNet's
-# and cifar10_quick's first layers), slower for many.
-PER_SAMPLE_MAX_ROWS = 100
-# Convolutions with vertical stride 1 and one group unroll only the kernel's columns
-# (KernelRows) when the padded height is at most this many times the output height (its
-# backward products run over every padded row: cifar10_quick's conv2, 20 rows for 16,
-# gains; its conv3, 12 for 8, loses).
-KERNEL_ROWS_MAX_OVERHEAD = 1.25
-
-
-class _Buffers:
-    """Named scratch arrays, reallocated only when the requested shape or dtype changes."""
-
-    def __init__(self):
-        self._arrays: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, shape, dtype, fill=None) -> np.ndarray:
-        """The buffer ``name``; ``fill`` initialises it only when it is (re)allocated."""
-        shape = tuple(int(s) for s in shape)
-        array = self._arrays.get(name)
-        if array is None or array.shape != shape or array.dtype != dtype:
-            array = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
-            self._arrays[name] = array
-        return array
-
-
-def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
-    """Caffe's convolution output size: ``floor((in + 2p − (d(k−1)+1)) / s) + 1``."""
-    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
-
-
-def deconv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
-    """Caffe's deconvolution output size: ``s(in − 1) + d(k − 1) + 1 − 2p``."""
-    return stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
-
-
-class Im2col:
-    """Caffe's im2col / col2im for a batch of images of one shape (N, C, H, W).
-
-    ``im2col(x)`` returns the column matrix (C·kh·kw, n·OH·OW): row (c, i, j) holds, for
-    every output pixel (n, oh, ow), the input ``x[n, c, oh·s − p + i·d, ow·s − p + j·d]``
-    (zero in the padding). ``col2im(col, out)`` is its adjoint: every column entry is
-    added back to the pixel it was read from. Both work on a whole block of n ≤ N images
-    at once: the column matrix is one copy out of a strided view of the padded images, and
-    col2im is one strided add per kernel offset (kh·kw of them).
-    """
-
-    def __init__(self, shape, kernel, stride, pad, dilation, dtype):
-        self.n, self.channels, self.height, self.width = (int(s) for s in shape)
-        self.kernel, self.stride, self.pad, self.dilation = kernel, stride, pad, dilation
-        self.dtype = np.dtype(dtype)
-        self.out_h = conv_output_size(self.height, kernel[0], stride[0], pad[0], dilation[0])
-        self.out_w = conv_output_size(self.width, kernel[1], stride[1], pad[1], dilation[1])
-        assert self.out_h > 0 and self.out_w > 0, "callers check the output size first"
-        self.rows = self.channels * kernel[0] * kernel[1]
-        self.columns = self.n * self.out_h * self.out_w
-        self._buffers = _Buffers()
-
-    @property
-    def padded_shape(self) -> tuple[int, int, int, int]:
-        return (self.n, self.channels, self.height + 2 * self.pad[0], self.width + 2 * self.pad[1])
-
-    def col_buffer(self, n: int | None = None) -> np.ndarray:
-        """The reusable (C·kh·kw, n·OH·OW) array that ``im2col`` fills (n ≤ N images)."""
-        n = self.n if n is None else n
-        flat = self._buffers.get("col", (self.rows * self.columns,), self.dtype)
-        return flat[:self.rows * n * self.out_h * self.out_w].reshape(self.rows, -1)
-
-    def im2col(self, x: np.ndarray) -> np.ndarray:
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel, self.stride, self.pad,
-                                                  self.dilation)
-        n = x.shape[0]
-        assert n <= self.n, (n, self.n)
-        # the border is zeroed once, at allocation; only the interior is rewritten
-        padded = (self._buffers.get("padded", self.padded_shape, self.dtype, fill=0)[:n]
-                  if ph or pw else None)
-        col = self.col_buffer(n)
-        taps = col.reshape(self.channels, kh, kw, n, self.out_h, self.out_w)
-
-        def fill(block):
-            # a block of samples small enough that its image stays in cache for kh·kw reads
-            if padded is None:
-                source = x[block]
-            else:
-                source = padded[block]
-                source[:, :, ph:ph + self.height, pw:pw + self.width] = x[block]
-            s_n, s_c, s_h, s_w = source.strides
-            windows = as_strided(source, (self.channels, kh, kw, source.shape[0], self.out_h,
-                                          self.out_w),
-                                 (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w),
-                                 writeable=False)
-            np.copyto(taps[:, :, :, block], windows)
-
-        per_sample = self.channels * (self.height + 2 * ph) * (self.width + 2 * pw)
-        parallel_for(fill, threads.blocks(n, per_sample * self.dtype.itemsize, CACHE_BLOCK_BYTES),
-                     elements=col.size)
-        return col
-
-    def col2im(self, col: np.ndarray, out: np.ndarray) -> None:
-        """``out`` (n, C, H, W) = col2im(col): overwritten with the sums of the taps."""
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel, self.stride, self.pad,
-                                                  self.dilation)
-        n = out.shape[0]
-        target = (self._buffers.get("dpadded", self.padded_shape, self.dtype)[:n] if ph or pw
-                  else out)
-        target.fill(0)
-        taps = col.reshape(self.channels, kh, kw, n, self.out_h, self.out_w)
-        by_channel = target.transpose(1, 0, 2, 3)          # (C, N, Hp, Wp), matches the taps
-        span_h, span_w = sh * (self.out_h - 1) + 1, sw * (self.out_w - 1) + 1
-        for i in range(kh):
-            for j in range(kw):
-                window = by_channel[:, :, i * dh:i * dh + span_h:sh, j * dw:j * dw + span_w:sw]
-                window += taps[:, i, j]
-        if ph or pw:
-            out[...] = target[:, :, ph:ph + self.height, pw:pw + self.width]
-
-    def col2im_batch_last(self, col: np.ndarray, out: np.ndarray) -> None:
-        """``col2im`` for a column matrix whose columns run (oh, ow, n), the batch innermost.
-
-        Each kernel offset then adds runs of OW·n contiguous values (ow and n together)
-        instead of rows of OW pixels, which makes the scatter several times faster; the
-        sums are built batch-last, (C, Hp, Wp, n), and transposed into ``out`` once.
-        """
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel, self.stride, self.pad,
-                                                  self.dilation)
-        n = out.shape[0]
-        height, width = self.height + 2 * ph, self.width + 2 * pw
-        flat = self._buffers.get("dpadded_batch_last",
-                                 (self.channels * height * width * self.n,), self.dtype)
-        target = flat[:self.channels * height * width * n].reshape(self.channels, height,
-                                                                    width, n)
-        taps = col.reshape(self.channels, kh, kw, self.out_h, self.out_w, n)
-        span_h, span_w = sh * (self.out_h - 1) + 1, sw * (self.out_w - 1) + 1
-
-        def scatter(channels):
-            # a run of channels whose sums stay in cache while kh·kw taps are added to them
-            sums = target[channels]
-            sums.fill(0)
-            for i in range(kh):
-                for j in range(kw):
-                    window = sums[:, i * dh:i * dh + span_h:sh, j * dw:j * dw + span_w:sw]
-                    window += taps[channels, i, j]
-            np.copyto(out[:, channels],
-                      sums[:, ph:ph + self.height, pw:pw + self.width].transpose(3, 0, 1, 2))
-
-        parallel_for(scatter, threads.blocks(self.channels, height * width * n * self.dtype.itemsize,
-                                             CACHE_BLOCK_BYTES),
-                     elements=col.size)
-
-
-class KernelRows:
-    """The columns of a convolution with vertical stride 1, one kernel row at a time.
-
-    im2col repeats every pixel kh·kw times; here only the kw horizontal taps are unrolled:
-
-        B[(c, j), (r, n, ow)] = x_pad[n, c, r, ow·sw + j·dw]      (C·kw, Hp·N·OW)
-
-    with every padded row r, the batch in the middle. Kernel row i of the output rows
-    oh = 0..OH−1 reads the padded rows oh + i·dh, which is the contiguous column range
-    ``rows(i)``, so the forward pass is kh products ``W_i · B[:, rows(i)]`` summed, with
-    ``W_i[o, (c, j)] = W[o, c, i, j]``. Backward stacks dy shifted down by i·dh rows for
-    every i, ``DY[(i, o), (r, n, ow)] = dy[n, o, r − i·dh, ow]`` (zero elsewhere), so that
-    ``dWᵀ = B · DYᵀ`` and ``dB = W'ᵀ · DY`` are one product each (W' stacks the W_i).
-    B is 1/kh of im2col's column matrix, and it is read from cache kh times instead of
-    streaming a matrix kh times its size from memory once.
-    """
-
-    def __init__(self, shape, kernel, stride, pad, dilation, dtype):
-        self.n, self.channels, self.height, self.width = (int(s) for s in shape)
-        self.kernel, self.stride, self.pad, self.dilation = kernel, stride, pad, dilation
-        assert stride[0] == 1, "vertical stride 1 only"
-        self.dtype = np.dtype(dtype)
-        self.padded_h, self.padded_w = self.height + 2 * pad[0], self.width + 2 * pad[1]
-        self.out_h = conv_output_size(self.height, kernel[0], 1, pad[0], dilation[0])
-        self.out_w = conv_output_size(self.width, kernel[1], stride[1], pad[1], dilation[1])
-        self.rows = self.channels * kernel[1]
-        self.columns = self.padded_h * self.n * self.out_w
-        self._buffers = _Buffers()
-
-    def row_columns(self, i: int) -> slice:
-        """The columns kernel row i reads: padded rows i·dh .. i·dh + OH − 1, all samples."""
-        run = self.n * self.out_w
-        start = i * self.dilation[0] * run
-        return slice(start, start + self.out_h * run)
-
-    def buffer(self, name: str = "columns") -> np.ndarray:
-        """The (C·kw, Hp·N·OW) matrix B (or dB, which reuses it)."""
-        return self._buffers.get(name, (self.rows, self.columns), self.dtype)
-
-    def build(self, x: np.ndarray) -> np.ndarray:
-        """B from images ``x`` (N, C, H, W), split over channels across the threads."""
-        (ph, pw), kw, (sw, dw) = self.pad, self.kernel[1], (self.stride[1], self.dilation[1])
-        columns = self.buffer().reshape(self.channels, kw, self.padded_h, self.n, self.out_w)
-        padded = (self._buffers.get("padded", (self.n, self.channels, self.padded_h,
-                                               self.padded_w), self.dtype, fill=0)
-                  if ph or pw else x)
-
-        def fill(channels):
-            source = padded[:, channels]
-            if ph or pw:
-                source[:, :, ph:ph + self.height, pw:pw + self.width] = x[:, channels]
-            s_n, s_c, s_h, s_w = source.strides
-            taps = as_strided(source, (source.shape[1], kw, self.padded_h, self.n, self.out_w),
-                              (s_c, dw * s_w, s_h, s_n, sw * s_w), writeable=False)
-            np.copyto(columns[channels], taps)
-
-        parallel_for(fill, split(self.channels), elements=self.rows * self.columns)
-        return self.buffer()
-
-    def shifted_top_diff(self, dy: np.ndarray, kh: int) -> np.ndarray:
-        """DY (kh, O, Hp·N·OW) from dy (N, O, OH, OW); rows no kernel row reaches stay 0."""
-        outputs = dy.shape[1]
-        stacked = self._buffers.get("shifted", (kh, outputs, self.padded_h, self.n, self.out_w),
-                                    self.dtype, fill=0)
-        by_row = dy.transpose(1, 2, 0, 3)                          # (O, OH, N, OW)
-        for i in range(kh):
-            start = i * self.dilation[0]
-            threads.copyto(stacked[i, :, start:start + self.out_h], by_row)
-        return stacked.reshape(kh, outputs, -1)
-
-    def scatter(self, grad_columns: np.ndarray, dx: np.ndarray) -> None:
-        """dx (N, C, H, W) = the adjoint of ``build`` applied to dB (C·kw, Hp·N·OW)."""
-        (ph, pw), kw, (sw, dw) = self.pad, self.kernel[1], (self.stride[1], self.dilation[1])
-        taps = grad_columns.reshape(self.channels, kw, self.padded_h, self.n, self.out_w)
-        sums = self._buffers.get("sums", (self.channels, self.padded_h, self.n, self.padded_w),
-                                 self.dtype)
-        span = sw * (self.out_w - 1) + 1
-
-        def add(channels):
-            target = sums[channels]
-            target.fill(0)
-            for j in range(kw):
-                window = target[..., j * dw:j * dw + span:sw]
-                window += taps[channels, j]
-            np.copyto(dx[:, channels], target[:, ph:ph + self.height, :, pw:pw + self.width]
-                      .transpose(2, 0, 1, 3))
-
-        parallel_for(add, split(self.channels), elements=grad_columns.size)
 
 
 class WindowParams(LayerParams):
@@ -351,7 +112,7 @@ class _ConvolutionBase(Layer):
             self.make_param((p.num_output,), p.bias_filler)
         self.im2col: Im2col | None = None
         self.kernel_rows: KernelRows | None = None
-        self._buffers = _Buffers()
+        self._buffers = Buffers()
 
     def _check_bottom(self, shape):
         if len(shape) != 4:
@@ -386,6 +147,30 @@ class _ConvolutionBase(Layer):
             f"is larger than the padded input {height + 2 * self.pad[0]}×"
             f"{width + 2 * self.pad[1]}", field=_field(p, "kernel_size", "kernel_h"))
 
+    def _dnnl_plan(self, x_shape, y_shape, bias: bool, training: bool | None = None):
+        """The oneDNN plan of the convolution from ``x_shape`` to ``y_shape`` (for a
+        Deconvolution: from its top to its bottom), kept while the shapes and the thread
+        count stay; its backward primitives are made on the first backward pass (or at
+        once in TRAIN)."""
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads())
+        plan = getattr(self, "_plan", None)
+        if training is None:
+            training = self.phase == "TRAIN"
+        if plan is None or self._plan_key != key or (training and not plan.training):
+            plan = self._plan = dnnl.ConvolutionPlan(
+                x_shape, y_shape, self.blobs[0].shape, self.params.group, bias, self.stride,
+                self.pad, self.dilation, training=training)
+            self._plan_key = key
+        return plan
+
+    def _gradient_target(self, index: int, name: str):
+        """(array to write parameter ``index``'s gradient into, diff to add it to or None):
+        the diff itself right after the solver cleared it, else a scratch buffer."""
+        diff, overwrite = self.blobs[index].diff_for_accumulation()
+        if overwrite:
+            return diff, None
+        return self._buffers.get(name, diff.shape, diff.dtype), diff
+
     def _group_rows(self, rows: int):
         size = rows // self.params.group
         return [slice(g * size, (g + 1) * size) for g in range(self.params.group)]
@@ -412,8 +197,9 @@ class Convolution(_ConvolutionBase):
         if out_h <= 0 or out_w <= 0:
             raise self._kernel_error(h, w)
         dtype = bottom[0].data.dtype
-        col_bytes = c * self.kernel[0] * self.kernel[1] * out_h * out_w * dtype.itemsize
-        block = max(1, min(n, CONV_BLOCK_BYTES // col_bytes))
+        self.geometry = ConvGeometry(n, c, h, w, out_h, out_w, self.kernel, self.stride,
+                                     self.pad, self.params.group, self.params.num_output, dtype)
+        block = self.geometry.block()
         self._im2col_for((block, c, h, w), dtype)
         self.blocks = [slice(start, min(start + block, n)) for start in range(0, n, block)]
         self.pixels = out_h * out_w
@@ -433,27 +219,9 @@ class Convolution(_ConvolutionBase):
 
     @property
     def method(self) -> str:
-        """How the products are laid out, chosen per layer by the shapes:
-
-        - ``per_sample``: products per sample, straight between NCHW and im2col's columns,
-          when the columns are short (few input channels): a whole-batch product then
-          costs less than the transposing copies around it;
-        - ``kernel_rows``: KernelRows (vertical stride 1, one group, few padded rows beyond
-          the output's, matrices within CONV_BLOCK_BYTES): 1/kh of the column matrix;
-        - ``columns``: im2col and one product per group over blocks of samples.
-        """
-        p, geometry = self.params, self.im2col
-        if geometry.rows // p.group <= PER_SAMPLE_MAX_ROWS:
-            return "per_sample"
-        padded_h = geometry.height + 2 * self.pad[0]
-        if (self.stride[0] == 1 and p.group == 1 and
-                padded_h <= KERNEL_ROWS_MAX_OVERHEAD * geometry.out_h):
-            n = self.blocks[-1].stop
-            run = padded_h * n * geometry.out_w * geometry.dtype.itemsize
-            if max(self.kernel[1] * self.channels, self.kernel[0] * p.num_output) * run \
-                    <= CONV_BLOCK_BYTES:
-                return "kernel_rows"
-        return "columns"
+        """How this layer computes (``methods.convolution_method``): ``dnnl``,
+        ``per_sample``, ``kernel_rows`` or ``columns``."""
+        return methods.convolution_method(self.geometry)
 
     @property
     def per_sample(self) -> bool:
@@ -517,6 +285,29 @@ class Convolution(_ConvolutionBase):
                         out=grad_columns)
             geometry.scatter(grad_columns, dx)
 
+    def _backward_dnnl(self, bottom, dy, need_bottom):
+        p = self.params
+        x = bottom.data
+        plan = self._dnnl_plan(x.shape, dy.shape, p.bias_term, training=True)
+        need_weight = self.param_propagate_down[0]
+        need_bias = p.bias_term and self.param_propagate_down[1]
+        if need_weight or need_bias:
+            dweight, weight_sum = (self._gradient_target(0, "weight_grad") if need_weight else
+                                   (self._buffers.get("weight_grad", self.blobs[0].shape,
+                                                      x.dtype), None))
+            dbias = bias_sum = None
+            if p.bias_term:
+                dbias, bias_sum = (self._gradient_target(1, "bias_grad") if need_bias else
+                                   (self._buffers.get("bias_grad", self.blobs[1].shape,
+                                                      x.dtype), None))
+            plan.backward_weights(x, dy, dweight, dbias)
+            if need_weight and weight_sum is not None:
+                weight_sum += dweight
+            if need_bias and bias_sum is not None:
+                bias_sum += dbias
+        if need_bottom:
+            plan.backward_data(dy, self.blobs[0].data, bottom.diff)
+
     def _by_sample(self, col, block):
         """The column matrix of a block as a stack of per-sample matrices (n, C·kh·kw, OH·OW)."""
         return col.reshape(col.shape[0], block.stop - block.start, self.pixels).transpose(1, 0, 2)
@@ -529,7 +320,11 @@ class Convolution(_ConvolutionBase):
         y = top[0].data.reshape(n, p.num_output, -1)
         bias = self.blobs[1].data.reshape(1, -1, 1) if p.bias_term else 0
         method = self.method
-        if method == "kernel_rows":
+        if method == "dnnl":
+            plan = self._dnnl_plan(x.shape, top[0].shape, p.bias_term)
+            plan.forward(x, self.blobs[0].data, self.blobs[1].data if p.bias_term else None,
+                         top[0].data)
+        elif method == "kernel_rows":
             self._forward_kernel_rows(x, y, self.blobs[1].data.reshape(1, -1, 1, 1)
                                       if p.bias_term else 0)
         elif method == "per_sample":
@@ -557,8 +352,11 @@ class Convolution(_ConvolutionBase):
         p, geometry = self.params, self.im2col
         x = bottom[0].data
         n = x.shape[0]
-        dy = top[0].diff.reshape(n, p.num_output, -1)
         method = self.method
+        if method == "dnnl":
+            self._backward_dnnl(bottom[0], top[0].diff, propagate_down[0])
+            return
+        dy = top[0].diff.reshape(n, p.num_output, -1)
         if method == "columns":
             rows = self._rows(n)
             threads.copyto(rows.reshape(p.num_output, n, -1).transpose(1, 0, 2), dy)
@@ -634,10 +432,19 @@ class Deconvolution(_ConvolutionBase):
                              f"{self.pad[1]} is too large for input {h}×{w} and kernel "
                              f"{self.kernel[0]}×{self.kernel[1]}",
                              field=_field(self.params, "pad", "pad_h"))
-        geometry = self._im2col_for((n, self.params.num_output, out_h, out_w),
-                                    bottom[0].data.dtype)
+        dtype = bottom[0].data.dtype
+        geometry = self._im2col_for((n, self.params.num_output, out_h, out_w), dtype)
         assert (geometry.out_h, geometry.out_w) == (h, w)
+        # the Convolution from this layer's top back to its bottom
+        self.geometry = ConvGeometry(n, self.params.num_output, out_h, out_w, h, w, self.kernel,
+                                     self.stride, self.pad, self.params.group, self.channels,
+                                     dtype)
         top[0].reshape((n, self.params.num_output, out_h, out_w))
+
+    @property
+    def method(self) -> str:
+        """``dnnl`` or ``columns`` (``methods.deconvolution_method``)."""
+        return methods.deconvolution_method(self.geometry)
 
     def _bottom_rows(self, bottom):
         """The bottom as (C, N·H·W), the layout the product needs."""
@@ -648,8 +455,20 @@ class Deconvolution(_ConvolutionBase):
                   bottom[0].data.reshape(geometry.n, self.channels, -1).transpose(1, 0, 2))
         return rows
 
+    def _add_bias(self, y):
+        bias = self.blobs[1].data.reshape(1, -1, 1, 1)
+        parallel_for(lambda part: np.add(y[part], bias, out=y[part]), split(len(y)),
+                     elements=y.size)
+
     def forward(self, bottom, top):
         p, geometry = self.params, self.im2col
+        if self.method == "dnnl":
+            # forward is the backward-data pass of the Convolution from top to bottom
+            plan = self._dnnl_plan(top[0].shape, bottom[0].shape, False, training=True)
+            plan.backward_data(bottom[0].data, self.blobs[0].data, top[0].data)
+            if p.bias_term:
+                self._add_bias(top[0].data)
+            return
         x = self._bottom_rows(bottom)
         weight = self.blobs[0].data.reshape(self.channels, -1)
         dcol = geometry.col_buffer()
@@ -665,6 +484,17 @@ class Deconvolution(_ConvolutionBase):
         if p.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
         if not (self.param_propagate_down[0] or propagate_down[0]):
+            return
+        if self.method == "dnnl":
+            x = bottom[0].data
+            plan = self._dnnl_plan(dy.shape, x.shape, False, training=True)
+            if self.param_propagate_down[0]:
+                dweight, weight_sum = self._gradient_target(0, "weight_grad")
+                plan.backward_weights(dy, x, dweight, None)
+                if weight_sum is not None:
+                    weight_sum += dweight
+            if propagate_down[0]:
+                plan.forward(dy, self.blobs[0].data, None, bottom[0].diff)
             return
         col = geometry.im2col(dy)
         groups = list(zip(self._group_rows(self.channels), self._group_rows(geometry.rows)))
@@ -683,108 +513,6 @@ class Deconvolution(_ConvolutionBase):
                 blas.matmul(weight[g_in], col[g_col], out=dx[g_in])
             np.copyto(bottom[0].diff.reshape(geometry.n, self.channels, -1),
                       dx.reshape(self.channels, geometry.n, -1).transpose(1, 0, 2))
-
-
-def pool_output_size(size: int, kernel: int, stride: int, pad: int, ceil: bool,
-                     clip: bool) -> int:
-    """Caffe's pooling output size.
-
-    ``ceil((in + 2p − k) / s) + 1`` (``floor`` with round_mode FLOOR); then, when the layer
-    has any padding (``clip``), one less if the last window would start at or beyond
-    ``in + p``, so that every window starts inside the image or its leading padding.
-    """
-    span = size + 2 * pad - kernel
-    out = (-(-span // stride) if ceil else span // stride) + 1
-    if clip and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def _phase_range(size: int, cells: int, phase: int, stride: int, pad: int):
-    """Which cells q of stride phase ``phase`` hold image pixels (padded row q·s + phase).
-
-    Returns (cell slice, image slice), or None when the phase holds no pixel.
-    """
-    first = max(0, -((phase - pad) // stride))                  # ceil((p − phase) / s)
-    last = min(cells - 1, (size - 1 + pad - phase) // stride)
-    if last < first:
-        return None
-    start = first * stride + phase - pad
-    return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
-
-
-class PoolingWindows:
-    """A pooling layer's input laid out so that every kernel offset is one contiguous run.
-
-    The padded image P of each channel of each sample (an "image" m below; padding and the
-    ceil overhang hold ``fill``) is split into its sh·sw stride phases,
-
-        phases[a, b, m, q, r] = P[m, q·sh + a, r·sw + b]      (Hq × Wq cells each)
-
-    with Hq = OH + (kh − 1)//sh and Wq = OW + (kw − 1)//sw. Window (oh, ow) reads its offset
-    (i, j) at phases[i % sh, j % sw, m, oh + i//sh, ow + j//sw], so over a flattened phase
-    output (m, oh, ow) sits at ``m·Hq·Wq + oh·Wq + ow`` and its tap at that index plus
-    ``(i//sh)·Wq + j//sw``: each kernel offset is one shifted slice of a phase. Outputs are
-    computed on the "wide" Hq × Wq grid (the extra rows and columns are never read), with
-    element-wise passes over long contiguous runs instead of strided windows.
-    """
-
-    def __init__(self, images, height, width, kernel, stride, pad, out_h, out_w, fill, dtype):
-        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
-        self.images, self.height, self.width = images, height, width
-        self.out_h, self.out_w = out_h, out_w
-        self.cells_h, self.cells_w = out_h + (kh - 1) // sh, out_w + (kw - 1) // sw
-        self.cells = self.cells_h * self.cells_w
-        self.stride = stride
-        # (k, phase a, phase b, offset) per kernel offset, k = i·kw + j in row-major order
-        self.taps = [(i * kw + j, i % sh, j % sw, (i // sh) * self.cells_w + j // sw)
-                     for i in range(kh) for j in range(kw)]
-        # a block's last cells lie beyond every valid output's taps: they are not computed
-        self.tail = max(offset for *_, offset in self.taps)
-        self.phase_slices = []
-        for a in range(sh):
-            rows = _phase_range(height, self.cells_h, a, sh, ph)
-            for b in range(sw):
-                cols = _phase_range(width, self.cells_w, b, sw, pw)
-                if rows is not None and cols is not None:
-                    self.phase_slices.append((a, b, (..., rows[0], cols[0]),
-                                              (..., rows[1], cols[1])))
-        # pixels no window reads (FLOOR mode, kernel < stride) are in no phase
-        self.covers_input = self._covered() == height * width
-        self._buffers = _Buffers()
-        self.fill, self.dtype = fill, dtype
-
-    def _covered(self) -> int:
-        return sum(len(range(rows.start, rows.stop, rows.step or 1)) *
-                   len(range(cols.start, cols.stop, cols.step or 1))
-                   for _, _, _, (_, rows, cols) in self.phase_slices)
-
-    def phases(self, name: str, fill=None) -> np.ndarray:
-        """A (sh, sw, images, Hq, Wq) buffer; ``fill`` is written at allocation only."""
-        return self._buffers.get(name, (*self.stride, self.images, self.cells_h, self.cells_w),
-                                 self.dtype, fill=fill)
-
-    def wide(self, name: str, dtype, fill=None) -> np.ndarray:
-        """An (images, Hq, Wq) buffer on the wide output grid."""
-        return self._buffers.get(name, (self.images, self.cells_h, self.cells_w), dtype, fill)
-
-    def run_length(self, block: slice) -> int:
-        """How many wide cells of a block of images are computed (all but the tail)."""
-        return (block.stop - block.start) * self.cells - self.tail
-
-    def load(self, x: np.ndarray, block: slice) -> np.ndarray:
-        """Copy images ``x`` (m, H, W) into their phases; the border keeps the fill."""
-        phases = self.phases("input", fill=self.fill)[:, :, block]
-        for a, b, cells, pixels in self.phase_slices:
-            phases[a, b][cells] = x[pixels]
-        return phases
-
-    def store(self, phases: np.ndarray, dx: np.ndarray) -> None:
-        """``dx`` (m, H, W) = the image pixels of ``phases``; pixels in no phase get 0."""
-        if not self.covers_input:
-            dx.fill(0)
-        for a, b, cells, pixels in self.phase_slices:
-            dx[pixels] = phases[a, b][cells]
 
 
 @register_layer("Pooling")
@@ -845,7 +573,7 @@ class Pooling(Layer):
         if min(self.pad) < 0:
             raise self.error(f"pad must be non-negative, got {self.pad}",
                              field=_field(p, "pad", "pad_h"))
-        self._buffers = _Buffers()
+        self._buffers = Buffers()
         self._shape = None
 
     def reshape(self, bottom, top):
@@ -869,6 +597,31 @@ class Pooling(Layer):
         if self._shape != (shape, out_h, out_w) and not p.global_pooling:
             self._shape = (shape, out_h, out_w)
             self._plan(n * c, h, w, out_h, out_w, bottom[0].data.dtype)
+        self._geometry = (shape, (n, c, out_h, out_w), bottom[0].data.dtype, len(top) == 2)
+
+    @property
+    def _method(self) -> tuple[str, str | None]:
+        if self.params.global_pooling:
+            return "phases", None
+        x_shape, y_shape, dtype, mask = self._geometry
+        return methods.pooling_method(self.params.pool, x_shape, y_shape, self.kernel,
+                                      self.stride, self.pad, dtype, mask=mask)
+
+    @property
+    def method(self) -> str:
+        """``dnnl`` or ``phases`` (``methods.pooling_method``; global pooling: ``phases``)."""
+        return self._method[0]
+
+    def _dnnl_plan(self, x_shape, y_shape):
+        """oneDNN's pooling for these shapes and the thread count (with its workspace of
+        MAX's indices, which backward reads), kept while they stay."""
+        algorithm = self._method[1]
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), algorithm)
+        if getattr(self, "_dnnl_key", None) != key:
+            self._dnnl = dnnl.PoolingPlan(x_shape, y_shape, self.kernel, self.stride,
+                                          self.pad, algorithm)
+            self._dnnl_key = key
+        return self._dnnl
 
     def _plan(self, images, h, w, out_h, out_w, dtype):
         """The phase layout, the blocks of images, AVE's divisors and the empty windows."""
@@ -899,14 +652,19 @@ class Pooling(Layer):
     @property
     def blocks(self) -> list[slice]:
         """Blocks of images whose phases fit in the cache, processed in parallel."""
-        return threads.blocks(self.windows.images, self._image_bytes, CACHE_BLOCK_BYTES)
+        return threads.blocks(self.windows.images, self._image_bytes, kernels.CACHE_BLOCK_BYTES)
 
     # ----- forward -----
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
-        if self.params.global_pooling:
+        if self.method == "dnnl":
+            self._dnnl_plan(x.shape, y.shape).forward(x, y)
+            self._forwarded = self._dnnl_key       # the plan whose workspace backward reads
+        elif self.params.global_pooling:
+            self._forwarded = None
             self._forward_global(x, y)
         else:
+            self._forwarded = None
             windows = self.windows
             images = x.reshape(-1, windows.height, windows.width)
             outputs = y.reshape(-1, windows.out_h, windows.out_w)
@@ -998,6 +756,13 @@ class Pooling(Layer):
         if not propagate_down[0]:
             return
         dy, dx = top[0].diff, bottom[0].diff
+        if self.method == "dnnl":
+            plan = self._dnnl_plan(dx.shape, dy.shape)
+            if getattr(self, "_forwarded", None) != self._dnnl_key:   # MAX's indices
+                plan.forward(bottom[0].data, self._buffers.get("top", dy.shape, dy.dtype))
+                self._forwarded = self._dnnl_key
+            plan.backward(dy, dx)
+            return
         if self.params.global_pooling:
             flat_dx = dx.reshape(dx.shape[0], dx.shape[1], -1)
             flat_dy = dy.reshape(dx.shape[0], dx.shape[1], 1)

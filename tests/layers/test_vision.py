@@ -11,7 +11,7 @@ import pytest
 import solverkit as sk
 from solverkit import ConfigError
 from solverkit.gradient_check import check_layer_gradients
-from solverkit.layers import vision
+from solverkit.layers import methods
 
 
 # ---------------------------------------------------------------- direct implementations
@@ -142,15 +142,13 @@ CONV_CASES = [
 
 
 @pytest.fixture(params=["columns", "per_sample", "kernel_rows"])
-def conv_products(request, monkeypatch, blas_backend):
+def conv_products(request, blas_backend):
     """Every way Convolution multiplies: im2col and one product over a block of samples,
     one product per sample, or kernel row by kernel row (KernelRows, where it applies);
     each on every product library the machine has."""
-    monkeypatch.setattr(vision, "PER_SAMPLE_MAX_ROWS", 10**9 if request.param == "per_sample"
-                        else 0)
-    monkeypatch.setattr(vision, "KERNEL_ROWS_MAX_OVERHEAD",
-                        float("inf") if request.param == "kernel_rows" else 0.0)
-    return request.param
+    previous = methods.prefer(request.param)
+    yield request.param
+    methods.prefer(previous)
 
 
 def _expected_method(case, requested):
@@ -196,7 +194,7 @@ def test_convolution_gradients(case, rng, conv_products):
 @pytest.mark.parametrize("case", CONV_CASES[1:4])
 def test_convolution_in_blocks_of_samples(case, rng, monkeypatch, conv_products):
     """A column matrix too big for the block size is built a few samples at a time."""
-    monkeypatch.setattr(vision, "CONV_BLOCK_BYTES", 1)             # one sample per block
+    monkeypatch.setattr(methods, "CONV_BLOCK_BYTES", 1)             # one sample per block
     x = rng.standard_normal((3, 4, 6, 5))
     net = _net(_input(x.shape), _conv(**case))
     assert len(net.layers[1].blocks) == 3
