@@ -29,22 +29,20 @@ META_KEY = "__meta__"
 FORMAT_VERSION = 1
 
 
-def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> str:
-    """Write ``arrays`` plus JSON ``meta`` to ``path`` atomically; returns the file's SHA-256."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | str,
+                       operation: str = "write the file") -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, rename: a crash never leaves
+    half a file under the final name. The file gets the mode any new file gets (the
+    umask's), and a file-system failure is a user error naming ``operation`` and the path."""
     path = Path(path)
-    buffer = io.BytesIO()
-    payload = {**arrays, META_KEY: np.array(json.dumps(meta, sort_keys=True))}
-    np.savez(buffer, **payload)
-    data = buffer.getvalue()
-    with file_operation("write the snapshot", path):
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with file_operation(operation, path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            # mkstemp makes the file 0600; a snapshot gets the mode any new file gets (the
-            # umask's), as the log does
-            os.fchmod(fd, 0o666 & ~_umask())
+            os.fchmod(fd, 0o666 & ~_umask())        # mkstemp's own mode is 0600
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                handle.write(payload)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -60,6 +58,15 @@ def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], met
             os.close(dir_fd)
     except OSError:
         pass    # some file systems cannot fsync a folder; the rename is still atomic
+
+
+def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> str:
+    """Write ``arrays`` plus JSON ``meta`` to ``path`` atomically; returns the file's SHA-256."""
+    buffer = io.BytesIO()
+    payload = {**arrays, META_KEY: np.array(json.dumps(meta, sort_keys=True))}
+    np.savez(buffer, **payload)
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data, "write the snapshot")
     return hashlib.sha256(data).hexdigest()
 
 

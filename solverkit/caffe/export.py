@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..snapshot import atomic_write_bytes
 from .names import block_of_field
-from .weights import atomic_write_bytes, encode_caffemodel
+from .weights import encode_caffemodel
 
 _SHAPE_FIELDS = {"Input": "input_param", "DummyData": "dummy_data_param"}
 

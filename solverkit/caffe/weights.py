@@ -15,8 +15,6 @@ Field numbers are those of Caffe's ``caffe.proto``: NetParameter ``name`` 1,
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,21 +153,3 @@ def encode_caffemodel(name: str, layers: list[tuple[str, str, list[str], list[st
                        "top": list(tops), "blobs": [blob_fields(b) for b in blobs]}, LAYER)
         writer.message(100, body)
     return writer.getvalue()
-
-
-def atomic_write_bytes(path, data: bytes | str) -> None:
-    """Write to a temporary file beside ``path``, fsync, rename: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -53,7 +53,7 @@ def run(args) -> int:
 
 def _prototxt(path: str, out: Path) -> int:
     from ..caffe.prototxt import net_text_source, prototxt_kind, solver_text_source
-    from ..caffe.weights import atomic_write_bytes
+    from ..snapshot import atomic_write_bytes
     from ..spec.net import load_net_spec
     from ..spec.solver import load_solver_spec
     if prototxt_kind(path) == "net":

@@ -327,3 +327,21 @@ def test_solverkit_export_writes_caffe_files_opencv_reads(tmp_path):
     probs = back.forward(data=x)["prob"]
     assert np.array_equal(probs, deploy.forward(data=x)["prob"])
     np.testing.assert_allclose(_opencv_forward(prototxt, out, x[:3]), probs[:3], atol=1e-4)
+
+
+def test_exported_files_get_the_mode_new_files_get(tmp_path):
+    """Exported Caffe files are written atomically like snapshots, with the umask's mode
+    (a temporary file's own 0600 would lock other users out of a shared model)."""
+    import os
+    net = sk.Net({"name": "tiny", "layers": [
+        {"name": "data", "type": "Input", "top": "data", "shape": [[1, 3]]},
+        {"name": "ip", "type": "InnerProduct", "bottom": "data", "top": "ip",
+         "num_output": 2, "weight_filler": {"type": "gaussian"}}]}, phase="TEST", seed=0)
+    previous = os.umask(0o022)
+    try:
+        paths = export_caffe(net.spec, net, tmp_path / "tiny.caffemodel")
+    finally:
+        os.umask(previous)
+    for path in paths:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    assert not list(tmp_path.glob(".*.tmp"))
