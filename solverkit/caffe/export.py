@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..snapshot import atomic_write_bytes
+from ..spec.source import model_in
 from .names import block_of_field
 from .weights import encode_caffemodel
 
@@ -95,17 +96,7 @@ def _sub_model(model, name: str):
     field = model.model_fields.get(name) if model is not None else None
     if field is None:
         return None
-    from pydantic import BaseModel
-
-    def find(annotation):
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            return annotation
-        for arg in typing.get_args(annotation):
-            found = find(arg)
-            if found is not None:
-                return found
-        return None
-    return find(field.annotation)
+    return model_in(field.annotation)
 
 
 def net_to_prototxt(spec) -> str:

@@ -281,15 +281,16 @@ def _nested_model(model: type[BaseModel] | None, loc) -> type[BaseModel] | None:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
-        model = _model_in(field.annotation) if field is not None else None
+        model = model_in(field.annotation) if field is not None else None
     return model
 
 
-def _model_in(annotation) -> type[BaseModel] | None:
+def model_in(annotation) -> type[BaseModel] | None:
+    """The pydantic model inside a field's annotation (``X``, ``X | None``, ``list[X]``), or None."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in typing.get_args(annotation):
-        found = _model_in(arg)
+        found = model_in(arg)
         if found is not None:
             return found
     return None
