@@ -5,6 +5,8 @@ from . import (  # noqa: F401  # noqa: F401
     activation,
     common,
     data,
+    detection,
+    forks,
     loss,
     normalization,
     utility,
