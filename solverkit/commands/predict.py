@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError, NonFiniteError
 from ..export import load_deploy_net, write_output
+from ..files import check_output
 from ..predict import (
     DETECTION_COLUMNS,
     Preprocess,
@@ -70,6 +71,9 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}",
                           field="--batch-size")
+    inputs = (args.net, args.weights, args.labels, *args.inputs)
+    if args.output:                 # refused before any work, and never one of the inputs
+        check_output(args.output, inputs=inputs, force=args.force, error=ConfigError)
     labels = read_labels(args.labels) if args.labels else None
     preprocess = _preprocess(args)
     net, deployment = load_deploy_net(args.net, args.weights)
@@ -108,7 +112,7 @@ def run(args) -> int:
         net.close()
     if is_detector(net, blob):
         text = DETECTION_FORMATTERS[args.format](names, found, labels)
-        _write(args, text)
+        _write(args, text, inputs)
         return 0
     classes, probs = top_k(scores, args.top_k)
     if labels is not None and len(labels) < scores.reshape(len(scores), -1).shape[1]:
@@ -116,13 +120,13 @@ def run(args) -> int:
                           f"net's output '{blob}' has {scores.reshape(len(scores), -1).shape[1]}",
                           field="--labels")
     text = FORMATTERS[args.format](names, classes, probs, labels)
-    _write(args, text)
+    _write(args, text, inputs)
     return 0
 
 
-def _write(args, text: str) -> None:
+def _write(args, text: str, inputs) -> None:
     if args.output:
-        write_output(args.output, text.encode("utf-8"), force=args.force)
+        write_output(args.output, text.encode("utf-8"), force=args.force, inputs=inputs)
     else:
         sys.stdout.write(text)
 
