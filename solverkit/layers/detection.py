@@ -43,10 +43,13 @@ class Normalize(Layer):
     """
 
     class Params(LayerParams):
-        across_spatial: bool = True
-        channel_shared: bool = True
-        eps: float = Field(1e-10, ge=0)
-        scale_filler: FillerSpec | None = None
+        across_spatial: bool = Field(True, description="one norm per sample (else per pixel, "
+                                     "over the channels)")
+        channel_shared: bool = Field(True, description="one scale for all channels (else one "
+                                     "per channel)")
+        eps: float = Field(1e-10, ge=0, description="added to the sum of squares")
+        scale_filler: FillerSpec | None = Field(None, description="the scale's filler "
+                                                "(default constant 1)")
         caffe_written: ClassVar[tuple[str, ...]] = ("across_spatial", "channel_shared", "eps")
 
     min_bottoms = max_bottoms = 1
@@ -106,7 +109,8 @@ class Permute(Layer):
     """
 
     class Params(LayerParams):
-        order: list[int] = Field(default_factory=list)
+        order: list[int] = Field(default_factory=list, description="the bottom's axes in the "
+                                 "top's order; axes left out follow in their order")
 
     min_bottoms = max_bottoms = 1
     min_tops = max_tops = 1
@@ -153,19 +157,25 @@ class PriorBox(Layer):
     """
 
     class Params(LayerParams):
-        min_size: list[float] = Field(default_factory=list)
-        max_size: list[float] = Field(default_factory=list)
-        aspect_ratio: list[float] = Field(default_factory=list)
-        flip: bool = True
-        clip: bool = False
-        variance: list[float] = Field(default_factory=list)
-        img_size: int | None = Field(None, gt=0)
+        min_size: list[float] = Field(default_factory=list, description="box sizes in pixels "
+                                      "(required)")
+        max_size: list[float] = Field(default_factory=list, description="one per min_size: "
+                                      "adds a square of side sqrt(min·max)")
+        aspect_ratio: list[float] = Field(default_factory=list, description="width/height "
+                                          "ratios besides 1 (repeats ignored)")
+        flip: bool = Field(True, description="each ratio r also as 1/r")
+        clip: bool = Field(False, description="limit the boxes to [0, 1]")
+        variance: list[float] = Field(default_factory=list, description="one or four values "
+                                      "(default 0.1)")
+        img_size: int | None = Field(None, gt=0, description="image size (default: the "
+                                     "second bottom's)")
         img_h: int | None = Field(None, gt=0)
         img_w: int | None = Field(None, gt=0)
-        step: float | None = Field(None, gt=0)
+        step: float | None = Field(None, gt=0, description="pixels between cell centres "
+                                   "(default: image size / map size)")
         step_h: float | None = Field(None, gt=0)
         step_w: float | None = Field(None, gt=0)
-        offset: float = 0.5
+        offset: float = Field(0.5, description="the centre's offset in a cell, in steps")
         # OpenCV's reader defaults clip to true: write both flags whatever their value
         caffe_written: ClassVar[tuple[str, ...]] = ("flip", "clip")
 
@@ -269,9 +279,12 @@ class PriorBox(Layer):
 class NmsParams(StrictModel):
     """The SSD fork's NonMaximumSuppressionParameter."""
 
-    nms_threshold: float = Field(0.3, ge=0)
-    top_k: int | None = None
-    eta: float = Field(1.0, gt=0, le=1)
+    nms_threshold: float = Field(0.3, ge=0, description="a box overlapping a kept one by "
+                                 "more (IoU) is dropped")
+    top_k: int | None = Field(None, description="candidates per class before NMS (default: "
+                              "all)")
+    eta: float = Field(1.0, gt=0, le=1, description="the threshold's factor after each kept "
+                       "box while above 0.5")
 
 
 def decode_boxes(loc: np.ndarray, priors: np.ndarray, variances: np.ndarray, code_type: str,
@@ -363,15 +376,21 @@ class DetectionOutput(Layer):
     """
 
     class Params(LayerParams):
-        num_classes: int = Field(gt=0)
-        share_location: bool = True
-        background_label_id: int = 0
+        num_classes: int = Field(gt=0, description="classes scored, background included")
+        share_location: bool = Field(True, description="one box per prior for all classes "
+                                     "(else one per class)")
+        background_label_id: int = Field(0, description="the class never reported; -1: none")
         nms_param: NmsParams = Field(default_factory=NmsParams)
-        save_output_param: dict[str, Any] | None = None
-        code_type: Literal["CORNER", "CENTER_SIZE", "CORNER_SIZE"] = "CORNER"
-        variance_encoded_in_target: bool = False
-        keep_top_k: int = -1
-        confidence_threshold: float | None = None
+        save_output_param: dict[str, Any] | None = Field(
+            None, description="the fork's result files: accepted and ignored")
+        code_type: Literal["CORNER", "CENTER_SIZE", "CORNER_SIZE"] = Field(
+            "CORNER", description="how loc encodes a box against its prior")
+        variance_encoded_in_target: bool = Field(False, description="loc already holds "
+                                                 "offsets divided by the variances")
+        keep_top_k: int = Field(-1, description="detections kept per image after NMS; "
+                                "-1: all")
+        confidence_threshold: float | None = Field(None, description="scores must exceed it "
+                                                   "(default: every box)")
         # fields OpenCV's reader requires even at their defaults
         caffe_written: ClassVar[tuple[str, ...]] = (
             "share_location", "background_label_id", "nms_param", "code_type", "keep_top_k")
@@ -475,9 +494,9 @@ class ROIPooling(Layer):
     """
 
     class Params(LayerParams):
-        pooled_h: int = Field(0, ge=0)
-        pooled_w: int = Field(0, ge=0)
-        spatial_scale: float = 1.0
+        pooled_h: int = Field(0, ge=0, description="rows of the output grid (required)")
+        pooled_w: int = Field(0, ge=0, description="columns of the output grid (required)")
+        spatial_scale: float = Field(1.0, description="feature-map cells per image pixel")
 
     min_bottoms = max_bottoms = 2
     min_tops = max_tops = 1

@@ -25,13 +25,14 @@ class Upsample(Layer):
     """
 
     class Params(LayerParams):
-        scale: int | None = Field(None, gt=0)
+        scale: int | None = Field(None, gt=0, description="size factor (default 2)")
         scale_h: int | None = Field(None, gt=0)
         scale_w: int | None = Field(None, gt=0)
-        pad_out_h: bool = False
-        pad_out_w: bool = False
-        upsample_h: int | None = Field(None, gt=0)
-        upsample_w: int | None = Field(None, gt=0)
+        pad_out_h: bool = Field(False, description="one row less (an odd size; scale 2)")
+        pad_out_w: bool = Field(False, description="one column less (an odd size; scale 2)")
+        upsample_h: int | None = Field(None, gt=0, description="the top's height (instead "
+                                       "of the scale)")
+        upsample_w: int | None = Field(None, gt=0, description="the top's width")
 
     min_bottoms = max_bottoms = 2
     min_tops = max_tops = 1
@@ -100,7 +101,7 @@ class ShuffleChannel(Layer):
     """
 
     class Params(LayerParams):
-        group: int = Field(1, gt=0)
+        group: int = Field(1, gt=0, description="channel groups interleaved")
 
     min_bottoms = max_bottoms = 1
     min_tops = max_tops = 1
@@ -135,7 +136,7 @@ class DepthwiseConvolution(Convolution):
     channel reads one input channel: W is (num_output, 1, kh, kw))."""
 
     class Params(ConvolutionParams):
-        group: int | None = Field(None, gt=0)
+        group: int | None = Field(None, gt=0, description="default: the bottom's channels")
 
     def setup(self, bottom, top):
         if self.params.group is None and len(bottom[0].shape) == 4:
