@@ -242,6 +242,11 @@ def _wants_list(model, name: str) -> bool:
     return bool(args) and all(typing.get_origin(a) is list for a in args)
 
 
+def _is_bool(model, name: str) -> bool:
+    field = model.model_fields.get(name)
+    return field is not None and field.annotation in (bool, bool | None)
+
+
 # ---------------------------------------------------------------- layers
 
 def _layer_type(msg: TextMessage, v1: bool, ctx: _Context, index: int, name: str | None):
@@ -468,6 +473,8 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
             value = _scalar(entry, ctx, block, **where)
             if key in ("source", "root_folder") and isinstance(value, str):
                 value = ctx.path(value)
+            if value in (0, 1) and type(value) is int and _is_bool(model, key):
+                value = bool(value)             # protobuf's text format: a bool may be 0 or 1
         put(key, value, entry, append=True)     # one value: made a scalar by the caller
     if legacy_shape:
         counts = {len(v) for v in legacy_shape.values()}

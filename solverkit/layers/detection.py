@@ -372,7 +372,8 @@ class DetectionOutput(Layer):
     rows ``[image, label, score, xmin, ymin, xmax, ymax]`` in image order, then label order,
     then score order; coordinates relative to the image size. With no detection at all the
     top is (1, 1, N, 7) of −1 with the image index in column 0, as the fork writes it.
-    ``save_output_param`` (the fork's result files) is accepted and ignored.
+    ``save_output_param`` (the fork's result files) is accepted and ignored. ``clip``
+    (OpenCV's addition) limits the decoded boxes to [0, 1] before suppression.
     """
 
     class Params(LayerParams):
@@ -391,6 +392,8 @@ class DetectionOutput(Layer):
                                 "-1: all")
         confidence_threshold: float | None = Field(None, description="scores must exceed it "
                                                    "(default: every box)")
+        clip: bool = Field(False, description="limit decoded boxes to [0, 1] before NMS "
+                           "(OpenCV's field)")
         # fields OpenCV's reader requires even at their defaults
         caffe_written: ClassVar[tuple[str, ...]] = (
             "share_location", "background_label_id", "nms_param", "code_type", "keep_top_k")
@@ -440,6 +443,8 @@ class DetectionOutput(Layer):
         offsets = loc.reshape(n, self.num_priors, self.num_loc_classes, 4).astype(np.float64)
         boxes = decode_boxes(offsets.transpose(0, 2, 1, 3), priors, variances, p.code_type,
                              p.variance_encoded_in_target)                  # (N, L, P, 4)
+        if p.clip:
+            np.clip(boxes, 0.0, 1.0, out=boxes)
         scores = conf.reshape(n, self.num_priors, classes).astype(np.float64)
         confidence = -np.inf if p.confidence_threshold is None else p.confidence_threshold
         rows = []

@@ -63,9 +63,11 @@ layer { name: "detection_out" type: "DetectionOutput" bottom: "loc" bottom: "con
 """
 
 
-def _ssd(tmp_path, batch: int, seed: int = 1):
+def _ssd(tmp_path, batch: int, seed: int = 1, clip: bool = False):
     path = tmp_path / "ssd.prototxt"
-    path.write_text(HEAD.replace("BATCH", str(batch)) + BODY)
+    body = BODY.replace("confidence_threshold: 0.3", "confidence_threshold: 0.3 clip: 1") \
+        if clip else BODY                       # OpenCV's field, written 0/1 as in its files
+    path.write_text(HEAD.replace("BATCH", str(batch)) + body)
     return sk.Net(path, phase="TEST", seed=seed)
 
 
@@ -75,8 +77,9 @@ def _ordered(rows: np.ndarray) -> np.ndarray:
     return rows[np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))]
 
 
-def test_ssd_layers_agree_with_opencv(tmp_path, rng):
-    net = _ssd(tmp_path, batch=2)
+@pytest.mark.parametrize("clip", [False, True])
+def test_ssd_layers_agree_with_opencv(tmp_path, rng, clip):
+    net = _ssd(tmp_path, batch=2, clip=clip)
     x = rng.uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
     ours = {name: blob.copy() for name, blob in net.forward(data=x).items()}
     for name in ("norm1", "loc1_perm", "prior"):

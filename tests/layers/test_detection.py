@@ -201,6 +201,8 @@ def _detections_reference(loc, conf, prior, p):
                                   p.get("code_type", "CORNER"),
                                   p.get("variance_encoded_in_target", False))
                 for j in range(num_priors)]
+            if p.get("clip", False):                       # OpenCV's ClipBBox after decoding
+                boxes[label] = [[min(max(v, 0.0), 1.0) for v in box] for box in boxes[label]]
         indices = {}
         for c in range(classes):
             if c == background:
@@ -254,6 +256,7 @@ def _detection_inputs(rng, n, num_priors, classes, loc_classes):
      "confidence_threshold": 0.3},
     {"num_classes": 3, "background_label_id": 2, "code_type": "CORNER_SIZE",
      "variance_encoded_in_target": True, "nms_param": {"nms_threshold": 0.6, "top_k": 5}},
+    {"num_classes": 3, "code_type": "CENTER_SIZE", "clip": True, "keep_top_k": 7},
     {"num_classes": 2, "confidence_threshold": 0.999},                    # nothing found
 ])
 def test_detection_output_against_the_forks_loops(rng, fields):
