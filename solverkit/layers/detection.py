@@ -316,14 +316,23 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
     return np.where((w < 0) | (h < 0), 0.0, w * h)
 
 
+def pairwise_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of each box of ``a`` (K, 4) with each of ``b`` (M, 4): (K, M).
+    Boxes that do not overlap (touching included) have 0."""
+    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.where((width >= 0) & (height >= 0), width * height, 0.0)
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
 def jaccard(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Intersection over union of one box (4,) with each of ``boxes`` (K, 4)."""
-    lo = np.maximum(box[:2], boxes[:, :2])
-    hi = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
-    inter = np.where(np.all(hi >= lo, axis=-1), inter, 0.0)
-    union = box_area(box) + box_area(boxes) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return pairwise_jaccard(box[None], boxes)[0]
+
+
+# candidates up to this many get their overlaps as one matrix (8 MiB of float64)
+_PAIRWISE_LIMIT = 1024
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, top_k: int | None,
@@ -339,15 +348,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, top_k: int | No
     if top_k is not None and top_k > -1:
         order = order[:top_k]
     kept: list[int] = []
-    if eta >= 1:                        # a fixed threshold: suppress by each kept box
+    candidates = boxes[order]
+    if eta >= 1:                        # a fixed threshold: each kept box suppresses the rest
         alive = np.ones(order.size, dtype=bool)
-        candidates = boxes[order]
+        overlaps = pairwise_jaccard(candidates, candidates) \
+            if order.size <= _PAIRWISE_LIMIT else None
         for i in range(order.size):
             if not alive[i]:
                 continue
             kept.append(order[i])
-            rest = slice(i + 1, None)
-            alive[rest] &= jaccard(candidates[i], candidates[rest]) <= threshold
+            row = overlaps[i] if overlaps is not None else jaccard(candidates[i], candidates)
+            alive &= row <= threshold
         return np.asarray(kept, dtype=np.int64)
     adaptive = threshold
     for index in order:
