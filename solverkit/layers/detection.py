@@ -556,9 +556,10 @@ class ROIPooling(Layer):
         n, c, height, width = x.shape
         rois = bottom[1].data.reshape(-1, 5).astype(np.float64)
         image = rois[:, 0].astype(np.int64)
-        if np.any((image < 0) | (image >= n) | (image != rois[:, 0])):
-            raise self.error(f"a region names image {rois[:, 0][(image < 0) | (image >= n)][0]:g}"
-                             f" of a batch of {n}", field="bottom")
+        bad = (image < 0) | (image >= n) | (image != rois[:, 0])
+        if np.any(bad):
+            raise self.error(f"a region names image {rois[bad, 0][0]:g}, not one of the "
+                             f"batch's {n} (0..{n - 1})", field="bottom")
         (h_lo, h_hi), (w_lo, w_hi) = self._bins(rois, height, width)
         r = rois.shape[0]
         best = np.full((r, c, h_lo.shape[1], w_lo.shape[1]), -np.inf, dtype=x.dtype)
