@@ -48,7 +48,7 @@ THREAD_VARIABLES = ("SOLVERKIT_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_TH
                     "MKL_NUM_THREADS")
 # the parts of the manifest that define the sweep (a difference refuses a rerun)
 DEFINING = ("solver", "solver_sha256", "net", "net_sha256", "set", "grid", "random", "draws",
-            "draw_seed", "seeds", "optuna")
+            "draw_seed", "seeds", "search")
 
 
 @dataclass
@@ -119,7 +119,8 @@ class Sweep:
                 "net_sha256": _sha256(self.net) if self.net else None,
                 "set": self.fixed, "grid": self.grid, "random": [r.describe() for r in self.ranges],
                 "draws": self.draws, "draw_seed": self.draw_seed, "seeds": self.seeds,
-                "optuna": self.optuna, "settings": self.settings,
+                "search": "optuna" if self.optuna else "grid", "optuna": self.optuna,
+                "settings": self.settings,
                 "trials": [t.name for t in self.trials]}
 
 
@@ -242,8 +243,7 @@ def claim_folder(sweep: Sweep, overwrite: bool = False) -> None:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise SolverkitError(f"cannot read the sweep manifest: {err}",
                                  file=str(path)) from None
-        differences = [f"{key}: {_show(theirs.get(key))} before, {_show(ours[key])} now"
-                       for key in DEFINING if theirs.get(key) != ours[key]]
+        differences = _differences(theirs, ours)
         if differences and not overwrite:
             raise SolverkitError(
                 f"{sweep.prefix} holds another sweep ({'; '.join(differences)}); rerun it as "
@@ -257,6 +257,23 @@ def claim_folder(sweep: Sweep, overwrite: bool = False) -> None:
         raise SolverkitError(f"{sweep.prefix} is not empty and holds no sweep manifest "
                              f"({MANIFEST}): choose another --prefix", field="--prefix")
     atomic_write_bytes(path, json.dumps(ours, indent=1) + "\n", "write the sweep manifest")
+
+
+def _differences(theirs: dict, ours: dict) -> list[str]:
+    """What differs between two manifests, field by field for the grid and --set."""
+    found = []
+    for key in DEFINING:
+        before, now = theirs.get(key), ours[key]
+        if before == now:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            for field_name in dict.fromkeys([*before, *now]):
+                if before.get(field_name) != now.get(field_name):
+                    found.append(f"{key} {field_name}: {_show(before.get(field_name))} before, "
+                                 f"{_show(now.get(field_name))} now")
+        else:
+            found.append(f"{key}: {_show(before)} before, {_show(now)} now")
+    return found
 
 
 def _show(value) -> str:
