@@ -186,11 +186,13 @@ def plot(sweep, trials_by_setting, rows: list[SettingRow], path) -> None:
             ax.fill_between(iters, values.min(axis=0), values.max(axis=0), alpha=0.2,
                             color=line.get_color())
     train_ax.set(title="TRAIN loss (mean, min–max over seeds)", xlabel="iteration")
+    if all(y > 0 for line in train_ax.get_lines() for y in line.get_ydata()):
+        train_ax.set_yscale("log")       # a few spikes would flatten every other curve
     test_ax.set(title=f"TEST {sweep.metric}", xlabel="iteration")
     test_ax.legend(fontsize=7)
     done = [r for r in rows if r.final_mean is not None]
-    bar_ax.barh(range(len(done)), [r.final_mean for r in done],
-                xerr=[r.final_std for r in done], color="#7aa6d6")
+    bar_ax.errorbar([r.final_mean for r in done], range(len(done)),
+                    xerr=[r.final_std for r in done], fmt="o", capsize=3)
     bar_ax.set_yticks(range(len(done)), [r.setting for r in done], fontsize=7)
     bar_ax.invert_yaxis()
     bar_ax.set(title=f"final {sweep.metric} per setting (± std)")

@@ -95,12 +95,14 @@ def test_every_trial_equals_the_same_run_alone(finished, tmp_path):
 
 
 @pytest.mark.slow
-def test_table_is_the_mean_and_std_of_the_logs_and_a_rerun_changes_nothing(finished):
+def test_table_is_the_mean_and_std_of_the_logs_and_a_rerun_changes_nothing(finished, tmp_path):
+    pytest.importorskip("matplotlib")
     prefix, table = finished
     before = tree_state(prefix)
-    again = run(sweep_command(prefix, "--format", "json"))
+    again = run(sweep_command(prefix, "--format", "json", "--plot", tmp_path / "sweep.png"))
     assert again.returncode == 0, again.stderr
     assert tree_state(prefix) == before
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     answer = json.loads(again.stdout)
     assert answer["metric"] == "accuracy" and answer["mode"] == "max"
     rows = answer["settings"]
