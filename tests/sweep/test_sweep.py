@@ -135,7 +135,7 @@ def test_table_is_the_mean_and_std_of_the_logs_and_a_rerun_changes_nothing(finis
     assert [line.split()[0] for line in lines[2:6]] == [row["setting"] for row in rows]
 
 
-def test_rows(folder: Path) -> list[tuple[str, str, str]]:
+def logged_tests(folder: Path) -> list[tuple[str, str, str]]:
     with open(folder / "run_log.csv", newline="") as handle:
         return [(r["iter"], r["name"], r["value"]) for r in csv.DictReader(handle)
                 if r["phase"] == "TEST"]
@@ -164,7 +164,7 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(finished, tmp_path):
         theirs, ours = final_weights(prefix / folder.name), final_weights(folder)
         for key in theirs:
             np.testing.assert_array_equal(theirs[key], ours[key], err_msg=folder.name)
-        assert test_rows(folder) == test_rows(prefix / folder.name)
+        assert logged_tests(folder) == logged_tests(prefix / folder.name)
 
 
 def test_a_diverging_trial_is_reported_and_the_others_finish(tmp_path):
