@@ -167,13 +167,13 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(finished, tmp_path):
         assert logged_tests(folder) == logged_tests(prefix / folder.name)
 
 
-def test_a_diverging_trial_is_reported_and_the_others_finish(tmp_path):
-    done = run([sys.executable, "-m", "solverkit", "sweep", "--solver", str(SOLVER), "--set",
-                *FIXED, "--grid", "base_lr=0.05,10000", "--prefix", str(tmp_path / "d"),
-                "--format", "json"])
-    assert done.returncode == 1, done.stderr
-    assert "diverged" in done.stderr
-    rows = {row["setting"]: row for row in json.loads(done.stdout)["settings"]}
+def test_a_diverging_trial_is_reported_and_the_others_finish(tmp_path, capsys):
+    status = cli.main(["sweep", "--solver", str(SOLVER), "--set", *FIXED, "--grid",
+                       "base_lr=0.05,10000", "--prefix", str(tmp_path / "d"), "--format", "json"])
+    out, err = capsys.readouterr()
+    assert status == 1, err
+    assert "diverged" in err
+    rows = {row["setting"]: row for row in json.loads(out)["settings"]}
     assert rows["base_lr=0.05"]["status"] == "ok"
     assert rows["base_lr=0.05"]["final_mean"] > 0.3
     assert rows["base_lr=10000"]["status"] == "1 diverged"
@@ -181,6 +181,31 @@ def test_a_diverging_trial_is_reported_and_the_others_finish(tmp_path):
     status = json.loads((tmp_path / "d" / "base_lr=10000@seed0" / "status.json").read_text())
     assert status["status"] == "diverged" and status["returncode"] == 1
     assert "non-finite" in (tmp_path / "d" / "base_lr=10000@seed0" / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_trial_with_a_snapshot(tmp_path):
+    prefix = tmp_path / "c"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "solverkit", "sweep", "--solver", str(SOLVER), "--set",
+         "max_iter=100000", "test_interval=50", "display=0", "--grid", "base_lr=0.05,0.01",
+         "--jobs", "2", "--prefix", str(prefix)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    logs = [prefix / "base_lr=0.05@seed0" / "run_log.csv", prefix / "base_lr=0.01@seed0" /
+            "run_log.csv"]
+    while not all(log.exists() and "TEST" in log.read_text() for log in logs):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)          # the sweep only: it passes the signal on
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "sweep stopped" in err
+    for log in logs:
+        assert list(log.parent.glob("run_iter_*.solverstate.npz"))
+        assert not (log.parent / "status.json").exists()
+        assert "Stopped by SIGINT" in (log.parent / "train.log").read_text()
+    assert out.count("1 unfinished") == 2
 
 
 def test_random_search_draws_the_same_settings_for_the_same_seed(tmp_path):
@@ -203,20 +228,20 @@ def test_random_search_draws_the_same_settings_for_the_same_seed(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_optuna_search_resumes_from_its_storage(tmp_path):
+def test_an_optuna_search_resumes_from_its_storage(tmp_path, capsys):
     pytest.importorskip("optuna")
     import optuna
 
     prefix = tmp_path / "o"
 
     def search(count):
-        done = run([sys.executable, "-m", "solverkit", "sweep", "--solver", str(SOLVER),
-                    "--set", "max_iter=4", "test_interval=2", "display=0",
-                    "--random", "base_lr=log(1e-3,1e-1)", "--optuna", str(count),
-                    "--prefix", str(prefix), "--format", "json"])
-        assert done.returncode == 0, done.stderr
+        status = cli.main(["sweep", "--solver", str(SOLVER), "--set", "max_iter=4",
+                           "test_interval=2", "display=0", "--random", "base_lr=log(1e-3,1e-1)",
+                           "--optuna", str(count), "--prefix", str(prefix), "--format", "json"])
+        out, err = capsys.readouterr()
+        assert status == 0, err
         study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{prefix}/optuna.db")
-        return json.loads(done.stdout), study
+        return json.loads(out), study
 
     _, study = search(1)
     assert len(study.trials) == 1
