@@ -189,7 +189,12 @@ def plan_sweep(solver, net=None, *, fixed=(), grid_items=(), random_args=(), see
     for setting in checked:
         for r in range(seeds):
             trial = sweep.trial(setting, r)
-            load_solver_spec(solver, _overrides(trial))
+            try:
+                load_solver_spec(solver, _overrides(trial))
+            except SolverkitError as err:       # say which trial, in the sweep's words
+                err.message = (f"the sweep's trial {trial.label} (random_seed "
+                               f"{trial.random_seed}): {err.message.removeprefix('--set ')}")
+                raise
     # the first trial's solver builds the nets: the net's mistakes, and the TEST outputs
     first = Solver(solver, net=net, overrides=_overrides(sweep.trial(checked[0], 0)),
                    progress=False)
