@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..net import Net
 from ..runs import file_operation
-from ..snapshot import atomic_write_bytes
+from ..files import check_output, write_atomic
 from ..tools.graph import write_graph
 from ..tools.values import build_for_values, compute_values, values_dot, values_text
 from . import add_state_arguments, stages_of
@@ -65,6 +65,8 @@ def run(args) -> int:
         raise ConfigError("a .txt listing shows values: add --values (or write .dot)",
                           field="-o")
     inputs = _parse_inputs(args.inputs)
+    # the listing or graph replaces an earlier one, never the files it is drawn from
+    check_output(args.output, inputs=[args.net, args.weights], force=True)
     stages, level = stages_of(args), args.level or 0
     net = (build_for_values(args.net, args.phase, stages, level) if args.values else
            Net(args.net, phase=args.phase, seed=0, stages=stages, level=level))
@@ -75,8 +77,7 @@ def run(args) -> int:
                 net.load(args.weights)
             drawn = compute_values(net, inputs)
             if suffix == ".txt":
-                with file_operation("write the listing", args.output):
-                    atomic_write_bytes(args.output, values_text(net, drawn), "write the listing")
+                write_atomic(args.output, values_text(net, drawn), operation="write the listing")
                 print(f"wrote {args.output} (values and gradients)")
                 return 0
             text = values_dot(net)

@@ -19,10 +19,12 @@ import io
 import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import SolverkitError
+from ..files import LIMITS, read_text
 
 
 @dataclass
@@ -50,13 +52,13 @@ class SettingRow:
 
 def read_log(path) -> list[dict]:
     """The rows of a CSV log (``iter, phase, name, value, lr, seconds``), typed."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return [{"iter": int(row["iter"]), "phase": row["phase"], "name": row["name"],
-                     "value": float(row["value"]), "seconds": float(row["seconds"] or 0)}
-                    for row in csv.DictReader(handle)]
-    except FileNotFoundError:
+    if not Path(path).exists():
         return []
+    text = read_text(path, what="CSV log", limit=LIMITS["list"])
+    try:
+        return [{"iter": int(row["iter"]), "phase": row["phase"], "name": row["name"],
+                 "value": float(row["value"]), "seconds": float(row["seconds"] or 0)}
+                for row in csv.DictReader(io.StringIO(text, newline=""))]
     except (KeyError, ValueError, TypeError) as err:
         raise SolverkitError(f"not a solverkit CSV log: {err}", file=str(path)) from None
 

@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, SolverkitError, did_you_mean
 from ..runs import run_files
-from ..snapshot import atomic_write_bytes, latest_snapshot
+from ..files import LIMITS, read_text, write_atomic
+from ..snapshot import latest_snapshot
 from ..solvers import Solver
 from ..solvers.nets import output_prefix
 from ..spec.solver import load_solver_spec
@@ -82,7 +83,11 @@ class Trial:
         path = self.folder / STATUS
         if not path.is_file():
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = read_text(path, what="trial status", limit=LIMITS["record"])
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SolverkitError(f"cannot read the trial status: {err}", file=str(path)) from None
 
 
 @dataclass
@@ -244,8 +249,8 @@ def claim_folder(sweep: Sweep, overwrite: bool = False) -> None:
     ours = sweep.manifest()
     if path.exists():
         try:
-            theirs = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            theirs = json.loads(read_text(path, what="sweep manifest", limit=LIMITS["spec"]))
+        except json.JSONDecodeError as err:
             raise SolverkitError(f"cannot read the sweep manifest: {err}",
                                  file=str(path)) from None
         differences = _differences(theirs, ours)
@@ -261,7 +266,7 @@ def claim_folder(sweep: Sweep, overwrite: bool = False) -> None:
     elif sweep.prefix.exists() and any(sweep.prefix.iterdir()) and not overwrite:
         raise SolverkitError(f"{sweep.prefix} is not empty and holds no sweep manifest "
                              f"({MANIFEST}): choose another --prefix", field="--prefix")
-    atomic_write_bytes(path, json.dumps(ours, indent=1) + "\n", "write the sweep manifest")
+    write_atomic(path, json.dumps(ours, indent=1) + "\n", operation="write the sweep manifest")
 
 
 def _differences(theirs: dict, ours: dict) -> list[str]:
@@ -350,8 +355,8 @@ class Running:
         status = {0: "done", 1: "diverged"}.get(code, "failed")
         last = [line for line in text.splitlines() if line.startswith("solverkit:")]
         record = {"status": status, "returncode": code, "message": last[-1] if last else ""}
-        atomic_write_bytes(self.trial.folder / STATUS, json.dumps(record) + "\n",
-                           "write the trial's status")
+        write_atomic(self.trial.folder / STATUS, json.dumps(record) + "\n",
+                     operation="write the trial's status")
         return status
 
 

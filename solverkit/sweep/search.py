@@ -25,7 +25,7 @@ import time
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..snapshot import atomic_write_bytes
+from ..files import LIMITS, read_text, write_atomic
 from . import results, space
 from .runner import STATUS, Running, Sweep
 
@@ -106,9 +106,9 @@ def run_optuna(sweep: Sweep, jobs: int, progress: bool | None):
                 live.discard(job)
                 state = job.finish(interrupted=bool(stopped) or pruned)
                 if pruned:
-                    atomic_write_bytes(run.folder / STATUS,
-                                       json.dumps({"status": "pruned", "returncode": 0}) + "\n",
-                                       "write the trial's status")
+                    write_atomic(run.folder / STATUS,
+                                 json.dumps({"status": "pruned", "returncode": 0}) + "\n",
+                                 operation="write the trial's status")
                     trial.set_user_attr(OUTCOME, "pruned")
                     raise optuna.TrialPruned()
                 if state is None:
@@ -188,10 +188,9 @@ def _watch(job: Running, trial, sweep: Sweep) -> bool:
 
 def _safe_rows(job: Running) -> list[dict]:
     """The log's complete rows so far (a row being written is left for the next look)."""
-    try:
-        text = job.trial.log_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not job.trial.log_path.exists():
         return []
+    text = read_text(job.trial.log_path, what="CSV log", limit=LIMITS["list"])
     complete = text[:text.rfind("\n") + 1]
     rows = []
     for line in complete.splitlines()[1:]:
