@@ -4,7 +4,8 @@ Each trial is an ordinary ``solverkit train`` run in its own process, with its s
 prefix ``DIR/<trial name>/run`` (so its CSV log is ``DIR/<trial name>/run_log.csv``) and
 its output in ``DIR/<trial name>/train.log``. When the process ends, ``status.json`` records
 how (``done``, ``diverged`` for exit status 1, a non-finite loss, ``failed`` otherwise);
-a trial with a status is finished and a rerun leaves it alone. A trial without one
+a trial with a status is finished and a rerun leaves it alone, except a ``failed`` one,
+which is tried again (its cause may have been fixed). A trial without one
 resumes from its newest complete snapshot (``train --resume latest``), or starts afresh
 (replacing a log that a killed run left without a snapshot).
 
@@ -31,11 +32,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..errors import ConfigError, SolverkitError, did_you_mean
-from ..runs import run_files
 from ..files import LIMITS, read_text, write_atomic
+from ..runs import run_files
 from ..snapshot import latest_snapshot
 from ..solvers import Solver
 from ..solvers.nets import output_prefix
@@ -366,7 +365,9 @@ def run_trials(sweep: Sweep, trials: list[Trial], jobs: int, progress: bool | No
     sweep: every running trial gets the signal, writes a snapshot and ends; no new one
     starts. Returns whether the sweep was stopped so. ``on_finish(trial, status)`` is
     called as each trial ends."""
-    pending = [t for t in trials if t.status() is None]
+    # a failed trial (exit status 2: a data file, the disk, a held lock) is tried again;
+    # a diverged one would only diverge again
+    pending = [t for t in trials if t.status() is None or t.status()["status"] == "failed"]
     stopped: list[int] = []
     running: list[Running] = []
 
@@ -376,6 +377,7 @@ def run_trials(sweep: Sweep, trials: list[Trial], jobs: int, progress: bool | No
             with contextlib.suppress(ProcessLookupError):
                 job.process.send_signal(signum)
 
+    from tqdm import tqdm       # external, and only a sweep needs it: kept off start-up
     signals = [signal.SIGINT, signal.SIGTERM]
     previous = {sig: signal.signal(sig, stop) for sig in signals}
     bar = tqdm(total=len(trials), initial=len(trials) - len(pending), unit="trial",

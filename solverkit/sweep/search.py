@@ -22,8 +22,6 @@ import signal
 import sys
 import time
 
-from tqdm import tqdm
-
 from ..errors import ConfigError
 from ..files import LIMITS, read_text, write_atomic
 from . import results, space
@@ -124,6 +122,7 @@ def run_optuna(sweep: Sweep, jobs: int, progress: bool | None):
         trial.set_user_attr(OUTCOME, "done")
         return sum(finals) / len(finals)
 
+    from tqdm import tqdm       # external, and only a sweep needs it: kept off start-up
     remaining = max(0, sweep.optuna - len(ended))
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     bar = tqdm(total=sweep.optuna, initial=sweep.optuna - remaining, unit="trial",
