@@ -297,3 +297,23 @@ def test_a_changed_grid_under_the_same_prefix_is_refused_with_the_difference(tmp
     assert 'grid type: ["SGD", "Nesterov"] before, ["SGD", "Adam"] now' in err
     assert (prefix / "sweep.json").read_bytes() == manifest
     assert not [p for p in prefix.iterdir() if p.is_dir()]
+
+
+def test_a_failed_trial_is_tried_again_on_a_rerun(tmp_path, capsys):
+    fcntl = pytest.importorskip("fcntl")
+    prefix = tmp_path / "f"
+    folder = prefix / "base_lr=0.05@seed0"
+    folder.mkdir(parents=True)
+    command = ["sweep", "--solver", str(SOLVER), "--set", *FIXED, "--grid", "base_lr=0.05",
+               "--prefix", str(prefix), "--format", "json", "--overwrite"]
+    with open(folder / "run.lock", "w") as lock:      # another run holds the trial's prefix
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert cli.main(command) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["settings"][0]["status"] == "1 failed"
+    assert json.loads((folder / "status.json").read_text())["returncode"] == 2
+    assert "in use by another run" in (folder / "train.log").read_text()
+    assert cli.main(command[:-1]) == 0                 # the lock is gone: it runs now
+    out, _ = capsys.readouterr()
+    assert json.loads(out)["settings"][0]["status"] == "ok"
+    assert json.loads((folder / "status.json").read_text())["status"] == "done"
