@@ -290,9 +290,12 @@ def _show(value) -> str:
 
 
 def _remove_sweep(prefix: Path, manifest: dict) -> None:
-    for name in manifest.get("trials", []):
-        folder = prefix / name
-        if folder.parent == prefix and folder.is_dir():
+    """The earlier sweep's trials (those its manifest lists, and an Optuna search's, which
+    it cannot list: every ``<setting>@seed<r>`` folder) and its Optuna storage."""
+    names = set(manifest.get("trials", []))
+    for folder in prefix.iterdir():
+        if folder.is_dir() and (folder.name in names or (
+                manifest.get("search") == "optuna" and "@seed" in folder.name)):
             shutil.rmtree(folder)
     for name in ("optuna.db",):
         with contextlib.suppress(FileNotFoundError):

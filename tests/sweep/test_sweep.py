@@ -317,3 +317,19 @@ def test_a_failed_trial_is_tried_again_on_a_rerun(tmp_path, capsys):
     out, _ = capsys.readouterr()
     assert json.loads(out)["settings"][0]["status"] == "ok"
     assert json.loads((folder / "status.json").read_text())["status"] == "done"
+
+
+def test_overwrite_removes_the_earlier_sweeps_trials_only(tmp_path):
+    from solverkit.sweep import claim_folder
+    prefix = tmp_path / "w"
+    old = plan_sweep(SOLVER, fixed=FIXED, grid_items=["type=SGD,Nesterov"], prefix=prefix)
+    claim_folder(old)
+    for trial in old.trials:
+        trial.folder.mkdir()
+        (trial.folder / "run_log.csv").write_text("iter,phase,name,value,lr,seconds\n")
+    (prefix / "notes.txt").write_text("mine")
+    new = plan_sweep(SOLVER, fixed=FIXED, grid_items=["type=SGD,Adam"], prefix=prefix)
+    claim_folder(new, overwrite=True)
+    assert not any(p.is_dir() for p in prefix.iterdir())
+    assert (prefix / "notes.txt").read_text() == "mine"
+    assert json.loads((prefix / "sweep.json").read_text())["grid"] == {"type": ["SGD", "Adam"]}
