@@ -38,7 +38,13 @@ from .deploy import deploy_net
 from .errors import ConfigError, DataError, NonFiniteError, ShapeError, SolverkitError
 from .layers import DataLayer, Layer, LayerParams, LossLayer
 from .net import Net
-from .registry import layer_types, register_layer, register_policy, register_update
+from .registry import (
+    layer_types,
+    register_callback,
+    register_layer,
+    register_policy,
+    register_update,
+)
 from .solvers import Callback, ElementwiseRule, Policy, Solver, UpdateRule
 from .spec import NetSpec, SolverSpec, load_net_spec, load_solver_spec
 from .threads import num_threads, set_num_threads
@@ -71,6 +77,7 @@ __all__ = [
            "load_net_spec",
            "load_solver_spec",
            "num_threads",
+           "register_callback",
            "register_layer",
            "register_policy",
            "register_update",

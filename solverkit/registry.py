@@ -1,8 +1,10 @@
-"""The registries: layer types, update rules and learning-rate policies by name.
+"""The registries: layer types, update rules, learning-rate policies and callbacks by name.
 
 Built-ins and plugins register alike (``@register_layer``, ``@register_update``,
-``@register_policy``); a spec names them by ``type`` / ``lr_policy`` and lists the
-plugin modules that define new ones under ``plugins``.
+``@register_policy``, ``@register_callback``); a spec names them by ``type`` /
+``lr_policy`` (a solver's ``callbacks:`` entries by ``type``) and lists the plugin
+modules that define new ones under ``plugins``. A name registered twice by two different
+definitions is an error naming both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .errors import ConfigError, did_you_mean
 _LAYERS: dict[str, type] = {}
 _UPDATES: dict[str, type] = {}
 _POLICIES: dict[str, object] = {}
+_CALLBACKS: dict[str, type] = {}
 
 
 def _same(existing, new) -> bool:
@@ -83,6 +86,23 @@ def register_policy(name: str, params=None):
     return decorate
 
 
+def register_callback(type_name: str):
+    """Class decorator: ``@register_callback("CountTests")`` makes ``callbacks: [{type:
+    CountTests}]`` usable in a solver spec.
+
+    The class derives from ``solverkit.Callback`` and names its own fields (with their
+    defaults) in ``Params``, a subclass of ``Callback.Params``; the solver constructs it
+    as ``cls(params)`` and saves its ``get_state()`` in every solver state.
+    """
+
+    def decorate(cls):
+        _register(_CALLBACKS, "callback type", type_name, cls)
+        cls.type = type_name
+        return cls
+
+    return decorate
+
+
 def _load_builtins() -> None:
     from . import layers  # noqa: F401  (importing registers the built-in layers)
     from .solvers import schedule, updates  # noqa: F401  (and the rules and policies)
@@ -135,8 +155,20 @@ def policies() -> dict[str, object]:
     return dict(_POLICIES)
 
 
+def callback_class(type_name: str) -> type:
+    """The callback registered under ``type_name`` (a ConfigError with did-you-mean if none)."""
+    return _lookup(_CALLBACKS, type_name, "callback type", "type")
+
+
+def callback_types() -> dict[str, type]:
+    """Every registered callback type and its class, in registration order."""
+    _load_builtins()
+    return dict(_CALLBACKS)
+
+
 def import_plugins(modules) -> None:
-    """Import each plugin module so its registered layers, rules and policies are known.
+    """Import each plugin module so its registered layers, rules, policies and callbacks
+    are known.
 
     A plugin is a module name (``my_layers`` or ``pkg.layers``, found on ``sys.path``);
     one that cannot be imported — missing, a syntax error, or raising anything while it

@@ -1,22 +1,29 @@
-"""Callbacks: code the training loop calls at fixed points (``Solver.add_callback``).
+"""Callbacks: code the training loop calls at fixed points (``Solver.add_callback``, or
+``callbacks: [{type: Name, ...}]`` in the solver spec for a registered one).
 
 A callback derives from ``Callback`` and overrides the hooks it needs:
 
 - ``on_train_start()`` — before the first iteration of this run;
+- ``before_update(it)`` — between the backward passes and the update of iteration ``it``;
 - ``on_step_end(it, outputs)`` — after the update made at iteration ``it`` with the
   TRAIN outputs of that iteration (``outputs["loss"]`` … as logged);
 - ``on_test_end(it, outputs)`` — after a test round at iteration ``it``: the averaged
   outputs of every test net (the first net's under their names, net ``i``'s as
   ``test<i>/name``);
+- ``before_snapshot(it, reason)`` — before a snapshot at ``it`` is written (``reason``:
+  periodic, signal, final or best);
 - ``on_snapshot(path)`` — after a snapshot is complete (``path``: its solver state);
 - ``on_train_end()`` — when the run ends (also after an error or a stop).
 
 A hook asks training to stop by returning a reason (a string; ``True`` also works):
 the loop ends after the current step, writes a final snapshot and says why.
 ``solver`` is set by ``add_callback``. A callback with a ``name`` saves ``get_state()``
-(JSON values) in every solver state and gets it back through ``set_state`` on resume.
+(JSON values) in every solver state and gets it back through ``set_state`` on resume; one
+named in the spec is named by its type (``CountTests``; a second one ``CountTests#1``).
+Its own fields are a ``Params`` model (a ``Callback.Params`` subclass), validated from its
+entry and given to the constructor as ``params``.
 The solver's own training controls below (best snapshot, retention, early stopping,
-debug information, the TensorBoard logger) are callbacks too.
+debug information, the TensorBoard logger) are registered callbacks too.
 """
 
 from __future__ import annotations
@@ -30,16 +37,30 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, did_you_mean
-from ..spec.training import improved
+from ..registry import callback_class, register_callback
+from ..spec.training import (
+    BestSnapshotParams,
+    CallbackParams,
+    DisplayParams,
+    EarlyStopParams,
+    KeepLastParams,
+    improved,
+)
 
 logger = logging.getLogger("solverkit")
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing. ``Callback(params)``: ``params`` is an instance
+    of the class's ``Params`` (default: ``Params()``, every field at its default)."""
 
+    Params: type[CallbackParams] = CallbackParams
+    type: str | None = None       # the registered name (set by ``register_callback``)
     name: str | None = None       # the key of this callback's state in solver states
     solver = None
+
+    def __init__(self, params: CallbackParams | None = None):
+        self.params = self.Params() if params is None else params
 
     def attach(self, solver) -> None:
         self.solver = solver
@@ -79,15 +100,18 @@ def _watched(field: str, name: str, outputs: dict[str, float]) -> float:
     return float(outputs[name])
 
 
+@register_callback("BestSnapshot")
 class BestSnapshot(Callback):
     """``snapshot_best``: after a test whose ``output`` beats every earlier one, write
     ``<prefix>_best.model.npz`` and ``<prefix>_best.solverstate.npz`` (each atomically,
     the model first); the iteration and value go into both files and the log."""
 
+    Params = BestSnapshotParams
     name = "snapshot_best"
 
-    def __init__(self, output: str, mode: str):
-        self.output, self.mode = output, mode
+    def __init__(self, params: BestSnapshotParams):
+        super().__init__(params)
+        self.output, self.mode = params.output, params.mode
         self.best: float | None = None
         self.best_iter: int | None = None
 
@@ -108,15 +132,18 @@ class BestSnapshot(Callback):
             self.best, self.best_iter = state["value"], state["iter"]
 
 
+@register_callback("EarlyStop")
 class EarlyStop(Callback):
     """``early_stop``: stop when ``output`` has not improved by more than ``min_delta`` for
     ``patience`` test rounds in a row (as Keras's EarlyStopping)."""
 
+    Params = EarlyStopParams
     name = "early_stop"
 
-    def __init__(self, output: str, mode: str, patience: int, min_delta: float):
-        self.output, self.mode = output, mode
-        self.patience, self.min_delta = patience, min_delta
+    def __init__(self, params: EarlyStopParams):
+        super().__init__(params)
+        self.output, self.mode = params.output, params.mode
+        self.patience, self.min_delta = params.patience, params.min_delta
         self.best: float | None = None
         self.best_iter: int | None = None
         self.wait = 0
@@ -143,16 +170,19 @@ class EarlyStop(Callback):
 _ITER = re.compile(r"_iter_(\d+)\.(model|solverstate)\.npz$")
 
 
+@register_callback("KeepLast")
 class KeepLast(Callback):
     """``snapshot_keep: N``: after each periodic snapshot is complete, delete the periodic
     snapshots older than the newest ``N`` (the state first, then its model). Snapshots
     written for another reason (a signal, the end of training) are never deleted, nor
     is the best one (it has its own name)."""
 
+    Params = KeepLastParams
     name = "snapshot_keep"
 
-    def __init__(self, keep: int):
-        self.keep = keep
+    def __init__(self, params: KeepLastParams):
+        super().__init__(params)
+        self.keep = params.keep
         self.protected: list[int] = []
         self._reason = "periodic"
 
@@ -195,6 +225,7 @@ def _mean_abs(array) -> float:
     return float(np.mean(np.abs(array))) if array.size else 0.0
 
 
+@register_callback("DebugInfo")
 class DebugInfo(Callback):
     """``debug_info: true``: every iteration, the mean absolute value of each layer's top
     data and diff, of each parameter's data and diff (the gradient), and of the update
@@ -202,10 +233,12 @@ class DebugInfo(Callback):
     ``<prefix>_debug.csv`` (``iter,layer,blob,quantity,value``), shown at ``display``
     iterations, and sent to TensorBoard as ``debug/<layer>/<blob>/<quantity>``."""
 
+    Params = DisplayParams
     HEADER = ("iter", "layer", "blob", "quantity", "value")
 
-    def __init__(self, display: int):
-        self.display = display
+    def __init__(self, params: DisplayParams | None = None):
+        super().__init__(params)
+        self.display = self.params.display
         self._before: list[np.ndarray] = []
         self._file = None
         self._writer = None
@@ -261,6 +294,7 @@ class DebugInfo(Callback):
             self._file = self._writer = None
 
 
+@register_callback("TensorBoard")
 class TensorBoardLog(Callback):
     """``log: [csv, tensorboard]``: TRAIN outputs (``train/<name>``), test outputs
     (``test/<name>``), the rate (``lr``) and with ``debug_info`` the per-layer magnitudes
@@ -268,8 +302,11 @@ class TensorBoardLog(Callback):
     when ``display`` is 0; the debug CSV has every iteration), in an event file under
     ``<prefix>_tensorboard/``."""
 
-    def __init__(self, display: int):
-        self.display = display
+    Params = DisplayParams
+
+    def __init__(self, params: DisplayParams | None = None):
+        super().__init__(params)
+        self.display = self.params.display
         self.writer = None
 
     def _open(self):
@@ -316,14 +353,27 @@ def builtin_callbacks(spec) -> list[Callback]:
                                   field=name)
     callbacks: list[Callback] = []
     if spec.debug_info:
-        callbacks.append(DebugInfo(spec.display))
+        callbacks.append(DebugInfo(DisplayParams(display=spec.display)))
     if "tensorboard" in spec.log:
-        callbacks.append(TensorBoardLog(spec.display))
+        callbacks.append(TensorBoardLog(DisplayParams(display=spec.display)))
     if spec.snapshot_best is not None:
-        callbacks.append(BestSnapshot(spec.snapshot_best.output, spec.snapshot_best.mode))
+        callbacks.append(BestSnapshot(spec.snapshot_best))
     if spec.early_stop is not None:
-        stop = spec.early_stop
-        callbacks.append(EarlyStop(stop.output, stop.mode, stop.patience, stop.min_delta))
+        callbacks.append(EarlyStop(spec.early_stop))
     if spec.snapshot_keep > 0:
-        callbacks.append(KeepLast(spec.snapshot_keep))
+        callbacks.append(KeepLast(KeepLastParams(keep=spec.snapshot_keep)))
+    return callbacks
+
+
+def spec_callbacks(spec) -> list[Callback]:
+    """The callbacks named in the spec's ``callbacks:``, in their order; each is named by
+    its type (the state key in solver states), a repeated type ``Type#1``, ``Type#2``…"""
+    callbacks: list[Callback] = []
+    seen: dict[str, int] = {}
+    for entry in spec.callbacks:
+        callback = callback_class(entry.type)(entry.params)
+        count = seen.get(entry.type, 0)
+        seen[entry.type] = count + 1
+        callback.name = entry.type if count == 0 else f"{entry.type}#{count}"
+        callbacks.append(callback)
     return callbacks

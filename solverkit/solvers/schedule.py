@@ -23,7 +23,7 @@ from .. import registry
 from ..errors import ConfigError, did_you_mean
 from ..registry import register_policy
 from ..spec.solver import FieldsModel, SolverSpec
-from ..spec.training import Plateau, improved
+from ..spec.training import PlateauParams, improved
 
 
 class PolicyParams(FieldsModel):
@@ -195,7 +195,7 @@ def _cosine(base_lr, it, spec):
 
 # ------------------------------------------------------------------ a policy with state
 class _PlateauFields(PolicyParams):
-    plateau: Plateau
+    plateau: PlateauParams
     gamma: float = Field(0.1, gt=0, lt=1)
     min_lr: float = Field(0.0, ge=0)
 

@@ -33,7 +33,7 @@ from ..layers.base import DataLayer
 from ..net import Net
 from ..runs import file_operation, keep_log_rows_before, new_run_id
 from ..spec.solver import SolverSpec, load_solver_spec
-from .callbacks import Callback, builtin_callbacks
+from .callbacks import Callback, builtin_callbacks, spec_callbacks
 from .nets import output_prefix, plan_nets
 from .schedule import Schedule
 from .updates import Updater
@@ -125,7 +125,7 @@ class Solver:
         self._signal_snapshot = False
         self._started = False
         self.callbacks: list[Callback] = []
-        for callback in builtin_callbacks(self.spec):
+        for callback in [*builtin_callbacks(self.spec), *spec_callbacks(self.spec)]:
             self.add_callback(callback)
         self.run_id = new_run_id()               # carried by every snapshot of this run
         self._claim = None                       # the lock on the prefix (claim_prefix)

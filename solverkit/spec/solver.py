@@ -38,7 +38,7 @@ from .source import (
     read_spec_source,
     validation_error,
 )
-from .training import BestSnapshot, EarlyStop, NetState
+from .training import BestSnapshotParams, CallbackSpec, EarlyStopParams, NetState
 
 
 class FieldsModel(StrictModel):
@@ -95,11 +95,14 @@ class SolverSpec(SourcedSpec, StrictModel):
     snapshot_prefix: str | None = None
     snapshot_after_train: bool = True
     random_seed: int = Field(-1, ge=-1)
-    snapshot_best: BestSnapshot | None = None
+    snapshot_best: BestSnapshotParams | None = None
     snapshot_keep: int = Field(0, ge=0, description="periodic snapshots kept (0: all)")
-    early_stop: EarlyStop | None = None
+    early_stop: EarlyStopParams | None = None
     debug_info: bool = False
     log: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv"])
+    callbacks: list[CallbackSpec] = Field(
+        default_factory=list, description="registered callbacks the solver runs, in order: "
+        "each entry {type: Name, ...its fields}")
 
     _source: SpecSource | None = PrivateAttr(default=None)
 
@@ -391,6 +394,43 @@ def _users_of_any(table: dict[str, dict]) -> set[str]:
     return {field for fields in table.values() for field in fields}
 
 
+def _callback_specs(entries, src: SpecSource) -> list[CallbackSpec]:
+    """``callbacks:`` entries, each validated by its registered type's ``Params``."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError("callbacks must be a list of {type: Name, ...} entries",
+                          field="callbacks", line=src.line("callbacks"))
+    specs = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, CallbackSpec):
+            specs.append(entry)
+            continue
+        where = f"callbacks[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"a callback must be a mapping with a type, not "
+                              f"{type(entry).__name__}", field=where,
+                              line=src.line("callbacks", index))
+        if "type" not in entry:
+            raise ConfigError("required field is missing", field=f"{where}.type",
+                              line=src.line("callbacks", index))
+        try:
+            cls = registry.callback_class(str(entry["type"]))
+        except ConfigError as err:
+            err.field = f"{where}.type"
+            err.line = src.line("callbacks", index, "type")
+            raise
+        fields = {name: value for name, value in entry.items() if name != "type"}
+        try:
+            params = cls.Params.model_validate(fields)
+        except ValidationError as err:
+            error = validation_error(err, cls.Params, src, ("callbacks", index))
+            error.field = f"{where}.{error.field}" if error.field else where
+            raise error from None
+        specs.append(CallbackSpec(type=cls.type, params=params))
+    return specs
+
+
 def load_solver_spec(source, overrides=None) -> SolverSpec:
     """A ``SolverSpec`` from a path, YAML text, a dict or a SolverSpec, with ``overrides``.
 
@@ -421,6 +461,8 @@ def load_solver_spec(source, overrides=None) -> SolverSpec:
     try:
         rule_cls, policy_entry = _choose(raw, src)
         _check_fields(raw, rule_cls, policy_entry, src)
+        if "callbacks" in raw:
+            raw["callbacks"] = _callback_specs(raw["callbacks"], src)
         model = spec_model(rule_cls, policy_entry)
         try:
             spec = model.model_validate(raw)
