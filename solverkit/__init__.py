@@ -32,6 +32,8 @@ _quiet_interrupt_as_a_command()
 # OpenBLAS reads this once, when numpy is first imported.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
+# importing .layers and .solvers registers the built-in layer types, update rules, lr
+# policies and callbacks (the registry itself imports none of them)
 from . import blas
 from .blob import Blob
 from .deploy import deploy_net
@@ -48,8 +50,7 @@ from .registry import (
 from .solvers import Callback, ElementwiseRule, Policy, Solver, UpdateRule
 from .spec import NetSpec, SolverSpec, load_net_spec, load_solver_spec
 from .threads import num_threads, set_num_threads
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
            "Blob",

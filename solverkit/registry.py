@@ -5,6 +5,10 @@ Built-ins and plugins register alike (``@register_layer``, ``@register_update``,
 ``lr_policy`` (a solver's ``callbacks:`` entries by ``type``) and lists the plugin
 modules that define new ones under ``plugins``. A name registered twice by two different
 definitions is an error naming both.
+
+This module imports none of the things it registers: the built-ins register themselves
+when their modules are imported, which ``import solverkit`` does (``solverkit.layers``,
+``solverkit.solvers``).
 """
 
 from __future__ import annotations
@@ -103,13 +107,7 @@ def register_callback(type_name: str):
     return decorate
 
 
-def _load_builtins() -> None:
-    from . import layers  # noqa: F401  (importing registers the built-in layers)
-    from .solvers import schedule, updates  # noqa: F401  (and the rules and policies)
-
-
 def _lookup(table: dict, name: str, what: str, field: str):
-    _load_builtins()
     try:
         return table[name]
     except (KeyError, TypeError):
@@ -119,7 +117,6 @@ def _lookup(table: dict, name: str, what: str, field: str):
 
 def layer_class(type_name: str) -> type:
     """The class registered under ``type_name``; a ConfigError listing the known ones if none."""
-    _load_builtins()
     try:
         return _LAYERS[type_name]
     except KeyError:
@@ -129,7 +126,6 @@ def layer_class(type_name: str) -> type:
 
 def layer_types() -> dict[str, type]:
     """Every registered type name and its class."""
-    _load_builtins()
     return dict(_LAYERS)
 
 
@@ -140,7 +136,6 @@ def update_class(type_name: str) -> type:
 
 def update_types() -> dict[str, type]:
     """Every registered update type and its class, in registration order."""
-    _load_builtins()
     return dict(_UPDATES)
 
 
@@ -151,7 +146,6 @@ def policy(name: str):
 
 def policies() -> dict[str, object]:
     """Every registered lr policy, in registration order."""
-    _load_builtins()
     return dict(_POLICIES)
 
 
@@ -162,7 +156,6 @@ def callback_class(type_name: str) -> type:
 
 def callback_types() -> dict[str, type]:
     """Every registered callback type and its class, in registration order."""
-    _load_builtins()
     return dict(_CALLBACKS)
 
 

@@ -46,6 +46,7 @@ from ..spec.training import (
     KeepLastParams,
     improved,
 )
+from ..tools.events import EventWriter
 
 logger = logging.getLogger("solverkit")
 
@@ -310,7 +311,6 @@ class TensorBoardLog(Callback):
         self.writer = None
 
     def _open(self):
-        from ..tools.events import EventWriter
         self.writer = EventWriter(Path(f"{self.solver.snapshot_prefix}_tensorboard"))
 
     def _write(self, it, values: dict[str, float]):

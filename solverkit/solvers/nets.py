@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..spec.net import load_net_spec
-from ..spec.solver import SolverSpec
+from ..spec.solver_fields import SolverSpec
 from ..spec.training import NetState
 
 

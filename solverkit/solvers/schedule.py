@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 from .. import registry
 from ..errors import ConfigError, did_you_mean
 from ..registry import register_policy
-from ..spec.solver import FieldsModel, SolverSpec
+from ..spec.solver_fields import FieldsModel, SolverSpec
 from ..spec.training import PlateauParams, improved
 
 

@@ -28,10 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import parallel
+from ..data.image_sources import write_class_names
 from ..errors import ConfigError, NonFiniteError
 from ..layers.base import DataLayer
+from ..layers.data import Data
 from ..net import Net
-from ..runs import file_operation, keep_log_rows_before, new_run_id
+from ..runs import claim_prefix, file_operation, keep_log_rows_before, new_run_id
+from ..snapshot import restore_solver, save_solver
 from ..spec.solver import SolverSpec, load_solver_spec
 from .callbacks import Callback, builtin_callbacks, spec_callbacks
 from .nets import output_prefix, plan_nets
@@ -527,7 +530,6 @@ class Solver:
         """Write ``<prefix>_iter_<N>.model.npz`` and ``.solverstate.npz`` (rank 0 only);
         returns the state's path. ``reason`` ``best`` writes ``<prefix>_best.*`` instead;
         the others (periodic, signal, final) tell retention what it may delete."""
-        from ..snapshot import save_solver
         if self._log_file is not None:      # the log on disk reaches this snapshot too
             with file_operation("write the training log", self.log_path):
                 self._log_file.flush()
@@ -550,8 +552,6 @@ class Solver:
     def _write_class_names(self) -> None:
         """``<prefix>_labels.txt`` beside the snapshots: the class names of the TRAIN data
         (a folder of class folders), one per line, line k naming class k."""
-        from ..data.image_sources import write_class_names
-        from ..layers.data import Data
         for layer in self.net.layers:
             if isinstance(layer, Data) and layer.class_names:
                 path = Path(f"{self.snapshot_prefix}_labels.txt")
@@ -565,7 +565,6 @@ class Solver:
 
         A state written by another number of MPI ranks is an error unless
         ``allow_world_size_change`` (the effective batch then changes)."""
-        from ..snapshot import restore_solver
         restore_solver(self, path, warn=logger.warning,
                        allow_world_size_change=allow_world_size_change)
         if self.data_parallel is not None:
@@ -584,7 +583,6 @@ class Solver:
         ``"refuse"``, ``"overwrite"`` (remove them) or ``"keep"`` (resuming that run)."""
         if not self.world.is_root or self._claim is not None:
             return
-        from ..runs import claim_prefix
         self._claim = claim_prefix(self.snapshot_prefix, fresh=fresh, warn=logger.warning)
         if fresh != "keep":
             self._claim.record(self.run_id)

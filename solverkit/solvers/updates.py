@@ -34,7 +34,7 @@ from pydantic import Field
 from .. import blas, registry
 from ..errors import SnapshotError
 from ..registry import register_update
-from ..spec.solver import FieldsModel, SolverSpec
+from ..spec.solver_fields import FieldsModel, SolverSpec
 from ..threads import parallel_for
 
 # elements per block of an element-wise rule: W, g, two state arrays and a work array of

@@ -19,7 +19,8 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from ..registry import callback_types, import_plugins, layer_types, update_types
 from ..registry import policies as registry_policies
-from .net import NetSpec, NetStateRule, ParamSpec
+from .models import NetSpec, NetStateRule, ParamSpec
+from .solver_fields import SolverSpec, policy_fields, rule_and_policy_fields, rule_fields
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -122,7 +123,6 @@ def solver_schema(plugins=()) -> dict:
     (and ``plugins``'); per-type and per-policy fields say who uses them."""
     import copy
 
-    from .solver import SolverSpec, policy_fields, rule_and_policy_fields, rule_fields
     import_plugins(plugins)
     rules, policies = rule_fields(), policy_fields()
     fields: dict[str, Any] = {name: (info.annotation, info)

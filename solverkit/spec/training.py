@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_serializer
 
-from .net import StrictModel, _as_list
+from .models import StrictModel, as_list
 
 
 class NetState(StrictModel):
@@ -20,7 +20,7 @@ class NetState(StrictModel):
     stage: list[str] = Field(default_factory=list)
     level: int = 0
 
-    _listify = field_validator("stage", mode="before")(_as_list)
+    _listify = field_validator("stage", mode="before")(as_list)
 
 
 class CallbackParams(StrictModel):
