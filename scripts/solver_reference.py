@@ -16,8 +16,14 @@ import sys
 from pathlib import Path
 
 from solverkit.registry import callback_types, policies, update_types
-from solverkit.spec.solver import SolverSpec
-from solverkit.spec.training import BestSnapshotParams, EarlyStopParams, NetState, PlateauParams
+from solverkit.spec.solver_fields import SolverSpec
+from solverkit.spec.training import (
+    BestSnapshotParams,
+    CallbackSpec,
+    EarlyStopParams,
+    NetState,
+    PlateauParams,
+)
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "solvers.md"
 
@@ -80,7 +86,10 @@ def render() -> str:
             continue
         lines += [f"### {name}", "", _summary(cls), ""]
         lines += _fields(cls.Params, reference) + [""]
-    lines += ["## Nested fields", ""]
+    lines += ["## Nested fields", "",
+              f"### {CallbackSpec.__name__}", "",
+              "One entry of `callbacks:`: `type`, a registered callback (above), and that",
+              "callback's own fields beside it, flat: `{type: EarlyStop, output: loss}`.", ""]
     for model in (NetState, BestSnapshotParams, EarlyStopParams, PlateauParams):
         lines += [f"### {model.__name__}", "",
                   inspect.cleandoc(model.__doc__ or "").replace("``", "`"), ""]
