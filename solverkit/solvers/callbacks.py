@@ -322,7 +322,7 @@ class TensorBoardLog(Callback):
 
     def on_step_end(self, it, outputs):
         values = {f"train/{name}": value for name, value in outputs.items()}
-        values["lr"] = self.solver.rate(it)
+        values["lr"] = self.solver.step_rate
         debug = next((cb for cb in self.solver.callbacks if isinstance(cb, DebugInfo)), None)
         shown = not self.display or it % self.display == 0
         if debug is not None and shown:

@@ -48,8 +48,7 @@ def output_prefix(index: int) -> str:
 
 
 def _path(spec: SolverSpec, name: str, value: str) -> Path:
-    path = Path(value)
-    path = path if path.is_absolute() else spec.base_dir / path
+    path = spec.resolve(value)
     if not os.path.lexists(path):      # a broken link: reading it names the problem
         raise ConfigError(f"net file not found: {path} (a relative path is relative to the "
                           f"solver file)", file=spec.file, line=spec.line_of(name), field=name)

@@ -122,6 +122,7 @@ class Solver:
         self.stopped_by: int | None = None       # the signal that ended training early
         self.stop_reason: str | None = None      # why a callback ended training early
         self.last_snapshot: Path | None = None
+        self.step_rate: float | None = None      # rate(iter) of the update being made
         self.last_test: tuple[int, dict[str, float]] | None = None   # (iter, outputs)
         self._skip_test_at: int | None = None    # restored after its test: not again
         self._snapshot_requests: list[str] = []
@@ -298,9 +299,9 @@ class Solver:
                     break
                 loss, outputs = self._forward_backward()
                 self._smooth(loss)
-                rate = self.rate()
+                rate = self.step_rate = self.rate()      # once per iteration, for all
                 self._emit("before_update", self.iter)
-                self._apply_update()
+                self._apply_update(rate)
                 self._log_rows("TRAIN", outputs, rate)
                 self._emit("on_step_end", self.iter, outputs)
                 if spec.display and self.iter % spec.display == 0:
@@ -355,10 +356,10 @@ class Solver:
                 self.stopped_by = signum
         return loss, outputs
 
-    def _apply_update(self) -> None:
+    def _apply_update(self, rate: float) -> None:
         """The one gradient path: the diffs hold the sum over ``iter_size`` passes; normalize,
-        clip, regularize and step every learnable parameter with ``rate(iter)``."""
-        self.updater.update(self.rate(), self.iter)
+        clip, regularize and step every learnable parameter with ``rate`` (``rate(iter)``)."""
+        self.updater.update(rate, self.iter)
 
     def _smooth(self, loss: float) -> None:
         self.smoothed_losses.append(loss)

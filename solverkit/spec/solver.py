@@ -25,29 +25,29 @@ from .solver_fields import (  # noqa: F401  (the models, re-exported for `from s
     SolverSpec,
     known_fields,
     policy_fields,
+    policy_model,
     policy_params,
     rule_and_policy_fields,
     rule_fields,
-    spec_model,
 )
 from .source import SpecSource, load_yaml_value, read_spec_source, validation_error
 from .training import CallbackSpec
 
 
 # ------------------------------------------------------------------ loading
-def _string_fields() -> set[str]:
+def _string_fields(infos: dict) -> set[str]:
     """Fields whose values stay text on the command line (``--set snapshot_prefix=2024``)."""
-    infos = {**rule_and_policy_fields(), **SolverSpec.model_fields}
     return {name for name, info in infos.items()
             if ("str" in str(info.annotation) or "Literal" in str(info.annotation))
             and not str(info.annotation).startswith(("list", "dict"))}
 
 
-def parse_overrides(overrides) -> dict:
+def parse_overrides(overrides, known: dict | None = None) -> dict:
     """``{"type": "Adam"}`` or ``["type=Adam", "base_lr=0.001"]`` -> a dict typed for the spec.
 
     Values of numeric, boolean and list fields are read as YAML (``stepvalue=[100, 200]``,
     ``test_initialization=false``); pydantic then checks them against the field.
+    ``known``: every known field and its ``FieldInfo`` (``known_field_infos()``).
     """
     if overrides is None:
         return {}
@@ -61,8 +61,8 @@ def parse_overrides(overrides) -> dict:
             if not sep or not key:
                 raise ConfigError(f"--set takes key=value pairs, got '{text}'", field=key or None)
             items.append((key, value.strip()))
-    known = known_fields()
-    strings = _string_fields()
+    known = known_field_infos() if known is None else known
+    strings = _string_fields(known)
     parsed = {}
     for key, value in items:
         if key not in known:
@@ -83,15 +83,24 @@ def parse_overrides(overrides) -> dict:
     return parsed
 
 
-def _choose(raw: dict, src: SpecSource):
-    """The registered rule and policy ``raw`` names (plugins imported first)."""
+def known_field_infos() -> dict:
+    """Every solver field, the common ones and those of every registered type and policy
+    (plugins' included), with its ``FieldInfo``."""
+    return {**rule_and_policy_fields(), **SolverSpec.model_fields}
+
+
+def _plugins(raw: dict, src: SpecSource) -> list[str]:
     plugins = raw.get("plugins") or []
     if isinstance(plugins, str):
         plugins = [plugins]
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError("plugins must be a list of module names", field="plugins",
                           line=src.line("plugins"))
-    registry.import_plugins(plugins)
+    return plugins
+
+
+def _choose(raw: dict, src: SpecSource):
+    """The registered rule and policy ``raw`` names."""
     chosen = []
     for field, default, table in (("type", "SGD", registry.update_types()),
                                   ("lr_policy", "fixed", registry.policies())):
@@ -104,9 +113,8 @@ def _choose(raw: dict, src: SpecSource):
     return chosen
 
 
-def _check_fields(raw: dict, rule_cls, policy_entry, src: SpecSource) -> None:
+def _check_fields(raw: dict, rule_cls, policy_entry, src: SpecSource, known) -> None:
     """Unknown, unused and missing fields, each an error naming it (in file order)."""
-    known = known_fields()
     own_rule = rule_cls.Params.model_fields
     params = policy_params(policy_entry)
     own_policy = params.model_fields if params is not None else None
@@ -206,9 +214,13 @@ def load_solver_spec(source, overrides=None) -> SolverSpec:
             load_net_spec(net)
         raw = dict(src.raw)
     try:
-        registry.import_plugins(raw.get("plugins") if isinstance(raw.get("plugins"), list)
-                                else None)
-        extra = parse_overrides(overrides)
+        plugins = _plugins(raw, src)
+        registry.import_plugins(plugins)            # their types and fields are known next
+        known = known_field_infos()
+        extra = parse_overrides(overrides, known)
+        if extra.get("plugins") and extra["plugins"] != plugins:
+            registry.import_plugins(_plugins(extra, src))
+            known = known_field_infos()
     except SolverkitError as err:
         line = src.line("plugins") if err.field == "plugins" else None
         raise err.located(file=src.file, line=line) from None
@@ -217,25 +229,46 @@ def load_solver_spec(source, overrides=None) -> SolverSpec:
     raw.update(extra)
     try:
         rule_cls, policy_entry = _choose(raw, src)
-        _check_fields(raw, rule_cls, policy_entry, src)
+        _check_fields(raw, rule_cls, policy_entry, src, known)
         if "callbacks" in raw:
             raw["callbacks"] = _callback_specs(raw["callbacks"], src)
-        model = spec_model(rule_cls, policy_entry)
-        try:
-            spec = model.model_validate(raw)
-        except ValidationError as err:
-            raise validation_error(err, model, src) from None
+        spec = _validate(raw, rule_cls, policy_model(policy_entry), src)
     except ConfigError as error:
         error.file = error.file or src.file
         if error.field in extra:
             error.message = f"--set {error.field}={extra[error.field]}: {error.message}"
             error.line = None
         raise error from None
-    spec._source = src
     return spec
 
 
-def __getattr__(name: str):
-    if name == "SOLVER_TYPES":      # the registered update types, plugins' included
-        return tuple(registry.update_types())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _validate(raw: dict, rule_cls, policy_params_model, src: SpecSource) -> SolverSpec:
+    """The common fields, the rule's and the policy's, each validated by its own model."""
+    rule_fields = rule_cls.Params.model_fields
+    policy_fields = policy_params_model.model_fields
+    clash = set(rule_fields) & set(policy_fields)
+    if clash:
+        raise ConfigError(f"type {rule_cls.type} and lr_policy {raw.get('lr_policy', 'fixed')} "
+                          f"both declare {sorted(clash)}")
+    parts: dict[type, dict] = {SolverSpec: {}, rule_cls.Params: {}, policy_params_model: {}}
+    for name, value in raw.items():
+        model = (rule_cls.Params if name in rule_fields else
+                 policy_params_model if name in policy_fields else SolverSpec)
+        parts[model][name] = value
+    validated = {}
+    for model, fields in parts.items():
+        try:
+            validated[model] = model.model_validate(fields)
+        except ValidationError as err:
+            raise validation_error(err, model, src) from None
+        if model is SolverSpec:
+            regularization = validated[model].regularization_type
+            if rule_cls.decoupled_decay and regularization != "L2":
+                raise ConfigError(f"{rule_cls.type} decays weights itself (decoupled, from "
+                                  f"weight_decay); regularization_type must be absent or L2, "
+                                  f"not {regularization}", field="regularization_type",
+                                  line=src.line("regularization_type"))
+    return validated[SolverSpec].with_parts(validated[rule_cls.Params],
+                                            validated[policy_params_model], src)
+
+

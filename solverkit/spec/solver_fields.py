@@ -12,7 +12,7 @@ defaults (``scripts/solver_reference.py`` writes it from the registries). Loadin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -22,10 +22,10 @@ from pydantic import (
     ValidationInfo,
     create_model,
     field_validator,
+    model_serializer,
 )
 
 from .. import registry
-from ..errors import ConfigError
 from .models import SourcedSpec, SpecSource, StrictModel
 from .training import BestSnapshotParams, CallbackSpec, EarlyStopParams, NetState
 
@@ -38,17 +38,16 @@ class FieldsModel(StrictModel):
 class SolverSpec(SourcedSpec, StrictModel):
     """A solver spec (Caffe's SolverParameter, the fields solverkit implements).
 
-    A spec read by ``load_solver_spec`` is an instance of a subclass that adds the fields
-    of its update type (``rule_class``) and lr policy; a known field that neither uses
-    reads as ``None``. Field order matters: ``regularization_type`` is validated before
-    ``elastic_net_beta``, whose meaning depends on it.
+    The fields every solver has are declared here; the fields of its update type and of
+    its lr policy are ``rule_params`` and ``policy_params``, each an instance of the
+    registered rule's or policy's own ``Params`` model, validated on its own by
+    ``load_solver_spec``. They read flat too, as the YAML writes them (``spec.momentum``,
+    ``spec.gamma``); a field of another type or policy reads as ``None``. ``model_dump``
+    gives all three flat. Field order matters: ``regularization_type`` is validated
+    before ``elastic_net_beta``, whose meaning depends on it.
     """
 
     model_config = ConfigDict(extra="forbid")
-
-    # the registered update rule class and lr policy this spec was validated for
-    rule_class: ClassVar[Any] = None
-    policy_entry: ClassVar[Any] = None
 
     net: str | None = None
     net_param: dict | None = Field(None, description="the net spec inline (train and test)")
@@ -94,22 +93,57 @@ class SolverSpec(SourcedSpec, StrictModel):
         "each entry {type: Name, ...its fields}")
 
     _source: SpecSource | None = PrivateAttr(default=None)
+    _rule: FieldsModel | None = PrivateAttr(default=None)
+    _policy: FieldsModel | None = PrivateAttr(default=None)
+
+    def with_parts(self, rule: FieldsModel, policy: FieldsModel,
+                   source: SpecSource | None) -> SolverSpec:
+        """This spec completed with its update type's and lr policy's validated fields."""
+        self._rule, self._policy, self._source = rule, policy, source
+        return self
+
+    @property
+    def rule_params(self) -> FieldsModel | None:
+        """The update type's own fields, as its ``Params`` model."""
+        return self._rule
+
+    @property
+    def policy_params(self) -> FieldsModel | None:
+        """The lr policy's own fields, as its ``Params`` model."""
+        return self._policy
 
     def __getattr__(self, name: str):
         try:
-            return super().__getattr__(name)
+            return super().__getattr__(name)    # pydantic's: private attributes
         except AttributeError:
+            if name.startswith("_"):
+                raise
+            for part in (self._rule, self._policy):
+                if part is not None and name in type(part).model_fields:
+                    return getattr(part, name)
             if name in rule_and_policy_fields():     # another type's or policy's field
                 return None
             raise
 
-    def __reduce__(self):
-        # the model class is made per type and policy: pickle by their names instead
-        # (field values as they are: nested models such as train_state stay models)
-        if self.rule_class is None:
-            return super().__reduce__()
-        return (_unpickle, (self.rule_class.type, self.policy_entry.policy_name,
-                            dict(self), self.model_fields_set, self._source))
+    @model_serializer(mode="wrap")
+    def _flat(self, handler, info):
+        out = handler(self)
+        for part in (self._rule, self._policy):
+            if part is not None:
+                out.update(part.model_dump(mode=info.mode, exclude_unset=info.exclude_unset,
+                                           exclude_defaults=info.exclude_defaults))
+        return out
+
+    def given_fields(self) -> list[tuple[str, object, bool]]:
+        """Every field of this spec and of its type and policy: ``(name, value, given)``,
+        ``given`` when the spec set it (the file or an override), not a default."""
+        rows = [(name, getattr(self, name), name in self.model_fields_set)
+                for name in type(self).model_fields]
+        for part in (self._rule, self._policy):
+            if part is not None:
+                rows += [(name, getattr(part, name), name in part.model_fields_set)
+                         for name in type(part).model_fields]
+        return rows
 
     @field_validator("test_net", "test_net_param", "test_state", "log", mode="before")
     @classmethod
@@ -133,16 +167,6 @@ class SolverSpec(SourcedSpec, StrictModel):
             raise ValueError("the CSV log is always written: list csv (and tensorboard)")
         return list(dict.fromkeys(value))
 
-    @field_validator("regularization_type")
-    @classmethod
-    def _decoupled_decay(cls, value: str) -> str:
-        rule = cls.rule_class
-        if rule is not None and rule.decoupled_decay and value != "L2":
-            raise ValueError(f"{rule.type} decays weights itself (decoupled, from "
-                             f"weight_decay); regularization_type must be absent or L2, "
-                             f"not {value}")
-        return value
-
     @field_validator("elastic_net_beta")
     @classmethod
     def _elastic_net_field(cls, value, info: ValidationInfo):
@@ -156,19 +180,10 @@ class SolverSpec(SourcedSpec, StrictModel):
             return value
         return 1.0 if value is None else value
 
-    # ----------------------------------------------------------- what it uses
-    @property
-    def rule_params(self) -> BaseModel:
-        """The update type's own fields, as its ``Params`` model."""
-        params = self.rule_class.Params
-        return params.model_validate({name: getattr(self, name) for name in params.model_fields})
-
     # ----------------------------------------------------------- where it came from
-    def net_path(self) -> Path | None:
-        """``net:`` resolved against the solver file's folder (``None`` when not given)."""
-        if self.net is None:
-            return None
-        path = Path(self.net)
+    def resolve(self, path: str) -> Path:
+        """A path the spec names (``net:``, ``test_net:``), relative to the solver file's folder."""
+        path = Path(path)
         return path if path.is_absolute() else self.base_dir / path
 
     def default_snapshot_prefix(self, net_name: str) -> str:
@@ -223,45 +238,34 @@ def known_fields() -> set[str]:
     return set(SolverSpec.model_fields) | set(rule_and_policy_fields())
 
 
-_MODELS: dict[tuple, type[SolverSpec]] = {}
-
-
 class _AnyPolicyField(FieldsModel):
     """The fields of a policy that declared none: any known policy field, all optional."""
 
-
-def _lenient_policy_model() -> type[BaseModel]:
-    fields = {}
-    for entry in registry.policies().values():
-        params = policy_params(entry)
-        for name, info in (params.model_fields.items() if params else ()):
-            fields.setdefault(name, (info.annotation | None, None))
-    return create_model("AnyPolicyFields", __base__=_AnyPolicyField, **fields)
+    def __reduce__(self):
+        # the model is made from the registered policies: made again when unpickled
+        return (_any_policy_fields, (self.model_dump(exclude_unset=True),))
 
 
-def spec_model(rule_cls: type, policy_entry) -> type[SolverSpec]:
-    """The spec model for one update type and one lr policy: the common fields plus theirs."""
-    params = policy_params(policy_entry)
-    key = (rule_cls, policy_entry, params)
-    model = _MODELS.get(key)
-    if model is None:
-        if params is None:
-            params = _lenient_policy_model()
-        clash = set(rule_cls.Params.model_fields) & set(params.model_fields)
-        if clash:
-            raise ConfigError(f"type {rule_cls.type} and lr_policy "
-                              f"{policy_entry.policy_name} both declare {sorted(clash)}")
-        model = type(SolverSpec)("SolverSpec", (SolverSpec, rule_cls.Params, params),
-                                 {"__module__": __name__, "__qualname__": "SolverSpec"})
-        model.rule_class = rule_cls
-        model.policy_entry = policy_entry
-        _MODELS[key] = model
-    return model
+_LENIENT: dict[tuple, type[_AnyPolicyField]] = {}     # per set of registered policies
 
 
-def _unpickle(type_name: str, policy_name: str, fields: dict, fields_set: set, source):
-    registry.import_plugins(fields.get("plugins"))
-    model = spec_model(registry.update_class(type_name), registry.policy(policy_name))
-    spec = model.model_construct(fields_set, **fields)
-    spec._source = source
-    return spec
+def _lenient_policy_model() -> type[_AnyPolicyField]:
+    key = tuple(registry.policies().items())
+    if key not in _LENIENT:
+        fields = {}
+        for entry in registry.policies().values():
+            params = policy_params(entry)
+            for name, info in (params.model_fields.items() if params else ()):
+                fields.setdefault(name, (info.annotation | None, None))
+        _LENIENT[key] = create_model("AnyPolicyFields", __base__=_AnyPolicyField, **fields)
+    return _LENIENT[key]
+
+
+def _any_policy_fields(values: dict) -> _AnyPolicyField:
+    return _lenient_policy_model().model_validate(values)
+
+
+def policy_model(entry) -> type[FieldsModel]:
+    """The model of a registered policy's own fields; for a policy that declared none,
+    one that takes any known policy field, none required."""
+    return policy_params(entry) or _lenient_policy_model()

@@ -3,7 +3,9 @@
 import pytest
 
 import solverkit as sk
-from solverkit.spec.solver import SOLVER_TYPES
+from solverkit.registry import update_types
+
+SOLVER_TYPES = tuple(update_types())     # the registered update types
 
 BASE = "base_lr: 0.01\nmax_iter: 100\n"
 
@@ -141,7 +143,8 @@ def test_net_given_through_set_is_relative_to_the_working_folder(tmp_path, monke
     (tmp_path / "sub").mkdir()
     solver_file = tmp_path / "sub" / "solver.yaml"
     solver_file.write_text(BASE + "net: net.yaml\n")
-    assert sk.load_solver_spec(solver_file).net_path() == tmp_path / "sub" / "net.yaml"
+    spec = sk.load_solver_spec(solver_file)
+    assert spec.resolve(spec.net) == tmp_path / "sub" / "net.yaml"
     monkeypatch.chdir(tmp_path)
     spec = sk.load_solver_spec(solver_file, ["net=other.yaml"])
-    assert spec.net_path() == (tmp_path / "other.yaml").resolve()
+    assert spec.resolve(spec.net) == (tmp_path / "other.yaml").resolve()
