@@ -381,6 +381,3 @@ class DataParallel:
             self.stop_signal = signum if signum is not None else round(averaged[1] / averaged[0])
         return float(averaged[2]), dict(zip(names, map(float, averaged[3:])))
 
-    def average_outputs(self, results: dict[str, float]) -> dict[str, float]:
-        """Test outputs averaged over ranks (each rank tested its slice of every batch)."""
-        return dict(zip(results, map(float, self.world.average(list(results.values())))))

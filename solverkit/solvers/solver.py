@@ -61,6 +61,21 @@ def _scalar_outputs(outputs: dict) -> dict[str, float]:
     return {name: value for name, value in outputs.items() if isinstance(value, float)}
 
 
+def average_test_outputs(net: Net, count: int, world, where: str = "") -> dict[str, float]:
+    """The test loop (the solver's and ``solverkit test``'s): ``count`` forward passes of
+    ``net``, each one-element output averaged over the passes, then over the ranks of
+    ``world`` (each rank tests its slice of every batch). A non-finite output is an error
+    naming ``where`` (``"iteration 500, "``), the batch and the first layer at fault."""
+    sums: dict[str, float] = {}
+    for batch in range(count):
+        outputs = _scalar_outputs(net.forward())
+        net.check_finite_outputs(f"{where}test batch {batch + 1} of {count}")
+        for name, value in outputs.items():
+            sums[name] = sums.get(name, 0.0) + value
+    means = [value / count for value in sums.values()]
+    return dict(zip(sums, map(float, world.average(means))))
+
+
 class Solver:
     """``Solver(solver_spec_or_path, net=net_spec_or_path, overrides=None)``.
 
@@ -144,10 +159,6 @@ class Solver:
     def test_net(self) -> Net:
         """The first TEST net, sharing the TRAIN net's parameters (built when first needed)."""
         return self.test_net_at(0)
-
-    @property
-    def _test_net(self) -> Net | None:
-        return self._test_nets[0] if self._test_nets else None
 
     def test_net_at(self, index: int) -> Net:
         """Test net ``index`` (built when first needed, sharing the TRAIN net's parameters)."""
@@ -393,16 +404,7 @@ class Solver:
             self.test_iters[index] = self.test_iterations(index)
         count = self.test_iters[index]
         self._start_clock()
-        sums: dict[str, float] = {}
-        for batch in range(count):
-            outputs = _scalar_outputs(net.forward())
-            net.check_finite_outputs(f"iteration {self.iter}, test batch {batch + 1} of "
-                                     f"{count}")
-            for name, value in outputs.items():
-                sums[name] = sums.get(name, 0.0) + value
-        results = {name: value / count for name, value in sums.items()}
-        if self.data_parallel is not None:
-            results = self.data_parallel.average_outputs(results)
+        results = average_test_outputs(net, count, self.world, f"iteration {self.iter}, ")
         which = "" if len(self.test_plans) <= 1 else f" net #{index}"
         logger.info("Iteration %d, test%s (%d batches): %s", self.iter, which, count,
                     ", ".join(f"{name} = {value:.6g}" for name, value in results.items()))

@@ -256,11 +256,6 @@ class Updater:
         self.load_state_arrays(state)
 
 
-def make_update(spec: SolverSpec, params) -> Updater:
-    """The update of ``spec.type`` over ``params`` (those with ``lr_mult == 0`` are left out)."""
-    return Updater(spec, params)
-
-
 # ------------------------------------------------------------------ Caffe's rules, AdamW
 class _Momentum(FieldsModel):
     momentum: float = Field(0.0, ge=0, lt=1)
