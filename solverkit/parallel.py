@@ -365,6 +365,10 @@ class DataParallel:
         """Note a signal; every rank stops after the iteration whose Allreduce carries it."""
         self._pending_signal = signum
 
+    def signal_handled(self) -> None:
+        """The agreed signal is acted on without stopping (SIGHUP's snapshot): forget it."""
+        self.stop_signal = self._pending_signal = None
+
     def average_gradients(self, loss: float, outputs: dict[str, float]):
         """Average the diffs (summed over ``iter_size``), the loss and ``outputs`` over ranks;
         returns ``(loss, outputs)`` averaged and sets ``stop_signal`` when a rank got one."""

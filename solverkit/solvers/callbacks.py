@@ -44,6 +44,7 @@ from ..spec.training import (
     DisplayParams,
     EarlyStopParams,
     KeepLastParams,
+    MonitorParams,
     improved,
 )
 from ..tools.events import EventWriter
@@ -94,15 +95,49 @@ class Callback:
         """Continue from a ``get_state()`` result."""
 
 
-def _watched(field: str, name: str, outputs: dict[str, float]) -> float:
-    if name not in outputs:
-        raise ConfigError(f"the test nets have no output '{name}'{did_you_mean(name, outputs)}"
-                          f"; their outputs: {', '.join(outputs) or 'none'}", field=field)
-    return float(outputs[name])
+class Monitor:
+    """Best-value tracking of one test output, shared by every control that watches one
+    (best snapshot, early stop, the plateau policy; as Keras's MonitorCallback):
+    ``watch(it, outputs)`` reads ``output`` and returns it and whether it beats the best
+    so far by more than ``min_delta`` in direction ``mode`` (then it is the best)."""
+
+    def __init__(self, output: str, mode: str, min_delta: float = 0.0, field: str = "output"):
+        self.output, self.mode, self.min_delta, self.field = output, mode, min_delta, field
+        self.best: float | None = None
+        self.best_iter: int | None = None
+
+    def watch(self, it: int, outputs: dict[str, float]) -> tuple[float, bool]:
+        if self.output not in outputs:
+            raise ConfigError(f"the test nets have no output '{self.output}'"
+                              f"{did_you_mean(self.output, outputs)}; their outputs: "
+                              f"{', '.join(outputs) or 'none'}", field=self.field)
+        value = float(outputs[self.output])
+        better = improved(value, self.best, self.mode, self.min_delta)
+        if better:
+            self.best, self.best_iter = value, it
+        return value, better
+
+
+class MonitorCallback(Callback):
+    """Base of a callback that watches one test output (``params.output``, ``params.mode``)
+    through its ``monitor``."""
+
+    Params = MonitorParams
+    min_delta_field: str | None = None      # the Params field that holds min_delta, if any
+
+    def __init__(self, params: MonitorParams):
+        super().__init__(params)
+        delta = getattr(params, self.min_delta_field) if self.min_delta_field else 0.0
+        self.monitor = Monitor(params.output, params.mode, delta,
+                               field=f"{self.name or self.type}.output")
+
+    @property
+    def output(self) -> str:
+        return self.monitor.output
 
 
 @register_callback("BestSnapshot")
-class BestSnapshot(Callback):
+class BestSnapshot(MonitorCallback):
     """``snapshot_best``: after a test whose ``output`` beats every earlier one, write
     ``<prefix>_best.model.npz`` and ``<prefix>_best.solverstate.npz`` (each atomically,
     the model first); the iteration and value go into both files and the log."""
@@ -110,62 +145,55 @@ class BestSnapshot(Callback):
     Params = BestSnapshotParams
     name = "snapshot_best"
 
-    def __init__(self, params: BestSnapshotParams):
-        super().__init__(params)
-        self.output, self.mode = params.output, params.mode
-        self.best: float | None = None
-        self.best_iter: int | None = None
-
     def on_test_end(self, it, outputs):
-        value = _watched("snapshot_best.output", self.output, outputs)
-        if improved(value, self.best, self.mode):
-            self.best, self.best_iter = value, it
+        value, better = self.monitor.watch(it, outputs)
+        if better:
             self.solver.log_event(f"best/{self.output}", value)
             logger.info("Best %s so far: %.6g at iteration %d", self.output, value, it)
             self.solver.request_snapshot("best")
 
     def get_state(self):
-        return {"output": self.output, "mode": self.mode, "value": self.best,
-                "iter": self.best_iter}
+        return {"output": self.output, "mode": self.monitor.mode, "value": self.monitor.best,
+                "iter": self.monitor.best_iter}
 
     def set_state(self, state):
-        if state.get("output") == self.output and state.get("mode") == self.mode:
-            self.best, self.best_iter = state["value"], state["iter"]
+        if state.get("output") == self.output and state.get("mode") == self.monitor.mode:
+            self.monitor.best, self.monitor.best_iter = state["value"], state["iter"]
 
 
 @register_callback("EarlyStop")
-class EarlyStop(Callback):
+class EarlyStop(MonitorCallback):
     """``early_stop``: stop when ``output`` has not improved by more than ``min_delta`` for
     ``patience`` test rounds in a row (as Keras's EarlyStopping)."""
 
     Params = EarlyStopParams
     name = "early_stop"
+    min_delta_field = "min_delta"
 
     def __init__(self, params: EarlyStopParams):
         super().__init__(params)
-        self.output, self.mode = params.output, params.mode
-        self.patience, self.min_delta = params.patience, params.min_delta
-        self.best: float | None = None
-        self.best_iter: int | None = None
+        self.patience = params.patience
         self.wait = 0
 
     def on_test_end(self, it, outputs):
-        value = _watched("early_stop.output", self.output, outputs)
-        if improved(value, self.best, self.mode, self.min_delta):
-            self.best, self.best_iter, self.wait = value, it, 0
+        value, better = self.monitor.watch(it, outputs)
+        if better:
+            self.wait = 0
             return None
         self.wait += 1
         if self.wait < self.patience:
             return None
         self.solver.log_event(f"early_stop/{self.output}", value)
-        return (f"early stop: {self.output} has not improved on {self.best:.6g} (iteration "
-                f"{self.best_iter}) by more than {self.min_delta:g} for {self.wait} tests")
+        return (f"early stop: {self.output} has not improved on {self.monitor.best:.6g} "
+                f"(iteration {self.monitor.best_iter}) by more than {self.monitor.min_delta:g} "
+                f"for {self.wait} tests")
 
     def get_state(self):
-        return {"best": self.best, "iter": self.best_iter, "wait": self.wait}
+        return {"best": self.monitor.best, "iter": self.monitor.best_iter, "wait": self.wait}
 
     def set_state(self, state):
-        self.best, self.best_iter, self.wait = state["best"], state["iter"], int(state["wait"])
+        self.monitor.best, self.monitor.best_iter = state["best"], state["iter"]
+        self.wait = int(state["wait"])
 
 
 _ITER = re.compile(r"_iter_(\d+)\.(model|solverstate)\.npz$")

@@ -362,7 +362,7 @@ class Solver:
             if signum is not None and self._signal_action(signum) == "snapshot" \
                     and signum == _SIGHUP:          # every rank snapshots after this one
                 self._signal_snapshot = True
-                self.data_parallel.stop_signal = self.data_parallel._pending_signal = None
+                self.data_parallel.signal_handled()
             elif signum is not None:                # a signal reached some rank
                 self.stopped_by = signum
         return loss, outputs
