@@ -99,7 +99,8 @@ def test_its_state_resumes_exactly(files):
             np.testing.assert_array_equal(x[key], y[key])
 
 
-def test_the_solver_constructs_it_from_its_params_and_restores_it(files):
+def test_the_solver_constructs_it_from_its_params_and_restores_it(files, monkeypatch):
+    monkeypatch.chdir(files)        # RecordHooks writes hooks.txt in the working folder
     solver = sk.Solver(files / "s.yaml", overrides={"snapshot_prefix": str(files / "p/run")},
                        progress=False)
     counter = next(c for c in solver.callbacks if c.type == "CountTests")
