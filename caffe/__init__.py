@@ -38,3 +38,5 @@ from .pycaffe import (
     SGDSolver,
     get_solver,
 )
+from . import io
+from .proto import caffe_pb2 as _caffe_pb2  # noqa: F401  (caffe.proto.caffe_pb2 is importable)
