@@ -40,3 +40,7 @@ from .pycaffe import (
 )
 from . import io
 from .proto import caffe_pb2 as _caffe_pb2  # noqa: F401  (caffe.proto.caffe_pb2 is importable)
+from .net_spec import NetSpec, layers, params, to_proto
+from .classifier import Classifier
+from .detector import Detector
+from . import coord_map, draw  # noqa: E402  (caffe.coord_map, caffe.draw)
