@@ -13,6 +13,8 @@ from collections import OrderedDict
 from itertools import zip_longest
 
 import numpy as np
+from google.protobuf import text_format
+from google.protobuf.message import Message
 
 import solverkit
 from solverkit.caffe.prototxt import net_text_source, solver_text_source
@@ -25,7 +27,9 @@ from solverkit.snapshot import atomic_write_bytes, load_model
 from . import _runtime
 
 
-def _check_file(path) -> str:
+def _check_file(path):
+    if isinstance(path, Message):       # a caffe_pb2 message instead of its file
+        return path
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise RuntimeError(f"Could not open file {path}")
@@ -33,13 +37,19 @@ def _check_file(path) -> str:
 
 
 def _net_spec(path):
-    """The net of a file: Caffe's text format unless the name says YAML or JSON."""
+    """The net of a file (Caffe's text format unless the name says YAML or JSON) or of a
+    ``caffe_pb2.NetParameter``."""
+    if isinstance(path, Message):
+        return solverkit.load_net_spec(net_text_source(text_format.MessageToString(path)))
     if os.fspath(path).lower().endswith((".yaml", ".yml", ".json")):
         return solverkit.load_net_spec(path)
     return solverkit.load_net_spec(net_text_source(path))
 
 
 def _solver_spec(path, overrides=None):
+    if isinstance(path, Message):
+        return solverkit.load_solver_spec(
+            solver_text_source(text_format.MessageToString(path)), overrides)
     if os.fspath(path).lower().endswith((".yaml", ".yml", ".json")):
         return solverkit.load_solver_spec(path, overrides)
     return solverkit.load_solver_spec(solver_text_source(path), overrides)
@@ -56,7 +66,8 @@ def _phase_name(phase) -> str:
 
 class Net:
     """``Net(network_file, phase, level=0, stages=None, weights=None)`` or the older
-    ``Net(network_file, weights, phase)``: a net for one phase with pycaffe's interface."""
+    ``Net(network_file, weights, phase)``: a net for one phase with pycaffe's interface.
+    ``network_file`` may also be a ``caffe_pb2.NetParameter``."""
 
     def __init__(self, network_file, *args, level: int = 0, stages=None, weights=None,
                  phase=None):

@@ -148,3 +148,15 @@ def test_load_image_resize_and_oversample(tmp_path):
     assert crops.shape == (10, 4, 4, 3)
     assert np.array_equal(crops[0], img[:4, :4]) and np.array_equal(crops[5], img[:4, :4][:, ::-1])
     assert np.array_equal(crops[4], img[1:5, 2:6])
+
+
+def test_net_and_solver_take_caffe_pb2_messages(tmp_path):
+    proto = lenet(3)
+    net = caffe.Net(proto, caffe.TRAIN)
+    assert net._layer_names == [layer.name for layer in proto.layer]
+    solver_param = caffe_pb2.SolverParameter(base_lr=0.01, max_iter=2, display=0,
+                                             snapshot_prefix=str(tmp_path / "s"))
+    solver_param.net_param.CopyFrom(proto)
+    solver = caffe.SGDSolver(solver_param)
+    solver.step(2)
+    assert solver.iter == 2 and solver.param.base_lr == 0.01
