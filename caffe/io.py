@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from solverkit.files import require_regular
+
 from .proto import caffe_pb2
 
 # ---------------------------------------------------------------- messages and arrays
@@ -78,7 +80,7 @@ def load_image(filename, color=True) -> np.ndarray:
     except ImportError:
         raise ImportError("caffe.io.load_image needs Pillow: pip install 'solverkit[image]'") \
             from None
-    with Image.open(filename) as image:
+    with Image.open(require_regular(filename, what="image")) as image:
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             img = np.asarray(image, dtype=np.float64) / 65535.0
         else:

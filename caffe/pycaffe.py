@@ -22,7 +22,8 @@ from solverkit.caffe.weights import encode_caffemodel
 from solverkit.layers.memory import MemoryData
 from solverkit.layers.python import Phase
 from solverkit.layers.python import Python as PythonLayerType
-from solverkit.snapshot import atomic_write_bytes, load_model
+from solverkit.files import require_regular, write_atomic
+from solverkit.snapshot import load_model
 
 from . import _runtime
 
@@ -31,9 +32,9 @@ def _check_file(path):
     if isinstance(path, Message):       # a caffe_pb2 message instead of its file
         return path
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise RuntimeError(f"Could not open file {path}")
-    return path
+    return str(require_regular(path, what="Caffe file"))
 
 
 def _net_spec(path):
@@ -324,12 +325,13 @@ class Net:
         layers = [(spec.name, spec.type, list(spec.bottom), list(spec.top),
                    [np.asarray(b.data, dtype=np.float32) for b in layer.blobs])
                   for layer, spec in zip(self._net.layers, self._net.layer_specs)]
-        atomic_write_bytes(path, encode_caffemodel(self._net.name, layers))
+        write_atomic(path, encode_caffemodel(self._net.name, layers),
+                     operation="write the weights")
 
     def save_hdf5(self, path) -> None:
         """Caffe's HDF5 weights: ``data/<layer>/<index>`` and ``diff/<layer>/<index>``."""
         h5py = _h5py()
-        with h5py.File(path, "w") as f:
+        with h5py.File(path, "w") as f:     # h5py writes in place, as Caffe does
             data, diff = f.create_group("data"), f.create_group("diff")
             for name, blobs in self.params.items():
                 for group, attr in ((data, "data"), (diff, "diff")):
