@@ -455,7 +455,7 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
         if key == "shape" and block in ("input_param", "dummy_data_param"):
             put("shape", _dims(_message(entry, ctx, **where), ctx, **where), entry, append=True)
             continue
-        if key == "shape" and block == "reshape_param":
+        if key == "shape" and block in ("reshape_param", "parameter_param"):
             put("shape", _dims(_message(entry, ctx, **where), ctx, **where), entry)
             continue
         if block == "dummy_data_param" and key in ("num", "channels", "height", "width"):

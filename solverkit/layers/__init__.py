@@ -6,7 +6,9 @@ from . import (  # noqa: F401
     common,
     data,
     loss,
+    memory,
     normalization,
+    python,
     utility,
     vision,
 )
