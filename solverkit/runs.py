@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import SolverkitError
-from .files import file_operation, os_error
+from .files import LIMITS, file_operation, os_error, read_text
 
 try:
     import fcntl
@@ -115,8 +115,9 @@ def stale_temporaries(prefix: str | os.PathLike) -> list[Path]:
 def read_record(prefix: str | os.PathLike) -> dict:
     """What the lock file records (``run_id``, ``pid``), or ``{}``."""
     try:
-        return json.loads(lock_path(prefix).read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
+        return json.loads(read_text(lock_path(prefix), what="lock file",
+                                    limit=LIMITS["record"]) or "{}")
+    except (SolverkitError, ValueError):
         return {}
 
 

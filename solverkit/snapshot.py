@@ -8,21 +8,18 @@ crash never leaves half a file under the final name.
 
 from __future__ import annotations
 
-import errno
 import glob
 import hashlib
 import io
 import json
 import os
 import re
-import stat
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SnapshotError
-from .files import write_atomic
+from .files import LIMITS, load_npz, open_regular, write_atomic
 
 META_KEY = "__meta__"
 FORMAT_VERSION = 1
@@ -40,7 +37,7 @@ def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], met
 
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path, what="model file", error=SnapshotError) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -52,24 +49,7 @@ def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray],
     ``kind`` ("model" or "solverstate") must match the meta's ``kind``.
     """
     path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise SnapshotError(f"{kind} file not found", file=str(path)) from None
-    except OSError as err:
-        raise SnapshotError(f"cannot read the {kind} file: "
-                            f"{'a loop of symbolic links' if err.errno == errno.ELOOP else err.strerror}",
-                            file=str(path)) from None
-    if not stat.S_ISREG(info.st_mode):      # a FIFO or a device would block or never end
-        raise SnapshotError(f"not a {kind} file: "
-                            f"{'a folder' if stat.S_ISDIR(info.st_mode) else 'not a regular file'}",
-                            file=str(path))
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise SnapshotError(f"not a readable {kind} snapshot (truncated or corrupt?): {err}",
-                            file=str(path)) from None
+    arrays = load_npz(path, what=f"{kind} file", limit=LIMITS["model"], error=SnapshotError)
     if META_KEY not in arrays:
         raise SnapshotError(f"not a solverkit {kind} file (no {META_KEY} entry)", file=str(path))
     try:

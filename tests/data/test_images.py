@@ -116,7 +116,7 @@ def test_not_an_image_and_missing_file(tmp_path):
     text.write_text("hello")
     with pytest.raises(DataError, match="notes.jpg.*not an image"):
         images.read_image(text)
-    with pytest.raises(DataError, match="nothere.png.*does not exist"):
+    with pytest.raises(DataError, match="nothere.png.*not found"):
         images.read_image(tmp_path / "nothere.png")
 
 
