@@ -303,7 +303,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new link in ``folder`` durable (where the file system can)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -347,7 +348,7 @@ def atomic_writer(path, mode: str = "wb", *, operation: str = "write the file",
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
 
 
 def write_atomic(path, data: bytes | str, *, operation: str = "write the file") -> None:
