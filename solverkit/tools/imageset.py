@@ -168,7 +168,7 @@ def compute_image_mean(source, output, *, root=None, gray: bool = False,
     folders, written to ``output`` as Caffe's ``mean.binaryproto`` (a 1 x C x H x W
     BlobProto); returns the mean. The sum is float64, read ``batch`` samples at a time."""
     source, output = Path(source), Path(output)
-    check_output(output, inputs=(source,), force=force, error=DataError)
+    check_output(output, inputs=(source, root), force=force, error=DataError)
     if not source.exists():
         raise DataError(f"'{source}' does not exist", field="SOURCE")
     if (source / "data.mdb").is_file():
