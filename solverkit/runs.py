@@ -6,9 +6,12 @@ A training run claims its ``snapshot_prefix`` before any work (``claim_prefix``)
 - ``<prefix>.lock`` is locked (``fcntl.flock``) for the run's life, so a second run on the
   same prefix is refused with the holder's PID; the file stays and records the run id of
   the run that owns the prefix (``--resume latest`` takes only that run's snapshots);
-- hidden temporary files a killed run left behind (``.<name>_iter_*.tmp``) are removed;
-- a fresh run refuses a prefix that already holds another run's snapshots or log, unless
-  told to overwrite them (which removes them first).
+- what a killed run left behind (hidden ``.<name>_....tmp`` files, best-pair folders no
+  link points to) is removed;
+- a fresh run refuses a prefix that already holds another run's files, unless told to
+  overwrite them (which removes them first).
+
+``RunFiles(prefix)`` names every file of a run, in this one place.
 """
 
 from __future__ import annotations

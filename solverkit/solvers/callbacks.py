@@ -80,8 +80,9 @@ def _watched(field: str, name: str, outputs: dict[str, float]) -> float:
 
 class BestSnapshot(Callback):
     """``snapshot_best``: after a test whose ``output`` beats every earlier one, write
-    ``<prefix>_best.model.npz`` and ``<prefix>_best.solverstate.npz`` (each atomically,
-    the model first); the iteration and value go into both files and the log."""
+    ``<prefix>_best.model.npz`` and ``<prefix>_best.solverstate.npz`` (one pair, switched
+    atomically: ``snapshot.switch_pair``); the iteration and value go into both files and
+    the log."""
 
     name = "snapshot_best"
 
