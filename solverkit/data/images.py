@@ -20,6 +20,7 @@ naming it.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -79,6 +80,8 @@ def decode_image(raw: bytes, *, name: str = "image", is_color: bool = True, heig
 def load_image_u8(path, *, is_color: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The image file ``path`` as uint8 (C, H, W), not resized."""
     path = Path(path)
+    if not os.path.lexists(path):
+        raise DataError(f"image file '{path}' does not exist", field="source")
     try:        # the message names the image; the caller adds the list, layer and net
         raw = read_bytes(path, what=f"image file '{path}'", limit=LIMITS["image"],
                          error=DataError)

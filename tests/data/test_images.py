@@ -118,7 +118,7 @@ def test_not_an_image_and_missing_file(tmp_path):
     text.write_text("hello")
     with pytest.raises(DataError, match="notes.jpg.*not an image"):
         images.read_image(text)
-    with pytest.raises(DataError, match="nothere.png.*not found"):
+    with pytest.raises(DataError, match="nothere.png.*does not exist"):
         images.read_image(tmp_path / "nothere.png")
 
 
