@@ -153,12 +153,23 @@ class RunFiles:
     def temporaries(self) -> list[Path]:
         """What an interrupted write left: hidden ``.<name>_....tmp`` files, and named-pair
         folders no pair link points to."""
-        found = [path for path in self._hidden(f".{self.name}_") if path.name.endswith(".tmp")]
+        found = [path for path in self._hidden(f".{self.name}_") if path.name.endswith(".tmp")
+                 and self._owns(path.name[1:].rsplit(".", 2)[0])]
         for name in NAMED:
             current = self.current_pair(name)
             found += [folder for folder in self.pair_folders(name)
                       if current is None or folder.name != current.name]
         return sorted(found)
+
+    def _owns(self, name: str) -> bool:
+        """Whether ``name`` is a file of this run that is written through a temporary file
+        (``.<name>.<random>.tmp``): not one of another prefix that starts alike."""
+        match = _ITERATION.search(name)
+        if match and name == f"{self.name}_iter_{match.group(1)}.{match.group(2)}.npz":
+            return True
+        named = [get(n).name for n in NAMED
+                 for get in (self.named_model, self.named_state, self.named_pair)]
+        return name in (self.labels.name, *named)
 
     def current_pair(self, name: str) -> Path | None:
         """The folder the named pair link points to, if any."""

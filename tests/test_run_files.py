@@ -58,6 +58,20 @@ def test_run_files_names_every_file_of_a_run(tmp_path):
     assert files.existing() == []
 
 
+def test_only_the_runs_own_temporaries_are_left_overs(tmp_path):
+    """A claim removes what a killed run on its prefix left, never the temporary file of a
+    live run on another prefix that starts alike (run_a beside run)."""
+    files = RunFiles(tmp_path / "run")
+    ours = [tmp_path / ".run_iter_5.model.npz.k3j_x9.tmp", tmp_path / ".run_labels.txt.a1.tmp",
+            tmp_path / ".run_best.pair.0f0f.tmp"]
+    theirs = [tmp_path / ".run_a_iter_5.model.npz.k3j_x9.tmp", tmp_path / ".run_a_log.tmp"]
+    for path in ours + theirs:
+        path.write_bytes(b"")
+    assert files.temporaries() == sorted(ours)
+    claim_prefix(files.prefix).release()
+    assert not any(p.exists() for p in ours) and all(p.exists() for p in theirs)
+
+
 def test_the_labels_file_is_a_file_of_the_run(tmp_path):
     """A prefix holding only an earlier run's labels is in use; --overwrite removes them."""
     files = RunFiles(tmp_path / "run")
