@@ -31,6 +31,7 @@ import numpy as np
 from .data import load_source
 from .data.images import is_image_file, read_image
 from .errors import ConfigError, DataError, ShapeError
+from .files import LIMITS, read_text
 
 ARRAY_SUFFIXES = {".npy": "npy", ".npz": "npz", ".csv": "csv"}
 
@@ -215,12 +216,7 @@ def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def read_labels(path) -> list[str]:
     """Class names, one per line (as Caffe's synset_words.txt); a trailing empty line ignored."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"labels file '{path}' does not exist", field="--labels") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read labels file '{path}': {err}", field="--labels") from None
+    text = read_text(path, what=f"labels file '{path}'", limit=LIMITS["list"], error=DataError)
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()

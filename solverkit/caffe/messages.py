@@ -15,6 +15,7 @@ Field numbers and types are those of Caffe's ``caffe.proto``:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,7 +99,7 @@ def blob_from_fields(fields: dict, *, file: str | None = None,
                             dtype=np.float32)
     if shape is None:
         shape = (values.size,)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)        # Python ints: a declared [2**32, 2**32] must not wrap to 0
     if count != values.size:
         raise DataError(f"a blob of shape {list(shape)} ({count} values) holds "
                         f"{values.size} values", file=file, field=where)

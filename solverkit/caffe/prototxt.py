@@ -28,6 +28,7 @@ from ..errors import ConfigError, SolverkitError, did_you_mean
 from ..registry import layer_class
 from ..spec.models import SpecSource
 from ..spec.solver_fields import SolverSpec, policy_fields
+from ..files import LIMITS, read_text
 from .names import (
     DATA_TRANSFORM_FIELDS,
     ENUM_NUMBERS,
@@ -68,14 +69,12 @@ _BLOCK_LINE = re.compile(r"^\s*[A-Za-z_]\w*\s*\{", re.MULTILINE)
 # ---------------------------------------------------------------- detection
 
 def _read(path: Path, what: str, shown: str) -> str:
-    if not path.exists():
-        raise ConfigError(f"{what} file not found", file=shown)
-    if path.is_dir():
-        raise ConfigError(f"{what} path is a folder, not a file", file=shown)
-    try:
-        return path.read_text(encoding="utf-8-sig")     # a BOM is not a field
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read {what}: {err}", file=shown) from None
+    try:        # a BOM is not a field
+        return read_text(path, what=what, limit=LIMITS["spec"], encoding="utf-8-sig",
+                         error=ConfigError)
+    except ConfigError as err:
+        err.file = shown
+        raise
 
 
 def looks_like_prototxt(text: str) -> bool:
@@ -405,10 +404,11 @@ def _hdf5_data(raw: dict, msg: TextMessage, ctx: _Context, where: dict) -> None:
         raise ctx.error(f"the HDF5 file list {listing} is not a file", entry or msg,
                         field="hdf5_data_param.source", **where)
     try:
-        names = [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ctx.error(f"cannot read the HDF5 file list {listing}: {err}", entry or msg,
-                        field="hdf5_data_param.source", **where) from None
+        text = read_text(path, what="HDF5 file list", limit=LIMITS["list"], error=ConfigError)
+    except ConfigError as err:
+        raise ctx.error(err.message, entry or msg, field="hdf5_data_param.source",
+                        **where) from None
+    names = [n.strip() for n in text.splitlines() if n.strip()]
     files = []
     for name in names:                  # beside the list first, then from the cwd
         candidate = Path(name) if os.path.isabs(name) else path.parent / name

@@ -33,7 +33,7 @@ from ..errors import ConfigError, NonFiniteError
 from ..layers.base import DataLayer
 from ..layers.data import Data
 from ..net import Net
-from ..runs import claim_prefix, file_operation, keep_log_rows_before, new_run_id
+from ..runs import RunFiles, claim_prefix, file_operation, keep_log_rows_before, new_run_id
 from ..snapshot import restore_solver, save_solver
 from ..spec.solver import SolverSpec, load_solver_spec
 from .callbacks import Callback, builtin_callbacks, spec_callbacks
@@ -128,7 +128,8 @@ class Solver:
         self.smoothed_losses: list[float] = []   # the last average_loss losses
         self.seconds_before = 0.0                # training time of earlier runs (resume)
         self.snapshot_prefix = self.spec.default_snapshot_prefix(self.net.name)
-        self.log_path = Path(f"{self.snapshot_prefix}_log.csv")
+        self.files = RunFiles(self.snapshot_prefix)  # the name of every file of the run
+        self.log_path = self.files.log
         self._log_file = None
         self._log_writer = None
         self._clock: float | None = None         # perf_counter when this run started
@@ -557,7 +558,7 @@ class Solver:
         (a folder of class folders), one per line, line k naming class k."""
         for layer in self.net.layers:
             if isinstance(layer, Data) and layer.class_names:
-                path = Path(f"{self.snapshot_prefix}_labels.txt")
+                path = self.files.labels
                 if write_class_names(path, layer.class_names):
                     logger.info("Class names written to %s", path)
                 return

@@ -25,7 +25,7 @@ from ..data import images
 from ..data.image_sources import open_image_source, parse_image_list
 from ..data.lmdb_source import LmdbSource, open_environment
 from ..errors import DataError
-from ..files import check_output, write_atomic
+from ..files import LIMITS, check_output, read_bytes, write_atomic
 
 logger = logging.getLogger("solverkit")
 
@@ -140,10 +140,10 @@ def _record(listing, index: int, encoded: bool, encode_type: str, relative: str)
         own = _SUFFIX_ENCODINGS.get(path.suffix.lower())
         if own is not None and encode_type in ("", own):
             try:
-                raw = path.read_bytes()
-            except OSError as err:
-                raise DataError(f"cannot read image file '{path}'{line}: "
-                                f"{err.strerror or err}", field="LIST") from None
+                raw = read_bytes(path, what=f"image file '{path}'", limit=LIMITS["image"],
+                                 error=DataError)
+            except DataError as err:
+                raise DataError(f"{err.message}{line}", field="LIST") from None
             try:        # the file must decode, or Caffe would fail on it later
                 images.decode_image_u8(raw, name=f"'{path}'{line}", is_color=None)
             except DataError as err:
@@ -168,7 +168,7 @@ def compute_image_mean(source, output, *, root=None, gray: bool = False,
     folders, written to ``output`` as Caffe's ``mean.binaryproto`` (a 1 x C x H x W
     BlobProto); returns the mean. The sum is float64, read ``batch`` samples at a time."""
     source, output = Path(source), Path(output)
-    check_output(output, inputs=(source,), force=force, error=DataError)
+    check_output(output, inputs=(source, root), force=force, error=DataError)
     if not source.exists():
         raise DataError(f"'{source}' does not exist", field="SOURCE")
     if (source / "data.mdb").is_file():
