@@ -114,7 +114,9 @@ def run_files(prefix: str | os.PathLike) -> list[Path]:
         if other in (f"{name}_log.csv", f"{name}_debug.csv", f"{name}_best.model.npz",
                      f"{name}_best.solverstate.npz") or (
                 other.startswith(f"{name}_iter_") and other.endswith(
-                    (".model.npz", ".solverstate.npz"))
+                    (".model.npz", ".solverstate.npz", ".caffemodel", ".caffemodel.h5",
+                     ".solverstate", ".solverstate.h5", ".solverstate.sk.npz",
+                     ".solverstate.h5.sk.npz"))
                 and other[len(name) + 6:].split(".", 1)[0].isdigit()):
             found.append(path)
     events = folder / f"{name}_tensorboard"

@@ -166,9 +166,12 @@ def load_model(net, path, allow_missing: bool = False, allow_extra: bool = False
     a new head), which skips the first two and returns the names of layers left as they were.
     ``allow_extra`` alone ignores file layers the net lacks (a TEST net reading a TRAIN model).
     """
+    from .caffe.solverstate import is_caffemodel_h5, read_caffemodel_h5
     from .caffe.weights import is_caffemodel, legacy_fits, stored_parameters
     legacy: set[tuple[str, int]] = set()     # caffemodel blobs of Caffe's old 4-D shape
-    if is_caffemodel(path):
+    if is_caffemodel_h5(path):
+        by_layer = read_caffemodel_h5(path)
+    elif is_caffemodel(path):
         by_layer, legacy = stored_parameters(path)
     else:
         by_layer = _model_entries(path)
@@ -251,6 +254,15 @@ def save_solver(solver, stem: str | None = None) -> Path:
         state_path = Path(f"{solver.snapshot_prefix}_{stem}.solverstate.npz")
     model_sha = save_model(solver.net, model_path,
                            {"iter": state["iter"], "callbacks": state["callbacks"]})
+    write_solver_state(solver, state, state_path, model_path, model_sha)
+    return state_path
+
+
+def write_solver_state(solver, state: dict, state_path, model_path, model_sha: str,
+                       extra_meta: dict | None = None) -> str:
+    """Write ``state`` (``solver.get_state()``) to ``state_path`` as a solverstate npz whose
+    model is ``model_path`` (already written, SHA-256 ``model_sha``); returns its SHA-256."""
+    model_path = Path(model_path)
     arrays = {f"update/{key}": array for key, array in state["update"].items()}
     generators = {}
     for phase, net_state in state["nets"].items():
@@ -271,9 +283,9 @@ def save_solver(solver, stem: str | None = None) -> Path:
         "smoothed_losses": state["smoothed_losses"], "seconds": state["seconds"],
         "world_size": solver.world.size,
         "versions": {"solverkit": __version__, "numpy": np.__version__},
+        **(extra_meta or {}),
     }
-    atomic_write_npz(state_path, arrays, meta)
-    return state_path
+    return atomic_write_npz(state_path, arrays, meta)
 
 
 def _state_from_file(arrays: dict, meta: dict) -> dict:

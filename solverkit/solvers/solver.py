@@ -528,13 +528,16 @@ class Solver:
         returns the state's path. ``reason`` ``best`` writes ``<prefix>_best.*`` instead;
         the others (periodic, signal, final) tell retention what it may delete."""
         from ..snapshot import save_solver
+        from .caffe_snapshot import save_caffe_snapshot
         if self._log_file is not None:      # the log on disk reaches this snapshot too
             with file_operation("write the training log", self.log_path):
                 self._log_file.flush()
                 os.fsync(self._log_file.fileno())
         self._emit("before_snapshot", self.iter, reason)
         stem = "best" if reason == "best" else None
-        path = save_solver(self, stem=stem) if self.world.is_root else None
+        caffe_files = stem is None and self.spec.snapshot_format != "NPZ"
+        path = None if not self.world.is_root else (
+            save_caffe_snapshot(self) if caffe_files else save_solver(self, stem=stem))
         if path is not None:
             self._write_class_names()
         self.world.barrier()
@@ -565,9 +568,11 @@ class Solver:
 
         A state written by another number of MPI ranks is an error unless
         ``allow_world_size_change`` (the effective batch then changes)."""
+        from ..caffe.solverstate import is_caffe_state
         from ..snapshot import restore_solver
-        restore_solver(self, path, warn=logger.warning,
-                       allow_world_size_change=allow_world_size_change)
+        from .caffe_snapshot import restore_caffe_snapshot
+        restore = restore_caffe_snapshot if is_caffe_state(path) else restore_solver
+        restore(self, path, warn=logger.warning, allow_world_size_change=allow_world_size_change)
         if self.data_parallel is not None:
             self.data_parallel.synchronize(self.net.learnable_params,
                                            self.updater.state_arrays().values())
