@@ -10,6 +10,7 @@ non-finite result 1.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import numpy as np
@@ -22,6 +23,8 @@ from .flags import FlagError, HelpRequested
 def run_tool(program: str, body, argv: list[str] | None = None) -> int:
     """Run ``body(argv)`` as the tool ``program``; returns its exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    root = logging.getLogger("solverkit")      # a tool's glog handler is undone when it ends
+    saved = (list(root.handlers), root.level, root.propagate)
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return int(body(argv) or 0)
@@ -43,3 +46,7 @@ def run_tool(program: str, body, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        root.propagate = saved[2]

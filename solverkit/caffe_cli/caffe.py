@@ -89,10 +89,6 @@ def _require(value: str, message: str) -> None:
 def _signal_actions(flags, spec) -> tuple[str, str]:
     """Caffe's effects as the solver's: Caffe's ``stop`` ends training with the final
     snapshot ``snapshot_after_train`` asks for; SIGINT's ``snapshot`` writes one and stops."""
-    for name in ("sigint_effect", "sighup_effect"):
-        if getattr(flags, name) not in EFFECTS:
-            raise FlagError(f'caffe: Invalid signal effect "{getattr(flags, name)}" was '
-                            f"specified (--{name}: snapshot, stop or none)")
     on_int = flags.sigint_effect
     if on_int == "stop" and spec.snapshot_after_train:
         on_int = "snapshot"
@@ -106,6 +102,10 @@ def train(flags) -> int:
                         "but not both.")
     if flags.snapshot and flags.overwrite:
         raise FlagError("caffe: --overwrite starts afresh; it does not go with --snapshot")
+    for name in ("sigint_effect", "sighup_effect"):
+        if getattr(flags, name) not in EFFECTS:
+            raise FlagError(f'caffe: Invalid signal effect "{getattr(flags, name)}" was '
+                            f"specified (--{name}: snapshot, stop or none)")
     _note_gpu(flags)
     spec = load_solver_spec(flags.solver)
     overrides = {}
