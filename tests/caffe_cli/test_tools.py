@@ -4,6 +4,7 @@ numpy computations of what the records must hold."""
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import sys
@@ -257,6 +258,42 @@ def test_caffe_device_query_time_and_test(tmp_path, tool):
                  "        ip\tforward: ", "        ip\tbackward: ", "Average Forward pass: ",
                  "Average Forward-Backward: ", "*** Benchmark ends ***"):
         assert line in done.stderr, line
+
+
+def test_caffe_test_prints_caffes_batch_and_final_lines(tmp_path, tool, pb):
+    images, labels = write_idx(tmp_path, 4, 2, 2, seed=7)
+    assert tool(tmp_path, "convert_mnist_data", "images", "labels", "db").returncode == 0
+    (tmp_path / "net.prototxt").write_text(
+        'name: "t"\n'
+        'layer { name: "data" type: "Data" top: "data" top: "label"\n'
+        '  data_param { source: "db" batch_size: 2 backend: LMDB } }\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"\n'
+        '  inner_product_param { num_output: 10 } }\n'
+        'layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc" }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss"\n'
+        '  loss_weight: 2 }\n')
+    weight = np.random.default_rng(8).standard_normal((10, 4)).astype(np.float32) * 0.01
+    net = pb["NetParameter"](name="t")
+    layer = net.layer.add(name="ip", type="InnerProduct")
+    for array in (weight, np.zeros(10, np.float32)):
+        blob = layer.blobs.add()
+        blob.shape.dim.extend(array.shape)
+        blob.data.extend(array.ravel().tolist())
+    (tmp_path / "w.caffemodel").write_bytes(net.SerializeToString())
+    done = tool(tmp_path, "caffe", "test", "--model", "net.prototxt", "--weights",
+                "w.caffemodel", "--iterations", "2")
+    assert done.returncode == 0, done.stderr
+    logits = images.reshape(4, 4).astype(np.float64) @ weight.T
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    losses = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(4), labels]
+    batch = losses.reshape(2, 2).mean(axis=1)
+    found = dict(re.findall(r"\] Batch (\d), loss = (\S+)", done.stderr))
+    assert [float(found[i]) for i in "01"] == pytest.approx(batch, rel=1e-5)
+    final = re.search(r"\] loss = (\S+) \(\* 2 = (\S+) loss\)", done.stderr)
+    assert float(final.group(1)) == pytest.approx(batch.mean(), rel=1e-5)
+    assert float(final.group(2)) == pytest.approx(2 * batch.mean(), rel=1e-5)
+    assert re.search(r"\] Loss: (\S+)", done.stderr)
+    assert "Running for 2 iterations." in done.stderr and "] acc = " in done.stderr
 
 
 def test_installed_console_scripts():
