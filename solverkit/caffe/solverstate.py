@@ -131,14 +131,10 @@ def read_solverstate(path) -> SolverState:
                             f"{err.message}", file=str(path)) from None
 
 
-def write_solverstate(path, state: SolverState, write) -> None:
-    """Write ``state`` to ``path`` with ``write(path, data)`` (an atomic writer): binary,
-    or HDF5 when the name ends in ``.h5``."""
-    path = Path(path)
-    if path.name.endswith(".h5"):
-        write(path, _solverstate_h5_bytes(state))
-    else:
-        write(path, encode_solverstate(state))
+def solverstate_bytes(state: SolverState, hdf5: bool = False) -> bytes:
+    """The file a ``.solverstate`` (or, with ``hdf5``, a ``.solverstate.h5``) holds; write
+    it atomically (``solverkit.snapshot.atomic_write_bytes``)."""
+    return _solverstate_h5_bytes(state) if hdf5 else encode_solverstate(state)
 
 
 # ---------------------------------------------------------------- HDF5

@@ -32,7 +32,7 @@ from ..caffe.messages import DATUM, decode_datum
 from ..caffe.prototxt import solver_text_source
 from ..caffe.weights import NET, encode_caffemodel, natural_shape, read_caffemodel
 from ..data.lmdb_source import open_environment
-from ..data.sources import CIFAR10_RECORD, load_source, read_idx_file
+from ..data.sources import load_source, read_idx_file
 from ..errors import ConfigError, DataError
 from ..net import Net
 from ..protobuf import decode, encode

@@ -35,7 +35,7 @@ from ..caffe.solverstate import (
     history_names,
     read_solverstate,
     snapshot_filename,
-    write_solverstate,
+    solverstate_bytes,
 )
 from ..caffe.weights import encode_caffemodel
 from ..errors import SnapshotError
@@ -104,16 +104,12 @@ def save_caffe_snapshot(solver) -> Path:
     atomic_write_bytes(model_path, model, "write the snapshot")
     caffe_state = SolverState(iteration, str(model_path), caffe_history(solver),
                               current_step(solver.spec, iteration))
-    written: list[bytes] = []
-
-    def write(path, data):
-        written.append(data)
-        atomic_write_bytes(path, data, "write the snapshot")
-    write_solverstate(state_path, caffe_state, write)
+    written = solverstate_bytes(caffe_state, hdf5=snapshot_format == "HDF5")
+    atomic_write_bytes(state_path, written, "write the snapshot")
     write_solver_state(solver, state, side_file(state_path), model_path,
                        hashlib.sha256(model).hexdigest(),
                        {"caffe_state": state_path.name,
-                        "caffe_state_sha256": hashlib.sha256(written[0]).hexdigest()})
+                        "caffe_state_sha256": hashlib.sha256(written).hexdigest()})
     return state_path
 
 
