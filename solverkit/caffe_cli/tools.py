@@ -146,7 +146,9 @@ def _compute_image_mean(argv) -> int:
                         field="INPUT_DB")
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(positional[1]) if len(positional) == 2 else Path(scratch) / "mean"
-        mean = compute_image_mean(source, output, progress=False)
+        if output.is_file():        # Caffe's scripts write the mean again on every run
+            logger.warning("%s exists: replacing it with the new mean", output)
+        mean = compute_image_mean(source, output, force=True, progress=False)
     if len(positional) == 2:
         logger.info("Write to %s", positional[1])
     for channel, value in enumerate(mean.mean(axis=(1, 2))):

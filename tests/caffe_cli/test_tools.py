@@ -161,6 +161,10 @@ def test_convert_imageset_and_compute_image_mean(tmp_path, tool, pb):
     mean = np.mean([pixels[n][:, :, ::-1].transpose(2, 0, 1) for n in pixels], axis=0)
     np.testing.assert_allclose(np.array(blob.data).reshape(3, 5, 6), mean, rtol=1e-6)
     assert "mean_value channel [0]" in done.stderr
+    (tmp_path / "mean.binaryproto").write_bytes(b"old")       # a second run replaces it, saying so
+    again = tool(tmp_path, "compute_image_mean", "db", "mean.binaryproto")
+    assert again.returncode == 0 and "replacing it" in again.stderr
+    assert pb["BlobProto"].FromString((tmp_path / "mean.binaryproto").read_bytes()) == blob
     image.fromarray(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)).save(root / "c.png")
     mixed = tool(tmp_path, "convert_imageset", "--check_size=true", "root/", "list.txt", "db2")
     assert mixed.returncode == 2 and "--check_size" in mixed.stderr
