@@ -26,14 +26,13 @@ truncated or foreign file is a ``SnapshotError`` naming it. HDF5 needs the ``hdf
 from __future__ import annotations
 
 import io
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, SnapshotError
+from ..files import read_bytes, write_atomic
 from ..protobuf import Field, Message, Writer, decode, encode
 from .messages import BLOB_PROTO, blob_fields, blob_from_fields
 
@@ -100,22 +99,7 @@ def decode_solverstate(data: bytes, *, file: str | None = None) -> SolverState:
 
 def _read_regular(path: Path, what: str) -> bytes:
     """At most ``MAX_BYTES`` of a regular file (a FIFO or a device is refused at once)."""
-    shown = str(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise SnapshotError(f"{what} not found", file=shown) from None
-    except OSError as err:
-        raise SnapshotError(f"cannot read the {what}: {err.strerror}", file=shown) from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            raise SnapshotError(f"not a {what}: {kind}", file=shown)
-        data = handle.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise SnapshotError(f"a {what} larger than {MAX_BYTES} bytes", file=shown)
-    return data
+    return read_bytes(path, what=what, limit=MAX_BYTES, error=SnapshotError)
 
 
 def read_solverstate(path) -> SolverState:
@@ -132,9 +116,16 @@ def read_solverstate(path) -> SolverState:
 
 
 def solverstate_bytes(state: SolverState, hdf5: bool = False) -> bytes:
-    """The file a ``.solverstate`` (or, with ``hdf5``, a ``.solverstate.h5``) holds; write
-    it atomically (``solverkit.snapshot.atomic_write_bytes``)."""
+    """The file a ``.solverstate`` (or, with ``hdf5``, a ``.solverstate.h5``) holds."""
     return _solverstate_h5_bytes(state) if hdf5 else encode_solverstate(state)
+
+
+def write_solverstate(path, state: SolverState) -> bytes:
+    """Write ``state`` to ``path`` atomically: binary, or HDF5 when the name ends in
+    ``.h5`` (as Caffe decides); returns the bytes written."""
+    data = solverstate_bytes(state, hdf5=str(path).endswith(".h5"))
+    write_atomic(path, data, operation="write the solver state")
+    return data
 
 
 # ---------------------------------------------------------------- HDF5

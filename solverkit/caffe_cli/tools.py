@@ -34,9 +34,9 @@ from ..caffe.weights import NET, encode_caffemodel, natural_shape, read_caffemod
 from ..data.lmdb_source import open_environment
 from ..data.sources import load_source, read_idx_file
 from ..errors import ConfigError, DataError
+from ..files import write_atomic
 from ..net import Net
 from ..protobuf import decode, encode
-from ..snapshot import atomic_write_bytes
 from ..spec.net import load_net_spec
 from ..tools.imageset import compute_image_mean, convert_imageset, write_lmdb
 from . import run_tool
@@ -321,7 +321,7 @@ def _extract_features(argv) -> int:
 # ---------------------------------------------------------------- upgrades
 def _write_new(path: Path, data: bytes | str, field: str) -> None:
     _refuse_existing(path, field)
-    atomic_write_bytes(path, data, "write the upgraded file")
+    write_atomic(path, data, operation="write the upgraded file")
 
 
 def _upgrade_net_text(argv) -> int:

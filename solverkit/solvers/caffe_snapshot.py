@@ -35,12 +35,12 @@ from ..caffe.solverstate import (
     history_names,
     read_solverstate,
     snapshot_filename,
-    solverstate_bytes,
+    write_solverstate,
 )
 from ..caffe.weights import encode_caffemodel
 from ..errors import SnapshotError
+from ..files import write_atomic
 from ..snapshot import (
-    atomic_write_bytes,
     file_sha256,
     load_model,
     read_npz,
@@ -101,11 +101,10 @@ def save_caffe_snapshot(solver) -> Path:
     model_path = Path(snapshot_filename(prefix, iteration, MODEL_EXTENSION[snapshot_format]))
     state_path = Path(snapshot_filename(prefix, iteration, STATE_EXTENSION[snapshot_format]))
     model = _model_bytes(solver.net, snapshot_format)
-    atomic_write_bytes(model_path, model, "write the snapshot")
+    write_atomic(model_path, model, operation="write the snapshot")
     caffe_state = SolverState(iteration, str(model_path), caffe_history(solver),
                               current_step(solver.spec, iteration))
-    written = solverstate_bytes(caffe_state, hdf5=snapshot_format == "HDF5")
-    atomic_write_bytes(state_path, written, "write the snapshot")
+    written = write_solverstate(state_path, caffe_state)
     write_solver_state(solver, state, side_file(state_path), model_path,
                        hashlib.sha256(model).hexdigest(),
                        {"caffe_state": state_path.name,
