@@ -134,6 +134,11 @@ def test_hdf5_snapshot_has_caffes_layout(tmp_path):
     with h5py.File(learned, "r") as model:
         assert set(model["data"]) == {layer.name for layer in solver.net.layers}
         np.testing.assert_array_equal(model["data/ip1/0"][()], solver.net.params["ip1"][0].data)
+    fresh = sk.Net(tmp_path / "net.yaml", phase="TEST")      # --weights X.caffemodel.h5
+    fresh.load(learned, allow_extra=True)
+    for name in ("ip1", "ip2"):
+        for mine, theirs in zip(fresh.params[name], solver.net.params[name]):
+            np.testing.assert_array_equal(mine.data, theirs.data)
     solver.close()
 
 
