@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 from .. import __version__, backends
+from ..caffe.solverstate import h5py_module
 from ..errors import ConfigError
 from ..net import Net
 from ..solvers import Solver
@@ -115,6 +116,8 @@ def train(flags) -> int:
     solver = Solver(spec, overrides=overrides or None, progress=False, stages=stages_of(flags),
                     level=level)
     try:
+        if solver.spec.snapshot_format == "HDF5":
+            h5py_module()           # before training: a missing extra is not found at the end
         solver.on_signal, solver.sighup_effect = _signal_actions(flags, solver.spec)
         solver.add_callback(CaffeLog(solver.spec.display))
         solver.claim_prefix(fresh="keep" if flags.snapshot else
