@@ -16,12 +16,14 @@ import os
 import platform
 import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from .. import __version__, backends
 from ..caffe.solverstate import h5py_module
-from ..errors import ConfigError
+from ..errors import ConfigError, SolverkitError
+from ..runs import run_files
 from ..net import Net
 from ..solvers import Solver
 from ..spec.solver import load_solver_spec
@@ -96,6 +98,22 @@ def _signal_actions(flags, spec) -> tuple[str, str]:
     return on_int, flags.sighup_effect
 
 
+def _refuse_earlier_run(prefix: str, flags) -> None:
+    """A fresh run on a prefix holding another run's files: say how to go on, in caffe's
+    flags (the files are never overwritten unasked)."""
+    earlier = [] if flags.snapshot or flags.overwrite else run_files(prefix)
+    if not earlier:
+        return
+    states = sorted((p for p in earlier if p.name.endswith((".solverstate", ".solverstate.h5"))),
+                    key=lambda p: int(p.name[len(Path(prefix).name) + 6:].split(".")[0]))
+    again = f"continue it with --snapshot={states[-1]}, " if states else ""
+    shown = ", ".join(p.name for p in earlier[:3]) + (" …" if len(earlier) > 3 else "")
+    raise SolverkitError(f"snapshot_prefix '{prefix}' already holds the files of an earlier "
+                         f"run ({shown}): {again}start over with --overwrite (removes them "
+                         f"first), or give this run another snapshot_prefix",
+                         field="snapshot_prefix")
+
+
 def train(flags) -> int:
     _require(flags.solver, "Need a solver definition to train.")
     if flags.snapshot and flags.weights:
@@ -120,6 +138,7 @@ def train(flags) -> int:
             h5py_module()           # before training: a missing extra is not found at the end
         solver.on_signal, solver.sighup_effect = _signal_actions(flags, solver.spec)
         solver.add_callback(CaffeLog(solver.spec.display))
+        _refuse_earlier_run(solver.snapshot_prefix, flags)
         solver.claim_prefix(fresh="keep" if flags.snapshot else
                             "overwrite" if flags.overwrite else "refuse")
         if flags.snapshot:

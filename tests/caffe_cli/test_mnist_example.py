@@ -210,6 +210,10 @@ def test_caffes_mnist_example_runs_unchanged(tmp_path):
     final = (example / "lenet_iter_12.caffemodel").read_bytes()
     assert final == (example / "split_iter_12.caffemodel").read_bytes()
     assert (example / "lenet_iter_6.solverstate").is_file()
+    again = subprocess.run(["bash", "examples/mnist/train_lenet.sh"], cwd=root, text=True,
+                           capture_output=True, timeout=120, check=False)
+    assert again.returncode == 2        # the earlier run's files are not overwritten unasked
+    assert "--snapshot=examples/mnist/lenet_iter_12.solverstate" in again.stderr
 
     # the log: glog lines Caffe's parser reads, with the values the CSV log holds
     log = straight.stderr
