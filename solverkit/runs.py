@@ -52,6 +52,10 @@ def _folder(prefix: str | os.PathLike) -> Path:
 
 
 _ITERATION = re.compile(r"_iter_(\d+)\.(model|solverstate)\.npz$")
+# Caffe's snapshot files (snapshot_format BINARYPROTO or HDF5) and the side file that
+# makes their resume exact
+CAFFE_SUFFIXES = (".caffemodel", ".caffemodel.h5", ".solverstate", ".solverstate.h5",
+                  ".solverstate.sk.npz", ".solverstate.h5.sk.npz")
 NAMED = ("best",)               # snapshots kept under a name instead of an iteration
 
 
@@ -131,12 +135,27 @@ class RunFiles:
                 found.setdefault(int(match.group(1)), {})[match.group(2)] = path
         return found
 
+    def caffe_snapshots(self) -> list[Path]:
+        """The Caffe-format snapshot files there are (``<prefix>_iter_<N>.caffemodel``,
+        ``.solverstate``, their HDF5 forms and the side files)."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(path for path in self.folder.iterdir() if self._is_caffe_snapshot(path.name))
+
+    def _is_caffe_snapshot(self, name: str) -> bool:
+        start = f"{self.name}_iter_"
+        if not name.startswith(start):
+            return False
+        number, _, suffix = name[len(start):].partition(".")
+        return number.isdigit() and f".{suffix}" in CAFFE_SUFFIXES
+
     def existing(self) -> list[Path]:
         """The files an earlier run on this prefix left (not the lock): what a fresh run
         refuses to mix with and ``--overwrite`` removes."""
         if not self.folder.is_dir():
             return []
         found = [path for files in self.snapshots().values() for path in files.values()]
+        found += self.caffe_snapshots()
         for path in (self.log, self.debug_log, self.labels):
             if path.is_file():
                 found.append(path)
@@ -166,6 +185,8 @@ class RunFiles:
         (``.<name>.<random>.tmp``): not one of another prefix that starts alike."""
         match = _ITERATION.search(name)
         if match and name == f"{self.name}_iter_{match.group(1)}.{match.group(2)}.npz":
+            return True
+        if self._is_caffe_snapshot(name):
             return True
         named = [get(n).name for n in NAMED
                  for get in (self.named_model, self.named_state, self.named_pair)]

@@ -117,9 +117,12 @@ def load_model(net, path, allow_missing: bool = False, allow_extra: bool = False
     a new head), which skips the first two and returns the names of layers left as they were.
     ``allow_extra`` alone ignores file layers the net lacks (a TEST net reading a TRAIN model).
     """
+    from .caffe.solverstate import is_caffemodel_h5, read_caffemodel_h5
     from .caffe.weights import is_caffemodel, legacy_fits, stored_parameters
     legacy: set[tuple[str, int]] = set()     # caffemodel blobs of Caffe's old 4-D shape
-    if is_caffemodel(path):
+    if is_caffemodel_h5(path):
+        by_layer = read_caffemodel_h5(path)
+    elif is_caffemodel(path):
         by_layer, legacy = stored_parameters(path)
     else:
         by_layer = _model_entries(path)
@@ -206,6 +209,18 @@ def save_solver(solver, stem: str | None = None) -> Path:
         model_path, state_path = pair / "model.npz", pair / "solverstate.npz"
     model_sha = save_model(solver.net, model_path,
                            {"iter": state["iter"], "callbacks": state["callbacks"]})
+    write_solver_state(solver, state, state_path, model_path, model_sha)
+    if stem is None:
+        return state_path
+    switch_pair(files, stem, pair)
+    return files.named_state(stem)
+
+
+def write_solver_state(solver, state: dict, state_path, model_path, model_sha: str,
+                       extra_meta: dict | None = None) -> str:
+    """Write ``state`` (``solver.get_state()``) to ``state_path`` as a solverstate npz whose
+    model is ``model_path`` (already written, SHA-256 ``model_sha``); returns its SHA-256."""
+    model_path = Path(model_path)
     arrays = {f"update/{key}": array for key, array in state["update"].items()}
     generators = {}
     for phase, net_state in state["nets"].items():
@@ -225,12 +240,9 @@ def save_solver(solver, stem: str | None = None) -> Path:
         "smoothed_losses": state["smoothed_losses"], "seconds": state["seconds"],
         "world_size": solver.world.size,
         "versions": {"solverkit": __version__, "numpy": np.__version__},
+        **(extra_meta or {}),
     }
-    atomic_write_npz(state_path, arrays, meta)
-    if stem is None:
-        return state_path
-    switch_pair(files, stem, pair)
-    return files.named_state(stem)
+    return atomic_write_npz(state_path, arrays, meta)
 
 
 def switch_pair(files: RunFiles, name: str, pair: Path) -> None:

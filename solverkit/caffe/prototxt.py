@@ -631,7 +631,7 @@ def convert_solver(msg: TextMessage, ctx: _Context) -> dict:
             if value not in ("BINARYPROTO", "HDF5"):
                 raise ctx.error(f"'{value}' is not a snapshot_format (BINARYPROTO or HDF5)",
                                 entry, field=key)
-            ctx.ignore(f"{key} (snapshots are .npz files)")
+            raw[key] = value
         elif key == "test_compute_loss":
             _scalar(entry, ctx)
             ctx.ignore(f"{key} (test outputs always include the losses)")

@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE",
                         help="override solver fields, e.g. --set type=Adam base_lr=0.001 "
                              "(repeatable)")
-    parser.add_argument("--resume", metavar="STATE|latest",
-                        help="continue from a .solverstate.npz, or the newest complete one")
+    parser.add_argument("--resume", "--snapshot", metavar="STATE|latest",
+                        help="continue from a .solverstate.npz, a Caffe .solverstate(.h5), "
+                             "or the newest complete snapshot (--snapshot: Caffe's name)")
     parser.add_argument("--weights", metavar="MODEL",
                         help="start from the weights of a .model.npz (layers matched by name)")
     parser.add_argument("--allow-missing", action="store_true",
@@ -153,7 +154,10 @@ def _train(solver: Solver, args: argparse.Namespace, claimed: list[bool]) -> int
         print(f"Test net output #{i}: {name} = {value:.6g}")
     if solver.last_snapshot is not None:
         state = solver.last_snapshot
-        model = state.with_name(state.name.removesuffix(".solverstate.npz") + ".model.npz")
+        name = state.name
+        model = state.with_name(
+            name.removesuffix(".solverstate.npz") + ".model.npz" if name.endswith(".npz")
+            else name.replace(".solverstate", ".caffemodel"))      # Caffe's snapshot files
         print(f"Trained weights: {model}")
     else:
         print("No snapshot written (snapshot_after_train is false)")

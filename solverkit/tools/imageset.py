@@ -113,6 +113,35 @@ def convert_imageset(root, list_file, db, *, resize_height: int = 0, resize_widt
     return written
 
 
+def write_lmdb(db, records) -> int:
+    """Write ``(key, value)`` byte pairs as a new LMDB at ``db`` (which must not exist):
+    built in a temporary folder beside it, committed every ``COMMIT_EVERY`` records, and
+    renamed into place when complete; returns the number of records."""
+    db = Path(db)
+    if db.exists():
+        raise DataError(f"'{db}' already exists; remove it or choose another name", field="DB")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    partial = db.with_name(f".{db.name}.partial-{os.getpid()}")
+    written = 0
+    env = open_environment(partial, write=True, map_size=MAP_SIZE)
+    try:
+        txn = env.begin(write=True)
+        for key, value in records:
+            txn.put(key, value)
+            written += 1
+            if written % COMMIT_EVERY == 0:
+                txn.commit()
+                txn = env.begin(write=True)
+        txn.commit()
+    except BaseException:
+        env.close()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    env.close()
+    os.replace(partial, db)
+    return written
+
+
 @dataclass
 class _Listing:
     """The parsed list and how each image is to be read."""
