@@ -420,8 +420,13 @@ class Solver:
 
     def __init__(self, solver_file):
         spec = _solver_spec(_check_file(solver_file))
+        overrides = []
         if self.type is not None and spec.type != self.type:
-            spec = _solver_spec(solver_file, [f"type={self.type}"])
+            overrides.append(f"type={self.type}")
+        if "snapshot_format" not in spec.model_fields_set:
+            overrides.append("snapshot_format=BINARYPROTO")     # Caffe's own files
+        if overrides:
+            spec = _solver_spec(solver_file, overrides)
         self._solver = solverkit.Solver(spec, progress=False)
         self._net = Net._wrapping(self._solver.net)
         self._test_nets = None

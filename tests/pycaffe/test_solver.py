@@ -70,10 +70,16 @@ def test_snapshot_restore_continue_exactly(solver_file, tmp_path):
     first = caffe.SGDSolver(solver_file)
     first.step(10)
     first.snapshot()
-    states = sorted(tmp_path.glob("snap_iter_10.solverstate*"))
-    assert states
+    # Caffe's files: the weights as a .caffemodel, the state as a binary SolverState (with
+    # solverkit's side file that makes the resume exact)
+    assert (tmp_path / "snap_iter_10.caffemodel").is_file()
+    state = tmp_path / "snap_iter_10.solverstate"
+    assert state.is_file() and (tmp_path / "snap_iter_10.solverstate.sk.npz").is_file()
+    reference = caffe.Net(str(tmp_path / "net.prototxt"), str(tmp_path / "snap_iter_10.caffemodel"),
+                          caffe.TRAIN)
+    assert np.array_equal(reference.params["ip"][0].data, first.net.params["ip"][0].data)
     resumed = caffe.SGDSolver(solver_file)
-    resumed.restore(str(states[0]))
+    resumed.restore(str(state))
     assert resumed.iter == 10
     resumed.step(10)
     assert np.array_equal(resumed.net.params["ip"][0].data, straight.net.params["ip"][0].data)
