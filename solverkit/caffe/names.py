@@ -66,7 +66,9 @@ LOSS_FIELDS = ("ignore_label", "normalization", "normalize")
 DATA_TYPES = ("Data", "ImageData", "HDF5Data", "DummyData", "Input", "MemoryData")
 # Caffe's message names that do not follow the type name
 _BLOCK_NAMES = {"PReLU": "prelu_param", "ArgMax": "argmax_param", "TanH": "tanh_param",
-                "Deconvolution": "convolution_param", "SoftmaxWithLoss": "softmax_param"}
+                "Deconvolution": "convolution_param", "SoftmaxWithLoss": "softmax_param",
+                "RNN": "recurrent_param", "LSTM": "recurrent_param",
+                "Im2col": "convolution_param"}
 # fields of ``data_param`` that Caffe moves to ``transform_param`` (its old home)
 DATA_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
