@@ -165,8 +165,9 @@ def set_backend(choice: str) -> str:
                 except (OSError, RuntimeError, AttributeError) as error:
                     _load_error = f"oneDNN did not load ({error})"
         if choice == "dnnl" and _library is None:
-            raise ConfigError(f"{VARIABLE}=dnnl but {_load_error}; install it with pip install "
-                              f"'solverkit[fast]', or unset {VARIABLE}", field=VARIABLE)
+            raise ConfigError(f"{VARIABLE}=dnnl but {_load_error}; solverkit installs it "
+                              f"on x86-64 Linux (pip install onednn-cpu-gomp==2023.2.0), or unset "
+                              f"{VARIABLE}", field=VARIABLE)
         _chosen = None if choice == "numpy" else _library
         _resolved = True
     return "dnnl" if _chosen is not None else "numpy"

@@ -157,7 +157,7 @@ def test_asking_for_onednn_without_it_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(dnnl, "_load_error", None)
     monkeypatch.setattr(dnnl, "_library_path", lambda: None)
     try:
-        with pytest.raises(ConfigError, match=r"pip install 'solverkit\[fast\]'"):
+        with pytest.raises(ConfigError, match=r"pip install onednn-cpu-gomp==2023\.2\.0"):
             dnnl.set_backend("dnnl")
         assert dnnl.set_backend("auto") == "numpy"
         assert "oneDNN is not installed" in dnnl.describe()

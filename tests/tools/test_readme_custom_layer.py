@@ -1,4 +1,4 @@
-"""The README's custom-layer example runs as written: plugin, gradient check, net spec."""
+"""The extension guide's custom-layer example runs as written: plugin, gradient check, net spec."""
 
 import math
 import re
@@ -10,7 +10,7 @@ import yaml
 
 from solverkit.net import Net
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
 
 
 def test_custom_layer_example(tmp_path, monkeypatch):

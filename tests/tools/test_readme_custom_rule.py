@@ -1,4 +1,4 @@
-"""The README's custom optimizer and lr policy run as written: plugin module and solver spec."""
+"""The extension guide's custom optimizer and lr policy run as written: plugin module and solver spec."""
 
 import re
 import sys
@@ -10,7 +10,7 @@ import yaml
 import solverkit as sk
 from solverkit import registry
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
 
 
 def test_custom_rule_and_policy_example(tmp_path, monkeypatch):
