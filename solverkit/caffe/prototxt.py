@@ -57,8 +57,8 @@ _SOLVER_MARKS = set(SOLVER_SAME) | set(SOLVER_NETS) | {"solver_type", "test_iter
 _NET_MARKS = {"layer", "layers", "input", "input_shape", "input_dim"}
 NET_STATE_FIELDS = ("phase", "level", "stage")
 RULE_FIELDS = ("phase", "min_level", "max_level", "stage", "not_stage")
-# Caffe types that are another of ours: HDF5Data is our Data reading HDF5 files
-CAFFE_ONLY_TYPES = {"HDF5Data": "Data"}
+# Caffe types that are another of ours (none today; a mapping keeps the hook)
+CAFFE_ONLY_TYPES: dict[str, str] = {}
 _BLOCK_LINE = re.compile(r"^\s*[A-Za-z_]\w*\s*\{", re.MULTILINE)
 
 
@@ -356,8 +356,6 @@ def _layer(msg: TextMessage, index: int, v1: bool, ctx: _Context, key_path: tupl
                 spec["decay_mult"] = v1_rates["weight_decay"][j]
             params.append(spec)
         raw["param"] = params
-    if type_name == "HDF5Data":
-        _hdf5_data(raw, msg, ctx, where)
     if type_name == "Data" and "backend" in raw:
         _backend(raw, ctx)
     for key, value in list(raw.items()):
@@ -381,38 +379,6 @@ def _backend(raw: dict, ctx: _Context) -> None:
     if source.startswith("builtin:") or path.is_file():
         raw.pop("backend")
         ctx.ignore("backend (the source is not a database)")
-
-
-def _hdf5_data(raw: dict, msg: TextMessage, ctx: _Context, where: dict) -> None:
-    """Caffe's HDF5Data: ``source`` lists .h5 files, one a line; datasets named by the tops."""
-    entry = next((e for e in msg.all("hdf5_data_param")), None)
-    listing = raw.get("source")
-    if isinstance(listing, list) and len(listing) == 1:
-        listing = listing[0]
-    if not isinstance(listing, str):
-        raise ctx.error("hdf5_data_param needs a source: a text file listing .h5 files",
-                        entry or msg, field="hdf5_data_param.source", **where)
-    path = Path(listing) if os.path.isabs(listing) else ctx.base_dir / listing
-    if not path.is_file():
-        raise ctx.error(f"the HDF5 file list {listing} is not a file", entry or msg,
-                        field="hdf5_data_param.source", **where)
-    try:
-        names = [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ctx.error(f"cannot read the HDF5 file list {listing}: {err}", entry or msg,
-                        field="hdf5_data_param.source", **where) from None
-    files = []
-    for name in names:                  # beside the list first, then from the cwd
-        candidate = Path(name) if os.path.isabs(name) else path.parent / name
-        files.append(str(candidate if candidate.exists() or not Path(name).exists()
-                         else Path(name).resolve()))
-    raw["source"] = files
-    raw["format"] = "hdf5"
-    tops = raw.get("top", [])
-    if tops:
-        raw["x_key"] = tops[0]
-    if len(tops) > 1:
-        raw["y_key"] = tops[1]
 
 
 def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  # noqa: F401
     common,
     data,
     loss,
+    hdf5,
     normalization,
     utility,
     vision,

@@ -220,7 +220,7 @@ layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
 """)
     net = sk.Net(tmp_path / "net.prototxt", seed=0)
-    assert net.spec.layers[0].type == "Data" and net.spec.layers[0].params.format == "hdf5"
+    assert net.spec.layers[0].type == "HDF5Data"
     net.forward()
     np.testing.assert_array_equal(net.blobs["data"].data, x)
     np.testing.assert_array_equal(net.blobs["label"].data, y)
