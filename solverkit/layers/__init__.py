@@ -3,6 +3,7 @@
 from ..spec.net import LayerParams
 from . import (  # noqa: F401  # noqa: F401
     activation,
+    batch_selection,
     recurrent,
     common,
     data,
