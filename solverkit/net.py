@@ -152,7 +152,7 @@ class Net:
             rng = np.random.default_rng(np.random.SeedSequence(
                 self.seed, spawn_key=(zlib.crc32(self.phase.encode()),
                                       zlib.crc32(lspec.name.encode()))))
-            layer = cls(lspec, phase=self.phase, dtype=self.dtype, rng=rng,
+            layer = cls(lspec, phase=lspec.phase or self.phase, dtype=self.dtype, rng=rng,
                         base_dir=self.spec.base_dir)
             self.layers.append(layer)
             self.layer_specs.append(lspec)

@@ -28,6 +28,7 @@ from ..errors import ConfigError, SolverkitError, did_you_mean
 from .names import (
     DATA_TRANSFORM_FIELDS,
     ENUM_NUMBERS,
+    LOSS_FIELDS,
     ENUM_NUMBERS_BY_BLOCK,
     SOLVER_TYPE_NUMBERS,
     SOLVER_TYPES,
@@ -41,7 +42,8 @@ logger = logging.getLogger("solverkit")
 
 SUFFIXES = (".prototxt", ".pbtxt")
 IGNORED_NET_FIELDS = ("debug_info",)
-IGNORED_LAYER_FIELDS = ("engine",)
+# fields that only tune how Caffe computes a layer: accepted, noted, no effect
+IGNORED_LAYER_FIELDS = ("engine", "force_nd_im2col")
 IGNORED_SOLVER_FIELDS = ("solver_mode", "device_id", "layer_wise_reduce", "debug_info")
 SOLVER_SAME = ("base_lr", "lr_policy", "gamma", "power", "momentum", "momentum2", "delta",
                "rms_decay", "weight_decay", "regularization_type", "stepsize", "max_iter",
@@ -149,7 +151,8 @@ class _Context:
         if self.ignored and key not in _NOTED:    # once per file, not per phase built
             _NOTED.add(key)
             where = f" in {self.file}" if self.file else ""
-            logger.info("Caffe fields that choose a device, engine or file format are ignored"
+            logger.info("Caffe fields that choose a device, engine, implementation or file "
+                        "format are ignored"
                         "%s: %s", where, ", ".join(self.ignored))
 
     def path(self, value: str) -> str:
@@ -306,6 +309,8 @@ def _layer(msg: TextMessage, index: int, v1: bool, ctx: _Context, key_path: tupl
                 entry)
         elif key in ("bottom", "top"):
             put(key, str(_scalar(entry, ctx, **where)), entry, append=True)
+        elif key == "phase":
+            put(key, _scalar(entry, ctx, **where), entry)
         elif key in ("loss_weight", "propagate_down"):
             put(key, _scalar(entry, ctx, **where), entry, append=True)
         elif key in ("include", "exclude"):
@@ -340,7 +345,7 @@ def _layer(msg: TextMessage, index: int, v1: bool, ctx: _Context, key_path: tupl
                             field=key, **where)
         else:
             common = ("name", "type", "bottom", "top", "include", "exclude", "loss_weight",
-                      "param", "propagate_down", *blocks)
+                      "param", "propagate_down", "phase", *blocks)
             raise ctx.error(f"'{key}' is not supported by solverkit{did_you_mean(key, common)}",
                             entry, field=key, **where)
     if v1_names or v1_rates["blobs_lr"] or v1_rates["weight_decay"]:
@@ -424,6 +429,10 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
         if block == "dummy_data_param" and key in ("num", "channels", "height", "width"):
             legacy_shape.setdefault(key, []).append(_scalar(entry, ctx, block, **where))
             ctx.lines.setdefault(("legacy_shape",), entry.line)
+            continue
+        if block == "loss_param" and key in LOSS_FIELDS and key not in fields:
+            _scalar(entry, ctx, block, **where)
+            ctx.ignore(f"loss_param.{key} (unused by {type_name}, as in Caffe)")
             continue
         if key not in fields:
             raise ctx.error(f"'{key}' is not supported by solverkit's {type_name} layer"

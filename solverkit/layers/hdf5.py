@@ -96,14 +96,16 @@ def read_list_file(path: Path, *, what: str, limit: int = LIST_LIMIT) -> list[st
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _beside(name: str, folder: Path) -> Path:
-    """A listed path: relative to the list's folder first, then to the current directory."""
+def _listed(name: str, folders: list[Path]) -> Path:
+    """A listed path: the first of ``folders`` (the list's, the net file's, the current
+    one: Caffe's files name paths from Caffe's root) where it exists."""
     path = Path(name).expanduser()
     if path.is_absolute():
         return path
-    if (folder / path).exists() or not path.exists():
-        return folder / path
-    return path.resolve()
+    for folder in folders:
+        if (folder / path).exists():
+            return folder / path
+    return folders[0] / path
 
 
 @register_layer("HDF5Data")
@@ -125,14 +127,15 @@ class HDF5Data(DataLayer):
     def setup(self, bottom, top):
         p = self.params
         self.h5py = _h5py(f"layer '{self.name}' (HDF5Data)")
+        base = Path(self.base_dir) if self.base_dir is not None else Path.cwd()
         listing = Path(p.source).expanduser()
         if not listing.is_absolute():
-            listing = (Path(self.base_dir) if self.base_dir is not None else Path.cwd()) / listing
+            listing = base / listing
         names = read_list_file(listing, what="the HDF5 file list")
         if not names:
             raise DataError("the HDF5 file list names no files", file=str(listing),
                             field="source")
-        self.files = [_beside(name, listing.parent) for name in names]
+        self.files = [_listed(name, [listing.parent, base, Path.cwd()]) for name in names]
         self.datasets = [blob.name for blob in top]
         self.rows = []
         shapes = None
