@@ -411,7 +411,8 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
                 transform[key] = value
             put("transform", transform, entry, sub=key)
             continue
-        if block in ("data_param", "image_data_param") and key in DATA_TRANSFORM_FIELDS:
+        if block in ("data_param", "image_data_param", "window_data_param") \
+                and key in DATA_TRANSFORM_FIELDS:
             transform = raw.setdefault("transform", {})
             value = _scalar(entry, ctx, block, **where)
             transform[key] = ctx.path(value) if key == "mean_file" else value

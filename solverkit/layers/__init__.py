@@ -12,6 +12,7 @@ from . import (  # noqa: F401  # noqa: F401
     normalization,
     utility,
     vision,
+    window_data,
 )
 from .base import DataLayer, Layer, LossLayer, spatial_pair
 
