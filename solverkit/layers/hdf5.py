@@ -110,10 +110,12 @@ def _listed(name: str, folders: list[Path]) -> Path:
 
 @register_layer("HDF5Data")
 class HDF5Data(DataLayer):
-    """Batches of the datasets named by the tops, from the ``.h5`` files ``source`` lists.
-
-    Each top is (batch_size, *dataset shape[1:]) in the net's dtype; every file must hold
-    every top's dataset, all with the same number of rows.
+    """Batches of the datasets named by the tops, from the ``.h5`` files ``source`` lists
+    (one path a line; the ``hdf5`` extra). Each top is (batch_size, *dataset shape[1:]) in
+    the net's dtype; every file holds every top's dataset, all with the same number of rows.
+    Files are read in the list's order, all rows of one before the next, wrapping at the end
+    (a batch may span two files); ``shuffle`` draws the file order and each file's row order
+    anew every pass. One file is in memory at a time.
     """
 
     class Params(LayerParams):
@@ -284,10 +286,11 @@ class HDF5Data(DataLayer):
 
 @register_layer("HDF5Output")
 class HDF5Output(Layer):
-    """Keeps its bottoms' batches and writes them to ``file_name`` when the net closes.
-
-    Datasets ``data`` (bottom 0) and ``label`` (bottom 1), each the batches concatenated
-    along axis 0, float32 (float64 in a float64 net). No tops, no backward.
+    """Keeps its bottoms' batches and writes them to ``file_name`` when the net closes, as the
+    datasets ``data`` (bottom 0) and ``label`` (bottom 1), the batches concatenated along
+    axis 0 (the ``hdf5`` extra). The file is written whole through a temporary file and a
+    rename, and never replaces a file: a ``file_name`` that exists when the net is built is
+    an error (delete it, or choose another name).
     """
 
     class Params(LayerParams):

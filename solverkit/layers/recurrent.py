@@ -251,11 +251,10 @@ class RecurrentLayer(Layer):
 @register_layer("RNN")
 class RNN(RecurrentLayer):
     """Caffe's RNN: ``h_t = tanh(W_xh·x_t + b_h [+ W_xh_static·x_static] + W_hh·(cont_t·h_{t−1}))``,
-    output ``o_t = tanh(W_ho·h_t + b_o)``.
-
-    x (T, N, ...), cont (T, N) → o (T, N, H); with ``expose_hidden`` h_0 (1, N, H) in and
-    h_T (1, N, H) out. Blobs: W_xh (H, I), b_h (H), [W_xh_static], W_hh (H, H), W_ho (H, H),
-    b_o (H).
+    output ``o_t = tanh(W_ho·h_t + b_o)``. Bottoms x (T, N, ...), cont (T, N), [x_static
+    (N, ...)], [h_0 (1, N, H)]; tops o (T, N, H), [h_T (1, N, H)] (h_0/h_T with
+    ``expose_hidden``). Blobs in Caffe's order: W_xh (H, I), b_h (H), [W_xh_static
+    (H, I_static)], W_hh (H, H), W_ho (H, H), b_o (H). See docs/recurrent.md.
     """
 
     max_bottoms = 4
@@ -308,10 +307,11 @@ class RNN(RecurrentLayer):
 @register_layer("LSTM")
 class LSTM(RecurrentLayer):
     """Caffe's LSTM: gate input ``W_xc·x_t + b_c [+ W_xc_static·x_static] + W_hc·(cont_t·h_{t−1})``,
-    split as [i, f, o, g]; ``c_t = cont_t·f·c_{t−1} + i·g``, ``h_t = o·tanh(c_t)``.
-
-    x (T, N, ...), cont (T, N) → h (T, N, H); with ``expose_hidden`` h_0, c_0 (1, N, H) in
-    and h_T, c_T out. Blobs: W_xc (4H, I), b_c (4H), [W_xc_static (4H, I_static)], W_hc (4H, H).
+    split as [i, f, o, g] (σ, σ, σ, tanh); ``c_t = cont_t·f·c_{t−1} + i·g``,
+    ``h_t = o·tanh(c_t)``. Bottoms x (T, N, ...), cont (T, N), [x_static (N, ...)],
+    [h_0, c_0 (1, N, H)]; tops h (T, N, H), [h_T, c_T (1, N, H)] (the states with
+    ``expose_hidden``). Blobs in Caffe's order: W_xc (4H, I), b_c (4H), [W_xc_static
+    (4H, I_static)], W_hc (4H, H). See docs/recurrent.md.
     """
 
     max_bottoms = 5

@@ -145,14 +145,19 @@ def crop_geometry(window, image_h: int, image_w: int, crop_size: int, context_pa
 
 @register_layer("WindowData")
 class WindowData(DataLayer):
-    """Windows of images as (batch_size, C, crop_size, crop_size) and their classes.
-
-    Tops: data and label (batch_size,). ``transform`` gives ``crop_size`` (required),
-    ``mirror``, ``mean_file``/``mean_value`` and ``scale``.
+    """Windows of images (R-CNN fine-tuning): data (batch_size, C, crop_size, crop_size) and
+    label (batch_size,). The window file repeats per image ``# index``, the image path,
+    channels, height, width, the number of windows, then one ``class overlap x1 y1 x2 y2``
+    line per window. Windows with ``overlap >= fg_threshold`` are objects, those below
+    ``bg_threshold`` background (class 0); each batch holds ``⌊batch_size·fg_fraction⌋``
+    objects after the background ones, drawn at random, grown by ``context_pad``
+    (``crop_mode: square``: squared first), clipped, warped bilinearly, optionally mirrored,
+    then ``(pixel − mean)·scale``. ``transform`` gives ``crop_size`` (required), ``mirror``,
+    ``mean_file``/``mean_value`` and ``scale``; images come through the ``image`` extra.
     """
 
     class Params(LayerParams):
-        source: str = Field(description="the window file (format in the layer reference)")
+        source: str = Field(description="the window file (format above)")
         batch_size: int = Field(gt=0)
         fg_threshold: float = Field(0.5, description="overlap from which a window is an object")
         bg_threshold: float = Field(0.5, description="overlap below which it is background")
