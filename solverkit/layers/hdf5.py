@@ -24,43 +24,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import stat
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field
 
 from ..errors import ConfigError, DataError, SnapshotError
+from ..files import read_text, require_regular, write_atomic
 from ..registry import register_layer
 from ..spec.net import LayerParams
 from .base import DataLayer, Layer
 
 LIST_LIMIT = 16 << 20            # bytes of a list file of .h5 paths
 FILE_LIMIT = 4 << 30             # bytes of one dataset held in memory
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """``data`` to a temporary file beside ``path``, fsync, rename: never half a file, and
-    the new file gets the mode the umask gives."""
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                         dir=path.parent)
-    except OSError as err:
-        raise DataError(f"cannot write the HDF5 output: {err.strerror}", file=str(path)) from None
-    try:
-        os.fchmod(fd, 0o666 & ~mask)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as err:
-        Path(temporary).unlink(missing_ok=True)
-        raise DataError(f"cannot write the HDF5 output: {err.strerror}", file=str(path)) from None
 
 
 def _h5py(what: str):
@@ -71,28 +47,9 @@ def _h5py(what: str):
     return h5py
 
 
-def _regular(path: Path, what: str) -> Path:
-    """``path`` if it is a regular file (a FIFO or a device would hang or never end)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as err:
-        raise DataError(f"cannot open {what}: {err.strerror}", file=str(path)) from None
-    if not stat.S_ISREG(mode):
-        raise DataError(f"{what} is not a regular file", file=str(path))
-    return path
-
-
 def read_list_file(path: Path, *, what: str, limit: int = LIST_LIMIT) -> list[str]:
-    """The non-empty lines of a list file, read at most ``limit`` bytes of it."""
-    _regular(path, what)
-    with open(path, "rb") as handle:
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise DataError(f"{what} is larger than {limit} bytes", file=str(path))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{what} is not UTF-8 text: {err}", file=str(path)) from None
+    """The non-empty lines of a list file (a regular file of at most ``limit`` bytes)."""
+    text = read_text(path, what=what, limit=limit, error=DataError)
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -133,7 +90,7 @@ class HDF5Data(DataLayer):
         listing = Path(p.source).expanduser()
         if not listing.is_absolute():
             listing = base / listing
-        names = read_list_file(listing, what="the HDF5 file list")
+        names = read_list_file(listing, what="HDF5 file list")
         if not names:
             raise DataError("the HDF5 file list names no files", file=str(listing),
                             field="source")
@@ -161,7 +118,7 @@ class HDF5Data(DataLayer):
         self._start(epoch=0)
 
     def _shapes(self, path: Path) -> dict[str, tuple[int, ...]]:
-        _regular(path, "the HDF5 file")
+        require_regular(path, what="HDF5 file", error=DataError)
         try:
             with self.h5py.File(path, "r") as handle:
                 found = {}
@@ -198,7 +155,8 @@ class HDF5Data(DataLayer):
         self.current = self._read(self.files[index])
 
     def _read(self, path: Path) -> dict[str, np.ndarray]:
-        with self.h5py.File(_regular(path, "the HDF5 file"), "r") as handle:
+        with self.h5py.File(require_regular(path, what="HDF5 file", error=DataError),
+                            "r") as handle:
             arrays = {}
             for name in self.datasets:
                 dataset = handle[name]
@@ -336,7 +294,7 @@ class HDF5Output(Layer):
         with self.h5py.File(buffer, "w") as handle:
             for name, kept in zip(self.DATASETS, self.batches):
                 handle.create_dataset(name, data=np.concatenate(kept))
-        _write_atomic(self.path, buffer.getvalue())
+        write_atomic(self.path, buffer.getvalue(), operation="write the HDF5 output")
 
     def close(self) -> None:
         if getattr(self, "batches", None) is not None:

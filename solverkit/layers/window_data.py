@@ -57,7 +57,7 @@ class Windows:
 
     def __init__(self, path: Path, root_folder: str, fg_threshold: float,
                  bg_threshold: float):
-        lines = read_list_file(path, what="the window file", limit=WINDOW_FILE_LIMIT)
+        lines = read_list_file(path, what="window file", limit=WINDOW_FILE_LIMIT)
         tokens = [(token, number) for number, line in enumerate(lines, 1)
                   for token in line.split()]
         self.path = path
