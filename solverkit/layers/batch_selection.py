@@ -35,9 +35,10 @@ class BatchReindex(Layer):
         values = bottom[1].data
         indices = values.astype(np.int64)
         count = bottom[0].shape[0]
-        if np.any(indices != values) or np.any(indices < 0) or np.any(indices >= count):
+        bad = (indices != values) | (indices < 0) | (indices >= count)
+        if np.any(bad):
             raise DataError(f"the indices of bottom '{bottom[1].name}' must be integers in "
-                            f"[0, {count}), got {values[(indices != values) | (indices < 0) | (indices >= count)][:3].tolist()}",
+                            f"[0, {count}), got {values[bad][:3].tolist()}",
                             layer=self.name, field="bottom")
         return indices
 

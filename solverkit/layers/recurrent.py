@@ -104,17 +104,16 @@ class RecurrentLayer(Layer):
 
     # ----- layout of bottoms and tops -----
     def _layout(self, bottom, top) -> None:
-        hidden_count = len(self.state_names) if self.params.expose_hidden else 0
-        extra = len(bottom) - 2 - hidden_count
+        exposed = self.state_names if self.params.expose_hidden else ()
+        extra = len(bottom) - 2 - len(exposed)
         if extra not in (0, 1):
-            expected = f"{2 + hidden_count} or {3 + hidden_count}"
-            raise self.error(f"takes {expected} bottoms (x, cont, [x_static]"
-                             f"{''.join(', ' + n + '_0' for n in self.state_names) if hidden_count else ''}),"
-                             f" got {len(bottom)}", field="bottom")
-        if len(top) != 1 + hidden_count:
-            raise self.error(f"takes {1 + hidden_count} tops (output"
-                             f"{''.join(', ' + n + '_T' for n in self.state_names) if hidden_count else ''}),"
-                             f" got {len(top)}", field="expose_hidden")
+            names = "".join(f", {n}_0" for n in exposed)
+            raise self.error(f"takes {2 + len(exposed)} or {3 + len(exposed)} bottoms (x, cont, "
+                             f"[x_static]{names}), got {len(bottom)}", field="bottom")
+        if len(top) != 1 + len(exposed):
+            names = "".join(f", {n}_T" for n in exposed)
+            raise self.error(f"takes {1 + len(exposed)} tops (output{names}), got {len(top)}",
+                             field="expose_hidden")
         self.static_input = extra == 1
         self.hidden_bottoms = list(range(2 + extra, len(bottom)))
 
@@ -250,7 +249,8 @@ class RecurrentLayer(Layer):
 
 @register_layer("RNN")
 class RNN(RecurrentLayer):
-    """Caffe's RNN: ``h_t = tanh(W_xh·x_t + b_h [+ W_xh_static·x_static] + W_hh·(cont_t·h_{t−1}))``,
+    """Caffe's RNN:
+    ``h_t = tanh(W_xh·x_t + b_h [+ W_xh_static·x_static] + W_hh·(cont_t·h_{t−1}))``,
     output ``o_t = tanh(W_ho·h_t + b_o)``. Bottoms x (T, N, ...), cont (T, N), [x_static
     (N, ...)], [h_0 (1, N, H)]; tops o (T, N, H), [h_T (1, N, H)] (h_0/h_T with
     ``expose_hidden``). Blobs in Caffe's order: W_xh (H, I), b_h (H), [W_xh_static
@@ -306,8 +306,8 @@ class RNN(RecurrentLayer):
 
 @register_layer("LSTM")
 class LSTM(RecurrentLayer):
-    """Caffe's LSTM: gate input ``W_xc·x_t + b_c [+ W_xc_static·x_static] + W_hc·(cont_t·h_{t−1})``,
-    split as [i, f, o, g] (σ, σ, σ, tanh); ``c_t = cont_t·f·c_{t−1} + i·g``,
+    """Caffe's LSTM: gate input
+    ``W_xc·x_t + b_c [+ W_xc_static·x_static] + W_hc·(cont_t·h_{t−1})``, split as [i, f, o, g] (σ, σ, σ, tanh); ``c_t = cont_t·f·c_{t−1} + i·g``,
     ``h_t = o·tanh(c_t)``. Bottoms x (T, N, ...), cont (T, N), [x_static (N, ...)],
     [h_0, c_0 (1, N, H)]; tops h (T, N, H), [h_T, c_T (1, N, H)] (the states with
     ``expose_hidden``). Blobs in Caffe's order: W_xc (4H, I), b_c (4H), [W_xc_static
@@ -366,8 +366,8 @@ class LSTMUnit(Layer):
     """One LSTM step (Caffe's LSTMUnit): bottoms c_{t−1} (1, N, H), gate input (1, N, 4H) in
     the order [i, f, o, g], cont (1, N); tops c_t (1, N, H), h_t (1, N, H).
 
-    ``c_t = cont·σ(f')·c_{t−1} + σ(i')·tanh(g')``, ``h_t = σ(o')·tanh(c_t)``. No parameters;
-    no gradient for cont.
+    ``c_t = cont·σ(f')·c_{t−1} + σ(i')·tanh(g')``, ``h_t = σ(o')·tanh(c_t)``. No
+    parameters; no gradient for cont.
     """
 
     min_bottoms = max_bottoms = 3
