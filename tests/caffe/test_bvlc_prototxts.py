@@ -84,3 +84,56 @@ def test_the_hdf5_example_converts_on_the_command_line_and_runs_with_its_data(tm
     batch = net.blobs["data"].shape[0]
     np.testing.assert_array_equal(net.blobs["data"].data, x[np.arange(batch) % 20])
     np.testing.assert_array_equal(net.blobs["label"].data, y[np.arange(batch) % 20])
+
+
+# ---------------------------------------------------------------- every field Caffe accepts
+
+def caffe_messages() -> tuple[dict[str, list[str]], dict[str, str]]:
+    """caffe.proto's messages (their own fields) and LayerParameter's ``*_param`` → message."""
+    text = re.sub(r"//[^\n]*", "", (BVLC / "caffe.proto").read_text())
+    messages = {}
+    for match in re.finditer(r"message (\w+) \{", text):
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        body = re.sub(r"(enum|message) \w+ \{[^{}]*\}", "", text[match.end():end - 1])
+        messages[match.group(1)] = re.findall(
+            r"(?:optional|repeated|required)\s+[\w.]+\s+(\w+)\s*=", body)
+    blocks = dict((name, kind) for kind, name in
+                  re.findall(r"optional (\w+) (\w+_param) = \d+;", text))
+    return messages, blocks
+
+
+# Fields the converter itself maps elsewhere (Caffe's own upgrade moves them too)
+MOVED = {("data_param", f) for f in ("scale", "mean_file", "crop_size", "mirror")} | \
+    {("image_data_param", f) for f in ("scale", "mean_file", "crop_size", "mirror")} | \
+    {("window_data_param", f) for f in ("scale", "mean_file", "crop_size", "mirror")} | \
+    {("dummy_data_param", f) for f in ("num", "channels", "height", "width")} | \
+    {("data_param", "backend")}
+
+
+def test_every_field_of_a_layers_caffe_message_is_accepted():
+    from solverkit.caffe.names import LOSS_FIELDS, blocks_of
+    from solverkit.caffe.prototxt import IGNORED_LAYER_FIELDS
+    from solverkit.layers.data import TransformSpec
+    from solverkit.registry import layer_types
+    messages, blocks = caffe_messages()
+    refused, checked = [], 0
+    for type_name, cls in sorted(layer_types().items()):
+        for block in blocks_of(type_name):
+            if block not in blocks:
+                continue                        # a type of ours, or one Caffe gives no message
+            for field in messages[blocks[block]]:
+                checked += 1
+                if block == "transform_param":
+                    accepted = field in TransformSpec.model_fields
+                elif block == "loss_param":
+                    accepted = field in LOSS_FIELDS       # used, or noted as Caffe ignores it
+                else:
+                    accepted = (field in cls.Params.model_fields
+                                or field in IGNORED_LAYER_FIELDS or (block, field) in MOVED)
+                if not accepted:
+                    refused.append(f"{type_name}.{block}.{field}")
+    assert checked > 250
+    assert refused == []
