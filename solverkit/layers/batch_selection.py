@@ -73,11 +73,7 @@ class Filter(Layer):
         self.first = True
 
     def allow_backward_to(self, bottom_index: int) -> bool:
-        return bottom_index < self.spec_bottoms - 1
-
-    @property
-    def spec_bottoms(self) -> int:
-        return len(self.spec.bottom)
+        return bottom_index < len(self.spec.bottom) - 1       # not the selector
 
     def reshape(self, bottom, top):
         selector = bottom[-1]
