@@ -1,15 +1,17 @@
 """Built-in layers, one module per family; importing this package registers them all."""
 
-from ..spec.net import LayerParams
-from . import (  # noqa: F401  # noqa: F401
+from ..spec.models import LayerParams
+from . import (  # noqa: F401
     activation,
     batch_selection,
-    recurrent,
     common,
     data,
-    loss,
     hdf5,
+    loss,
+    memory,
     normalization,
+    python,
+    recurrent,
     utility,
     vision,
     window_data,
