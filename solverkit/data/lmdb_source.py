@@ -144,9 +144,10 @@ class LmdbSource(RecordSource):
     """The Datum records of one LMDB database, in key order."""
 
     def __init__(self, folder: Path, *, skip_bad: bool = False,
-                 max_pixels: int = images.MAX_PIXELS):
+                 max_pixels: int = images.MAX_PIXELS, is_color: bool | None = None):
         super().__init__(str(folder), skip_bad=skip_bad)
         self.folder = folder
+        self.is_color = is_color        # encoded records: BGR, gray, or as stored (None)
         self.max_pixels = max_pixels
         self.database = Database.of(folder)
         self._values: dict[int, bytes | None] = {}      # of the batch being read
@@ -217,7 +218,7 @@ class LmdbSource(RecordSource):
 
     def _decode_encoded(self, raw: bytes, index: int) -> np.ndarray:
         return images.decode_image_u8(raw, name=f"{self.where(index)} of '{self.folder}'",
-                                      is_color=None, max_pixels=self.max_pixels)
+                                      is_color=self.is_color, max_pixels=self.max_pixels)
 
     def close(self) -> None:
         super().close()

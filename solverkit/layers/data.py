@@ -48,6 +48,9 @@ class TransformSpec(StrictModel):
     mean_file: str | None = Field(None, description="a mean image: .npy, .npz or .binaryproto")
     crop_size: int = Field(0, ge=0, description="random window in TRAIN, centre in TEST; 0: none")
     mirror: bool = Field(False, description="random left-right flips in TRAIN")
+    force_color: bool = Field(False, description="decode encoded LMDB records as 3-channel "
+                                                 "BGR (Caffe: encoded Datums only)")
+    force_gray: bool = Field(False, description="decode encoded LMDB records as 1 gray channel")
 
     @field_validator("mean_value", mode="before")
     @classmethod
@@ -94,6 +97,10 @@ class Data(DataLayer):
         prefetch: int | None = Field(
             None, ge=0, description="batches prepared ahead on a thread; 0: none (made in "
             "the step); default: 4 when a core is spare beyond the compute threads, else 0")
+        rand_skip: int = Field(0, ge=0, description="start at a random record in "
+                               "[0, rand_skip) (Caffe's), drawn from the layer's seed")
+        force_encoded_color: bool = Field(False, description="decode encoded LMDB records "
+                                          "as 3-channel BGR (as transform.force_color)")
 
         @field_validator("source", mode="before")
         @classmethod
@@ -129,6 +136,19 @@ class Data(DataLayer):
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
                                   shuffle=p.shuffle, rng=self.rng.spawn(1)[0],
                                   label_dtype=self.dtype, prefetch=p.prefetch, name=self.name)
+        self._skip_start(p.rand_skip)
+
+    def _skip_start(self, rand_skip: int) -> None:
+        """Caffe's ``rand_skip``: begin at record ``k``, ``k`` uniform in [0, rand_skip)."""
+        if rand_skip <= 0:
+            return
+        skip = int(self.rng.integers(rand_skip))
+        if skip >= self.feeder.num_samples:
+            raise DataError(f"rand_skip {rand_skip} may skip past the {self.feeder.num_samples} "
+                            f"records of the source", field="rand_skip")
+        state = self.feeder.get_state()
+        state["cursor"] = np.array(skip, dtype=np.int64)
+        self.feeder.set_state(state)
 
     def open_source(self) -> Samples:
         """The data source this layer reads (read whole, or streamed)."""
@@ -136,7 +156,7 @@ class Data(DataLayer):
         database = self._database()
         if database is not None:
             from ..data.lmdb_source import LmdbSource
-            return LmdbSource(database, skip_bad=p.skip_bad)
+            return LmdbSource(database, skip_bad=p.skip_bad, is_color=self._forced_color())
         if p.skip_bad:
             raise DataError("skip_bad is for LMDB databases (and ImageData); array files are "
                             "checked whole when they are read", field="skip_bad")
@@ -144,6 +164,16 @@ class Data(DataLayer):
                            y_key=p.y_key, label_source=p.label_source,
                            label_column=p.label_column, num_classes=p.num_classes,
                            stream=p.stream)
+
+    def _forced_color(self) -> bool | None:
+        """How encoded records decode: True (BGR), False (gray), None (as stored)."""
+        p = self.params
+        if p.transform.force_color and p.transform.force_gray:
+            raise DataError("give force_color or force_gray, not both",
+                            field="transform.force_gray")
+        if p.transform.force_gray:
+            return False
+        return True if (p.transform.force_color or p.force_encoded_color) else None
 
     def _database(self) -> Path | None:
         """The LMDB folder this layer reads, or None for the other sources."""
@@ -270,6 +300,8 @@ class ImageData(Data):
         prefetch: int | None = Field(
             None, ge=0, description="batches read and decoded ahead on a thread; 0: none; "
             "default: 4")
+        rand_skip: int = Field(0, ge=0, description="start at a random line in "
+                               "[0, rand_skip) (Caffe's), drawn from the layer's seed")
 
     def open_source(self) -> Samples:
         p = self.params
