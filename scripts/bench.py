@@ -34,6 +34,7 @@ take turns step by step (see ``interleave``); the overhead is the ratio of the m
     python scripts/bench.py --cases lenet_b64 --json
     python scripts/bench.py --quick --no-torch    # a few iterations, solverkit alone (CI)
     python scripts/bench.py --mpi 2               # LeNet with 1 and 2 MPI ranks, efficiency
+    python scripts/bench.py --real                # CaffeNet, GoogLeNet, ResNet-50 (bench_nets)
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_argument())
 # solverkit before numpy: importing it sets OpenBLAS's thread timeout, read as numpy loads
 importlib.import_module("solverkit")
 
+import bench_nets  # noqa: E402  (scripts/ is on sys.path when this script runs)
 import numpy as np
 import yaml
 
@@ -215,6 +217,7 @@ class Settings:
     threads: int = 2
     torch: bool = True
     memory: bool = True
+    resolution: int | None = None    # real-size nets: the input side instead of theirs
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sk-bench-")))
 
 
@@ -551,7 +554,7 @@ def machine(blas) -> dict:
     return info
 
 
-def print_table(report: dict) -> None:
+def print_header(report: dict) -> None:
     m = report["machine"]
     blas = m["blas"][0] if m["blas"] else {}
     print(f"# {m['cores']} cores, Python {m['python']}, numpy {m['numpy']} "
@@ -561,6 +564,9 @@ def print_table(report: dict) -> None:
           f"{m['load_average_1min']:.1f} before, {m['load_average_1min_after']:.1f} after")
     print(f"# solverkit's products: {m['solverkit_products']}; convolutions: "
           f"{m['solverkit_convolutions']}")
+
+
+def print_table(report: dict) -> None:
     head = (f"{'case':<20}{'solverkit ms':>13}{'torch ms':>10}{'ratio':>7}"
             f"{'sk samples/s':>14}{'torch samples/s':>16}{'sk MiB':>8}{'torch MiB':>10}"
             f"{'mem ratio':>10}")
@@ -710,6 +716,311 @@ def run_inference(name: str, settings: Settings) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------- real-size nets
+# Caffe's ImageNet solvers: SGD with momentum, the step policy (constant over a benchmark)
+SGD_STEP = {"type": "SGD", "base_lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005,
+            "lr_policy": "step", "gamma": 0.1, "stepsize": 100000}
+
+
+def real_cases() -> dict:
+    """``caffenet_train_b8`` … ``resnet50_infer_b16`` -> (mode, net, batch)."""
+    cases = {}
+    for net in bench_nets.NETS:
+        cases[f"{net}_train_b8"] = ("train", net, 8)
+        for batch in (1, 16):
+            cases[f"{net}_infer_b{batch}"] = ("infer", net, batch)
+    return cases
+
+
+REAL = real_cases()
+
+
+class RealCase:
+    """One real-size case: the net at ``side``×``side`` (its published size unless
+    ``settings.resolution``), a fixed synthetic ImageNet-like data set and, for inference,
+    BatchNorm statistics as a trained net has them (a fresh net's are all zero)."""
+
+    def __init__(self, name: str, settings: Settings, build: bool = True):
+        import solverkit as sk
+        self.name = name
+        self.mode, net, self.batch = REAL[name]
+        make, side = bench_nets.NETS[net]
+        self.side = settings.resolution or side
+        self.spec = make()
+        self.has_dropout = any(l["type"] == "Dropout" for l in self.spec["layers"])
+        rng = np.random.default_rng(SEED)
+        n = self.batch * (2 if self.mode == "train" else 1)
+        self.x = rng.standard_normal((n, 3, self.side, self.side), dtype=np.float32)
+        self.y = rng.integers(0, bench_nets.CLASSES, n).astype(np.float32)
+        self.input_shape = (self.batch, 3, self.side, self.side)
+        self.solver = self.net = None
+        if not build:               # the spec and data only (a PyTorch memory child)
+            return
+        if self.mode == "train":
+            spec = copy.deepcopy(self.spec)
+            spec["layers"][0].update({"batch_size": self.batch, "shuffle": False,
+                                      "source": (self.x, self.y)})
+            self.solver = make_solver(spec, SGD_STEP, settings.workdir, name)
+        else:
+            self.net = sk.Net(self.deploy_spec(), phase="TEST", seed=SEED)
+            self.trained_statistics(self.net)
+            self.net.set_input("data", self.x)
+            self.net.reshape()
+
+    def deploy_spec(self) -> dict:
+        """Input ``data`` in place of the data layer, Softmax ``prob`` in place of the loss."""
+        spec = copy.deepcopy(self.spec)
+        spec["layers"][0] = {"name": "data", "type": "Input", "top": "data",
+                             "shape": [list(self.input_shape)]}
+        loss = spec["layers"][-1]
+        spec["layers"][-1] = {"name": "prob", "type": "Softmax", "bottom": loss["bottom"][0],
+                              "top": "prob"}
+        return spec
+
+    @staticmethod
+    def trained_statistics(net) -> None:
+        """BatchNorm blobs as after training: sums of means and variances, factor 2 (so
+        that every reader has to divide by it)."""
+        rng = np.random.default_rng(SEED + 1)
+        for layer in net.layers:
+            if layer.type == "BatchNorm":
+                mean, var, factor = layer.blobs
+                mean.data[...] = 2 * rng.normal(0, 0.1, mean.data.shape)
+                var.data[...] = 2 * rng.uniform(0.5, 1.5, var.data.shape)
+                factor.data[...] = 2
+
+    def step(self) -> None:
+        if self.solver is not None:
+            self.solver.step(1)
+        else:
+            self.net.forward()
+
+    def output(self) -> np.ndarray:
+        return self.net.forward()["prob"].copy()
+
+    def close(self) -> None:
+        (self.solver.net if self.solver is not None else self.net).close()
+
+
+class RealTorch:
+    """The same case in PyTorch (``bench_torch.GraphModel``), solverkit's weights copied."""
+
+    def __init__(self, case: RealCase, threads: int, sk_net=None):
+        import torch
+        from bench_torch import GraphModel
+        torch.set_num_threads(threads)
+        torch.manual_seed(SEED)
+        self.torch, self.case = torch, case
+        self.x, self.y = torch.from_numpy(case.x), torch.from_numpy(case.y)
+        self.cursor, self.loss = 0, float("nan")
+        if case.mode == "train":
+            self.model = GraphModel(case.spec, {"data": case.input_shape,
+                                                "label": (case.batch,)})
+            groups = self.model.param_groups(SGD_STEP["base_lr"], SGD_STEP["weight_decay"])
+            self.optimizer = torch.optim.SGD(groups, lr=SGD_STEP["base_lr"],
+                                             momentum=SGD_STEP["momentum"])
+            self.model.train()
+        else:
+            self.model = GraphModel(case.deploy_spec(), {"data": case.input_shape})
+            self.model.eval()
+        if sk_net is not None:
+            self.model.copy_weights_from(sk_net)
+
+    def step(self) -> None:
+        torch, batch = self.torch, self.case.batch
+        if self.case.mode == "infer":
+            with torch.no_grad():
+                self.model({"data": self.x[:batch]})
+            return
+        start = self.cursor * batch
+        self.cursor = (self.cursor + 1) % (self.x.shape[0] // batch)
+        self.optimizer.zero_grad()
+        loss = self.model({"data": self.x[start:start + batch],
+                           "label": self.y[start:start + batch]})["loss"]
+        loss.backward()
+        self.optimizer.step()
+        self.loss = loss.item()
+
+    def output(self) -> np.ndarray:
+        with self.torch.no_grad():
+            return self.model({"data": self.x[:self.case.batch]})["prob"].numpy()
+
+
+def onnx_session(model_bytes: bytes, threads: int):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def opencv_net(prototxt: Path, caffemodel: Path, threads: int):
+    import cv2
+    cv2.setNumThreads(threads)
+    return cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+
+
+def export_real(case: RealCase, workdir: Path) -> dict:
+    """The inference case's net as ONNX and as ``.caffemodel`` + deploy ``.prototxt``."""
+    from solverkit.caffe.export import export_caffe
+    files = {}
+    if importlib.util.find_spec("onnx") is not None:
+        from solverkit.export.onnx_model import to_onnx
+        files["onnx"] = workdir / f"{case.name}.onnx"
+        files["onnx"].write_bytes(to_onnx(case.net).SerializeToString())
+    caffemodel, prototxt = export_caffe(case.deploy_spec(), case.net,
+                                        workdir / f"{case.name}.caffemodel")
+    files.update(caffemodel=caffemodel, prototxt=prototxt)
+    return files
+
+
+def first_loss_check(case: RealCase, model: RealTorch) -> dict:
+    """The same weights give the same first loss. Dropout draws different masks in the two
+    frameworks, so a net with Dropout is compared in TEST form (a solverkit TEST net with
+    the solver's weights against the torch model in ``eval()``) on the first batch."""
+    import solverkit as sk
+    torch = model.torch
+    if not case.has_dropout:
+        case.solver.step(1)
+        model.step()
+        sk_loss = float(case.solver.net.blobs["loss"].data)
+        return {"solverkit": sk_loss, "torch": model.loss,
+                "max_abs_diff": abs(sk_loss - model.loss), "phase": "TRAIN"}
+    spec = copy.deepcopy(case.spec)
+    spec["layers"][0] = {"name": "data", "type": "Input", "top": ["data", "label"],
+                         "shape": [list(case.input_shape), [case.batch]]}
+    test = sk.Net(spec, phase="TEST", seed=SEED)
+    for name, blobs in case.solver.net.params.items():
+        for mine, theirs in zip(test.params[name], blobs):
+            mine.data[...] = theirs.data
+    sk_loss = float(test.forward(data=case.x[:case.batch], label=case.y[:case.batch])["loss"])
+    test.close()
+    model.model.eval()
+    with torch.no_grad():
+        torch_loss = float(model.model({"data": model.x[:case.batch],
+                                        "label": model.y[:case.batch]})["loss"])
+    model.model.train()
+    return {"solverkit": sk_loss, "torch": torch_loss,
+            "max_abs_diff": abs(sk_loss - torch_loss), "phase": "TEST"}
+
+
+def run_real(name: str, settings: Settings) -> dict:
+    """A real-size case: the training step against PyTorch, or the deploy forward against
+    PyTorch, onnxruntime (our ONNX export) and OpenCV (our ``.caffemodel`` export)."""
+    case = RealCase(name, settings)
+    result = {"case": name, "batch": case.batch, "side": case.side}
+    steps = {"solverkit": case.step}
+    outputs = {}
+    if settings.torch:
+        model = RealTorch(case, settings.threads,
+                          case.solver.net if case.solver is not None else case.net)
+        steps["torch"] = model.step
+        if case.mode == "train":
+            result["first_loss"] = first_loss_check(case, model)
+        else:
+            outputs["torch"] = model.output
+    if case.mode == "infer":
+        files = export_real(case, settings.workdir)
+        x = case.x[:case.batch]
+        if "onnx" in files and importlib.util.find_spec("onnxruntime") is not None:
+            session = onnx_session(files["onnx"].read_bytes(), settings.threads)
+            steps["onnxruntime"] = lambda: session.run(None, {"data": x})
+            outputs["onnxruntime"] = lambda: session.run(None, {"data": x})[0]
+        if importlib.util.find_spec("cv2") is not None:
+            cv_net = opencv_net(files["prototxt"], files["caffemodel"], settings.threads)
+
+            def opencv_forward():
+                cv_net.setInput(x)
+                return cv_net.forward()
+            steps["opencv"] = opencv_forward
+            outputs["opencv"] = lambda: opencv_forward().reshape(case.batch, -1)
+        reference = case.output()
+        result["max_abs_diff"] = {k: float(np.abs(f() - reference).max())
+                                  for k, f in outputs.items()}
+    rounds = alternate(steps, settings)
+    for framework, times in rounds.items():
+        ms = summarize(times) * 1e3
+        result[f"{framework}_ms"] = ms
+        result[f"{framework}_samples_per_s"] = case.batch / ms * 1e3
+        if framework != "solverkit":
+            result[f"ratio_{framework}"] = median_ratio(rounds["solverkit"], times)
+    case.close()
+    return result
+
+
+def real_frameworks(name: str, settings: Settings) -> list[str]:
+    frameworks = ["solverkit"] + (["torch"] if settings.torch else [])
+    if REAL[name][0] == "infer":
+        if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+            frameworks.append("onnxruntime")
+        if importlib.util.find_spec("cv2"):
+            frameworks.append("opencv")
+    return frameworks
+
+
+def measure_real_memory(name: str, settings: Settings) -> dict:
+    """Peak RSS of a child per framework; onnxruntime's and OpenCV's children load files
+    an exporting child wrote, so that they hold no solverkit net."""
+    frameworks = real_frameworks(name, settings)
+    if len(frameworks) > 2 or frameworks[-1] in ("onnxruntime", "opencv"):
+        child_peak_rss("export", name, settings)
+    return {f"{f}_peak_rss_mib": child_peak_rss(f, name, settings) for f in frameworks}
+
+
+def run_real_child(framework: str, name: str, settings: Settings) -> None:
+    mode, _, batch = REAL[name]
+    workdir = settings.workdir
+    if framework in ("onnxruntime", "opencv"):
+        x = np.load(workdir / f"{name}.input.npy", allow_pickle=False)
+        if framework == "onnxruntime":
+            session = onnx_session((workdir / f"{name}.onnx").read_bytes(), settings.threads)
+            step = lambda: session.run(None, {"data": x})             # noqa: E731
+        else:
+            cv_net = opencv_net(workdir / f"{name}.prototxt", workdir / f"{name}.caffemodel",
+                                settings.threads)
+
+            def step():
+                cv_net.setInput(x)
+                cv_net.forward()
+    else:
+        case = RealCase(name, settings, build=framework != "torch")
+        if framework == "export":
+            export_real(case, workdir)
+            np.save(workdir / f"{name}.input.npy", case.x[:batch])
+            print(json.dumps({"peak_rss_mib": 0.0}))
+            return
+        # PyTorch's own initial weights: memory is what matters here, not the values
+        step = case.step if framework == "solverkit" else RealTorch(case, settings.threads).step
+    for _ in range(settings.memory_iters):
+        step()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB on Linux
+    print(json.dumps({"peak_rss_mib": peak_kib / 1024}))
+
+
+def print_real(results: list[dict]) -> None:
+    names = ("solverkit", "torch", "onnxruntime", "opencv")
+    short = ("sk", "torch", "ort", "cv2")
+    print(f"\n{'real-size case':<22}{'side':>5}" + "".join(f"{n + ' ms':>14}" for n in short)
+          + "".join(f"{'sk/' + n:>10}" for n in short[1:])
+          + "".join(f"{n + ' MiB':>11}" for n in short))
+    def num(r, key, fmt):
+        return format(r[key], fmt) if key in r else format("-", f">{fmt.split('.')[0]}")
+
+    for r in results:
+        print(f"{r['case']:<22}{r['side']:>5}"
+              + "".join(num(r, f"{n}_ms", "14.2f") for n in names)
+              + "".join(num(r, f"ratio_{n}", "10.2f") for n in names[1:])
+              + "".join(num(r, f"{n}_peak_rss_mib", "11.0f") for n in names))
+    for r in results:
+        if "first_loss" in r:
+            f = r["first_loss"]
+            print(f"{r['case']}: first loss ({f['phase']} form) solverkit {f['solverkit']:.6g}, "
+                  f"torch {f['torch']:.6g}, max abs difference {f['max_abs_diff']:.3g}")
+        if "max_abs_diff" in r:
+            diffs = ", ".join(f"{k} {v:.3g}" for k, v in r["max_abs_diff"].items())
+            print(f"{r['case']}: outputs' max abs difference from solverkit's: {diffs or '-'}")
+
+
 def print_inference(results: list[dict]) -> None:
     print(f"\n{'inference':<26}{'solverkit ms':>13}{'torch ms':>10}{'ort ms':>8}"
           f"{'sk/torch':>10}{'sk/ort':>8}")
@@ -737,7 +1048,15 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--steps", type=int, help="timed steps per framework per round")
     parser.add_argument("--memory-iters", type=int)
-    parser.add_argument("--child", choices=["solverkit", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--real", action="store_true",
+                        help=f"the real-size cases ({', '.join(REAL)}): a training step "
+                             f"against PyTorch, a deploy forward against PyTorch, onnxruntime "
+                             f"and OpenCV; or name some of them in --cases")
+    parser.add_argument("--resolution", type=int, metavar="SIDE",
+                        help="real-size nets: SIDE×SIDE input instead of 227/224 (a smoke "
+                             "test at e.g. 64; not a measurement of the real nets)")
+    parser.add_argument("--child", choices=["solverkit", "torch", "onnxruntime", "opencv",
+                                            "export"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--scaling", action="store_true",
                         help="instead: LeNet at batch 16, 64, 256, 1024 and cifar10_quick at "
@@ -761,7 +1080,8 @@ def main(argv=None) -> int:
             print_scaling(report)
         return 0
 
-    settings = Settings(threads=args.threads, memory=not args.no_memory)
+    settings = Settings(threads=args.threads, memory=not args.no_memory,
+                        resolution=args.resolution)
     if args.quick:
         settings.warmup, settings.rounds, settings.steps, settings.memory_iters = 1, 1, 2, 2
         settings.feed_pairs = 2
@@ -772,7 +1092,10 @@ def main(argv=None) -> int:
     if args.workdir is not None:
         settings.workdir = args.workdir
     if args.child:
-        run_child(args.child, args.cases, settings)
+        if args.cases in REAL:
+            run_real_child(args.child, args.cases, settings)
+        else:
+            run_child(args.child, args.cases, settings)
         return 0
     if args.scaling:
         settings.torch = not args.no_torch and torch_available()
@@ -791,21 +1114,29 @@ def main(argv=None) -> int:
         return 0
 
     selected = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in selected if c not in names]
+    if args.real:
+        chosen = [c for c in selected if c in REAL]
+        selected = chosen if "--cases" in (argv if argv is not None else sys.argv) else list(REAL)
+    unknown = [c for c in selected if c not in names and c not in REAL]
     if unknown:
-        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: "
+                     f"{', '.join(names + list(REAL))}")
     settings.torch = not args.no_torch and torch_available()
     # peak memory first, while this process is small (see child_peak_rss)
     memory = {name: measure_memory(name, settings) for name in selected
               if name in CASES and settings.memory}
+    memory.update({name: measure_real_memory(name, settings) for name in selected
+                   if name in REAL and settings.memory})
     blas = limit_threads(settings.threads)
     report = {"machine": machine(blas), "settings": {
         k: getattr(settings, k) for k in ("warmup", "rounds", "steps", "memory_iters",
                                           "threads", "torch")},
-        "cases": [], "feeding": []}
+        "cases": [], "feeding": [], "real": []}
     for name in selected:
         if name in CASES:
             report["cases"].append({**run_case(name, settings), **memory.get(name, {})})
+        elif name in REAL:
+            report["real"].append({**run_real(name, settings), **memory.get(name, {})})
         else:
             report["feeding"].append(run_feeding(name, settings))
         if not args.json:
@@ -816,7 +1147,11 @@ def main(argv=None) -> int:
     elif args.markdown:
         print_markdown(report)
     else:
-        print_table(report)
+        print_header(report)
+        if report["cases"] or report["feeding"]:
+            print_table(report)
+        if report["real"]:
+            print_real(report["real"])
     return 0
 
 
