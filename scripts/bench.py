@@ -35,17 +35,20 @@ take turns step by step (see ``interleave``); the overhead is the ratio of the m
     python scripts/bench.py --quick --no-torch    # a few iterations, solverkit alone (CI)
     python scripts/bench.py --mpi 2               # LeNet with 1 and 2 MPI ranks, efficiency
     python scripts/bench.py --real                # CaffeNet, GoogLeNet, ResNet-50 (bench_nets)
+    python scripts/bench.py --load 1              # the same with one busy process beside it
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -218,6 +221,8 @@ class Settings:
     torch: bool = True
     memory: bool = True
     resolution: int | None = None    # real-size nets: the input side instead of theirs
+    load: int = 0                    # busy processes running beside the benchmark (--load)
+    load_average_before_load: float | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sk-bench-")))
 
 
@@ -373,6 +378,39 @@ class TorchCase:
 def torch_available() -> bool:
     """Whether torch is installed (without importing it: see ``child_peak_rss``)."""
     return importlib.util.find_spec("torch") is not None
+
+
+# --------------------------------------------------------------------------- --load
+# one single-threaded process that keeps a core busy: plain Python, no library threads
+SPIN = "while True:\n    pass\n"
+
+
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """Run ``n`` busy processes (a pure-Python spin loop each) for the duration of the
+    ``with``; they are killed on the way out, whether the run ends, fails or is
+    interrupted (Ctrl-C, or SIGTERM, turned into SystemExit here). Yields their pids."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    children = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        for _ in range(n):
+            children.append(subprocess.Popen([sys.executable, "-c", SPIN], env=env,
+                                             stdin=subprocess.DEVNULL))
+        print(f"load: {n} busy processes, pids {' '.join(str(c.pid) for c in children)}",
+              file=sys.stderr, flush=True)
+        yield [c.pid for c in children]
+    finally:
+        for child in children:
+            child.kill()
+        for child in children:
+            child.wait()
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------- timing
@@ -535,7 +573,7 @@ def run_feeding(name: str, settings: Settings) -> dict:
 
 
 # --------------------------------------------------------------------------- report
-def machine(blas) -> dict:
+def machine(blas, settings: Settings) -> dict:
     from solverkit import blas as products
     from solverkit import dnnl as convolutions
     info = {"python": platform.python_version(), "numpy": np.__version__,
@@ -544,7 +582,10 @@ def machine(blas) -> dict:
             "solverkit_convolutions": convolutions.describe(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             # other processes on the machine skew every number; this says how busy it was
-            "load_average_1min": os.getloadavg()[0]}
+            "load_average_1min": os.getloadavg()[0],
+            # --load: busy processes beside the run, and the load average before they started
+            "busy_processes": settings.load,
+            "load_average_1min_before_busy": settings.load_average_before_load}
     try:
         import torch
         info["torch"] = torch.__version__
@@ -562,6 +603,10 @@ def print_header(report: dict) -> None:
           f"{blas.get('architecture', '')}, {blas.get('num_threads', '?')} threads), "
           f"torch {m['torch']}, OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, load average "
           f"{m['load_average_1min']:.1f} before, {m['load_average_1min_after']:.1f} after")
+    if m["busy_processes"]:
+        print(f"# --load {m['busy_processes']}: {m['busy_processes']} busy processes for the "
+              f"whole run (load average {m['load_average_1min_before_busy']:.1f} before they "
+              f"started)")
     print(f"# solverkit's products: {m['solverkit_products']}; convolutions: "
           f"{m['solverkit_convolutions']}")
 
@@ -626,7 +671,7 @@ def run_scaling(settings: Settings, as_json: bool) -> None:
     names = list(scaling_cases())
     memory = {name: measure_memory(name, settings) for name in names} if settings.memory else {}
     blas = limit_threads(settings.threads)
-    report = {"machine": machine(blas), "cases": []}
+    report = {"machine": machine(blas, settings), "cases": []}
     for name in names:
         report["cases"].append({**run_case(name, settings), **memory.get(name, {})})
         print(f"done: {name}", file=sys.stderr)
@@ -1036,7 +1081,7 @@ def print_inference(results: list[dict]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = list(CASES) + list(FEEDING)
-    parser.add_argument("--cases", default=",".join(names),
+    parser.add_argument("--cases",
                         help=f"comma-separated cases (default: all of {', '.join(names)})")
     parser.add_argument("--quick", action="store_true",
                         help="a few iterations of each (a smoke test, not a measurement)")
@@ -1045,6 +1090,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-torch", action="store_true", help="time solverkit alone")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="run N busy processes (one spinning core each) for the whole "
+                             "run, alike for every framework")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--steps", type=int, help="timed steps per framework per round")
     parser.add_argument("--memory-iters", type=int)
@@ -1068,6 +1116,17 @@ def main(argv=None) -> int:
                         help=f"instead: TEST-forward cases ({', '.join(INFERENCE)}) against "
                              f"PyTorch (eval, no_grad) and onnxruntime on the ONNX export")
     args = parser.parse_args(argv)
+    if args.load < 0:
+        parser.error("--load must be 0 or more")
+    if args.load and not args.child:
+        load_before = os.getloadavg()[0]
+        with busy_processes(args.load):
+            return run(parser, args, names, load_before)
+    return run(parser, args, names, None)
+
+
+def run(parser, args, names: list[str], load_before: float | None) -> int:
+    """``main`` after the command line is read (and ``--load``'s processes started)."""
     if args.mpi:
         from bench_mpi import print_table as print_scaling
         from bench_mpi import scaling
@@ -1081,7 +1140,8 @@ def main(argv=None) -> int:
         return 0
 
     settings = Settings(threads=args.threads, memory=not args.no_memory,
-                        resolution=args.resolution)
+                        resolution=args.resolution, load=0 if args.child else args.load,
+                        load_average_before_load=load_before)
     if args.quick:
         settings.warmup, settings.rounds, settings.steps, settings.memory_iters = 1, 1, 2, 2
         settings.feed_pairs = 2
@@ -1091,6 +1151,8 @@ def main(argv=None) -> int:
             setattr(settings, key, getattr(args, key))
     if args.workdir is not None:
         settings.workdir = args.workdir
+    cases_given = args.cases is not None
+    args.cases = args.cases if cases_given else ",".join(names)
     if args.child:
         if args.cases in REAL:
             run_real_child(args.child, args.cases, settings)
@@ -1104,7 +1166,7 @@ def main(argv=None) -> int:
     if args.inference:
         settings.torch = not args.no_torch and torch_available()
         blas = limit_threads(settings.threads)
-        report = {"machine": machine(blas), "inference": [
+        report = {"machine": machine(blas, settings), "inference": [
             run_inference(name, settings) for name in INFERENCE]}
         report["machine"]["load_average_1min_after"] = os.getloadavg()[0]
         if args.json:
@@ -1116,7 +1178,7 @@ def main(argv=None) -> int:
     selected = [c.strip() for c in args.cases.split(",") if c.strip()]
     if args.real:
         chosen = [c for c in selected if c in REAL]
-        selected = chosen if "--cases" in (argv if argv is not None else sys.argv) else list(REAL)
+        selected = chosen if cases_given else list(REAL)
     unknown = [c for c in selected if c not in names and c not in REAL]
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; known: "
@@ -1128,9 +1190,9 @@ def main(argv=None) -> int:
     memory.update({name: measure_real_memory(name, settings) for name in selected
                    if name in REAL and settings.memory})
     blas = limit_threads(settings.threads)
-    report = {"machine": machine(blas), "settings": {
+    report = {"machine": machine(blas, settings), "settings": {
         k: getattr(settings, k) for k in ("warmup", "rounds", "steps", "memory_iters",
-                                          "threads", "torch")},
+                                          "threads", "torch", "load")},
         "cases": [], "feeding": [], "real": []}
     for name in selected:
         if name in CASES:
