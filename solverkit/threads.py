@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import blas
+from .launcher import launcher_size
 
 ENVIRONMENT_VARIABLES = ("SOLVERKIT_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # A thread's hand-off costs some 20–40 µs: a job gets one thread per this many array
@@ -59,6 +59,7 @@ _threads: int | None = None
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _inside = threading.local()
+_followers: list[Callable[[int], None]] = []    # told of every new count (MKL's pool)
 
 
 def _default_threads() -> int:
@@ -66,7 +67,6 @@ def _default_threads() -> int:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
-    from .parallel import launcher_size
     return max(1, available_cores() // launcher_size())
 
 
@@ -113,16 +113,14 @@ def openblas_threads() -> int | None:
     return functions[1]() if functions else None
 
 
-def _size_library_pools(n: int) -> None:
-    """Give the BLAS pools the count: MKL's, when used, every time; numpy's OpenBLAS the
-    first time only (see the policy above)."""
+def _size_openblas_once(n: int) -> None:
+    """numpy's OpenBLAS pool to ``n`` threads, the first time only (see the policy above)."""
     global _openblas_sized
     if not _openblas_sized:
         _openblas_sized = True
         functions = _openblas()
         if functions and functions[1]() != n:
             functions[0](n)
-    blas.set_num_threads(n)
 
 
 def available_cores() -> int:
@@ -136,7 +134,7 @@ def num_threads() -> int:
     global _threads
     if _threads is None:
         _threads = _default_threads()
-        _size_library_pools(_threads)
+        _size_openblas_once(_threads)
     return _threads
 
 
@@ -152,7 +150,15 @@ def set_num_threads(n: int) -> None:
         if _pool is not None:
             _pool.shutdown(wait=True)
             _pool = None
-    _size_library_pools(_threads)
+    _size_openblas_once(_threads)
+    for follow in _followers:
+        follow(_threads)
+
+
+def follow_thread_count(follow: Callable[[int], None]) -> None:
+    """Call ``follow(n)`` on every ``set_num_threads(n)``: a library whose own pool should
+    use solverkit's count registers here (``blas`` does, for MKL)."""
+    _followers.append(follow)
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:

@@ -21,6 +21,7 @@ from itertools import pairwise
 import numpy as np
 
 from ..errors import ConfigError, SolverkitError
+from ..version import __version__
 
 # Opset 17 and IR version 8 (the pair onnx 1.12 introduced): every onnxruntime since 1.12
 # loads them, so the 'onnx' extra's onnxruntime>=1.16 does with room to spare, and opset 17
@@ -115,7 +116,6 @@ class Graph:
 def to_onnx(net, producer: str = "solverkit"):
     """The ONNX ModelProto of the deploy ``net`` (its current weights), checked by onnx."""
     onnx, helper, numpy_helper = onnx_modules()
-    from .. import __version__
     graph = Graph(helper, numpy_helper)
     # ONNX is single-assignment: the last write of each blob carries the blob's name
     last_writer: dict[str, int] = {}
