@@ -34,8 +34,10 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
 from . import blas
 from .blob import Blob
+from .data import SourceFormat, register_source_format
 from .deploy import deploy_net
 from .errors import ConfigError, DataError, NonFiniteError, ShapeError, SolverkitError
+from .export import Exporter, register_exporter
 from .layers import DataLayer, Layer, LayerParams, LossLayer
 from .net import Net
 from .registry import layer_types, register_layer, register_policy, register_update
@@ -52,6 +54,7 @@ __all__ = [
            "DataError",
            "DataLayer",
            "ElementwiseRule",
+           "Exporter",
            "Layer",
            "LayerParams",
            "LossLayer",
@@ -63,6 +66,7 @@ __all__ = [
            "Solver",
            "SolverSpec",
            "SolverkitError",
+           "SourceFormat",
            "UpdateRule",
            "__version__",
            "blas",
@@ -71,8 +75,10 @@ __all__ = [
            "load_net_spec",
            "load_solver_spec",
            "num_threads",
+           "register_exporter",
            "register_layer",
            "register_policy",
+           "register_source_format",
            "register_update",
            "set_num_threads",
 ]

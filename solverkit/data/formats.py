@@ -53,6 +53,7 @@ class SourceFormat:
     layer: ClassVar[str] = "Data"       # the layer type whose ``source`` it reads
     title: ClassVar[str] = ""           # its name in messages (default: ``name``)
     what: ClassVar[str] = ""            # "an LMDB database": the message when format: is set
+    recognised_by: ClassVar[str] = ""   # for the reference, when not by ``suffixes``
 
     class Params(BaseModel):
         """The layer fields this format reads (with its own defaults)."""

@@ -219,6 +219,7 @@ class ImageFolder(_Images):
     """A folder with one sub-folder of images per class (classes in sorted order)."""
 
     what = "a folder of class folders"
+    recognised_by = "a folder"
 
     @classmethod
     def detect(cls, target, params) -> bool:
@@ -230,6 +231,7 @@ class ImageList(_Images):
     """Caffe's image list: a text file of ``PATH LABEL`` lines (any name)."""
 
     what = "an image list"
+    recognised_by = "a file (any name)"
 
     @classmethod
     def detect(cls, target, params) -> bool:

@@ -233,6 +233,7 @@ class Lmdb(SourceFormat):
     kind = "path"
     title = "LMDB"
     what = "an LMDB database"
+    recognised_by = "`backend: LMDB`, or a folder holding `data.mdb`"
 
     class Params(SourceFormat.Params):
         skip_bad: bool = False

@@ -32,6 +32,7 @@ class Samples(abc.ABC):
     num_classes: int | None = None
     labels: np.ndarray | None = None    # the labels, when they are held in memory
     label_type: str = "class"           # "class" or "value" (see ``check_labels``)
+    source_format: str = ""             # the registered format that opened it
     streamed = False
 
     @abc.abstractmethod

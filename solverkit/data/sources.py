@@ -86,6 +86,7 @@ class Arrays(SourceFormat):
 
     kind = "arrays"
     title = IN_MEMORY
+    recognised_by = "a pair `(x, y)`, an array or a dict of arrays (from Python)"
 
     class Params(SourceFormat.Params):
         x_key: str = "x"
@@ -106,6 +107,7 @@ class Builtin(SourceFormat):
 
     kind = "name"
     what = "a built-in data set"
+    recognised_by = "`builtin:digits/train`, `builtin:digits/test`"
 
     @classmethod
     def detect(cls, target, params) -> bool:
@@ -217,6 +219,8 @@ class Idx(FileFormat):
     found by its standard name beside the images: ``train-images-idx3-ubyte`` ->
     ``train-labels-idx1-ubyte`` (``.gz`` kept).
     """
+
+    recognised_by = "a name with `idx` and `ubyte` (`.gz` too)"
 
     class Params(SourceFormat.Params):
         label_source: str | list[str] | None = None
