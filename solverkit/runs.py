@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import SolverkitError
+from .files import file_operation, os_error
 
 try:
     import fcntl
@@ -43,29 +44,6 @@ def lock_path(prefix: str | os.PathLike) -> Path:
 def _folder(prefix: str | os.PathLike) -> Path:
     parent = Path(prefix).parent
     return parent if str(parent) else Path(".")
-
-
-def os_error(err: OSError, operation: str, path=None) -> SolverkitError:
-    """An environment failure (read-only folder, full disk, a file where a folder should be)
-    as a user error naming the path and the operation."""
-    reason = {errno.ENOSPC: "no space left on the device",
-              errno.EDQUOT: "disk quota exceeded",
-              errno.EROFS: "the file system is read-only",
-              errno.EACCES: "permission denied",
-              errno.ENOTDIR: "a part of the path is a file, not a folder"}.get(
-        err.errno, err.strerror or str(err))
-    return SolverkitError(f"cannot {operation}: {reason}",
-                          file=str(err.filename or path) if (err.filename or path) else None)
-
-
-@contextlib.contextmanager
-def file_operation(operation: str, path=None):
-    """``with file_operation("write the snapshot", path):`` turns an OSError into a
-    SolverkitError naming the path and the operation."""
-    try:
-        yield
-    except OSError as err:
-        raise os_error(err, operation, path) from None
 
 
 def check_prefix_folder(prefix: str | os.PathLike, create: bool) -> Path:

@@ -16,48 +16,16 @@ import json
 import os
 import re
 import stat
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SnapshotError
-from .runs import file_operation
+from .files import write_atomic
 
 META_KEY = "__meta__"
 FORMAT_VERSION = 1
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | str,
-                       operation: str = "write the file") -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, rename: a crash never leaves
-    half a file under the final name. The file gets the mode any new file gets (the
-    umask's), and a file-system failure is a user error naming ``operation`` and the path."""
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    with file_operation(operation, path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o666 & ~_umask())        # mkstemp's own mode is 0600
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass    # some file systems cannot fsync a folder; the rename is still atomic
 
 
 def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> str:
@@ -66,14 +34,8 @@ def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], met
     payload = {**arrays, META_KEY: np.array(json.dumps(meta, sort_keys=True))}
     np.savez(buffer, **payload)
     data = buffer.getvalue()
-    atomic_write_bytes(path, data, "write the snapshot")
+    write_atomic(path, data, operation="write the snapshot")
     return hashlib.sha256(data).hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..snapshot import atomic_write_bytes
+from ..files import write_atomic
 from ..spec.source import model_in
 from .names import block_of_field
 from .weights import encode_caffemodel
@@ -163,8 +163,9 @@ def export_caffe(deploy_spec, net, path) -> tuple[Path, Path]:
             raise ConfigError("the deploy net has this layer but the trained net does not",
                               layer=lspec.name, file=str(path))
         layers.append((lspec.name, lspec.type, lspec.bottom, lspec.top, blobs))
-    atomic_write_bytes(path, encode_caffemodel(spec.name, layers))
-    atomic_write_bytes(prototxt, net_to_prototxt(spec))
+    write_atomic(path, encode_caffemodel(spec.name, layers),
+                 operation="write the Caffe weights")
+    write_atomic(prototxt, net_to_prototxt(spec), operation="write the Caffe net")
     return path, prototxt
 
 

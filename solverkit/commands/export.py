@@ -20,7 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="the file to write; its suffix picks the format: OUT.onnx, "
                              "OUT.caffemodel, or a plugin exporter's")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing OUT")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing OUT (never the net or weights read)")
 
 
 def run(args) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError, NonFiniteError
 from ..export import load_deploy_net, write_output
+from ..files import check_output
 from ..predict import read_inputs, read_labels, top_k
 
 FORMATS = ("table", "csv", "json")
@@ -51,6 +52,9 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}",
                           field="--batch-size")
+    inputs = (args.net, args.weights, args.labels, *args.inputs)
+    if args.output:                 # refused before any work, and never one of the inputs
+        check_output(args.output, inputs=inputs, force=args.force, error=ConfigError)
     labels = read_labels(args.labels) if args.labels else None
     net, deployment = load_deploy_net(args.net, args.weights)
     try:
@@ -86,7 +90,7 @@ def run(args) -> int:
                           field="--labels")
     text = FORMATTERS[args.format](names, classes, probs, labels)
     if args.output:
-        write_output(args.output, text.encode("utf-8"), force=args.force)
+        write_output(args.output, text.encode("utf-8"), force=args.force, inputs=inputs)
     else:
         sys.stdout.write(text)
     return 0

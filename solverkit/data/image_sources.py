@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, SolverkitError
+from ..files import LIMITS, read_text, write_atomic
 from . import images
 from .formats import SourceFormat, register_source_format
 from .paths import resolve_existing
@@ -242,11 +243,9 @@ def write_class_names(path: Path, names: list[str]) -> bool:
     """Write ``names``, one per line (line k: class k), unless the file already says so."""
     text = "".join(f"{name}\n" for name in names)
     try:
-        if path.read_text(encoding="utf-8") == text:
+        if read_text(path, what="labels file", limit=LIMITS["list"]) == text:
             return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    except SolverkitError:
+        pass        # absent or unreadable: written anew
+    write_atomic(path, text, operation="write the labels file")
     return True

@@ -20,6 +20,7 @@ naming it.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,19 @@ ENCODINGS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "webp": 
 
 
 def pillow():
-    """Pillow's ``PIL.Image`` module, or a ``DataError`` naming the extra that installs it."""
+    """Pillow's ``PIL.Image`` module, or a ``DataError`` naming the extra that installs it.
+
+    Pillow warns of a possible decompression bomb when an image header promises more than
+    its own limit (about 89 million pixels); solverkit applies its own ``max_pixels`` to
+    every header right after opening it and refuses the image with one error, so that
+    warning would only be a stray line before the error (or after an image a user allowed).
+    """
     try:
         from PIL import Image
     except ImportError:
         raise DataError("reading images needs Pillow, the 'image' extra: "
                         "pip install 'solverkit[image]'", field="source") from None
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     return Image
 
 
@@ -92,12 +100,15 @@ def decode_image_u8(raw: bytes, *, name: str = "image", is_color: bool | None = 
         raise DataError(f"{name} is not an image Pillow can read "
                         f"({_reason(err)})", field="source") from None
     except image_module.DecompressionBombError:
-        raise DataError(f"{name} is too large to decode", field="source") from None
+        raise DataError(f"{name} promises more pixels than Pillow decodes (over "
+                        f"{2 * image_module.MAX_IMAGE_PIXELS}), more than the {max_pixels} "
+                        f"an image may have", field="max_pixels") from None
     with image:
         width, height = image.size
         if width * height > max_pixels:
             raise DataError(f"{name} is {width}x{height} pixels, more than the {max_pixels} "
-                            f"an image may have", field="source")
+                            f"an image may have (the ImageData field max_pixels raises the "
+                            f"limit)", field="max_pixels")
         if width == 0 or height == 0:
             raise DataError(f"{name} has no pixels ({width}x{height})", field="source")
         if is_color is False and image.format == "JPEG":
@@ -137,6 +148,10 @@ def _to_array(image, is_color: bool | None) -> np.ndarray:
             wide = np.floor(wide / 256.0)
         gray = np.clip(wide, 0, 255).astype(np.uint8)[None]
         return np.ascontiguousarray(np.repeat(gray, 3, axis=0) if is_color else gray)
+    if image.mode == "P" and "transparency" in image.info:
+        # the palette's colours with the transparency dropped, as OpenCV reads them;
+        # through RGBA because Pillow warns when it drops a palette's transparency itself
+        image = image.convert("RGBA")
     if is_color:
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)      # (H, W, 3)
         return np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))

@@ -8,12 +8,11 @@ into its deploy form first (``solverkit.deploy``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ..deploy import derive_deployment
 from ..errors import ConfigError
+from ..files import check_output, write_atomic
 from ..net import Net
 from ..spec.net import load_net_spec
 from .formats import Exporter, exporter_for, exporters, register_exporter
@@ -34,36 +33,27 @@ def load_deploy_net(spec, weights) -> tuple[Net, object]:
 
 def export_model(spec, weights, path, *, force: bool = False) -> list[str]:
     """Write the deploy net of ``spec`` with ``weights`` to ``path`` in the format its suffix
-    names; the files written. Existing files are replaced only with ``force``."""
+    names; the files written. An existing file (``path``, or another the format writes
+    beside it, such as the ``.prototxt`` of a ``.caffemodel``) is replaced only with
+    ``force``, and never when it is ``spec`` or ``weights`` themselves."""
     path = Path(path)
-    spec = load_net_spec(spec)          # imports the spec's plugins, whose exporters count too
+    net_spec = load_net_spec(spec)      # imports the spec's plugins, whose exporters count too
     exporter = exporter_for(path)
     for output in exporter.outputs(path):
-        if output.exists() and not force:
-            raise ConfigError(f"'{output}' exists; pass --force to overwrite it")
+        check_output(output, inputs=(spec, weights), force=force, error=ConfigError)
     exporter.check_available()          # a missing extra is reported before any work
-    net, _ = load_deploy_net(spec, weights)
+    net, _ = load_deploy_net(net_spec, weights)
     try:
         return [str(p) for p in exporter.write(net, path)]
     finally:
         net.close()
 
 
-def write_output(path, data: bytes, *, force: bool = False) -> str:
-    """Write ``data`` to ``path`` atomically (a temporary file renamed); an existing file
-    is replaced only with ``force``, so a user's results are never overwritten unasked."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise ConfigError(f"'{path}' exists; pass --force to overwrite it")
+def write_output(path, data: bytes, *, force: bool = False, inputs=()) -> str:
+    """Write ``data`` to ``path`` atomically; an existing file is replaced only with
+    ``force`` (never one of ``inputs``), so a user's results are never overwritten unasked."""
+    path = check_output(path, inputs=inputs, force=force, error=ConfigError)
     if not path.parent.exists():
         raise ConfigError(f"folder '{path.parent}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data, operation="write the export")
     return str(path)

@@ -2,23 +2,20 @@
 
 An exporter is a function ``export(net, path)`` registered with
 ``@register_exporter(name, suffixes=[...])``: ``net`` is the deploy Net with the trained
-weights loaded, ``path`` a temporary file beside the output, moved into place (with the
-umask's mode) only when ``export`` returns; on an error it is removed. A format that
+weights loaded, ``path`` a temporary file beside the output (``files.atomic_path``), moved into place with
+the umask's mode only when ``export`` returns; on an error it is removed. A format that
 writes more than one file derives from ``Exporter`` and names them in ``outputs``.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
 from ..errors import ConfigError
+from ..files import atomic_path
 from ..registry import _register
-from ..runs import file_operation
 
 _EXPORTERS: dict[str, type[Exporter]] = {}
 
@@ -42,7 +39,7 @@ class Exporter:
 
     def write(self, net, path: Path) -> list[Path]:
         """Export ``net`` to ``path`` through a temporary file; the files written."""
-        with file_operation(f"export to {self.name}", path), written_in_place(path) as temporary:
+        with atomic_path(path, operation=f"export to {self.name}") as temporary:
             self.export(net, temporary)
         return [path]
 
@@ -103,28 +100,3 @@ def exporter_for(path) -> Exporter:
             return known[suffix]()
     raise ConfigError(f"cannot tell the export format from '{path.name}': name the output "
                       f"{' or '.join('*' + s for s in known)}")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def written_in_place(path: Path):
-    """A temporary path beside ``path`` (same suffix) to write; on success it is flushed to
-    disk and renamed to ``path`` with the umask's mode; on failure removed."""
-    path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    temporary = Path(name)
-    try:
-        yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())      # mkstemp's own mode is 0600
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

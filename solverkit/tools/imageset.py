@@ -25,6 +25,7 @@ from ..data import images
 from ..data.image_sources import open_image_source, parse_image_list
 from ..data.lmdb_source import LmdbSource, open_environment
 from ..errors import DataError
+from ..files import check_output, write_atomic
 
 logger = logging.getLogger("solverkit")
 
@@ -167,8 +168,7 @@ def compute_image_mean(source, output, *, root=None, gray: bool = False,
     folders, written to ``output`` as Caffe's ``mean.binaryproto`` (a 1 x C x H x W
     BlobProto); returns the mean. The sum is float64, read ``batch`` samples at a time."""
     source, output = Path(source), Path(output)
-    if output.exists() and not force:
-        raise DataError(f"'{output}' already exists; remove it or pass --force", field="-o")
+    check_output(output, inputs=(source,), force=force, error=DataError)
     if not source.exists():
         raise DataError(f"'{source}' does not exist", field="SOURCE")
     if (source / "data.mdb").is_file():
@@ -188,7 +188,6 @@ def compute_image_mean(source, output, *, root=None, gray: bool = False,
     finally:
         samples.close()
     mean = (total / count).astype(np.float32)
-    temporary = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    temporary.write_bytes(encode_blobproto(mean[None], legacy=True))
-    os.replace(temporary, output)
+    write_atomic(output, encode_blobproto(mean[None], legacy=True),
+                 operation="write the mean file")
     return mean

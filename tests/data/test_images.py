@@ -3,7 +3,9 @@ resize Caffe uses), and bad image files reported as DataErrors naming the file."
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import warnings
 
 import cv2
 import numpy as np
@@ -125,6 +127,45 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     Image.new("L", (3000, 3000)).save(path)          # small file, 9 Mpixel promise
     with pytest.raises(DataError, match="big.png.*3000x3000 pixels"):
         images.read_image(path, max_pixels=1_000_000)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header promises width x height gray pixels and holds none."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [10_000, 14_000])   # over Pillow's warning; over its error
+def test_a_bomb_beyond_pillows_own_limit_is_one_error_and_no_warning(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header(side, side))
+    code = ("import sys; from solverkit.data import images; from solverkit.errors import DataError\n"
+            "try:\n    images.read_image(sys.argv[1])\n"
+            "except DataError as e:\n    print(e)\n")
+    run = subprocess.run([sys.executable, "-W", "default", "-c", code, str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.stderr == ""
+    assert "bomb.png" in run.stdout and str(images.MAX_PIXELS) in run.stdout
+
+
+def test_a_palette_image_with_transparency_reads_without_a_warning(tmp_path):
+    rgb = photo(9, 11)
+    image = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    path = tmp_path / "palette.png"
+    image.save(path, transparency=bytes([0, 128, 64] + [255] * 13))   # several alpha levels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = images.read_image(path)
+        gray = images.read_image(path, is_color=False)
+    expected = cv2.imread(str(path), cv2.IMREAD_COLOR)                  # BGR, alpha dropped
+    np.testing.assert_array_equal(ours, expected.transpose(2, 0, 1).astype(np.float32))
+    assert gray.shape == (1, 9, 11)
 
 
 def test_missing_pillow_names_the_extra(monkeypatch):
