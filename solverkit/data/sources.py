@@ -19,7 +19,6 @@ with a message naming it.
 
 from __future__ import annotations
 
-import gzip
 import importlib.resources
 import io
 import struct
@@ -31,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from ..errors import DataError, did_you_mean
+from ..files import LIMITS, read_bytes, require_regular
 from .formats import FileFormat, SourceFormat, open_source, register_source_format
 from .paths import resolve_paths
 from .samples import IN_MEMORY, Dataset, Samples, concatenate, numeric, reason
@@ -167,7 +167,7 @@ class Npz(FileFormat):
     def read(self, path: Path, params) -> Dataset:
         x_key, y_key = params.x_key, params.y_key
         try:
-            with np.load(path, allow_pickle=False) as archive:
+            with np.load(_whole(path, "source"), allow_pickle=False) as archive:
                 keys = list(archive.files)
                 if x_key not in keys:
                     raise DataError(f"'{path}' has no array '{x_key}'{did_you_mean(x_key, keys)}; "
@@ -299,7 +299,7 @@ class Hdf5(FileFormat):
         x_key, y_key = params.x_key, params.y_key
         h5py = _h5py(path)
         try:
-            with h5py.File(path, "r") as handle:
+            with h5py.File(_whole(path, "source"), "r") as handle:
                 keys = list(handle.keys())
                 if x_key not in keys:
                     raise DataError(f"'{path}' has no dataset '{x_key}'{did_you_mean(x_key, keys)}; "
@@ -345,6 +345,14 @@ def _large(path: Path) -> bool:
         return False
 
 
+def _whole(path: Path, field: str) -> Path:
+    """``path``, if it is a regular file small enough to be read whole."""
+    try:
+        return require_regular(path, what="data file", limit=LIMITS["array"], error=DataError)
+    except DataError as err:
+        raise err.located(field=field) from None
+
+
 def _h5py(path: Path):
     try:
         import h5py
@@ -384,6 +392,7 @@ def read_idx(path: Path, labels_path: Path | None) -> Dataset:
 
 
 def load_npy(path: Path, field: str) -> np.ndarray:
+    _whole(path, field)
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
@@ -421,7 +430,7 @@ def read_idx_file(path: Path, field: str = "source") -> np.ndarray:
 
 def _parse_csv(path: Path) -> np.ndarray:
     try:
-        text = _read_bytes(path, "source").decode("utf-8")
+        text = _read_bytes(path, "source", "csv").decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"'{path}' is not a text file: {err.reason} at byte {err.start}",
                         field="source") from None
@@ -458,16 +467,37 @@ def _csv_problem(path: Path, text: str) -> DataError:
     return DataError(f"'{path}' is not a numeric CSV file", field="source")
 
 
-def _read_bytes(path: Path, field: str) -> bytes:
-    """A file's bytes, gunzipped when it is gzip (by its magic bytes, not its name)."""
+def _read_bytes(path: Path, field: str, kind: str = "array") -> bytes:
+    """A file's bytes (at most ``files.LIMITS[kind]``), gunzipped when it is gzip (by its
+    magic bytes, not its name), the unpacked size bounded by the same limit."""
+    limit = LIMITS[kind]
     try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"cannot read '{path}': {reason(err)}", field=field) from None
+        raw = read_bytes(path, what="data file", limit=limit, error=DataError)
+    except DataError as err:
+        raise err.located(field=field) from None
     if raw[:2] == b"\x1f\x8b":
+        raw = _gunzip(raw, path, field, limit)
+    return raw
+
+
+def _gunzip(raw: bytes, path: Path, field: str, limit: int) -> bytes:
+    """The members of a gzip file, joined; more than ``limit`` bytes is an error (a small
+    file may unpack to any size)."""
+    parts, size = [], 0
+    while raw:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as err:
+            part = inflater.decompress(raw, limit + 1 - size)
+        except zlib.error as err:
             raise DataError(f"'{path}' is a damaged or truncated gzip file: {reason(err)}",
                             field=field) from None
-    return raw
+        size += len(part)
+        parts.append(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise DataError(f"'{path}' unpacks to more than the {limit:,} bytes a data file "
+                            f"may have", field=field)
+        if not inflater.eof:
+            raise DataError(f"'{path}' is a damaged or truncated gzip file: it ends before "
+                            f"the end-of-stream marker", field=field)
+        raw = inflater.unused_data.lstrip(b"\0")       # members may follow, or padding
+    return b"".join(parts)
