@@ -11,7 +11,8 @@
 Tops: ``data`` (batch_size, *sample shape after crop) and optionally ``label``
 (batch_size,), both in the net's dtype. An array file is read when the net is built
 (one of 256 MiB or more, or with ``stream: true``, a batch at a time); a Caffe LMDB
-(``backend: LMDB``) and ImageData's image files are read a batch at a time.
+(``backend: LMDB``) and ImageData's image files are read a batch at a time. Which reader
+reads a ``source`` is decided by the registered source formats (``data.formats``).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Data(DataLayer):
             return "<arrays " + ", ".join(f"{k}: {np.shape(v)}" for k, v in items) + ">"
 
     min_tops, max_tops = 1, 2
+    source_layer = "Data"       # whose registered source formats read ``source``
 
     def setup(self, bottom, top):
         p = self.params
@@ -139,7 +141,7 @@ class Data(DataLayer):
     def open_source(self) -> Samples:
         """The data source this layer reads (read whole, or streamed): ``data.open_source``
         picks the registered format."""
-        return open_source(self.params, self.base_dir, layer=self.type)
+        return open_source(self.params, self.base_dir, layer=self.source_layer)
 
     @property
     def class_names(self) -> list[str] | None:
@@ -240,6 +242,7 @@ class ImageData(Data):
             None, ge=0, description="batches read and decoded ahead on a thread; 0: none; "
             "default: 4")
 
+    source_layer = "ImageData"
 
 def _list_formats(schema: dict) -> None:
     """The JSON Schema of ``format``: the registered file formats when the schema is made."""
