@@ -75,8 +75,9 @@ class Data(DataLayer):
         transform: TransformSpec = Field(default_factory=TransformSpec,
                                          description="crop, mirror, then (x - mean) * scale")
         format: str | None = Field(
-            None, description="a file format (see docs/formats.md); overrides detection from "
-            "the file name", json_schema_extra=lambda schema: _list_formats(schema))
+            None, description="a registered file format (npz, npy, idx, cifar10, csv, hdf5, or "
+            "a plugin's); overrides detection from the file name",
+            json_schema_extra=lambda schema: _list_formats(schema))
         x_key: str | None = Field(None, description="data array: 'x' in npz/dict, 'data' in HDF5")
         y_key: str | None = Field(None, description="labels: 'y' in npz/dict, 'label' in HDF5")
         label_source: str | list[str] | None = Field(
