@@ -244,11 +244,10 @@ def atomic_writer(path, mode: str = "wb", *, operation: str = "write the file",
         with _writing(operation, path):
             os.fchmod(fd, 0o666 & ~_umask())        # mkstemp's own mode is 0600
         text = {"encoding": encoding, "newline": ""} if mode == "w" else {}
-        with os.fdopen(fd, mode, **text) as handle:
-            yield handle
-            with _writing(operation, path):
-                handle.flush()
-                os.fsync(handle.fileno())
+        with _writing(operation, path), os.fdopen(fd, mode, **text) as handle:
+            yield handle            # a full disk fails in the caller's write: named here too
+            handle.flush()
+            os.fsync(handle.fileno())
         with _writing(operation, path):
             os.replace(temporary, path)
     except BaseException:
