@@ -36,6 +36,7 @@ COMMANDS = {
     "compute-image-mean": "compute_image_mean",
     "predict": "predict",
     "export": "export",
+    "sweep": "sweep",
 }
 
 
