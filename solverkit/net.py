@@ -24,6 +24,7 @@ from .errors import (
 )
 from .layers.base import DataLayer, Layer
 from .registry import layer_class
+from .snapshot import load_model, save_model
 from .spec.net import LayerSpec, NetSpec, ParamSpec, load_net_spec
 
 PHASES = ("TRAIN", "TEST")
@@ -519,12 +520,10 @@ class Net:
 
     def save(self, path) -> str:
         """Write the parameters to a model file (npz, ``<layer>/<index>`` keys); its SHA-256."""
-        from .snapshot import save_model
         return save_model(self, path)
 
     def load(self, path, allow_missing: bool = False, allow_extra: bool = False) -> list[str]:
         """Copy parameters from a model file, layers matched by name (see snapshot.load_model)."""
-        from .snapshot import load_model
         return load_model(self, path, allow_missing=allow_missing, allow_extra=allow_extra)
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import SnapshotError
 from .files import write_atomic
+from .version import __version__
 
 META_KEY = "__meta__"
 FORMAT_VERSION = 1
@@ -103,7 +104,6 @@ def save_model(net, path, extra_meta: dict | None = None) -> str:
             "dtype": str(net.dtype), "parameters": {k: list(v.shape)
                                                     for k, v in model_arrays(net).items()},
             **(extra_meta or {})}
-    from . import __version__
     meta.setdefault("versions", {"solverkit": __version__, "numpy": np.__version__})
     return atomic_write_npz(path, model_arrays(net), meta)
 
@@ -220,7 +220,6 @@ def save_solver(solver, stem: str | None = None) -> Path:
         for name, layer_state in net_state["data"].items():
             for field, value in layer_state.items():
                 arrays[f"data/{phase}/{name}/{field}"] = np.asarray(value)
-    from . import __version__
     meta = {
         "kind": "solverstate", "format": FORMAT_VERSION, "iter": state["iter"],
         "type": solver.spec.type, "solver": _jsonable(solver.spec.model_dump()),

@@ -1,6 +1,6 @@
 """Caffe's text nets and solvers (``.prototxt``) as solverkit specs, with Caffe's semantics.
 
-:func:`net_source` and :func:`solver_source` turn a file (or text) into the same
+:func:`net_text_source` and :func:`solver_text_source` turn a file (or text) into the same
 ``SpecSource`` a YAML file gives — the raw mapping in our flat form plus the line of
 every field — so the usual validation reports ``file:line: layer 'conv1' (#3): field
 ...`` against the prototxt itself. What Caffe's ``upgrade_net_proto_text`` and
@@ -25,6 +25,9 @@ import typing
 from pathlib import Path
 
 from ..errors import ConfigError, SolverkitError, did_you_mean
+from ..registry import layer_class
+from ..spec.models import SpecSource
+from ..spec.solver_fields import SolverSpec, policy_fields
 from .names import (
     DATA_TRANSFORM_FIELDS,
     ENUM_NUMBERS,
@@ -133,6 +136,7 @@ class _Context:
         self.absolute = absolute          # paths found made absolute (a net inside a solver)
         self.lines: dict[tuple, int] = {}
         self.ignored: list[str] = []
+        self.nets: list[SpecSource] = []    # nets inside a solver, for the loader to check
 
     def error(self, message: str, entry: Entry | TextMessage | Scalar | None = None,
               layer: str | None = None, index: int | None = None,
@@ -265,7 +269,6 @@ def _layer_type(msg: TextMessage, v1: bool, ctx: _Context, index: int, name: str
             raise ctx.error(f"'type' is a string, got {value.text}", entry, layer=name,
                             index=index, field="type")
         type_name = str(value.value)
-    from ..registry import layer_class
     try:
         cls = layer_class(CAFFE_ONLY_TYPES.get(type_name, type_name))
     except SolverkitError as err:
@@ -551,7 +554,6 @@ def _input_layer(inputs, shapes, dims, ctx: _Context, key_path: tuple) -> dict:
 
 def net_text_source(source):
     """A ``SpecSource`` for a prototxt net (path or text), lines pointing into it."""
-    from ..spec.source import SpecSource
     msg, file, base_dir = _load(source, "net spec")
     ctx = _Context(file, base_dir)
     if _is_solver(msg):
@@ -647,13 +649,11 @@ def convert_solver(msg: TextMessage, ctx: _Context) -> dict:
 
 
 def _solver_fields() -> dict:
-    from ..spec.solver import SolverSpec
     return SolverSpec.model_fields
 
 
 def _drop_unused_policy_fields(raw: dict, ctx: _Context) -> None:
     """Caffe ignores ``gamma``/``power``/``stepsize``/``stepvalue`` its lr_policy does not use."""
-    from ..spec.solver import policy_fields
     policy = raw.get("lr_policy", "fixed")
     own = policy_fields().get(policy)
     if own is None:
@@ -675,13 +675,13 @@ def _net_path(value: str, ctx: _Context) -> str:
 
 
 def _embedded_net(msg: TextMessage, ctx: _Context, key: str, entry: Entry) -> dict:
-    """An inline NetParameter, validated now so its mistakes name their lines."""
-    from ..spec.net import load_net_spec
-    from ..spec.source import SpecSource
+    """An inline NetParameter; its source (with its lines) goes into ``ctx.nets``, so that
+    the solver's loader validates it at once and its mistakes name their lines."""
     inner = _Context(ctx.file, ctx.base_dir, absolute=True)
     raw = convert_net(msg, inner)
     ctx.ignored.extend(n for n in inner.ignored if n not in ctx.ignored)
-    load_net_spec(SpecSource(raw=raw, file=ctx.file, base_dir=ctx.base_dir, lines=inner.lines))
+    ctx.nets.append(SpecSource(raw=raw, file=ctx.file, base_dir=ctx.base_dir,
+                               lines=inner.lines))
     return raw
 
 
@@ -697,8 +697,8 @@ def _net_state(msg: TextMessage, ctx: _Context, key: str) -> dict:
 
 
 def solver_text_source(source):
-    """A ``SpecSource`` for a prototxt solver (path or text)."""
-    from ..spec.source import SpecSource
+    """A ``SpecSource`` for a prototxt solver (path or text); ``nets`` holds the sources of
+    the nets written inside it (``net_param``...), which the loader validates."""
     msg, file, base_dir = _load(source, "solver spec")
     ctx = _Context(file, base_dir)
     if not _is_solver(msg):
@@ -706,7 +706,7 @@ def solver_text_source(source):
                         "give it to --net", msg)
     raw = _located(lambda: convert_solver(msg, ctx), ctx)
     ctx.note()
-    return SpecSource(raw=raw, file=file, base_dir=base_dir, lines=ctx.lines)
+    return SpecSource(raw=raw, file=file, base_dir=base_dir, lines=ctx.lines, nets=ctx.nets)
 
 
 def prototxt_kind(source) -> str:

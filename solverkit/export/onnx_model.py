@@ -15,7 +15,6 @@ ArgMax's ties, LRN within channels, Scale's axis, Reshape's axis/num_axes).
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..errors import ConfigError, SolverkitError
 from ..registry import _register
+from ..version import __version__
 from .formats import Exporter, register_exporter
 
 # Opset 17 and IR version 8 (the pair onnx 1.12 introduced): every onnxruntime since 1.12
@@ -178,7 +178,7 @@ def to_onnx(net, producer: str = "solverkit"):
     model_graph = helper.make_graph(graph.nodes, net.name or "net", inputs, outputs,
                                     initializer=graph.initializers)
     model = helper.make_model(model_graph, producer_name=producer,
-                              producer_version=importlib.metadata.version("solverkit"),
+                              producer_version=__version__,
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)

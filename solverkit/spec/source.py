@@ -17,36 +17,17 @@ import os
 import re
 import stat
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError, did_you_mean
+from .models import SourcedSpec, SpecSource  # noqa: F401  (named here by loaders)
 
 MAX_SPEC_BYTES = 16 * 2**20       # a spec is text a person writes: 16 MiB is far beyond any
 MAX_DEPTH = 64                    # nesting levels of mappings and lists
 MAX_EXPANDED_NODES = 1_000_000    # values after expanding every alias
-
-
-@dataclass
-class SpecSource:
-    """The raw mapping of a spec file plus where it came from (for messages and relative paths)."""
-
-    raw: dict
-    file: str | None = None          # the path as the user gave it, for messages
-    base_dir: Path = field(default_factory=Path.cwd)   # relative paths in the spec start here
-    lines: dict[tuple, int] = field(default_factory=dict)   # key path -> 1-based line
-
-    def line(self, *path) -> int | None:
-        """The line of the deepest known prefix of ``path`` (e.g. ``("layers", 3, "pad")``)."""
-        path = tuple(path)
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return None
 
 
 # YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-3 (no dot) as the string '1e-3'
@@ -336,17 +317,3 @@ def validation_error(err: ValidationError, model: type[BaseModel], source: SpecS
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(message, file=source.file, line=source.line(*key_path),
                        layer=layer, layer_index=layer_index, field=name)
-
-
-class SourcedSpec:
-    """Mixin for a spec model that remembers its ``SpecSource`` in ``_source``."""
-
-    @property
-    def file(self) -> str | None:
-        """The file the spec was read from, as the user named it (None for a dict or text)."""
-        return self._source.file if self._source else None
-
-    @property
-    def base_dir(self) -> Path:
-        """Folder that relative paths inside the spec are relative to."""
-        return self._source.base_dir if self._source else Path.cwd()
