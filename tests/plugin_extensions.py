@@ -1,13 +1,16 @@
 """One plugin module that extends every registry from outside the package, as a user
-writes it: a data file format, an exporter, an update rule, an lr policy, and a layer
-with its ONNX converter. Net and solver specs list it under ``plugins``."""
+writes it: a data file format, an exporter, an update rule, an lr policy, a callback named
+in the solver spec, and a layer with its ONNX converter. Net and solver specs list it
+under ``plugins``."""
 
 import numpy as np
 
 from solverkit import (
+    Callback,
     Layer,
     LayerParams,
     UpdateRule,
+    register_callback,
     register_exporter,
     register_layer,
     register_policy,
@@ -68,3 +71,27 @@ class Doubled(Layer):
 def doubled_to_onnx(graph, info):
     graph.node("Mul", [info.bottoms[0], graph.const(2.0, f"{info.name}_two")], info.tops[0],
                hint=info.name)
+
+
+@register_callback("CountTestRounds")              # solver spec: callbacks: [{type: ...}]
+class CountTestRounds(Callback):
+    """Counts the test rounds (every ``every``-th one); the count is in every solver state."""
+
+    class Params(Callback.Params):                  # this callback's own fields
+        every: int = 1
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)           # self.params: the validated Params
+        self.count = 0
+        self.seen = 0
+
+    def on_test_end(self, it, outputs):
+        self.seen += 1
+        if self.seen % self.params.every == 0:
+            self.count += 1
+
+    def get_state(self):                            # saved in every solver state
+        return {"count": self.count, "seen": self.seen}
+
+    def set_state(self, state):                     # restored on --resume
+        self.count, self.seen = state["count"], state["seen"]

@@ -2,6 +2,7 @@
 folder, the other Python blocks run there, and the shell block's commands run from the
 command line; each must succeed and do what the page says."""
 
+import json
 import os
 import re
 import shlex
@@ -10,6 +11,7 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
@@ -31,7 +33,8 @@ def run(command, cwd, **kwargs):
 def test_every_extension_point_has_an_example():
     text = PAGE.read_text(encoding="utf-8")
     for decorator in ("@register_layer", "@register_update", "@register_policy",
-                      "@register_source_format", "@register_exporter", "@register_onnx"):
+                      "@register_callback", "@register_source_format", "@register_exporter",
+                      "@register_onnx"):
         assert f"{decorator}(" in text, decorator
 
 
@@ -47,8 +50,8 @@ def test_the_page_runs_as_written(tmp_path):
             scripts.append(code)
         elif language == "sh":
             commands += [line for line in code.splitlines() if line.startswith("solverkit ")]
-    assert {"my_layers.py", "my_rules.py", "my_formats.py", "my_exporters.py", "net.yaml",
-            "solver.yaml"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"my_layers.py", "my_rules.py", "my_callbacks.py", "my_formats.py",
+            "my_exporters.py", "net.yaml", "solver.yaml"} <= {p.name for p in tmp_path.iterdir()}
     for i, script in enumerate(scripts):
         (tmp_path / f"snippet_{i}.py").write_text(script, encoding="utf-8")
         done = run([sys.executable, f"snippet_{i}.py"], tmp_path)
@@ -65,6 +68,9 @@ def test_the_page_runs_as_written(tmp_path):
         outputs[args[0]] = outputs.get(args[0], "") + done.stdout
 
     assert "(tsv format)" in outputs["check"] and "SignSGD" in outputs["check"]
+    assert "CountTests" in outputs["check"]
+    with np.load(tmp_path / "run_iter_120.solverstate.npz") as state:   # tests at 60, 120
+        assert json.loads(str(state["__meta__"]))["callbacks"]["CountTests"]["count"] >= 2
     assert "tsv (.tsv)" in outputs["schema"] and "shapes (.shapes)" in outputs["schema"]
     assert (tmp_path / "model.shapes").read_text().splitlines()[1] == "ip1 [[32, 64], [32]]"
     if (tmp_path / "model.onnx").exists():       # the ScaledTanH converter, run by onnxruntime

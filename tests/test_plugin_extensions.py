@@ -1,6 +1,6 @@
 """One plugin file (tests/plugin_extensions.py) extends every registry: its data format is
 read by the Data layer, its update rule and policy train from the command line and resume
-bit-exactly, its exporter writes ``solverkit export -o x.shapes``, its layer exports to ONNX
+bit-exactly with its callback's state, its exporter writes ``solverkit export -o x.shapes``, its layer exports to ONNX
 through its own converter, and ``schema``/``check`` list them. Names that clash with a
 built-in one are errors naming both."""
 
@@ -49,6 +49,8 @@ max_iter: 6
 test_interval: 3
 test_iter: 2
 random_seed: 7
+callbacks:
+  - {type: CountTestRounds, every: 2}
 """
 
 
@@ -106,6 +108,12 @@ def test_train_resume_export_schema_and_check_from_the_command_line(files):
     with np.load(files / "straight" / "run_iter_6.solverstate.npz") as state:
         meta = json.loads(str(state["__meta__"]))
         assert meta["type"] == "ScaledSign"
+    with np.load(files / "resumed" / "run_iter_6.solverstate.npz") as state:
+        resumed_meta = json.loads(str(state["__meta__"]))
+    # tests at 3 and 6 (and at 0 when the solver tests first): every second one counted
+    counted = meta["callbacks"]["CountTestRounds"]
+    assert counted["count"] == counted["seen"] // 2 and counted["seen"] >= 2
+    assert resumed_meta["callbacks"]["CountTestRounds"] == counted
     with open(files / "straight" / "run_log.csv", newline="") as log:
         rates = {int(row["iter"]): float(row["lr"]) for row in csv.DictReader(log)}
     assert [rates[it] for it in range(6)] == [0.01, 0.01, 0.0025, 0.0025, 0.000625, 0.000625]
@@ -133,10 +141,12 @@ def test_train_resume_export_schema_and_check_from_the_command_line(files):
     solver_schema = json.loads((files / "schemas" / "solver.schema.json").read_text())
     assert "ScaledSign" in solver_schema["properties"]["type"]["enum"]
     assert "quartering" in solver_schema["properties"]["lr_policy"]["enum"]
+    assert "CountTestRounds" in json.dumps(solver_schema)
     checked = run("check", "--solver", "solver.yaml", cwd=files)
     assert checked.returncode == 0, checked.stderr
     assert "reads train.tsv: 24 samples, 3 batches per epoch (tsv format)" in checked.stdout
     assert "ScaledSign" in checked.stdout and "quartering" in checked.stdout
+    assert "CountTestRounds" in checked.stdout
 
 
 def test_the_plugin_rule_and_policy_update_as_written(files):
