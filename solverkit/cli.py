@@ -37,6 +37,7 @@ COMMANDS = {
     "predict": "predict",
     "export": "export",
     "sweep": "sweep",
+    "caffe-build-links": "caffe_build_links",
 }
 
 

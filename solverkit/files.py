@@ -23,29 +23,35 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import stat
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+import numpy as np
 
 from .errors import SolverkitError
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
-# The largest file of each kind that is read whole, in bytes. Generous: they exist so that
-# a hostile or mistaken path (a device, a runaway file) ends in a message, not so that a
-# real file is refused. A file is never read beyond its real size either way.
+# The largest file of each kind that is read, in bytes. Generous: they exist so that a
+# hostile or mistaken path (a runaway file, a sparse file of terabytes) ends in a message,
+# not so that a real file is refused. No reader goes beyond a file's real size either way.
 LIMITS = {
-    "spec": 16 * MiB,            # YAML / prototxt net and solver specs
-    "list": 256 * MiB,           # image lists, label (class name) files, CSV logs to plot
-    "csv": 4 * GiB,              # CSV data files
-    "weights": 8 * GiB,          # .caffemodel and .model.npz files, .solverstate(.npz)
-    "array": 32 * GiB,           # .npz / .npy / IDX / CIFAR data files and mean files
-    "blobproto": 4 * GiB,        # .binaryproto mean files
-    "image": 1 * GiB,            # one encoded image file
-    "record": 64 * KiB,          # small side files (a lock file's record)
+    "spec": 16 * MiB,               # YAML / prototxt net and solver specs
+    "caffemodel": 2 * GiB - 1,      # protobuf's (and Caffe's) own ceiling for one message
+    "binaryproto": 2 * GiB - 1,     # Caffe mean files (a BlobProto)
+    "model": 16 * GiB,              # .model.npz / .solverstate.npz, --weights and --resume
+    "array": 16 * GiB,              # other .npy / .npz files (mean files, infogain matrices)
+    "list": 1 * GiB,                # image lists, label and class-name files
+    "log": 4 * GiB,                 # CSV training logs read back (plot)
+    "image": 1 * GiB,               # one encoded image file
+    "record": 64 * KiB,             # small side files (a lock file's record)
 }
 
 
@@ -135,17 +141,15 @@ def require_regular(path, *, what: str, limit: int | None = None,
     return Path(path)
 
 
-def read_bytes(path, *, what: str, limit: int,
-               error: type[SolverkitError] = SolverkitError) -> bytes:
-    """The whole content of the regular file ``path``, at most ``limit`` bytes.
-
-    ``what`` ("net spec", "caffemodel") names the file in messages; ``error`` is the
-    SolverkitError subclass raised. Never blocks on a FIFO and never reads more than
-    ``limit + 1`` bytes, whatever the file claims or turns out to be.
-    """
+@contextlib.contextmanager
+def open_regular(path, *, what: str, limit: int | None = None,
+                 error: type[SolverkitError] = SolverkitError) -> Iterator[IO[bytes]]:
+    """``with open_regular(path, what=...) as handle:`` a binary handle on the regular file
+    ``path`` (of at most ``limit`` bytes by its size), for readers that parse a stream
+    (zip archives). Opened without waiting on a FIFO; the file opened is the one checked."""
     info = _stat(path, what, error)
     _refuse_irregular(info.st_mode, path, what, error)
-    if info.st_size > limit:
+    if limit is not None and info.st_size > limit:
         raise _too_large(path, what, limit, error, info.st_size)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
@@ -156,13 +160,33 @@ def read_bytes(path, *, what: str, limit: int,
     try:
         info = os.fstat(fd)         # the file opened, not the one stat-ed before
         _refuse_irregular(info.st_mode, path, what, error)
+        if limit is not None and info.st_size > limit:
+            raise _too_large(path, what, limit, error, info.st_size)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as handle:
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
+        yield handle
+
+
+def read_bytes(path, *, what: str, limit: int,
+               error: type[SolverkitError] = SolverkitError) -> bytes:
+    """The whole content of the regular file ``path``, at most ``limit`` bytes.
+
+    ``what`` ("net spec", "caffemodel") names the file in messages; ``error`` is the
+    SolverkitError subclass raised. Never blocks on a FIFO and never reads more than
+    ``limit + 1`` bytes, whatever the file claims or turns out to be.
+    """
+    with open_regular(path, what=what, limit=limit, error=error) as handle:
+        try:
             # one read of the size the file claims (+1 to see it end), then bounded chunks
             # for a file that grows under us or claims 0 bytes (files in /proc)
-            data = handle.read(min(info.st_size, limit) + 1)
-            if len(data) > info.st_size:
+            claimed = os.fstat(handle.fileno()).st_size
+            data = handle.read(min(claimed, limit) + 1)
+            if len(data) > claimed:
                 parts = [data]
                 size = len(data)
                 while size <= limit:
@@ -172,11 +196,9 @@ def read_bytes(path, *, what: str, limit: int,
                     parts.append(chunk)
                     size += len(chunk)
                 data = b"".join(parts)
-    except OSError as err:
-        reason = os_error(err, "x").message.removeprefix("cannot x: ")
-        raise error(f"cannot read the {what}: {reason}", file=str(path)) from None
-    finally:
-        os.close(fd)
+        except OSError as err:
+            reason = os_error(err, "x").message.removeprefix("cannot x: ")
+            raise error(f"cannot read the {what}: {reason}", file=str(path)) from None
     if len(data) > limit:
         raise _too_large(path, what, limit, error)
     return data
@@ -192,6 +214,77 @@ def read_text(path, *, what: str, limit: int, encoding: str = "utf-8",
     except UnicodeDecodeError as err:
         raise error(f"cannot read the {what}: not {encoding.removesuffix('-sig')} text "
                     f"({err.reason} at byte {err.start})", file=str(path)) from None
+
+
+# ---------------------------------------------------------------------------- arrays
+
+_ARCHIVE_FAILURES = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+                     NotImplementedError, KeyError, OverflowError)
+
+
+def _npy_header(stream, total: int, path, what: str, entry: str, error) -> None:
+    """Check one .npy header against the data of the ``total`` bytes it begins: no Python objects
+    (they would need pickle), and a declared shape the stored bytes can hold (Python ints,
+    so a shape of [2**32, 2**32] cannot wrap to a small size before anything is allocated)."""
+    where = f" entry '{entry}'" if entry else ""
+    version = np.lib.format.read_magic(stream)
+    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+              else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = header(stream)
+    stored = total - stream.tell()
+    if dtype.hasobject:
+        raise error(f"cannot read the {what}:{where} holds Python objects, which are not "
+                    f"read (they would need pickle)", file=str(path))
+    declared = math.prod(int(d) for d in shape) * dtype.itemsize
+    if declared > stored:
+        raise error(f"cannot read the {what}:{where} declares shape {list(shape)} of "
+                    f"{dtype} ({declared:,} bytes) but holds {max(stored, 0):,} bytes "
+                    f"(truncated or corrupt)", file=str(path))
+
+
+def load_npz(path, *, what: str, limit: int,
+             error: type[SolverkitError] = SolverkitError) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` archive ``path`` (no pickle), bounded: a regular file of
+    at most ``limit`` bytes whose entries declare at most ``limit`` bytes in all, each
+    array's declared shape checked against its stored size before it is allocated."""
+    with open_regular(path, what=what, limit=limit, error=error) as handle:
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                entries = archive.infolist()
+                declared = sum(entry.file_size for entry in entries)
+                if declared > limit:
+                    raise error(f"cannot read the {what}: its entries unpack to "
+                                f"{declared:,} bytes, more than the {limit:,} bytes such a "
+                                f"file may have", file=str(path))
+                for entry in entries:
+                    if entry.filename.endswith(".npy"):
+                        with archive.open(entry) as member:
+                            _npy_header(member, entry.file_size, path, what,
+                                        entry.filename[:-4], error)
+            handle.seek(0)
+            with np.load(handle, allow_pickle=False) as arrays:
+                return {key: arrays[key] for key in arrays.files}
+        except SolverkitError:
+            raise
+        except _ARCHIVE_FAILURES as err:
+            raise error(f"cannot read the {what}: not a readable .npz archive (truncated or "
+                        f"corrupt?): {err}", file=str(path)) from None
+
+
+def load_npy(path, *, what: str, limit: int,
+             error: type[SolverkitError] = SolverkitError) -> np.ndarray:
+    """The array of the ``.npy`` file ``path`` (no pickle), bounded as ``load_npz``."""
+    with open_regular(path, what=what, limit=limit, error=error) as handle:
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            _npy_header(handle, size, path, what, "", error)
+            handle.seek(0)
+            return np.load(handle, allow_pickle=False)
+        except SolverkitError:
+            raise
+        except _ARCHIVE_FAILURES as err:
+            raise error(f"cannot read the {what}: not a readable .npy file (truncated or "
+                        f"corrupt?): {err}", file=str(path)) from None
 
 
 # ---------------------------------------------------------------------------- writing
@@ -210,7 +303,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new link in ``folder`` durable (where the file system can)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -240,12 +334,12 @@ def atomic_writer(path, mode: str = "wb", *, operation: str = "write the file",
     with _writing(operation, path):
         folder.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    text = {"encoding": encoding, "newline": ""} if mode == "w" else {}
     try:
-        with _writing(operation, path):
-            os.fchmod(fd, 0o666 & ~_umask())        # mkstemp's own mode is 0600
-        text = {"encoding": encoding, "newline": ""} if mode == "w" else {}
+        # an OSError of the block is one of writing this file too (a full disk)
         with _writing(operation, path), os.fdopen(fd, mode, **text) as handle:
-            yield handle            # a full disk fails in the caller's write: named here too
+            os.fchmod(fd, 0o666 & ~_umask())        # mkstemp's own mode is 0600
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         with _writing(operation, path):
@@ -254,7 +348,7 @@ def atomic_writer(path, mode: str = "wb", *, operation: str = "write the file",
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from ..errors import ConfigError, SolverkitError, did_you_mean
 from ..registry import layer_class
 from ..spec.models import SpecSource
 from ..spec.solver_fields import SolverSpec, policy_fields
+from ..files import LIMITS, read_text
 from .names import (
     DATA_TRANSFORM_FIELDS,
     ENUM_NUMBERS,
@@ -68,14 +69,12 @@ _BLOCK_LINE = re.compile(r"^\s*[A-Za-z_]\w*\s*\{", re.MULTILINE)
 # ---------------------------------------------------------------- detection
 
 def _read(path: Path, what: str, shown: str) -> str:
-    if not path.exists():
-        raise ConfigError(f"{what} file not found", file=shown)
-    if path.is_dir():
-        raise ConfigError(f"{what} path is a folder, not a file", file=shown)
-    try:
-        return path.read_text(encoding="utf-8-sig")     # a BOM is not a field
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read {what}: {err}", file=shown) from None
+    try:        # a BOM is not a field
+        return read_text(path, what=what, limit=LIMITS["spec"], encoding="utf-8-sig",
+                         error=ConfigError)
+    except ConfigError as err:
+        err.file = shown
+        raise
 
 
 def looks_like_prototxt(text: str) -> bool:
@@ -246,6 +245,11 @@ def _wants_list(model, name: str) -> bool:
     return bool(args) and all(typing.get_origin(a) is list for a in args)
 
 
+def _is_bool(model, name: str) -> bool:
+    field = model.model_fields.get(name)
+    return field is not None and field.annotation in (bool, bool | None)
+
+
 # ---------------------------------------------------------------- layers
 
 def _layer_type(msg: TextMessage, v1: bool, ctx: _Context, index: int, name: str | None):
@@ -400,10 +404,11 @@ def _hdf5_data(raw: dict, msg: TextMessage, ctx: _Context, where: dict) -> None:
         raise ctx.error(f"the HDF5 file list {listing} is not a file", entry or msg,
                         field="hdf5_data_param.source", **where)
     try:
-        names = [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ctx.error(f"cannot read the HDF5 file list {listing}: {err}", entry or msg,
-                        field="hdf5_data_param.source", **where) from None
+        text = read_text(path, what="HDF5 file list", limit=LIMITS["list"], error=ConfigError)
+    except ConfigError as err:
+        raise ctx.error(err.message, entry or msg, field="hdf5_data_param.source",
+                        **where) from None
+    names = [n.strip() for n in text.splitlines() if n.strip()]
     files = []
     for name in names:                  # beside the list first, then from the cwd
         candidate = Path(name) if os.path.isabs(name) else path.parent / name
@@ -455,7 +460,7 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
         if key == "shape" and block in ("input_param", "dummy_data_param"):
             put("shape", _dims(_message(entry, ctx, **where), ctx, **where), entry, append=True)
             continue
-        if key == "shape" and block == "reshape_param":
+        if key == "shape" and block in ("reshape_param", "parameter_param"):
             put("shape", _dims(_message(entry, ctx, **where), ctx, **where), entry)
             continue
         if block == "dummy_data_param" and key in ("num", "channels", "height", "width"):
@@ -471,6 +476,8 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
             value = _scalar(entry, ctx, block, **where)
             if key in ("source", "root_folder") and isinstance(value, str):
                 value = ctx.path(value)
+            if value in (0, 1) and type(value) is int and _is_bool(model, key):
+                value = bool(value)             # protobuf's text format: a bool may be 0 or 1
         put(key, value, entry, append=True)     # one value: made a scalar by the caller
     if legacy_shape:
         counts = {len(v) for v in legacy_shape.values()}
@@ -624,7 +631,7 @@ def convert_solver(msg: TextMessage, ctx: _Context) -> dict:
             if value not in ("BINARYPROTO", "HDF5"):
                 raise ctx.error(f"'{value}' is not a snapshot_format (BINARYPROTO or HDF5)",
                                 entry, field=key)
-            ctx.ignore(f"{key} (snapshots are .npz files)")
+            raw[key] = value
         elif key == "test_compute_loss":
             _scalar(entry, ctx)
             ctx.ignore(f"{key} (test outputs always include the losses)")

@@ -5,8 +5,12 @@ from . import (  # noqa: F401
     activation,
     common,
     data,
+    detection,
+    forks,
     loss,
+    memory,
     normalization,
+    python,
     utility,
     vision,
 )

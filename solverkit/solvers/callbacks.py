@@ -29,15 +29,14 @@ debug information, the TensorBoard logger) are registered callbacks too.
 from __future__ import annotations
 
 import csv
-import glob
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, did_you_mean
 from ..registry import callback_class, register_callback
+from ..runs import file_operation, keep_log_rows_before
 from ..spec.training import (
     BestSnapshotParams,
     CallbackParams,
@@ -139,8 +138,9 @@ class MonitorCallback(Callback):
 @register_callback("BestSnapshot")
 class BestSnapshot(MonitorCallback):
     """``snapshot_best``: after a test whose ``output`` beats every earlier one, write
-    ``<prefix>_best.model.npz`` and ``<prefix>_best.solverstate.npz`` (each atomically,
-    the model first); the iteration and value go into both files and the log."""
+    ``<prefix>_best.model.npz`` and ``<prefix>_best.solverstate.npz`` (one pair, switched
+    atomically: ``snapshot.switch_pair``); the iteration and value go into both files and
+    the log."""
 
     Params = BestSnapshotParams
     name = "snapshot_best"
@@ -196,9 +196,6 @@ class EarlyStop(MonitorCallback):
         self.wait = int(state["wait"])
 
 
-_ITER = re.compile(r"_iter_(\d+)\.(model|solverstate)\.npz$")
-
-
 @register_callback("KeepLast")
 class KeepLast(Callback):
     """``snapshot_keep: N``: after each periodic snapshot is complete, delete the periodic
@@ -223,13 +220,7 @@ class KeepLast(Callback):
     def on_snapshot(self, path):
         if self._reason != "periodic":
             return
-        prefix = Path(self.solver.snapshot_prefix)
-        folder = prefix.parent
-        files: dict[int, dict[str, Path]] = {}
-        for candidate in folder.glob(f"{glob.escape(prefix.name)}_iter_*.npz"):
-            match = _ITER.search(candidate.name)
-            if match and candidate.name.startswith(f"{prefix.name}_iter_"):
-                files.setdefault(int(match.group(1)), {})[match.group(2)] = candidate
+        files = self.solver.files.snapshots()
         now = self.solver.iter
         complete = sorted(it for it, kinds in files.items() if "solverstate" in kinds
                           and it <= now and it not in self.protected)
@@ -274,17 +265,17 @@ class DebugInfo(Callback):
         self.last: list[tuple[str, str, str, float]] = []
 
     def _open(self):
-        path = Path(f"{self.solver.snapshot_prefix}_debug.csv")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        it = self.solver.iter
-        if it > 0 and path.exists():
-            with open(path, newline="") as old:
-                kept = [row for row in list(csv.reader(old))[1:] if row and int(row[0]) < it]
-        self._file = open(path, "w", newline="")  # noqa: SIM115  (closed by on_train_end)
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(self.HEADER)
-        self._writer.writerows(kept)
+        path = self.solver.files.debug_log
+        with file_operation("write the debug log", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # a resumed run cuts the file back to the rows before its iteration in place
+            # (never rewritten from the start), then appends
+            it = self.solver.iter
+            kept = it > 0 and keep_log_rows_before(path, it, ",".join(self.HEADER))
+            self._file = open(path, "a" if kept else "w", newline="")  # noqa: SIM115
+            self._writer = csv.writer(self._file)
+            if not kept:
+                self._writer.writerow(self.HEADER)
 
     def before_update(self, it):
         self._before = [param.blob.data.copy() for param in self.solver.net.learnable_params]
@@ -339,7 +330,7 @@ class TensorBoardLog(Callback):
         self.writer = None
 
     def _open(self):
-        self.writer = EventWriter(Path(f"{self.solver.snapshot_prefix}_tensorboard"))
+        self.writer = EventWriter(self.solver.files.tensorboard)
 
     def _write(self, it, values: dict[str, float]):
         if not self.solver.world.is_root:

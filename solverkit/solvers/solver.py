@@ -33,9 +33,11 @@ from ..errors import ConfigError, NonFiniteError
 from ..layers.base import DataLayer
 from ..layers.data import Data
 from ..net import Net
-from ..runs import claim_prefix, file_operation, keep_log_rows_before, new_run_id
+from ..runs import RunFiles, claim_prefix, file_operation, keep_log_rows_before, new_run_id
+from ..caffe.solverstate import is_caffe_state
 from ..snapshot import restore_solver, save_solver
 from ..spec.solver import SolverSpec, load_solver_spec
+from .caffe_snapshot import restore_caffe_snapshot, save_caffe_snapshot
 from .callbacks import Callback, builtin_callbacks, spec_callbacks
 from .nets import output_prefix, plan_nets
 from .schedule import Schedule
@@ -128,7 +130,8 @@ class Solver:
         self.smoothed_losses: list[float] = []   # the last average_loss losses
         self.seconds_before = 0.0                # training time of earlier runs (resume)
         self.snapshot_prefix = self.spec.default_snapshot_prefix(self.net.name)
-        self.log_path = Path(f"{self.snapshot_prefix}_log.csv")
+        self.files = RunFiles(self.snapshot_prefix)  # the name of every file of the run
+        self.log_path = self.files.log
         self._log_file = None
         self._log_writer = None
         self._clock: float | None = None         # perf_counter when this run started
@@ -539,7 +542,9 @@ class Solver:
                 os.fsync(self._log_file.fileno())
         self._emit("before_snapshot", self.iter, reason)
         stem = "best" if reason == "best" else None
-        path = save_solver(self, stem=stem) if self.world.is_root else None
+        caffe_files = stem is None and self.spec.snapshot_format != "NPZ"
+        path = None if not self.world.is_root else (
+            save_caffe_snapshot(self) if caffe_files else save_solver(self, stem=stem))
         if path is not None:
             self._write_class_names()
         self.world.barrier()
@@ -557,7 +562,7 @@ class Solver:
         (a folder of class folders), one per line, line k naming class k."""
         for layer in self.net.layers:
             if isinstance(layer, Data) and layer.class_names:
-                path = Path(f"{self.snapshot_prefix}_labels.txt")
+                path = self.files.labels
                 if write_class_names(path, layer.class_names):
                     logger.info("Class names written to %s", path)
                 return
@@ -568,8 +573,8 @@ class Solver:
 
         A state written by another number of MPI ranks is an error unless
         ``allow_world_size_change`` (the effective batch then changes)."""
-        restore_solver(self, path, warn=logger.warning,
-                       allow_world_size_change=allow_world_size_change)
+        restore = restore_caffe_snapshot if is_caffe_state(path) else restore_solver
+        restore(self, path, warn=logger.warning, allow_world_size_change=allow_world_size_change)
         if self.data_parallel is not None:
             self.data_parallel.synchronize(self.net.learnable_params,
                                            self.updater.state_arrays().values())

@@ -207,6 +207,9 @@ def load_solver_spec(source, overrides=None) -> SolverSpec:
         if overrides is None:
             return source
         raw = source.model_dump(exclude_unset=True)
+    elif isinstance(source, SpecSource):       # already read (a prototxt read as such)
+        src = source
+        raw = dict(src.raw)
     else:
         src = solver_text_source(source) if is_prototxt(source) else read_spec_source(
             source, "solver spec")

@@ -88,6 +88,9 @@ class SolverSpec(SourcedSpec, StrictModel):
     early_stop: EarlyStopParams | None = None
     debug_info: bool = False
     log: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv"])
+    snapshot_format: Literal["NPZ", "BINARYPROTO", "HDF5"] = Field(
+        "NPZ", description="NPZ: .model.npz + .solverstate.npz; BINARYPROTO: Caffe's "
+        ".caffemodel + .solverstate; HDF5: Caffe's .caffemodel.h5 + .solverstate.h5")
     callbacks: list[CallbackSpec] = Field(
         default_factory=list, description="registered callbacks the solver runs, in order: "
         "each entry {type: Name, ...its fields}")

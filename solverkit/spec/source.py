@@ -12,10 +12,8 @@ values. A key given twice in one mapping is an error naming both lines.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
 import typing
 from pathlib import Path
 
@@ -23,9 +21,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError, did_you_mean
+from ..files import LIMITS, read_text
 from .models import SourcedSpec, SpecSource  # noqa: F401  (named here by loaders)
 
-MAX_SPEC_BYTES = 16 * 2**20       # a spec is text a person writes: 16 MiB is far beyond any
+MAX_SPEC_BYTES = LIMITS["spec"]   # a spec is text a person writes: 16 MiB is far beyond any
 MAX_DEPTH = 64                    # nesting levels of mappings and lists
 MAX_EXPANDED_NODES = 1_000_000    # values after expanding every alias
 
@@ -161,51 +160,10 @@ def looks_like_yaml_text(text: str) -> bool:
 
 
 def read_text_file(path: str | os.PathLike, what: str, limit: int = MAX_SPEC_BYTES) -> str:
-    """The UTF-8 text of a regular file of at most ``limit`` bytes; a ConfigError naming the
-    file otherwise (missing, a symlink loop, a folder, a FIFO or device, too large,
-    unreadable, not UTF-8). Nothing but a regular file is ever opened for reading."""
-    shown = str(path)
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise ConfigError(f"{what} file not found (a symlink to "
-                              f"'{os.readlink(path)}', which does not exist)",
-                              file=shown) from None
-        raise ConfigError(f"{what} file not found", file=shown) from None
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise ConfigError(f"cannot read {what}: a loop of symbolic links",
-                              file=shown) from None
-        raise ConfigError(f"cannot read {what}: {err.strerror}", file=shown) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{what} path is a folder, not a file", file=shown)
-    if not stat.S_ISREG(info.st_mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else
-                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
-                "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
-        raise ConfigError(f"cannot read {what}: it is {kind}, not a regular file", file=shown)
-    if info.st_size > limit:
-        raise ConfigError(f"cannot read {what}: {info.st_size:,} bytes, more than the "
-                          f"{limit:,} a spec may have", file=shown)
-    try:
-        # O_NONBLOCK: should the path have been swapped for a FIFO since the stat, the open
-        # returns at once instead of waiting for a writer; the fstat below refuses it
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise ConfigError(f"cannot read {what}: not a regular file", file=shown)
-            data = handle.read(limit + 1)
-    except OSError as err:
-        raise ConfigError(f"cannot read {what}: {err.strerror or err}", file=shown) from None
-    if len(data) > limit:
-        raise ConfigError(f"cannot read {what}: more than the {limit:,} bytes a spec may have",
-                          file=shown)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"cannot read {what}: not utf-8 text ({err.reason} at byte "
-                          f"{err.start})", file=shown) from None
+    """The UTF-8 text of a regular file of at most ``limit`` bytes (``files.read_text``); a
+    ConfigError naming the file otherwise (missing, a symlink loop, a folder, a FIFO or
+    device, too large, unreadable, not UTF-8)."""
+    return read_text(path, what=what, limit=limit, error=ConfigError)
 
 
 def read_spec_source(source, what: str) -> SpecSource:
