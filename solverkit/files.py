@@ -378,7 +378,7 @@ def atomic_path(path, *, operation: str = "write the file") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
 
 
 def write_atomic(path, data: bytes | str, *, operation: str = "write the file") -> None:
