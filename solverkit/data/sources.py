@@ -430,7 +430,7 @@ def read_idx_file(path: Path, field: str = "source") -> np.ndarray:
 
 def _parse_csv(path: Path) -> np.ndarray:
     try:
-        text = _read_bytes(path, "source", "csv").decode("utf-8")
+        text = _read_bytes(path, "source").decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"'{path}' is not a text file: {err.reason} at byte {err.start}",
                         field="source") from None

@@ -91,10 +91,10 @@ def test_the_registry_holds_every_kind_of_source():
 
 def test_a_gzip_file_may_not_unpack_beyond_the_limit(tmp_path, data_net, monkeypatch):
     (tmp_path / "big.csv.gz").write_bytes(gzip.compress(b"1,2,0\n" * 5000))   # 30,000 bytes
-    monkeypatch.setitem(sources.LIMITS, "csv", 10_000)
+    monkeypatch.setitem(sources.LIMITS, "array", 10_000)
     with pytest.raises(sk.DataError, match=r"unpacks to more than the 10,000 bytes"):
         data_net(source=str(tmp_path / "big.csv.gz"), batch_size=2)
-    monkeypatch.setitem(sources.LIMITS, "csv", 40_000)
+    monkeypatch.setitem(sources.LIMITS, "array", 40_000)
     net = data_net(source=str(tmp_path / "big.csv.gz"), batch_size=2)
     assert net.layers[0].num_samples == 5000
 
