@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, SolverkitError
+from ..registry import _register
 from ..version import __version__
+from .formats import Exporter, register_exporter
 
 # Opset 17 and IR version 8 (the pair onnx 1.12 introduced): every onnxruntime since 1.12
 # loads them, so the 'onnx' extra's onnxruntime>=1.16 does with room to spare, and opset 17
@@ -45,9 +48,10 @@ def onnx_modules():
 
 
 def register_onnx(type_name: str):
-    """Decorator: ``@register_onnx("MyLayer")`` on ``fn(graph, layer_info)`` that adds nodes."""
+    """Decorator: ``@register_onnx("MyLayer")`` on ``fn(graph, layer_info)`` that adds nodes
+    for layers of type ``MyLayer`` (a type that has one already is an error naming both)."""
     def decorate(fn):
-        _CONVERTERS[type_name] = fn
+        _register(_CONVERTERS, "ONNX converter of layer type", type_name, fn)
         return fn
     return decorate
 
@@ -55,6 +59,11 @@ def register_onnx(type_name: str):
 def onnx_layer_types() -> list[str]:
     """The layer types that have an ONNX mapping."""
     return sorted(_CONVERTERS)
+
+
+def onnx_converters() -> dict[str, Callable]:
+    """Every layer type's ONNX converter, by type name (sorted)."""
+    return dict(sorted(_CONVERTERS.items()))
 
 
 class LayerInfo:
@@ -176,10 +185,15 @@ def to_onnx(net, producer: str = "solverkit"):
     return model
 
 
-def export_onnx(net, path, *, force: bool = False) -> str:
-    """Write ``to_onnx(net)`` to ``path`` (atomically); returns the path."""
-    from . import write_output
-    return write_output(path, to_onnx(net).SerializeToString(), force=force)
+@register_exporter("onnx", suffixes=[".onnx"])
+class OnnxExporter(Exporter):
+    """An ONNX model (``to_onnx``) of the deploy net."""
+
+    def check_available(self) -> None:
+        onnx_modules()
+
+    def export(self, net, path: Path) -> None:
+        Path(path).write_bytes(to_onnx(net).SerializeToString())
 
 
 # ------------------------------------------------------------------------------ converters
