@@ -1291,7 +1291,7 @@ def run(parser, args, names: list[str], load_before: float | None) -> int:
         return 0
     if args.ssd:
         blas = limit_threads(settings.threads)
-        report = {"machine": machine(blas), "ssd": run_ssd(settings)}
+        report = {"machine": machine(blas, settings), "ssd": run_ssd(settings)}
         report["machine"]["load_average_1min_after"] = os.getloadavg()[0]
         if args.json:
             print(json.dumps(report, indent=2, default=str))

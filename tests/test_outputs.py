@@ -80,9 +80,11 @@ def test_export_replaces_an_existing_file_only_with_force(mlp, tmp_path, cli):
     assert not (tmp_path / "out/deploy.caffemodel").exists()
     assert cli("export", "--net", "mlp.prototxt", "--weights", "w.model.npz", "-o",
                "out/deploy.caffemodel", "--force")[0] == 0
-    status, err = cli("export", "--net", "mlp.prototxt", "--weights", "w.model.npz", "-o",
-                      "w.model.npz", "--force")
+    before = (tmp_path / "out/deploy.caffemodel").read_bytes()
+    status, err = cli("export", "--net", "mlp.prototxt", "--weights", "out/deploy.caffemodel",
+                      "-o", "out/deploy.caffemodel", "--force")
     assert status == 2 and "also an input" in err
+    assert (tmp_path / "out/deploy.caffemodel").read_bytes() == before
 
 
 def test_import_caffe_never_replaces_its_input(mlp, tmp_path, cli):
