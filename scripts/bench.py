@@ -34,6 +34,7 @@ take turns step by step (see ``interleave``); the overhead is the ratio of the m
     python scripts/bench.py --cases lenet_b64 --json
     python scripts/bench.py --quick --no-torch    # a few iterations, solverkit alone (CI)
     python scripts/bench.py --mpi 2               # LeNet with 1 and 2 MPI ranks, efficiency
+    python scripts/bench.py --ssd                 # SSD 300x300 forward against OpenCV's dnn
 """
 
 from __future__ import annotations
@@ -722,6 +723,128 @@ def print_inference(results: list[dict]) -> None:
               f"{num(r, 'ratio_onnxruntime', '8.2f')}")
 
 
+# --------------------------------------------------------------------------- SSD detector
+def ssd300_prototxt(num_classes: int = 2) -> str:
+    """A 300x300 SSD detector in Caffe's text (the shape of OpenCV's res10 face detector:
+    a small convolutional trunk, Normalize on the 38x38 map, six heads with PriorBox, and
+    DetectionOutput with CENTER_SIZE boxes). Weights come from its fillers."""
+    lines = ['name: "SSD300"',
+             'layer { name: "data" type: "Input" top: "data" '
+             'input_param { shape { dim: 1 dim: 3 dim: 300 dim: 300 } } }']
+
+    def conv(name, bottom, out, kernel, stride=1, pad=0):
+        lines.append(
+            f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" '
+            f'convolution_param {{ num_output: {out} kernel_size: {kernel} stride: {stride} '
+            f'pad: {pad} weight_filler {{ type: "msra" }} '
+            f'bias_filler {{ type: "constant" value: 0.01 }} }} }}')
+        lines.append(f'layer {{ name: "{name}_relu" type: "ReLU" bottom: "{name}" '
+                     f'top: "{name}" }}')
+        return name
+
+    x = conv("conv1", "data", 32, 7, 2, 3)
+    lines.append(f'layer {{ name: "pool1" type: "Pooling" bottom: "{x}" top: "pool1" '
+                 f'pooling_param {{ pool: MAX kernel_size: 3 stride: 2 }} }}')
+    x = conv("conv2", "pool1", 64, 3, 1, 1)
+    x = conv("conv3_1", x, 128, 3, 2, 1)
+    feat38 = conv("conv3_2", x, 128, 3, 1, 1)                        # 38x38
+    lines.append(f'layer {{ name: "conv3_norm" type: "Normalize" bottom: "{feat38}" '
+                 f'top: "conv3_norm" norm_param {{ across_spatial: false channel_shared: '
+                 f'false scale_filler {{ type: "constant" value: 20 }} }} }}')
+    fc7 = conv("fc7", conv("conv4_1", feat38, 256, 3, 2, 1), 256, 3, 1, 1)  # 19x19
+    c6 = conv("conv6_2", conv("conv6_1", fc7, 128, 1), 256, 3, 2, 1)       # 10x10
+    c7 = conv("conv7_2", conv("conv7_1", c6, 64, 1), 128, 3, 2, 1)         # 5x5
+    c8 = conv("conv8_2", conv("conv8_1", c7, 64, 1), 128, 3, 1, 0)         # 3x3
+    c9 = conv("conv9_2", conv("conv9_1", c8, 64, 1), 128, 3, 1, 0)         # 1x1
+    heads = [("conv3_norm", 30, 60, [2], 8), (fc7, 60, 111, [2, 3], 16),
+             (c6, 111, 162, [2, 3], 32), (c7, 162, 213, [2, 3], 64),
+             (c8, 213, 264, [2], 100), (c9, 264, 315, [2], 300)]
+    locs, confs, priors = [], [], []
+    for feature, low, high, ratios, step in heads:
+        count = 2 + 2 * len(ratios)
+        for kind, width in (("loc", 4), ("conf", num_classes)):
+            name = f"{feature}_mbox_{kind}"
+            lines.append(
+                f'layer {{ name: "{name}" type: "Convolution" bottom: "{feature}" '
+                f'top: "{name}" convolution_param {{ num_output: {count * width} '
+                f'kernel_size: 3 pad: 1 weight_filler {{ type: "gaussian" std: 0.01 }} }} }}')
+            lines.append(f'layer {{ name: "{name}_perm" type: "Permute" bottom: "{name}" '
+                         f'top: "{name}_perm" permute_param {{ order: 0 order: 2 order: 3 '
+                         f'order: 1 }} }}')
+            lines.append(f'layer {{ name: "{name}_flat" type: "Flatten" bottom: '
+                         f'"{name}_perm" top: "{name}_flat" flatten_param {{ axis: 1 }} }}')
+            (locs if kind == "loc" else confs).append(f"{name}_flat")
+        ratio_text = " ".join(f"aspect_ratio: {r}" for r in ratios)
+        name = f"{feature}_mbox_priorbox"
+        lines.append(
+            f'layer {{ name: "{name}" type: "PriorBox" bottom: "{feature}" bottom: "data" '
+            f'top: "{name}" prior_box_param {{ min_size: {low} max_size: {high} {ratio_text} '
+            f'flip: true clip: false variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 '
+            f'step: {step} offset: 0.5 }} }}')
+        priors.append(name)
+    for name, bottoms, axis in (("mbox_loc", locs, 1), ("mbox_conf", confs, 1),
+                                ("mbox_priorbox", priors, 2)):
+        joined = " ".join(f'bottom: "{b}"' for b in bottoms)
+        lines.append(f'layer {{ name: "{name}" type: "Concat" {joined} top: "{name}" '
+                     f'concat_param {{ axis: {axis} }} }}')
+    lines += [
+        'layer { name: "mbox_conf_reshape" type: "Reshape" bottom: "mbox_conf" '
+        f'top: "mbox_conf_reshape" reshape_param {{ shape {{ dim: 0 dim: -1 dim: {num_classes} '
+        '} } }',
+        'layer { name: "mbox_conf_softmax" type: "Softmax" bottom: "mbox_conf_reshape" '
+        'top: "mbox_conf_softmax" softmax_param { axis: 2 } }',
+        'layer { name: "mbox_conf_flatten" type: "Flatten" bottom: "mbox_conf_softmax" '
+        'top: "mbox_conf_flatten" flatten_param { axis: 1 } }',
+        'layer { name: "detection_out" type: "DetectionOutput" bottom: "mbox_loc" '
+        'bottom: "mbox_conf_flatten" bottom: "mbox_priorbox" top: "detection_out" '
+        f'detection_output_param {{ num_classes: {num_classes} share_location: true '
+        'background_label_id: 0 nms_param { nms_threshold: 0.45 top_k: 400 } '
+        'code_type: CENTER_SIZE keep_top_k: 200 confidence_threshold: 0.2 } }']
+    return "\n".join(lines) + "\n"
+
+
+def run_ssd(settings: Settings) -> dict:
+    """One 300x300 forward at batch 1 of :func:`ssd300_prototxt` (weights from its fillers,
+    exported as a .caffemodel): solverkit's ``Net.forward`` against OpenCV's dnn module
+    reading the exported files, the same threads, alternating in rounds."""
+    import cv2
+
+    import solverkit as sk
+    from solverkit.caffe.export import export_caffe
+    folder = settings.workdir / "ssd"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ssd300.prototxt").write_text(ssd300_prototxt())
+    net = sk.Net(folder / "ssd300.prototxt", phase="TEST", seed=SEED)
+    caffemodel, prototxt = export_caffe(net.spec, net, folder / "out" / "ssd300.caffemodel")
+    cv2.setNumThreads(settings.threads)
+    reader = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    x = np.random.default_rng(SEED).uniform(-1, 1, (1, 3, 300, 300)).astype(np.float32)
+
+    def opencv_forward():
+        reader.setInput(x)
+        return reader.forward("detection_out")
+
+    def ordered(rows):
+        """Detections by image, label, falling score; OpenCV pads its top with rows of 0
+        (label 0 is the background here, never reported)."""
+        rows = rows.reshape(-1, 7)
+        rows = rows[rows[:, 1] > 0]
+        return rows[np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))]
+    ours = ordered(net.forward(data=x)["detection_out"])
+    theirs = ordered(opencv_forward())
+    same = ours.shape == theirs.shape
+    result = {"case": "ssd300_b1", "threads": settings.threads, "detections": len(ours),
+              "same_detections": bool(same),
+              "max_abs_diff": float(np.abs(ours - theirs).max()) if same else None}
+    rounds = alternate({"solverkit": lambda: net.forward(data=x),
+                        "opencv": opencv_forward}, settings)
+    for framework, times in rounds.items():
+        result[f"{framework}_ms"] = summarize(times) * 1e3
+    result["ratio_opencv"] = median_ratio(rounds["solverkit"], rounds["opencv"])
+    net.close()
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = list(CASES) + list(FEEDING)
@@ -748,6 +871,9 @@ def main(argv=None) -> int:
     parser.add_argument("--inference", action="store_true",
                         help=f"instead: TEST-forward cases ({', '.join(INFERENCE)}) against "
                              f"PyTorch (eval, no_grad) and onnxruntime on the ONNX export")
+    parser.add_argument("--ssd", action="store_true",
+                        help="instead: a 300x300 SSD forward at batch 1 against OpenCV's dnn "
+                             "on the same net and weights (the opencv-python package)")
     args = parser.parse_args(argv)
     if args.mpi:
         from bench_mpi import print_table as print_scaling
@@ -777,6 +903,19 @@ def main(argv=None) -> int:
     if args.scaling:
         settings.torch = not args.no_torch and torch_available()
         run_scaling(settings, args.json)
+        return 0
+    if args.ssd:
+        blas = limit_threads(settings.threads)
+        report = {"machine": machine(blas), "ssd": run_ssd(settings)}
+        report["machine"]["load_average_1min_after"] = os.getloadavg()[0]
+        if args.json:
+            print(json.dumps(report, indent=2, default=str))
+        else:
+            r = report["ssd"]
+            print(f"{r['case']}: solverkit {r['solverkit_ms']:.2f} ms, OpenCV "
+                  f"{r['opencv_ms']:.2f} ms, ratio {r['ratio_opencv']:.2f}; "
+                  f"{r['detections']} detections, same as OpenCV's: {r['same_detections']} "
+                  f"(max abs diff {r['max_abs_diff']})")
         return 0
     if args.inference:
         settings.torch = not args.no_torch and torch_available()

@@ -1,4 +1,4 @@
-"""Write docs/solvers.md: every built-in update type and lr policy, its formula and fields.
+"""Write docs/solvers.md: every built-in update type, lr policy and callback, with its fields.
 
 The reference is generated from the registries and each rule's and policy's ``Params``
 model, so it cannot drift from the code; a test fails when the committed file is stale.
@@ -15,9 +15,15 @@ import inspect
 import sys
 from pathlib import Path
 
-from solverkit.registry import policies, update_types
-from solverkit.spec.solver import SolverSpec
-from solverkit.spec.training import BestSnapshot, EarlyStop, NetState, Plateau
+from solverkit.registry import callback_types, policies, update_types
+from solverkit.spec.solver_fields import SolverSpec
+from solverkit.spec.training import (
+    BestSnapshotParams,
+    CallbackSpec,
+    EarlyStopParams,
+    NetState,
+    PlateauParams,
+)
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "solvers.md"
 
@@ -70,8 +76,21 @@ def render() -> str:
             continue
         lines += [f"### {name}", "", f"`{_summary(entry)}`", ""]
         lines += _fields(entry.Params, reference) + [""]
-    lines += ["## Nested fields", ""]
-    for model in (NetState, BestSnapshot, EarlyStop, Plateau):
+    lines += ["## Callbacks (`callbacks`)", "",
+              "Each entry of `callbacks: [{type: Name, ...fields}]` runs a registered callback",
+              "after the built-in ones, in the order given; its state goes into every solver",
+              "state. The built-in ones below also run from their own solver fields",
+              "(`snapshot_best`, `snapshot_keep`, `early_stop`, `debug_info`, `log`).", ""]
+    for name, cls in callback_types().items():
+        if not _builtin(cls):
+            continue
+        lines += [f"### {name}", "", _summary(cls), ""]
+        lines += _fields(cls.Params, reference) + [""]
+    lines += ["## Nested fields", "",
+              f"### {CallbackSpec.__name__}", "",
+              "One entry of `callbacks:`: `type`, a registered callback (above), and that",
+              "callback's own fields beside it, flat: `{type: EarlyStop, output: loss}`.", ""]
+    for model in (NetState, BestSnapshotParams, EarlyStopParams, PlateauParams):
         lines += [f"### {model.__name__}", "",
                   inspect.cleandoc(model.__doc__ or "").replace("``", "`"), ""]
         lines += reference.fields_table(model) + [""]

@@ -32,18 +32,25 @@ _quiet_interrupt_as_a_command()
 # OpenBLAS reads this once, when numpy is first imported.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
+# importing .layers and .solvers registers the built-in layer types, update rules, lr
+# policies and callbacks (the registry itself imports none of them)
 from . import blas
 from .blob import Blob
 from .deploy import deploy_net
 from .errors import ConfigError, DataError, NonFiniteError, ShapeError, SolverkitError
 from .layers import DataLayer, Layer, LayerParams, LossLayer
 from .net import Net
-from .registry import layer_types, register_layer, register_policy, register_update
+from .registry import (
+    layer_types,
+    register_callback,
+    register_layer,
+    register_policy,
+    register_update,
+)
 from .solvers import Callback, ElementwiseRule, Policy, Solver, UpdateRule
 from .spec import NetSpec, SolverSpec, load_net_spec, load_solver_spec
 from .threads import num_threads, set_num_threads
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
            "Blob",
@@ -71,6 +78,7 @@ __all__ = [
            "load_net_spec",
            "load_solver_spec",
            "num_threads",
+           "register_callback",
            "register_layer",
            "register_policy",
            "register_update",

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .threads import follow_thread_count, num_threads
 
 VARIABLE = "SOLVERKIT_BLAS"
 CHOICES = ("auto", "mkl", "numpy")
@@ -96,7 +97,6 @@ def _load(path: str):
         axpby.argtypes = [integer, real, pointer, integer, real, pointer, integer]
         axpby.restype = None
     lib.MKL_Set_Num_Threads.argtypes = [integer]
-    from .threads import num_threads
     lib.MKL_Set_Num_Threads(num_threads())
     return lib
 
@@ -159,6 +159,9 @@ def set_num_threads(n: int) -> None:
     """MKL's thread count (numpy's BLAS sizes its own pool at import)."""
     if _library is not None:
         _library.MKL_Set_Num_Threads(int(n))
+
+
+follow_thread_count(set_num_threads)        # MKL's pool follows solverkit.set_num_threads
 
 
 def _operand(a: np.ndarray):

@@ -98,8 +98,35 @@ class Blob:
     def count(self) -> int:
         return int(self.data.size)
 
-    def reshape(self, shape) -> None:
-        """Give the blob a new shape; the contents are reallocated (zeros) only if it changes."""
+    @property
+    def num(self) -> int:
+        """Caffe's legacy axis 0 (1 when the blob has fewer axes); likewise the next three."""
+        return self._legacy_axis(0)
+
+    @property
+    def channels(self) -> int:
+        return self._legacy_axis(1)
+
+    @property
+    def height(self) -> int:
+        return self._legacy_axis(2)
+
+    @property
+    def width(self) -> int:
+        return self._legacy_axis(3)
+
+    def _legacy_axis(self, axis: int) -> int:
+        shape = self.shape
+        if len(shape) > 4:
+            raise ValueError(f"blob {self.name!r} has {len(shape)} axes; num/channels/height/"
+                             f"width exist only for up to 4 (read .shape)")
+        return int(shape[axis]) if axis < len(shape) else 1
+
+    def reshape(self, *shape) -> None:
+        """Give the blob a new shape, ``reshape((n, c))`` or ``reshape(n, c)`` (pycaffe's form);
+        the contents are reallocated (zeros) only if it changes."""
+        if len(shape) == 1 and np.ndim(shape[0]) == 1:
+            shape = shape[0]
         shape = tuple(int(s) for s in shape)
         if self._source is not None:
             self._source.reshape(shape)

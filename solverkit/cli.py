@@ -36,6 +36,8 @@ COMMANDS = {
     "compute-image-mean": "compute_image_mean",
     "predict": "predict",
     "export": "export",
+    "sweep": "sweep",
+    "caffe-build-links": "caffe_build_links",
 }
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .threads import num_threads
 
 VARIABLE = "SOLVERKIT_CONV"
 CHOICES = ("auto", "dnnl", "numpy")
@@ -184,7 +185,6 @@ def describe() -> str:
 
 def _set_threads() -> None:
     """oneDNN's OpenMP threads for the calling thread: solverkit's count."""
-    from .threads import num_threads
     n = num_threads()
     if getattr(_threads, "count", None) != n:
         _library[1].omp_set_num_threads(n)
@@ -359,7 +359,6 @@ class ConvolutionPlan:
         # a primitive divides its work for the thread count it is made with: make it with
         # the count it runs with (a plan is for one thread count)
         _set_threads()
-        from .threads import num_threads
         self.threads = num_threads()
         h, w = x_shape[2:]
         o = weight_shape[0]
@@ -461,7 +460,6 @@ class PoolingPlan:
     def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True):
         lib = _library[0]
         _set_threads()
-        from .threads import num_threads
         self.threads = num_threads()
         h, w = x_shape[2:]
         out_h, out_w = y_shape[2:]

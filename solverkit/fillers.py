@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec.net import FillerSpec
+from .errors import ConfigError
+from .spec.models import FillerSpec
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[float, float]:
@@ -64,7 +65,6 @@ def fill(spec: FillerSpec | dict | None, shape, dtype, rng: np.random.Generator)
 def _bilinear(shape) -> np.ndarray:
     """Caffe's bilinear upsampling kernel, the same for every (n, c); needs a 4-d square kernel."""
     if len(shape) != 4 or shape[2] != shape[3]:
-        from .errors import ConfigError
         raise ConfigError(f"the bilinear filler needs a square 4-d kernel, got shape {shape}",
                           field="weight_filler")
     k = shape[3]

@@ -24,6 +24,7 @@ from .errors import (
 )
 from .layers.base import DataLayer, Layer
 from .registry import layer_class
+from .snapshot import load_model, save_model
 from .spec.net import LayerSpec, NetSpec, ParamSpec, load_net_spec
 
 PHASES = ("TRAIN", "TEST")
@@ -464,6 +465,28 @@ class Net:
                     plan.append(_sum_diffs(fan.source, live))
         return plan
 
+    def forward_from_to(self, start: int, end: int) -> None:
+        """Run the layers at positions ``start..end`` (inclusive) on the blobs as they are
+        (Caffe's ``ForwardFromTo``); nothing is copied or returned."""
+        for position in range(start, end + 1):
+            self.layers[position].forward(self.bottoms[position], self.tops[position])
+
+    def backward_from_to(self, start: int, end: int) -> None:
+        """Backward of the layers at positions ``start`` down to ``end`` (inclusive) on the
+        diffs their tops hold now (Caffe's ``BackwardFromTo``): nothing is seeded or zeroed.
+        A blob several layers read gets the sum of their diffs once its first reader ran."""
+        fans_by_first_reader: dict[int, list[_FanOut]] = {}
+        for fan in self._fan_outs:
+            first = min(position for position, _, _ in fan.readers)
+            fans_by_first_reader.setdefault(first, []).append(fan)
+        for position in range(start, end - 1, -1):
+            if self.layer_need_backward[position]:
+                self.layers[position].backward(self.tops[position],
+                                               list(self.bottom_need_backward[position]),
+                                               self.bottoms[position])
+            for fan in fans_by_first_reader.get(position, ()):
+                _sum_diffs(fan.source, [r for _, _, r in fan.readers])()
+
     def clear_param_diffs(self) -> None:
         """Zero every parameter diff (the solver does this at the start of each iteration)."""
         for param in self.learnable_params:
@@ -519,12 +542,10 @@ class Net:
 
     def save(self, path) -> str:
         """Write the parameters to a model file (npz, ``<layer>/<index>`` keys); its SHA-256."""
-        from .snapshot import save_model
         return save_model(self, path)
 
     def load(self, path, allow_missing: bool = False, allow_extra: bool = False) -> list[str]:
         """Copy parameters from a model file, layers matched by name (see snapshot.load_model)."""
-        from .snapshot import load_model
         return load_model(self, path, allow_missing=allow_missing, allow_extra=allow_extra)
 
     def close(self) -> None:

@@ -30,38 +30,12 @@ import traceback
 import numpy as np
 
 from .errors import NonFiniteError, SolverkitError
+from .launcher import OPT_OUT_VARIABLE, SIZE_VARIABLES, launcher_size  # noqa: F401
 from .layers.base import DataLayer
-
-# Variables MPI launchers set in every process they start: the number of ranks.
-# MPICH/Hydra, Intel MPI and Slurm's PMI-2 set PMI_SIZE; Open MPI sets OMPI_COMM_WORLD_SIZE;
-# MVAPICH2 MV2_COMM_WORLD_SIZE; Hydra also MPI_LOCALNRANKS (ranks on this node).
-SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
-OPT_OUT_VARIABLE = "SOLVERKIT_MPI"
+from .runs import os_error
 
 _world: World | None = None
 logger = logging.getLogger("solverkit")
-
-
-def launcher_size(environ=None) -> int:
-    """The number of ranks an MPI launcher says it started (1 without a launcher).
-
-    Read from the environment only, so asking costs no import. Slurm's PMIx plugin sets
-    no size variable of its own: there ``PMIX_RANK`` marks the launch and the step's task
-    count is the size. ``SOLVERKIT_MPI=off`` (or 0/no/false) answers 1.
-    """
-    environ = os.environ if environ is None else environ
-    if environ.get(OPT_OUT_VARIABLE, "").strip().lower() in ("off", "0", "no", "false"):
-        return 1
-    names = list(SIZE_VARIABLES)
-    if "PMIX_RANK" in environ:
-        names.append("SLURM_STEP_NUM_TASKS")
-    sizes = []
-    for name in names:
-        try:
-            sizes.append(int(environ.get(name, "")))
-        except ValueError:
-            continue
-    return max(sizes, default=1)
 
 
 def world() -> World:
@@ -185,7 +159,6 @@ class World:
         elif isinstance(err, NonFiniteError):
             code, text = 1, f"solverkit: training failed ({where}): {err}"
         elif isinstance(err, OSError):      # the file system refused: a user's matter
-            from .runs import os_error
             code, text = 2, f"solverkit: error ({where}): {os_error(err, 'read or write a file')}"
         elif isinstance(err, KeyboardInterrupt):
             code, text = 130, f"solverkit: interrupted ({where})"
@@ -392,6 +365,10 @@ class DataParallel:
         """Note a signal; every rank stops after the iteration whose Allreduce carries it."""
         self._pending_signal = signum
 
+    def signal_handled(self) -> None:
+        """The agreed signal is acted on without stopping (SIGHUP's snapshot): forget it."""
+        self.stop_signal = self._pending_signal = None
+
     def average_gradients(self, loss: float, outputs: dict[str, float]):
         """Average the diffs (summed over ``iter_size``), the loss and ``outputs`` over ranks;
         returns ``(loss, outputs)`` averaged and sets ``stop_signal`` when a rank got one."""
@@ -408,6 +385,3 @@ class DataParallel:
             self.stop_signal = signum if signum is not None else round(averaged[1] / averaged[0])
         return float(averaged[2]), dict(zip(names, map(float, averaged[3:])))
 
-    def average_outputs(self, results: dict[str, float]) -> dict[str, float]:
-        """Test outputs averaged over ranks (each rank tested its slice of every batch)."""
-        return dict(zip(results, map(float, self.world.average(list(results.values())))))

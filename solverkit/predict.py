@@ -13,19 +13,25 @@
   so they get the same transform (``transform=False`` feeds them as they are).
 
 A net written for deployment has no transform: images are resized to its Input's size
-and keep 0..255, arrays are fed as they are.
+and keep 0..255, arrays are fed as they are, unless a :class:`Preprocess` gives what the
+deploy file does not carry (mean, scale, size, channel order).
+
+A net whose output is a ``DetectionOutput`` gives detections instead of classes:
+:func:`detect` runs it batch by batch and returns one row per box.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .data import load_source
 from .data.images import is_image_file, read_image
-from .errors import DataError, ShapeError
+from .errors import ConfigError, DataError, ShapeError
+from .files import LIMITS, read_text
 
 ARRAY_SUFFIXES = {".npy": "npy", ".npz": "npz", ".csv": "csv"}
 
@@ -50,17 +56,66 @@ def expand_inputs(paths: Iterable) -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class Preprocess:
+    """What a deploy file does not say about its input, as OpenCV's ``blobFromImage`` takes it.
+
+    Images are resized to ``size`` (H, W) instead of the Input's, put in ``channel_order``
+    (decoded BGR; ``RGB`` swaps), then every sample becomes ``(x − mean) · scale`` with
+    ``mean`` one value per channel of the net's input (in its channel order) or one for all.
+    """
+
+    mean: tuple[float, ...] | None = None
+    scale: float | None = None
+    size: tuple[int, int] | None = None
+    channel_order: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.mean, self.scale, self.size, self.channel_order))
+
+    def sample_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The Input's sample shape with ``size`` in place of its height and width."""
+        if self.size is None:
+            return tuple(shape)
+        if len(shape) != 3:
+            raise ConfigError(f"--resize applies to image inputs (C, H, W); this input takes "
+                              f"samples of shape {tuple(shape)}", field="--resize")
+        return (shape[0], *self.size)
+
+    def apply(self, batch: np.ndarray) -> np.ndarray:
+        if self.mean is not None:
+            mean = np.asarray(self.mean, dtype=np.float32)
+            if mean.size not in (1, batch.shape[1]):
+                raise ConfigError(f"--mean gives {mean.size} values for samples of "
+                                  f"{batch.shape[1]} channels (give one, or one per channel)",
+                                  field="--mean")
+            batch = batch - mean.reshape((1, -1) + (1,) * (batch.ndim - 2))
+        if self.scale is not None:
+            batch = batch * np.float32(self.scale)
+        return batch
+
+
 def read_inputs(paths: Iterable, source, input_name: str, *, transform: bool = True,
-                invert: bool = False, progress=None) -> tuple[list[str], np.ndarray]:
+                invert: bool = False, progress=None,
+                preprocess: Preprocess = Preprocess()) -> tuple[list[str], np.ndarray]:
     """(one name per sample, the batch for the Input ``input_name``) from ``paths``.
 
     ``source`` is the deploy ``InputSource`` (sample shape, transform, pixel range).
     ``invert`` turns images negative first (255 − v: dark ink on light paper for a net
     trained on light strokes on black). ``progress`` wraps the list of files (a tqdm bar).
+    ``preprocess`` applies to a net without a transform of its own.
     """
     files = expand_inputs(paths)
     t = source.transform if transform else None
-    raw_shape = tuple(t.sample_shape) if t is not None else tuple(source.shape)
+    if preprocess.given and t is not None:
+        raise ConfigError(f"input '{input_name}' has the TEST transform of the net's data "
+                          f"layer; --mean/--scale/--resize/--channel-order are for a deploy "
+                          f"net without one")
+    raw_shape = tuple(t.sample_shape) if t is not None else \
+        preprocess.sample_shape(tuple(source.shape))
+    if preprocess.channel_order is not None:
+        source = _with_order(source, preprocess.channel_order)
     names: list[str] = []
     samples: list[np.ndarray] = []
     for path in (progress(files) if progress is not None else files):
@@ -77,7 +132,12 @@ def read_inputs(paths: Iterable, source, input_name: str, *, transform: bool = T
     batch = np.concatenate(samples).astype(np.float32, copy=False)
     if t is not None:
         batch = t.apply(batch)
-    return names, batch
+    return names, preprocess.apply(batch)
+
+
+def _with_order(source, order: str):
+    """The input source with another channel order for decoded images."""
+    return replace(source, channel_order=order)
 
 
 def _single(path: Path) -> bool:
@@ -119,6 +179,32 @@ def _array(path: Path, raw_shape, input_name) -> np.ndarray:
                      f"first axis, or N flat rows of {size}")
 
 
+# ---------------------------------------------------------------- detections
+
+DETECTION_COLUMNS = ("image", "label", "score", "xmin", "ymin", "xmax", "ymax")
+
+
+def is_detector(net, blob: str) -> bool:
+    """Whether ``blob`` is the top of a ``DetectionOutput`` layer of ``net``."""
+    return any(layer.type == "DetectionOutput" and any(t.name == blob for t in tops)
+               for layer, tops in zip(net.layers, net.tops))
+
+
+def detect(net, batch: np.ndarray, blob: str, batch_size: int = 64) -> np.ndarray:
+    """Every detection of ``batch`` (N, ...) by the DetectionOutput top ``blob``: (D, 7) rows
+    ``[image, label, score, xmin, ymin, xmax, ymax]``, ``image`` the sample's index in the
+    batch, coordinates relative to the image size; images with none have no row."""
+    input_name = next(iter(net.input_blobs))
+    found = []
+    for start in range(0, len(batch), batch_size):
+        net.forward(**{input_name: batch[start:start + batch_size]})
+        rows = net.blobs[blob].data.reshape(-1, 7).astype(np.float64)
+        rows = rows[rows[:, 1] >= 0]                     # an image without boxes: label -1
+        rows[:, 0] += start
+        found.append(rows)
+    return np.concatenate(found) if found else np.zeros((0, 7))
+
+
 def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(classes, values) of the k largest entries per row of (N, C); ties to the smaller class."""
     scores = probabilities.reshape(len(probabilities), -1)
@@ -130,12 +216,7 @@ def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def read_labels(path) -> list[str]:
     """Class names, one per line (as Caffe's synset_words.txt); a trailing empty line ignored."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"labels file '{path}' does not exist", field="--labels") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read labels file '{path}': {err}", field="--labels") from None
+    text = read_text(path, what=f"labels file '{path}'", limit=LIMITS["list"], error=DataError)
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()

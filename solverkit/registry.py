@@ -1,8 +1,14 @@
-"""The registries: layer types, update rules and learning-rate policies by name.
+"""The registries: layer types, update rules, learning-rate policies and callbacks by name.
 
 Built-ins and plugins register alike (``@register_layer``, ``@register_update``,
-``@register_policy``); a spec names them by ``type`` / ``lr_policy`` and lists the
-plugin modules that define new ones under ``plugins``.
+``@register_policy``, ``@register_callback``); a spec names them by ``type`` /
+``lr_policy`` (a solver's ``callbacks:`` entries by ``type``) and lists the plugin
+modules that define new ones under ``plugins``. A name registered twice by two different
+definitions is an error naming both.
+
+This module imports none of the things it registers: the built-ins register themselves
+when their modules are imported, which ``import solverkit`` does (``solverkit.layers``,
+``solverkit.solvers``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from .errors import ConfigError, did_you_mean
 _LAYERS: dict[str, type] = {}
 _UPDATES: dict[str, type] = {}
 _POLICIES: dict[str, object] = {}
+_CALLBACKS: dict[str, type] = {}
 
 
 def _same(existing, new) -> bool:
@@ -83,13 +90,24 @@ def register_policy(name: str, params=None):
     return decorate
 
 
-def _load_builtins() -> None:
-    from . import layers  # noqa: F401  (importing registers the built-in layers)
-    from .solvers import schedule, updates  # noqa: F401  (and the rules and policies)
+def register_callback(type_name: str):
+    """Class decorator: ``@register_callback("CountTests")`` makes ``callbacks: [{type:
+    CountTests}]`` usable in a solver spec.
+
+    The class derives from ``solverkit.Callback`` and names its own fields (with their
+    defaults) in ``Params``, a subclass of ``Callback.Params``; the solver constructs it
+    as ``cls(params)`` and saves its ``get_state()`` in every solver state.
+    """
+
+    def decorate(cls):
+        _register(_CALLBACKS, "callback type", type_name, cls)
+        cls.type = type_name
+        return cls
+
+    return decorate
 
 
 def _lookup(table: dict, name: str, what: str, field: str):
-    _load_builtins()
     try:
         return table[name]
     except (KeyError, TypeError):
@@ -99,7 +117,6 @@ def _lookup(table: dict, name: str, what: str, field: str):
 
 def layer_class(type_name: str) -> type:
     """The class registered under ``type_name``; a ConfigError listing the known ones if none."""
-    _load_builtins()
     try:
         return _LAYERS[type_name]
     except KeyError:
@@ -109,7 +126,6 @@ def layer_class(type_name: str) -> type:
 
 def layer_types() -> dict[str, type]:
     """Every registered type name and its class."""
-    _load_builtins()
     return dict(_LAYERS)
 
 
@@ -120,7 +136,6 @@ def update_class(type_name: str) -> type:
 
 def update_types() -> dict[str, type]:
     """Every registered update type and its class, in registration order."""
-    _load_builtins()
     return dict(_UPDATES)
 
 
@@ -131,12 +146,22 @@ def policy(name: str):
 
 def policies() -> dict[str, object]:
     """Every registered lr policy, in registration order."""
-    _load_builtins()
     return dict(_POLICIES)
 
 
+def callback_class(type_name: str) -> type:
+    """The callback registered under ``type_name`` (a ConfigError with did-you-mean if none)."""
+    return _lookup(_CALLBACKS, type_name, "callback type", "type")
+
+
+def callback_types() -> dict[str, type]:
+    """Every registered callback type and its class, in registration order."""
+    return dict(_CALLBACKS)
+
+
 def import_plugins(modules) -> None:
-    """Import each plugin module so its registered layers, rules and policies are known.
+    """Import each plugin module so its registered layers, rules, policies and callbacks
+    are known.
 
     A plugin is a module name (``my_layers`` or ``pkg.layers``, found on ``sys.path``);
     one that cannot be imported — missing, a syntax error, or raising anything while it

@@ -6,9 +6,12 @@ A training run claims its ``snapshot_prefix`` before any work (``claim_prefix``)
 - ``<prefix>.lock`` is locked (``fcntl.flock``) for the run's life, so a second run on the
   same prefix is refused with the holder's PID; the file stays and records the run id of
   the run that owns the prefix (``--resume latest`` takes only that run's snapshots);
-- hidden temporary files a killed run left behind (``.<name>_iter_*.tmp``) are removed;
-- a fresh run refuses a prefix that already holds another run's snapshots or log, unless
-  told to overwrite them (which removes them first).
+- what a killed run left behind (hidden ``.<name>_....tmp`` files, best-pair folders no
+  link points to) is removed;
+- a fresh run refuses a prefix that already holds another run's files, unless told to
+  overwrite them (which removes them first).
+
+``RunFiles(prefix)`` names every file of a run, in this one place.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import datetime
 import errno
 import json
 import os
+import re
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
 from .errors import SolverkitError
+from .files import LIMITS, file_operation, os_error, read_text
 
 try:
     import fcntl
@@ -37,7 +43,7 @@ def new_run_id() -> str:
 
 
 def lock_path(prefix: str | os.PathLike) -> Path:
-    return Path(f"{prefix}.lock")
+    return RunFiles(prefix).lock
 
 
 def _folder(prefix: str | os.PathLike) -> Path:
@@ -45,27 +51,179 @@ def _folder(prefix: str | os.PathLike) -> Path:
     return parent if str(parent) else Path(".")
 
 
-def os_error(err: OSError, operation: str, path=None) -> SolverkitError:
-    """An environment failure (read-only folder, full disk, a file where a folder should be)
-    as a user error naming the path and the operation."""
-    reason = {errno.ENOSPC: "no space left on the device",
-              errno.EDQUOT: "disk quota exceeded",
-              errno.EROFS: "the file system is read-only",
-              errno.EACCES: "permission denied",
-              errno.ENOTDIR: "a part of the path is a file, not a folder"}.get(
-        err.errno, err.strerror or str(err))
-    return SolverkitError(f"cannot {operation}: {reason}",
-                          file=str(err.filename or path) if (err.filename or path) else None)
+_ITERATION = re.compile(r"_iter_(\d+)\.(model|solverstate)\.npz$")
+# Caffe's snapshot files (snapshot_format BINARYPROTO or HDF5) and the side file that
+# makes their resume exact
+CAFFE_SUFFIXES = (".caffemodel", ".caffemodel.h5", ".solverstate", ".solverstate.h5",
+                  ".solverstate.sk.npz", ".solverstate.h5.sk.npz")
+NAMED = ("best",)               # snapshots kept under a name instead of an iteration
 
 
-@contextlib.contextmanager
-def file_operation(operation: str, path=None):
-    """``with file_operation("write the snapshot", path):`` turns an OSError into a
-    SolverkitError naming the path and the operation."""
-    try:
-        yield
-    except OSError as err:
-        raise os_error(err, operation, path) from None
+class RunFiles:
+    """Every file a run on ``prefix`` writes, named in one place.
+
+    ``<prefix>_iter_<N>.model.npz`` / ``.solverstate.npz``   periodic snapshots
+    ``<prefix>_best.model.npz`` / ``.solverstate.npz``       the best snapshot: links through
+        ``<prefix>_best.pair`` (a link switched atomically) into the hidden folder
+        ``.<name>_best.<N>`` that holds the pair, so model and state change together
+    ``<prefix>_log.csv``, ``<prefix>_debug.csv``             the training and debug logs
+    ``<prefix>_tensorboard/``                                TensorBoard event files
+    ``<prefix>_labels.txt``                                  class names of the TRAIN data
+    ``<prefix>.lock``                                        the run's lock and record
+    """
+
+    def __init__(self, prefix: str | os.PathLike):
+        self.prefix = str(prefix)
+        self.folder = _folder(prefix)
+        self.name = Path(prefix).name
+
+    def _path(self, suffix: str) -> Path:
+        return Path(f"{self.prefix}{suffix}")
+
+    @property
+    def log(self) -> Path:
+        return self._path("_log.csv")
+
+    @property
+    def debug_log(self) -> Path:
+        return self._path("_debug.csv")
+
+    @property
+    def tensorboard(self) -> Path:
+        return self._path("_tensorboard")
+
+    @property
+    def labels(self) -> Path:
+        return self._path("_labels.txt")
+
+    @property
+    def lock(self) -> Path:
+        return self._path(".lock")
+
+    def model(self, iteration: int) -> Path:
+        return self._path(f"_iter_{iteration}.model.npz")
+
+    def state(self, iteration: int) -> Path:
+        return self._path(f"_iter_{iteration}.solverstate.npz")
+
+    def named_model(self, name: str) -> Path:
+        return self._path(f"_{name}.model.npz")
+
+    def named_state(self, name: str) -> Path:
+        return self._path(f"_{name}.solverstate.npz")
+
+    def named_pair(self, name: str) -> Path:
+        """The link that says which folder holds the named pair (the one atomic switch)."""
+        return self._path(f"_{name}.pair")
+
+    def pair_folder(self, name: str, iteration: int) -> Path:
+        """A fresh hidden folder for a new named pair written at ``iteration``."""
+        return self.folder / f".{self.name}_{name}.{iteration}-{secrets.token_hex(3)}"
+
+    def pair_folders(self, name: str) -> list[Path]:
+        return self._hidden(f".{self.name}_{name}.", folders=True)
+
+    def snapshots(self) -> dict[int, dict[str, Path]]:
+        """The periodic snapshot files there are: ``{N: {"model": path, "solverstate": path}}``."""
+        found: dict[int, dict[str, Path]] = {}
+        if not self.folder.is_dir():
+            return found
+        start = f"{self.name}_iter_"
+        for path in self.folder.iterdir():
+            match = _ITERATION.search(path.name)
+            if match and path.name == f"{start}{match.group(1)}.{match.group(2)}.npz":
+                found.setdefault(int(match.group(1)), {})[match.group(2)] = path
+        return found
+
+    def caffe_snapshots(self) -> list[Path]:
+        """The Caffe-format snapshot files there are (``<prefix>_iter_<N>.caffemodel``,
+        ``.solverstate``, their HDF5 forms and the side files)."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(path for path in self.folder.iterdir() if self._is_caffe_snapshot(path.name))
+
+    def _is_caffe_snapshot(self, name: str) -> bool:
+        start = f"{self.name}_iter_"
+        if not name.startswith(start):
+            return False
+        number, _, suffix = name[len(start):].partition(".")
+        return number.isdigit() and f".{suffix}" in CAFFE_SUFFIXES
+
+    def existing(self) -> list[Path]:
+        """The files an earlier run on this prefix left (not the lock): what a fresh run
+        refuses to mix with and ``--overwrite`` removes."""
+        if not self.folder.is_dir():
+            return []
+        found = [path for files in self.snapshots().values() for path in files.values()]
+        found += self.caffe_snapshots()
+        for path in (self.log, self.debug_log, self.labels):
+            if path.is_file():
+                found.append(path)
+        for name in NAMED:
+            for path in (self.named_model(name), self.named_state(name), self.named_pair(name)):
+                if os.path.lexists(path):
+                    found.append(path)
+            found += self.pair_folders(name)
+        if self.tensorboard.is_dir():       # TensorBoard event files (log: [csv, tensorboard])
+            found += [path for path in self.tensorboard.iterdir()
+                      if path.name.startswith("events.out.tfevents.") and path.is_file()]
+        return sorted(found)
+
+    def temporaries(self) -> list[Path]:
+        """What an interrupted write left: hidden ``.<name>_....tmp`` files, and named-pair
+        folders no pair link points to."""
+        found = [path for path in self._hidden(f".{self.name}_") if path.name.endswith(".tmp")
+                 and self._owns(path.name[1:].rsplit(".", 2)[0])]
+        for name in NAMED:
+            current = self.current_pair(name)
+            found += [folder for folder in self.pair_folders(name)
+                      if current is None or folder.name != current.name]
+        return sorted(found)
+
+    def _owns(self, name: str) -> bool:
+        """Whether ``name`` is a file of this run that is written through a temporary file
+        (``.<name>.<random>.tmp``): not one of another prefix that starts alike."""
+        match = _ITERATION.search(name)
+        if match and name == f"{self.name}_iter_{match.group(1)}.{match.group(2)}.npz":
+            return True
+        if self._is_caffe_snapshot(name):
+            return True
+        named = [get(n).name for n in NAMED
+                 for get in (self.named_model, self.named_state, self.named_pair)]
+        return name in (self.labels.name, *named)
+
+    def current_pair(self, name: str) -> Path | None:
+        """The folder the named pair link points to, if any."""
+        try:
+            return self.folder / os.readlink(self.named_pair(name))
+        except OSError:
+            return None
+
+    def _hidden(self, start: str, folders: bool = False) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(path for path in self.folder.iterdir() if path.name.startswith(start)
+                      and (not folders or (path.is_dir() and not path.is_symlink())))
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        """Remove one file, link or pair folder of a run."""
+        with contextlib.suppress(FileNotFoundError), \
+                file_operation("remove a file of the earlier run", path):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def run_files(prefix: str | os.PathLike) -> list[Path]:
+    """The files a run on ``prefix`` wrote (``RunFiles(prefix).existing()``)."""
+    return RunFiles(prefix).existing()
+
+
+def stale_temporaries(prefix: str | os.PathLike) -> list[Path]:
+    """What an interrupted write on ``prefix`` left (``RunFiles(prefix).temporaries()``)."""
+    return RunFiles(prefix).temporaries()
 
 
 def check_prefix_folder(prefix: str | os.PathLike, create: bool) -> Path:
@@ -100,45 +258,12 @@ def check_prefix_folder(prefix: str | os.PathLike, create: bool) -> Path:
     return folder
 
 
-def run_files(prefix: str | os.PathLike) -> list[Path]:
-    """The files a run on ``prefix`` writes: snapshots, the best snapshot, the CSV log, the
-    debug log and TensorBoard event files (not the lock)."""
-    prefix = Path(prefix)
-    folder = _folder(prefix)
-    if not folder.is_dir():
-        return []
-    name = prefix.name
-    found = []
-    for path in folder.iterdir():
-        other = path.name
-        if other in (f"{name}_log.csv", f"{name}_debug.csv", f"{name}_best.model.npz",
-                     f"{name}_best.solverstate.npz") or (
-                other.startswith(f"{name}_iter_") and other.endswith(
-                    (".model.npz", ".solverstate.npz"))
-                and other[len(name) + 6:].split(".", 1)[0].isdigit()):
-            found.append(path)
-    events = folder / f"{name}_tensorboard"
-    if events.is_dir():             # TensorBoard event files (log: [csv, tensorboard])
-        found += [path for path in events.iterdir()
-                  if path.name.startswith("events.out.tfevents.") and path.is_file()]
-    return sorted(found)
-
-
-def stale_temporaries(prefix: str | os.PathLike) -> list[Path]:
-    """Hidden ``.<name>_iter_<N>....tmp`` files of ``prefix`` that an interrupted write left."""
-    prefix = Path(prefix)
-    folder = _folder(prefix)
-    if not folder.is_dir():
-        return []
-    return sorted(path for path in folder.iterdir()
-                  if path.name.startswith(f".{prefix.name}_") and path.name.endswith(".tmp"))
-
-
 def read_record(prefix: str | os.PathLike) -> dict:
     """What the lock file records (``run_id``, ``pid``), or ``{}``."""
     try:
-        return json.loads(lock_path(prefix).read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
+        return json.loads(read_text(lock_path(prefix), what="lock file",
+                                    limit=LIMITS["record"]) or "{}")
+    except (SolverkitError, ValueError):
         return {}
 
 
@@ -193,9 +318,7 @@ def claim_prefix(prefix: str | os.PathLike, *, fresh: str = "refuse", create: bo
     claim = PrefixClaim(prefix, fd)
     try:
         for path in stale_temporaries(prefix):      # safe: no other run holds the prefix
-            with contextlib.suppress(FileNotFoundError), \
-                    file_operation("remove a stale temporary file", path):
-                path.unlink()
+            RunFiles.remove(path)
             if warn is not None:
                 warn(f"removed {path}, a temporary file an interrupted run left behind")
         existing = run_files(prefix)
@@ -209,9 +332,7 @@ def claim_prefix(prefix: str | os.PathLike, *, fresh: str = "refuse", create: bo
                 file=str(_folder(prefix)), field="snapshot_prefix")
         if existing and fresh == "overwrite":
             for path in existing:
-                with contextlib.suppress(FileNotFoundError), \
-                        file_operation("remove a file of the earlier run", path):
-                    path.unlink()
+                RunFiles.remove(path)
             if warn is not None:
                 warn(f"--overwrite: removed {len(existing)} file(s) of the earlier run on "
                      f"'{prefix}'")

@@ -8,56 +8,31 @@ crash never leaves half a file under the final name.
 
 from __future__ import annotations
 
-import errno
-import glob
+import contextlib
 import hashlib
 import io
 import json
 import os
-import re
-import stat
-import tempfile
-import zipfile
+import secrets
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SnapshotError
-from .runs import file_operation
+from .files import (
+    LIMITS,
+    file_operation,
+    fsync_folder,
+    load_npz,
+    open_regular,
+    write_atomic,
+)
+from .runs import RunFiles, read_record
+from .version import __version__
 
 META_KEY = "__meta__"
 FORMAT_VERSION = 1
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | str,
-                       operation: str = "write the file") -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, rename: a crash never leaves
-    half a file under the final name. The file gets the mode any new file gets (the
-    umask's), and a file-system failure is a user error naming ``operation`` and the path."""
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    with file_operation(operation, path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o666 & ~_umask())        # mkstemp's own mode is 0600
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass    # some file systems cannot fsync a folder; the rename is still atomic
 
 
 def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> str:
@@ -66,19 +41,13 @@ def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], met
     payload = {**arrays, META_KEY: np.array(json.dumps(meta, sort_keys=True))}
     np.savez(buffer, **payload)
     data = buffer.getvalue()
-    atomic_write_bytes(path, data, "write the snapshot")
+    write_atomic(path, data, operation="write the snapshot")
     return hashlib.sha256(data).hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path, what="model file", error=SnapshotError) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -90,24 +59,7 @@ def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray],
     ``kind`` ("model" or "solverstate") must match the meta's ``kind``.
     """
     path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise SnapshotError(f"{kind} file not found", file=str(path)) from None
-    except OSError as err:
-        raise SnapshotError(f"cannot read the {kind} file: "
-                            f"{'a loop of symbolic links' if err.errno == errno.ELOOP else err.strerror}",
-                            file=str(path)) from None
-    if not stat.S_ISREG(info.st_mode):      # a FIFO or a device would block or never end
-        raise SnapshotError(f"not a {kind} file: "
-                            f"{'a folder' if stat.S_ISDIR(info.st_mode) else 'not a regular file'}",
-                            file=str(path))
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise SnapshotError(f"not a readable {kind} snapshot (truncated or corrupt?): {err}",
-                            file=str(path)) from None
+    arrays = load_npz(path, what=f"{kind} file", limit=LIMITS["model"], error=SnapshotError)
     if META_KEY not in arrays:
         raise SnapshotError(f"not a solverkit {kind} file (no {META_KEY} entry)", file=str(path))
     try:
@@ -141,7 +93,6 @@ def save_model(net, path, extra_meta: dict | None = None) -> str:
             "dtype": str(net.dtype), "parameters": {k: list(v.shape)
                                                     for k, v in model_arrays(net).items()},
             **(extra_meta or {})}
-    from . import __version__
     meta.setdefault("versions", {"solverkit": __version__, "numpy": np.__version__})
     return atomic_write_npz(path, model_arrays(net), meta)
 
@@ -166,9 +117,12 @@ def load_model(net, path, allow_missing: bool = False, allow_extra: bool = False
     a new head), which skips the first two and returns the names of layers left as they were.
     ``allow_extra`` alone ignores file layers the net lacks (a TEST net reading a TRAIN model).
     """
+    from .caffe.solverstate import is_caffemodel_h5, read_caffemodel_h5
     from .caffe.weights import is_caffemodel, legacy_fits, stored_parameters
     legacy: set[tuple[str, int]] = set()     # caffemodel blobs of Caffe's old 4-D shape
-    if is_caffemodel(path):
+    if is_caffemodel_h5(path):
+        by_layer = read_caffemodel_h5(path)
+    elif is_caffemodel(path):
         by_layer, legacy = stored_parameters(path)
     else:
         by_layer = _model_entries(path)
@@ -214,7 +168,8 @@ def load_model(net, path, allow_missing: bool = False, allow_extra: bool = False
 # ---------------------------------------------------------------------------- solver state
 def snapshot_paths(prefix: str, it: int) -> tuple[Path, Path]:
     """``<prefix>_iter_<N>.model.npz`` and ``<prefix>_iter_<N>.solverstate.npz``."""
-    return Path(f"{prefix}_iter_{it}.model.npz"), Path(f"{prefix}_iter_{it}.solverstate.npz")
+    files = RunFiles(prefix)
+    return files.model(it), files.state(it)
 
 
 def _jsonable(value):
@@ -240,17 +195,32 @@ def save_solver(solver, stem: str | None = None) -> Path:
     Arrays go in as ``update/<layer>/<index>/<name>`` and ``data/<phase>/<layer>/<field>``,
     the rest into the JSON metadata. The model goes first: a crash between the two leaves
     a model without a state, which ``latest`` skips. The state records the model's file
-    name and SHA-256. ``stem`` (``best``) names the files ``<prefix>_<stem>.*`` instead of
-    ``<prefix>_iter_<N>.*``; the callbacks' states (the best value and its iteration…) go
-    into both files' metadata.
+    name and SHA-256. ``stem`` (``best``) names the pair ``<prefix>_<stem>.*`` instead of
+    ``<prefix>_iter_<N>.*``: it is written into a fresh folder, then switched to with one
+    atomic rename (``switch_pair``), so the named model and state always match. The
+    callbacks' states (the best value and its iteration…) go into both files' metadata.
     """
     state = solver.get_state()
-    model_path, state_path = snapshot_paths(solver.snapshot_prefix, state["iter"])
-    if stem is not None:
-        model_path = Path(f"{solver.snapshot_prefix}_{stem}.model.npz")
-        state_path = Path(f"{solver.snapshot_prefix}_{stem}.solverstate.npz")
+    files = RunFiles(solver.snapshot_prefix)
+    if stem is None:
+        model_path, state_path = files.model(state["iter"]), files.state(state["iter"])
+    else:
+        pair = files.pair_folder(stem, state["iter"])
+        model_path, state_path = pair / "model.npz", pair / "solverstate.npz"
     model_sha = save_model(solver.net, model_path,
                            {"iter": state["iter"], "callbacks": state["callbacks"]})
+    write_solver_state(solver, state, state_path, model_path, model_sha)
+    if stem is None:
+        return state_path
+    switch_pair(files, stem, pair)
+    return files.named_state(stem)
+
+
+def write_solver_state(solver, state: dict, state_path, model_path, model_sha: str,
+                       extra_meta: dict | None = None) -> str:
+    """Write ``state`` (``solver.get_state()``) to ``state_path`` as a solverstate npz whose
+    model is ``model_path`` (already written, SHA-256 ``model_sha``); returns its SHA-256."""
+    model_path = Path(model_path)
     arrays = {f"update/{key}": array for key, array in state["update"].items()}
     generators = {}
     for phase, net_state in state["nets"].items():
@@ -258,7 +228,6 @@ def save_solver(solver, stem: str | None = None) -> Path:
         for name, layer_state in net_state["data"].items():
             for field, value in layer_state.items():
                 arrays[f"data/{phase}/{name}/{field}"] = np.asarray(value)
-    from . import __version__
     meta = {
         "kind": "solverstate", "format": FORMAT_VERSION, "iter": state["iter"],
         "type": solver.spec.type, "solver": _jsonable(solver.spec.model_dump()),
@@ -271,9 +240,42 @@ def save_solver(solver, stem: str | None = None) -> Path:
         "smoothed_losses": state["smoothed_losses"], "seconds": state["seconds"],
         "world_size": solver.world.size,
         "versions": {"solverkit": __version__, "numpy": np.__version__},
+        **(extra_meta or {}),
     }
-    atomic_write_npz(state_path, arrays, meta)
-    return state_path
+    return atomic_write_npz(state_path, arrays, meta)
+
+
+def switch_pair(files: RunFiles, name: str, pair: Path) -> None:
+    """Make the complete pair in the folder ``pair`` the named snapshot ``name``.
+
+    ``<prefix>_<name>.model.npz`` and ``.solverstate.npz`` are links through the link
+    ``<prefix>_<name>.pair``, which is replaced by one rename: a process killed at any
+    instant leaves the old pair or the new one, never one of each. The old folder goes last.
+    """
+    link = files.named_pair(name)
+    old = files.current_pair(name)
+    with file_operation("switch the named snapshot", link):
+        _link_atomically(pair.name, link)
+        fsync_folder(files.folder)
+        for fixed, inside in ((files.named_state(name), "solverstate.npz"),
+                              (files.named_model(name), "model.npz")):
+            target = f"{link.name}/{inside}"
+            if not (fixed.is_symlink() and os.readlink(fixed) == target):
+                _link_atomically(target, fixed)     # once (a file of an older run: replaced)
+        fsync_folder(files.folder)
+    if old is not None and old.name != pair.name:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_atomically(target: str, link: Path) -> None:
+    temporary = link.with_name(f".{link.name}.{secrets.token_hex(4)}.tmp")
+    os.symlink(target, temporary)
+    try:
+        os.replace(temporary, link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _state_from_file(arrays: dict, meta: dict) -> dict:
@@ -339,10 +341,14 @@ def restore_solver(solver, path, warn=None, allow_world_size_change: bool = Fals
     Only the solver type and the parameter list (layer, index, shape) must match; other
     differences (hyperparameters, data paths, batch sizes) are reported through ``warn``.
     So is another number of MPI ranks with ``allow_world_size_change``; without, an error.
+    A named snapshot's links are resolved once, first: the state and the model read are
+    of one pair even if a running training switches the pair meanwhile.
     """
-    path = Path(path)
-    arrays, meta = read_npz(path, "solverstate")
     where = str(path)
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    arrays, meta = read_npz(path, "solverstate")
     if meta.get("type") != solver.spec.type:
         raise SnapshotError(f"this state is of a {meta.get('type')} solver, but the solver spec "
                             f"says {solver.spec.type}: resume with the same type, or start a "
@@ -393,9 +399,6 @@ def restore_solver(solver, path, warn=None, allow_world_size_change: bool = Fals
             warn(f"resuming with a changed setting: {change}")
 
 
-_STATE_NAME = re.compile(r"_iter_(\d+)\.solverstate\.npz$")
-
-
 def latest_snapshot(prefix: str, warn=None) -> Path | None:
     """The state file with the highest N whose state and model are both complete.
 
@@ -403,17 +406,9 @@ def latest_snapshot(prefix: str, warn=None) -> Path | None:
     count. Each newer snapshot passed over because it is damaged is reported through
     ``warn``.
     """
-    from .runs import read_record
     owner = read_record(prefix).get("run_id")
-    prefix_path = Path(prefix)
-    folder = prefix_path.parent if str(prefix_path.parent) else Path(".")
-    if not folder.is_dir():
-        return None
-    found = []
-    for candidate in folder.glob(f"{glob.escape(prefix_path.name)}_iter_*.solverstate.npz"):
-        match = _STATE_NAME.search(candidate.name)
-        if match and candidate.name == f"{prefix_path.name}_iter_{match.group(1)}.solverstate.npz":
-            found.append((int(match.group(1)), candidate))
+    found = [(it, kinds["solverstate"]) for it, kinds in RunFiles(prefix).snapshots().items()
+             if "solverstate" in kinds]
     for _, candidate in sorted(found, reverse=True):
         try:
             _, meta = read_npz(candidate, "solverstate")

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import blas
+from .launcher import launcher_size
 
 ENVIRONMENT_VARIABLES = ("SOLVERKIT_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # A thread's hand-off costs some 20–40 µs: a job gets one thread per this many array
@@ -34,6 +34,7 @@ _threads: int | None = None
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _inside = threading.local()
+_followers: list[Callable[[int], None]] = []    # told of every new count (MKL's pool)
 
 
 def _default_threads() -> int:
@@ -41,7 +42,6 @@ def _default_threads() -> int:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
-    from .parallel import launcher_size
     return max(1, available_cores() // launcher_size())
 
 
@@ -70,7 +70,14 @@ def set_num_threads(n: int) -> None:
         if _pool is not None:
             _pool.shutdown(wait=True)
             _pool = None
-    blas.set_num_threads(_threads)
+    for follow in _followers:
+        follow(_threads)
+
+
+def follow_thread_count(follow: Callable[[int], None]) -> None:
+    """Call ``follow(n)`` on every ``set_num_threads(n)``: a library whose own pool should
+    use solverkit's count registers here (``blas`` does, for MKL)."""
+    _followers.append(follow)
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:

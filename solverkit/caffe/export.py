@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..snapshot import atomic_write_bytes
+from ..files import write_atomic
 from ..spec.source import model_in
 from .names import block_of_field
 from .weights import encode_caffemodel
@@ -99,6 +99,18 @@ def _sub_model(model, name: str):
     return model_in(field.annotation)
 
 
+def _written_fields(params) -> dict:
+    """The fields of a layer's params to write: those not at their default, those the
+    spec gave explicitly, and those its type lists in ``caffe_written`` (fields that other
+    Caffe readers require or whose default differs between Caffe's forks)."""
+    changed = params.model_dump(exclude_defaults=True)
+    given = params.model_dump(exclude_unset=True)
+    always = getattr(type(params), "caffe_written", ())
+    every = params.model_dump()
+    return {key: changed.get(key, given.get(key, every[key])) for key in every
+            if key in changed or key in given or (key in always and every[key] is not None)}
+
+
 def net_to_prototxt(spec) -> str:
     """Caffe text for a ``NetSpec``: one ``layer { }`` per layer, settings in ``*_param``."""
     from ..spec.net import LayerSpec
@@ -118,7 +130,7 @@ def net_to_prototxt(spec) -> str:
         for key, value in common.items():
             text.any(key, value, LayerSpec)
         model = type(layer.params)
-        own = layer.params.model_dump(exclude_defaults=True)
+        own = _written_fields(layer.params)
         blocks: dict[str, dict] = {}
         for key, value in own.items():
             blocks.setdefault(block_of_field(layer.type, key), {})[key] = value
@@ -163,11 +175,13 @@ def export_caffe(deploy_spec, net, path) -> tuple[Path, Path]:
             raise ConfigError("the deploy net has this layer but the trained net does not",
                               layer=lspec.name, file=str(path))
         layers.append((lspec.name, lspec.type, lspec.bottom, lspec.top, blobs))
-    atomic_write_bytes(path, encode_caffemodel(spec.name, layers))
-    atomic_write_bytes(prototxt, net_to_prototxt(spec))
+    write_atomic(path, encode_caffemodel(spec.name, layers),
+                 operation="write the Caffe weights")
+    write_atomic(prototxt, net_to_prototxt(spec), operation="write the Caffe net")
     return path, prototxt
 
 
 def _has_params(lspec) -> bool:
     return lspec.type in ("Convolution", "Deconvolution", "InnerProduct", "BatchNorm",
-                          "Scale", "Bias", "PReLU", "Embed")
+                          "Scale", "Bias", "PReLU", "Embed", "Normalize",
+                          "DepthwiseConvolution")

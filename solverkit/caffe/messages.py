@@ -5,13 +5,17 @@ Field numbers and types are those of Caffe's ``caffe.proto``:
 - ``BlobShape``: ``dim`` = 1 (repeated int64, packed).
 - ``BlobProto``: ``num`` 1, ``channels`` 2, ``height`` 3, ``width`` 4 (int32, the legacy
   4-D shape), ``data`` 5 and ``diff`` 6 (repeated float, packed), ``shape`` 7
-  (BlobShape), ``double_data`` 8 and ``double_diff`` 9 (repeated double, packed).
+  (BlobShape), ``double_data`` 8 and ``double_diff`` 9 (repeated double, packed);
+  NVIDIA's Caffe and OpenCV's ``caffe.proto`` add ``raw_data_type`` 10 (enum Type:
+  DOUBLE 0, FLOAT 1, FLOAT16 2, INT 3, UINT 4) and ``raw_data`` 12 (bytes, little-endian
+  values of that type; ``cv2.dnn.shrinkCaffeModel`` writes FLOAT16 there).
 - ``Datum``: ``channels`` 1, ``height`` 2, ``width`` 3 (int32), ``data`` 4 (bytes),
   ``label`` 5 (int32), ``float_data`` 6 (repeated float, not packed), ``encoded`` 7 (bool).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +35,12 @@ BLOB_PROTO = Message("BlobProto", [
     Field(7, "shape", "message", message=BLOB_SHAPE),
     Field(8, "double_data", "double", repeated=True, packed=True),
     Field(9, "double_diff", "double", repeated=True, packed=True),
+    Field(10, "raw_data_type", "enum"),
+    Field(12, "raw_data", "bytes"),
 ])
+# BlobProto.raw_data_type -> the values' little-endian dtype (INT and UINT hold no weights)
+RAW_DATA_TYPES = {0: ("DOUBLE", "<f8"), 1: ("FLOAT", "<f4"), 2: ("FLOAT16", "<f2"),
+                  3: ("INT", None), 4: ("UINT", None)}
 
 BLOB_PROTO_VECTOR = Message("BlobProtoVector", [
     Field(1, "blobs", "message", repeated=True, message=BLOB_PROTO)])
@@ -63,7 +72,8 @@ def blob_from_fields(fields: dict, *, file: str | None = None,
                      where: str = "BlobProto") -> Blob:
     """Turn a decoded ``BlobProto`` dict into a :class:`Blob` (the shape checked).
 
-    ``double_data`` wins over ``data`` when present (kept float64). A blob with
+    ``double_data`` wins over ``data`` when present (kept float64), and ``raw_data`` over
+    both (FLOAT16 and FLOAT read as float32, DOUBLE kept float64). A blob with
     ``shape`` uses it; otherwise the legacy ``num/channels/height/width`` (each
     defaulting to 0 as in Caffe) make a 4-D shape.
     """
@@ -80,18 +90,42 @@ def blob_from_fields(fields: dict, *, file: str | None = None,
     if shape is not None and any(d < 0 for d in shape):
         raise DataError(f"a blob has a negative dimension in its shape {list(shape)}",
                         file=file, field=where)
-    if "double_data" in fields and len(fields["double_data"]):
+    if fields.get("raw_data"):
+        values = _raw_values(fields, shape, file=file, where=where)
+    elif "double_data" in fields and len(fields["double_data"]):
         values = np.asarray(fields["double_data"], dtype=np.float64)
     else:
         values = np.asarray(fields.get("data", np.zeros(0, dtype=np.float32)),
                             dtype=np.float32)
     if shape is None:
         shape = (values.size,)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)        # Python ints: a declared [2**32, 2**32] must not wrap to 0
     if count != values.size:
         raise DataError(f"a blob of shape {list(shape)} ({count} values) holds "
                         f"{values.size} values", file=file, field=where)
     return Blob(values.reshape(shape), legacy)
+
+
+def _raw_values(fields: dict, shape, *, file, where) -> np.ndarray:
+    """The values of ``raw_data``, their count checked against the shape before any copy."""
+    code = int(fields.get("raw_data_type", 0))
+    name, dtype = RAW_DATA_TYPES.get(code, (str(code), None))
+    if dtype is None:
+        raise DataError(f"raw_data of type {name} holds no weights solverkit reads (FLOAT16, "
+                        f"FLOAT or DOUBLE)", file=file, field=f"{where}.raw_data_type")
+    raw = fields["raw_data"]
+    itemsize = np.dtype(dtype).itemsize
+    if len(raw) % itemsize:
+        raise DataError(f"raw_data of {len(raw)} bytes is not a whole number of {name} "
+                        f"values", file=file, field=f"{where}.raw_data")
+    if shape is not None:
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if count * itemsize != len(raw):
+            raise DataError(f"a blob of shape {list(shape)} ({count} values) holds "
+                            f"{len(raw) // itemsize} {name} values in raw_data", file=file,
+                            field=where)
+    values = np.frombuffer(raw, dtype=dtype)
+    return values.astype(np.float64 if name == "DOUBLE" else np.float32)
 
 
 def blob_fields(array: np.ndarray, *, double: bool = False, legacy: bool = False) -> dict:

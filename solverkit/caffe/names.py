@@ -55,6 +55,7 @@ ENUM_NUMBERS = {
     "round_mode": {0: "CEIL", 1: "FLOOR"},
     "snapshot_format": {0: "HDF5", 1: "BINARYPROTO"},
     "solver_mode": {0: "CPU", 1: "GPU"},
+    "code_type": {1: "CORNER", 2: "CENTER_SIZE", 3: "CORNER_SIZE"},
 }
 # enums whose numbers differ per message
 ENUM_NUMBERS_BY_BLOCK = {
@@ -64,17 +65,45 @@ ENUM_NUMBERS_BY_BLOCK = {
 
 LOSS_FIELDS = ("ignore_label", "normalization", "normalize")
 DATA_TYPES = ("Data", "ImageData", "HDF5Data", "DummyData", "Input", "MemoryData")
-# Caffe's message names that do not follow the type name
-_BLOCK_NAMES = {"PReLU": "prelu_param", "ArgMax": "argmax_param", "TanH": "tanh_param",
-                "Deconvolution": "convolution_param", "SoftmaxWithLoss": "softmax_param"}
+# Each layer type's own message in Caffe's LayerParameter (BVLC's caffe.proto, and the
+# forks' for their types): the one table both the prototxt reader and the writer use.
+# Types absent here have no message of their own in Caffe (AbsVal, Split, ...).
+CAFFE_BLOCKS = {
+    "Accuracy": "accuracy_param", "ArgMax": "argmax_param", "BatchNorm": "batch_norm_param",
+    "Bias": "bias_param", "Clip": "clip_param", "Concat": "concat_param",
+    "ContrastiveLoss": "contrastive_loss_param", "Convolution": "convolution_param",
+    "Crop": "crop_param", "Data": "data_param", "Deconvolution": "convolution_param",
+    "Dropout": "dropout_param", "DummyData": "dummy_data_param", "Eltwise": "eltwise_param",
+    "ELU": "elu_param", "Embed": "embed_param", "Exp": "exp_param", "Flatten": "flatten_param",
+    "HDF5Data": "hdf5_data_param", "HDF5Output": "hdf5_output_param",
+    "HingeLoss": "hinge_loss_param", "Im2col": "convolution_param",
+    "ImageData": "image_data_param", "InfogainLoss": "infogain_loss_param",
+    "InnerProduct": "inner_product_param", "Input": "input_param", "Log": "log_param",
+    "LRN": "lrn_param", "LSTM": "recurrent_param", "MemoryData": "memory_data_param",
+    "MVN": "mvn_param", "Parameter": "parameter_param", "Pooling": "pooling_param",
+    "Power": "power_param", "PReLU": "prelu_param", "Python": "python_param",
+    "Reduction": "reduction_param", "ReLU": "relu_param", "Reshape": "reshape_param",
+    "RNN": "recurrent_param", "Scale": "scale_param", "Sigmoid": "sigmoid_param",
+    "Softmax": "softmax_param", "SoftmaxWithLoss": "softmax_param", "SPP": "spp_param",
+    "Slice": "slice_param", "Swish": "swish_param", "TanH": "tanh_param",
+    "Threshold": "threshold_param", "Tile": "tile_param", "WindowData": "window_data_param",
+    # the SSD fork (weiliu89/caffe)
+    "DetectionOutput": "detection_output_param", "Normalize": "norm_param",
+    "Permute": "permute_param", "PriorBox": "prior_box_param",
+    # other forks: SegNet, ShuffleNet, the depthwise fork, Faster R-CNN
+    "Upsample": "upsample_param", "ShuffleChannel": "shuffle_channel_param",
+    "DepthwiseConvolution": "convolution_param", "ROIPooling": "roi_pooling_param",
+}
 # fields of ``data_param`` that Caffe moves to ``transform_param`` (its old home)
 DATA_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
 
 def block_name(type_name: str) -> str:
-    """``InnerProduct`` -> ``inner_product_param`` (Caffe's naming, with its exceptions)."""
-    if type_name in _BLOCK_NAMES:
-        return _BLOCK_NAMES[type_name]
+    """The ``*_param`` message of ``type_name``: Caffe's (:data:`CAFFE_BLOCKS`), or for a
+    type Caffe does not have (ours, a plugin's) the type in snake case: ``L1Loss`` ->
+    ``l1_loss_param``."""
+    if type_name in CAFFE_BLOCKS:
+        return CAFFE_BLOCKS[type_name]
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type_name).lower() + "_param"
 
 

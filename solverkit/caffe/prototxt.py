@@ -1,6 +1,6 @@
 """Caffe's text nets and solvers (``.prototxt``) as solverkit specs, with Caffe's semantics.
 
-:func:`net_source` and :func:`solver_source` turn a file (or text) into the same
+:func:`net_text_source` and :func:`solver_text_source` turn a file (or text) into the same
 ``SpecSource`` a YAML file gives — the raw mapping in our flat form plus the line of
 every field — so the usual validation reports ``file:line: layer 'conv1' (#3): field
 ...`` against the prototxt itself. What Caffe's ``upgrade_net_proto_text`` and
@@ -25,6 +25,10 @@ import typing
 from pathlib import Path
 
 from ..errors import ConfigError, SolverkitError, did_you_mean
+from ..registry import layer_class
+from ..spec.models import SpecSource
+from ..spec.solver_fields import SolverSpec, policy_fields
+from ..files import LIMITS, read_text
 from .names import (
     DATA_TRANSFORM_FIELDS,
     ENUM_NUMBERS,
@@ -65,14 +69,12 @@ _BLOCK_LINE = re.compile(r"^\s*[A-Za-z_]\w*\s*\{", re.MULTILINE)
 # ---------------------------------------------------------------- detection
 
 def _read(path: Path, what: str, shown: str) -> str:
-    if not path.exists():
-        raise ConfigError(f"{what} file not found", file=shown)
-    if path.is_dir():
-        raise ConfigError(f"{what} path is a folder, not a file", file=shown)
-    try:
-        return path.read_text(encoding="utf-8-sig")     # a BOM is not a field
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read {what}: {err}", file=shown) from None
+    try:        # a BOM is not a field
+        return read_text(path, what=what, limit=LIMITS["spec"], encoding="utf-8-sig",
+                         error=ConfigError)
+    except ConfigError as err:
+        err.file = shown
+        raise
 
 
 def looks_like_prototxt(text: str) -> bool:
@@ -133,6 +135,7 @@ class _Context:
         self.absolute = absolute          # paths found made absolute (a net inside a solver)
         self.lines: dict[tuple, int] = {}
         self.ignored: list[str] = []
+        self.nets: list[SpecSource] = []    # nets inside a solver, for the loader to check
 
     def error(self, message: str, entry: Entry | TextMessage | Scalar | None = None,
               layer: str | None = None, index: int | None = None,
@@ -242,6 +245,11 @@ def _wants_list(model, name: str) -> bool:
     return bool(args) and all(typing.get_origin(a) is list for a in args)
 
 
+def _is_bool(model, name: str) -> bool:
+    field = model.model_fields.get(name)
+    return field is not None and field.annotation in (bool, bool | None)
+
+
 # ---------------------------------------------------------------- layers
 
 def _layer_type(msg: TextMessage, v1: bool, ctx: _Context, index: int, name: str | None):
@@ -265,7 +273,6 @@ def _layer_type(msg: TextMessage, v1: bool, ctx: _Context, index: int, name: str
             raise ctx.error(f"'type' is a string, got {value.text}", entry, layer=name,
                             index=index, field="type")
         type_name = str(value.value)
-    from ..registry import layer_class
     try:
         cls = layer_class(CAFFE_ONLY_TYPES.get(type_name, type_name))
     except SolverkitError as err:
@@ -397,10 +404,11 @@ def _hdf5_data(raw: dict, msg: TextMessage, ctx: _Context, where: dict) -> None:
         raise ctx.error(f"the HDF5 file list {listing} is not a file", entry or msg,
                         field="hdf5_data_param.source", **where)
     try:
-        names = [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ctx.error(f"cannot read the HDF5 file list {listing}: {err}", entry or msg,
-                        field="hdf5_data_param.source", **where) from None
+        text = read_text(path, what="HDF5 file list", limit=LIMITS["list"], error=ConfigError)
+    except ConfigError as err:
+        raise ctx.error(err.message, entry or msg, field="hdf5_data_param.source",
+                        **where) from None
+    names = [n.strip() for n in text.splitlines() if n.strip()]
     files = []
     for name in names:                  # beside the list first, then from the cwd
         candidate = Path(name) if os.path.isabs(name) else path.parent / name
@@ -452,7 +460,7 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
         if key == "shape" and block in ("input_param", "dummy_data_param"):
             put("shape", _dims(_message(entry, ctx, **where), ctx, **where), entry, append=True)
             continue
-        if key == "shape" and block == "reshape_param":
+        if key == "shape" and block in ("reshape_param", "parameter_param"):
             put("shape", _dims(_message(entry, ctx, **where), ctx, **where), entry)
             continue
         if block == "dummy_data_param" and key in ("num", "channels", "height", "width"):
@@ -468,6 +476,8 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
             value = _scalar(entry, ctx, block, **where)
             if key in ("source", "root_folder") and isinstance(value, str):
                 value = ctx.path(value)
+            if value in (0, 1) and type(value) is int and _is_bool(model, key):
+                value = bool(value)             # protobuf's text format: a bool may be 0 or 1
         put(key, value, entry, append=True)     # one value: made a scalar by the caller
     if legacy_shape:
         counts = {len(v) for v in legacy_shape.values()}
@@ -551,7 +561,6 @@ def _input_layer(inputs, shapes, dims, ctx: _Context, key_path: tuple) -> dict:
 
 def net_text_source(source):
     """A ``SpecSource`` for a prototxt net (path or text), lines pointing into it."""
-    from ..spec.source import SpecSource
     msg, file, base_dir = _load(source, "net spec")
     ctx = _Context(file, base_dir)
     if _is_solver(msg):
@@ -622,7 +631,7 @@ def convert_solver(msg: TextMessage, ctx: _Context) -> dict:
             if value not in ("BINARYPROTO", "HDF5"):
                 raise ctx.error(f"'{value}' is not a snapshot_format (BINARYPROTO or HDF5)",
                                 entry, field=key)
-            ctx.ignore(f"{key} (snapshots are .npz files)")
+            raw[key] = value
         elif key == "test_compute_loss":
             _scalar(entry, ctx)
             ctx.ignore(f"{key} (test outputs always include the losses)")
@@ -647,13 +656,11 @@ def convert_solver(msg: TextMessage, ctx: _Context) -> dict:
 
 
 def _solver_fields() -> dict:
-    from ..spec.solver import SolverSpec
     return SolverSpec.model_fields
 
 
 def _drop_unused_policy_fields(raw: dict, ctx: _Context) -> None:
     """Caffe ignores ``gamma``/``power``/``stepsize``/``stepvalue`` its lr_policy does not use."""
-    from ..spec.solver import policy_fields
     policy = raw.get("lr_policy", "fixed")
     own = policy_fields().get(policy)
     if own is None:
@@ -675,13 +682,13 @@ def _net_path(value: str, ctx: _Context) -> str:
 
 
 def _embedded_net(msg: TextMessage, ctx: _Context, key: str, entry: Entry) -> dict:
-    """An inline NetParameter, validated now so its mistakes name their lines."""
-    from ..spec.net import load_net_spec
-    from ..spec.source import SpecSource
+    """An inline NetParameter; its source (with its lines) goes into ``ctx.nets``, so that
+    the solver's loader validates it at once and its mistakes name their lines."""
     inner = _Context(ctx.file, ctx.base_dir, absolute=True)
     raw = convert_net(msg, inner)
     ctx.ignored.extend(n for n in inner.ignored if n not in ctx.ignored)
-    load_net_spec(SpecSource(raw=raw, file=ctx.file, base_dir=ctx.base_dir, lines=inner.lines))
+    ctx.nets.append(SpecSource(raw=raw, file=ctx.file, base_dir=ctx.base_dir,
+                               lines=inner.lines))
     return raw
 
 
@@ -697,8 +704,8 @@ def _net_state(msg: TextMessage, ctx: _Context, key: str) -> dict:
 
 
 def solver_text_source(source):
-    """A ``SpecSource`` for a prototxt solver (path or text)."""
-    from ..spec.source import SpecSource
+    """A ``SpecSource`` for a prototxt solver (path or text); ``nets`` holds the sources of
+    the nets written inside it (``net_param``...), which the loader validates."""
     msg, file, base_dir = _load(source, "solver spec")
     ctx = _Context(file, base_dir)
     if not _is_solver(msg):
@@ -706,7 +713,7 @@ def solver_text_source(source):
                         "give it to --net", msg)
     raw = _located(lambda: convert_solver(msg, ctx), ctx)
     ctx.note()
-    return SpecSource(raw=raw, file=file, base_dir=base_dir, lines=ctx.lines)
+    return SpecSource(raw=raw, file=file, base_dir=base_dir, lines=ctx.lines, nets=ctx.nets)
 
 
 def prototxt_kind(source) -> str:

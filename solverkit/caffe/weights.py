@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..files import LIMITS, read_bytes
 from ..protobuf import DEFAULT_LIMITS, Field, Message, Writer, decode
 from .messages import BLOB_PROTO, blob_fields, blob_from_fields
 from .names import V1_TYPE_NUMBERS, V1_TYPES
@@ -73,17 +74,9 @@ def is_caffemodel(path) -> bool:
 def read_caffemodel(path) -> list[StoredLayer]:
     """Every layer of a caffemodel with blobs, in file order."""
     shown = str(path)
-    path = Path(path)
-    if not path.exists():
-        raise DataError("caffemodel file not found", file=shown)
-    size = path.stat().st_size
-    if size > DEFAULT_LIMITS.max_bytes:
-        raise DataError(f"a caffemodel of {size} bytes exceeds the limit of "
-                        f"{DEFAULT_LIMITS.max_bytes} bytes", file=shown)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"cannot read the caffemodel: {err}", file=shown) from None
+    data = read_bytes(path, what="caffemodel", limit=min(LIMITS["caffemodel"],
+                                                          DEFAULT_LIMITS.max_bytes),
+                      error=DataError)
     message = decode(data, NET, file=shown)
     layers: list[StoredLayer] = []
     if not message.get("layer") and not message.get("layers"):

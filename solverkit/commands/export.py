@@ -19,7 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--weights", required=True, metavar="MODEL", help="model file")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="the file to write: OUT.onnx or OUT.caffemodel")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing OUT")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing OUT (never the net or weights read)")
 
 
 def run(args) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..files import check_output, write_atomic
 
 logger = logging.getLogger("solverkit")
 
@@ -42,10 +43,8 @@ def run(args) -> int:
                           field="--weights")
     if args.net and not args.weights:
         raise ConfigError("--net goes with --weights", field="--net")
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise ConfigError("the output file exists (pass --force to overwrite it)",
-                          file=args.output, field="--output")
+    out = check_output(args.output, inputs=(args.prototxt, args.weights, args.net),
+                       force=args.force, option="--output", error=ConfigError)
     if args.weights:
         return _weights(args, out)
     return _prototxt(args.prototxt, out)
@@ -53,7 +52,6 @@ def run(args) -> int:
 
 def _prototxt(path: str, out: Path) -> int:
     from ..caffe.prototxt import net_text_source, prototxt_kind, solver_text_source
-    from ..snapshot import atomic_write_bytes
     from ..spec.net import load_net_spec
     from ..spec.solver import load_solver_spec
     if prototxt_kind(path) == "net":
@@ -80,7 +78,7 @@ def _prototxt(path: str, out: Path) -> int:
         net_text_source(path)                  # the same notes as when the file is used
     text = f"# converted from the Caffe {kind} {path}\n" + yaml.safe_dump(
         raw, sort_keys=False, default_flow_style=None, width=100)
-    atomic_write_bytes(out, text)
+    write_atomic(out, text, operation=f"write the {kind} spec")
     logger.info("Wrote the %s spec %s", kind, out)
     return 0
 

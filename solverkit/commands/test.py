@@ -1,7 +1,8 @@
 """Evaluate trained weights: solverkit test --net NET --weights MODEL.npz [--iterations K]
 
 Runs the TEST phase of the net K times (default: one pass over its TEST data) and prints
-each averaged output as ``Test net output #<i>: <name> = <value>``. Under an MPI launcher
+each averaged output as ``Test net output #<i>: <name> = <value>``, with the solver's own
+test loop (``average_test_outputs``). Under an MPI launcher
 each rank tests its slice of every batch (as in training), the outputs are averaged over
 the ranks, and rank 0 prints them.
 """
@@ -13,7 +14,7 @@ import argparse
 from .. import parallel
 from ..errors import ConfigError
 from ..net import Net
-from ..solvers.solver import batches_per_pass
+from ..solvers.solver import average_test_outputs, batches_per_pass
 from . import add_state_arguments, stages_of
 
 
@@ -42,17 +43,10 @@ def run(args: argparse.Namespace) -> int:
                               "pass over its data", file=args.net)
         if iterations < 1:
             raise ConfigError(f"--iterations must be at least 1, got {iterations}")
-        sums: dict[str, float] = {}
-        for batch in range(iterations):
-            outputs = net.forward()
-            net.check_finite_outputs(f"{args.weights}: test batch {batch + 1} of {iterations}")
-            for name, value in outputs.items():
-                if isinstance(value, float):
-                    sums[name] = sums.get(name, 0.0) + value
+        results = average_test_outputs(net, iterations, world, f"{args.weights}: ")
     finally:
         net.close()
-    means = world.average([value / iterations for value in sums.values()])
     if world.is_root:
-        for i, (name, value) in enumerate(zip(sums, means)):
-            print(f"Test net output #{i}: {name} = {float(value):.6g}")
+        for i, (name, value) in enumerate(results.items()):
+            print(f"Test net output #{i}: {name} = {value:.6g}")
     return 0

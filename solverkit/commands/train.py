@@ -20,7 +20,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ..errors import SolverkitError
+from ..errors import ConfigError, SolverkitError
+from ..runs import RunFiles
 from ..solvers import Solver
 from . import add_state_arguments, stages_of
 
@@ -39,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE",
                         help="override solver fields, e.g. --set type=Adam base_lr=0.001 "
                              "(repeatable)")
-    parser.add_argument("--resume", metavar="STATE|latest",
-                        help="continue from a .solverstate.npz, or the newest complete one")
+    parser.add_argument("--resume", "--snapshot", metavar="STATE|latest",
+                        help="continue from a .solverstate.npz, a Caffe .solverstate(.h5), "
+                             "or the newest complete snapshot (--snapshot: Caffe's name)")
     parser.add_argument("--weights", metavar="MODEL",
                         help="start from the weights of a .model.npz (layers matched by name)")
     parser.add_argument("--allow-missing", action="store_true",
@@ -76,25 +78,43 @@ def run(args: argparse.Namespace) -> int:
     solver = Solver(args.solver, net=args.net, overrides=args.overrides,
                     progress=False if args.quiet else None, stages=stages_of(args),
                     level=args.level)
+    claimed: list[bool] = []
+    failed = False
     try:
-        return _train(solver, args)
+        return _train(solver, args, claimed)
+    except ConfigError as err:
+        _locate_in_solver_file(err, solver)
+        failed = True
+        raise
     finally:
         solver.close()
+        if failed and claimed and not args.resume:
+            # a fresh run stopped by its configuration: every file on the prefix is its own
+            # (an earlier run's were refused or removed); none stays to block the rerun
+            for path in solver.files.existing():
+                RunFiles.remove(path)
 
 
-def _train(solver: Solver, args: argparse.Namespace) -> int:
+def _locate_in_solver_file(err: ConfigError, solver: Solver) -> None:
+    """A mistake in a solver field found while training names the solver file and line."""
+    field = (err.field or "").split(".")[0]
+    if err.file is None and field in type(solver.spec).model_fields:
+        err.located(file=solver.spec.file, line=solver.spec.line_of(field))
+
+
+def _train(solver: Solver, args: argparse.Namespace, claimed: list[bool]) -> int:
     solver.on_signal = args.on_signal
     solver.sighup_effect = args.sighup_effect
     # one run per prefix: locked for the run's life; an earlier run's files are kept only
     # when resuming it and removed only when asked to
     if args.overwrite and args.weights:
-        from ..runs import run_files
-        if Path(args.weights).resolve() in [p.resolve() for p in run_files(solver.snapshot_prefix)]:
+        if Path(args.weights).resolve() in [p.resolve() for p in solver.files.existing()]:
             raise SolverkitError(f"--overwrite would remove {args.weights}, the weights this run "
                                  f"starts from: copy them elsewhere or use another prefix",
                                  field="--overwrite")
     solver.claim_prefix(fresh="keep" if args.resume else
                         "overwrite" if args.overwrite else "refuse")
+    claimed.append(True)
     if args.resume:
         from ..snapshot import resolve_resume
         solver.restore(resolve_resume(args.resume, solver.snapshot_prefix, warn=logger.warning),
@@ -134,7 +154,10 @@ def _train(solver: Solver, args: argparse.Namespace) -> int:
         print(f"Test net output #{i}: {name} = {value:.6g}")
     if solver.last_snapshot is not None:
         state = solver.last_snapshot
-        model = state.with_name(state.name.removesuffix(".solverstate.npz") + ".model.npz")
+        name = state.name
+        model = state.with_name(
+            name.removesuffix(".solverstate.npz") + ".model.npz" if name.endswith(".npz")
+            else name.replace(".solverstate", ".caffemodel"))      # Caffe's snapshot files
         print(f"Trained weights: {model}")
     else:
         print("No snapshot written (snapshot_after_train is false)")

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import threads
 from ..errors import DataError, SnapshotError
+from ..launcher import launcher_size
 from .sources import Samples
 from .transform import Transform
 
@@ -47,7 +48,6 @@ def spare_core() -> bool:
     training thread and adds hand-offs, which costs a small step more than making the
     batch in the step itself.
     """
-    from ..parallel import launcher_size
     return threads.available_cores() > threads.num_threads() * launcher_size()
 
 

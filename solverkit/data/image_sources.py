@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, SolverkitError
+from ..files import LIMITS, read_text, write_atomic
 from . import images
 from .records import RecordSource
 
@@ -107,12 +108,12 @@ def read_image_list(list_path: Path, root_folder: Path | None, *, skip_bad: bool
 def parse_image_list(list_path: Path, root_folder: Path | None, *, skip_bad: bool = False):
     """(paths, labels int64, line numbers) of an image list; missing files are errors, or
     with ``skip_bad`` dropped (one warning counts them)."""
-    try:
-        text = list_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"image list '{list_path}' does not exist", field="source") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read image list '{list_path}': {err}", field="source") from None
+    try:        # the message names the list; the net file and layer are added by the caller
+        text = read_text(list_path, what=f"image list '{list_path}'", limit=LIMITS["list"],
+                         error=DataError)
+    except DataError as err:
+        err.file, err.field = None, "source"
+        raise
     root = root_folder if root_folder is not None else list_path.parent
     paths, labels, lines, missing = [], [], [], []
     for number, raw in enumerate(text.splitlines(), 1):
@@ -191,11 +192,9 @@ def write_class_names(path: Path, names: list[str]) -> bool:
     """Write ``names``, one per line (line k: class k), unless the file already says so."""
     text = "".join(f"{name}\n" for name in names)
     try:
-        if path.read_text(encoding="utf-8") == text:
+        if read_text(path, what="labels file", limit=LIMITS["list"]) == text:
             return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    except SolverkitError:
+        pass        # absent or unreadable: written anew
+    write_atomic(path, text, operation="write the labels file")
     return True

@@ -20,12 +20,14 @@ naming it.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..files import LIMITS, read_bytes
 
 # the largest image decoded by default (about 8,000 x 8,000): a decompression bomb (a
 # small file whose header promises a huge image) is refused, not decoded
@@ -78,13 +80,14 @@ def decode_image(raw: bytes, *, name: str = "image", is_color: bool = True, heig
 def load_image_u8(path, *, is_color: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The image file ``path`` as uint8 (C, H, W), not resized."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"image file '{path}' does not exist", field="source") from None
-    except OSError as err:
-        raise DataError(f"cannot read image file '{path}': {err.strerror or err}",
-                        field="source") from None
+    if not os.path.lexists(path):
+        raise DataError(f"image file '{path}' does not exist", field="source")
+    try:        # the message names the image; the caller adds the list, layer and net
+        raw = read_bytes(path, what=f"image file '{path}'", limit=LIMITS["image"],
+                         error=DataError)
+    except DataError as err:
+        err.file, err.field = None, "source"
+        raise
     return decode_image_u8(raw, name=f"'{path}'", is_color=is_color, max_pixels=max_pixels)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..files import LIMITS, load_npy, load_npz, read_bytes
 
 
 class Transform:
@@ -131,20 +132,20 @@ def load_mean_file(path: Path) -> np.ndarray:
         if name.endswith(".binaryproto"):
             mean = _read_blob_proto(path)
         elif name.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as archive:
-                keys = list(archive.files)
-                if "mean" in keys:
-                    mean = archive["mean"]
-                elif len(keys) == 1:
-                    mean = archive[keys[0]]
-                else:
-                    raise DataError(f"'{path}' holds {len(keys)} arrays ({', '.join(keys)}); "
-                                    f"name the mean image 'mean'", field="transform.mean_file")
+            archive = load_npz(path, what="mean file", limit=LIMITS["array"], error=DataError)
+            keys = list(archive)
+            if "mean" in keys:
+                mean = archive["mean"]
+            elif len(keys) == 1:
+                mean = archive[keys[0]]
+            else:
+                raise DataError(f"'{path}' holds {len(keys)} arrays ({', '.join(keys)}); "
+                                f"name the mean image 'mean'", field="transform.mean_file")
         else:
-            mean = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"cannot read mean file '{path}': {err}",
-                        field="transform.mean_file") from None
+            mean = load_npy(path, what="mean file", limit=LIMITS["array"], error=DataError)
+    except DataError as err:
+        err.field = err.field or "transform.mean_file"
+        raise
     mean = np.asarray(mean)
     if mean.dtype.kind not in "biuf":
         raise DataError(f"mean file '{path}' is not numeric", field="transform.mean_file")
@@ -157,7 +158,10 @@ def _read_blob_proto(path: Path) -> np.ndarray:
     """Caffe's BlobProto (legacy num/channels/height/width or ``shape``), as float32."""
     from ..caffe.messages import decode_blobproto
     try:
-        return decode_blobproto(path.read_bytes(), file=str(path)).astype(np.float32)
+        data = read_bytes(path, what="mean file", limit=LIMITS["binaryproto"], error=DataError)
+        return decode_blobproto(data, file=str(path)).astype(np.float32)
     except DataError as err:
-        raise DataError(f"cannot read mean file '{path}': {err.message}",
+        if err.message.startswith("cannot read the mean file"):
+            raise err.located(field="transform.mean_file") from None
+        raise DataError(f"cannot read the mean file: {err.message}", file=str(path),
                         field="transform.mean_file") from None

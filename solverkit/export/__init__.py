@@ -7,12 +7,11 @@ A train/test net is turned into its deploy form first (``solverkit.deploy``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ..deploy import derive_deployment
 from ..errors import ConfigError
+from ..files import check_output, write_atomic
 from ..net import Net
 
 FORMATS = {".onnx": "ONNX", ".caffemodel": "Caffe"}
@@ -28,10 +27,13 @@ def load_deploy_net(spec, weights) -> tuple[Net, object]:
 
 def export_model(spec, weights, path, *, force: bool = False) -> list[str]:
     """Write the deploy net of ``spec`` with ``weights`` to ``path``; the files written.
-    An existing ``path`` is replaced only with ``force``."""
+    An existing file (``path``, or the ``.prototxt`` beside a ``.caffemodel``) is replaced
+    only with ``force``, and never when it is ``spec`` or ``weights`` themselves."""
     path = Path(path)
-    if path.exists() and not force:
-        raise ConfigError(f"'{path}' exists; pass --force to overwrite it")
+    outputs = [path, path.with_suffix(".prototxt")] if path.suffix.lower() == ".caffemodel" \
+        else [path]
+    for output in outputs:
+        check_output(output, inputs=(spec, weights), force=force, error=ConfigError)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ConfigError(f"cannot tell the export format from '{path.name}': name the output "
@@ -56,21 +58,11 @@ def export_model(spec, weights, path, *, force: bool = False) -> list[str]:
         net.close()
 
 
-def write_output(path, data: bytes, *, force: bool = False) -> str:
-    """Write ``data`` to ``path`` atomically (a temporary file renamed); an existing file
-    is replaced only with ``force``, so a user's results are never overwritten unasked."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise ConfigError(f"'{path}' exists; pass --force to overwrite it")
+def write_output(path, data: bytes, *, force: bool = False, inputs=()) -> str:
+    """Write ``data`` to ``path`` atomically; an existing file is replaced only with
+    ``force`` (never one of ``inputs``), so a user's results are never overwritten unasked."""
+    path = check_output(path, inputs=inputs, force=force, error=ConfigError)
     if not path.parent.exists():
         raise ConfigError(f"folder '{path.parent}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data, operation="write the export")
     return str(path)

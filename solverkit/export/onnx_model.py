@@ -21,6 +21,7 @@ from itertools import pairwise
 import numpy as np
 
 from ..errors import ConfigError, SolverkitError
+from ..version import __version__
 
 # Opset 17 and IR version 8 (the pair onnx 1.12 introduced): every onnxruntime since 1.12
 # loads them, so the 'onnx' extra's onnxruntime>=1.16 does with room to spare, and opset 17
@@ -115,7 +116,6 @@ class Graph:
 def to_onnx(net, producer: str = "solverkit"):
     """The ONNX ModelProto of the deploy ``net`` (its current weights), checked by onnx."""
     onnx, helper, numpy_helper = onnx_modules()
-    from .. import __version__
     graph = Graph(helper, numpy_helper)
     # ONNX is single-assignment: the last write of each blob carries the blob's name
     last_writer: dict[str, int] = {}
@@ -649,3 +649,83 @@ def _embed(g: Graph, info: LayerInfo):
 @register_onnx("Silence")
 def _silence(g: Graph, info: LayerInfo):
     """No tops: nothing to compute."""
+
+
+# ------------------------------------------------- SSD, Fast R-CNN and the forks' layers
+register_onnx("DepthwiseConvolution")(_convolution)      # its group is set when built
+
+
+@register_onnx("Permute")
+def _permute(g: Graph, info: LayerInfo):
+    g.node("Transpose", [info.bottoms[0]], info.tops[0], hint=info.name,
+           perm=list(info.layer.order))
+
+
+@register_onnx("ShuffleChannel")
+def _shuffle_channel(g: Graph, info: LayerInfo):
+    """(N, g, C/g, ...) with the two group axes swapped, as a Reshape/Transpose/Reshape."""
+    shape = info.bottom_shapes[0]
+    group = info.params.group
+    rest = list(shape[2:])
+    grouped = g.node("Reshape", [info.bottoms[0],
+                                 g.ints([0, group, shape[1] // group, *rest],
+                                        f"{info.name}.groups")], hint=f"{info.name}.split")
+    swapped = g.node("Transpose", [grouped], hint=f"{info.name}.swap",
+                     perm=[0, 2, 1, *range(3, 3 + len(rest))])
+    g.node("Reshape", [swapped, g.ints([0, shape[1], *rest], f"{info.name}.shape")],
+           info.tops[0], hint=info.name)
+
+
+@register_onnx("Normalize")
+def _normalize(g: Graph, info: LayerInfo):
+    """``x / sqrt(Σ x² + eps) · scale``, the sum over (C, H, W) or over C."""
+    p, ndim = info.params, len(info.bottom_shapes[0])
+    axes = list(range(1, ndim)) if p.across_spatial else [1]
+    squares = g.node("ReduceSumSquare", [info.bottoms[0]], hint=f"{info.name}.sumsq",
+                     axes=axes, keepdims=1)
+    shifted = g.node("Add", [squares, g.const(p.eps, f"{info.name}.eps")],
+                     hint=f"{info.name}.eps")
+    norm = g.node("Sqrt", [shifted], hint=f"{info.name}.norm")
+    unit = g.node("Div", [info.bottoms[0], norm], hint=f"{info.name}.unit")
+    scale = info.weight(0)
+    if not p.channel_shared:
+        scale = scale.reshape((1, -1) + (1,) * (ndim - 2))
+    g.node("Mul", [unit, g.const(scale, f"{info.name}.scale")], info.tops[0], hint=info.name)
+
+
+@register_onnx("PriorBox")
+def _prior_box(g: Graph, info: LayerInfo):
+    """The priors depend on the shapes only: a constant of the built net's."""
+    priors = info.layer.priors(info.bottom_shapes[0][2:], info.bottom_shapes[1][2:])[None]
+    g.node("Identity", [g.const(priors, f"{info.name}.priors")], info.tops[0], hint=info.name)
+
+
+@register_onnx("Upsample")
+def _upsample(g: Graph, info: LayerInfo):
+    """Zeros of the top's size with each value scattered to its mask index in its plane."""
+    n, c, out_h, out_w = info.top_shapes[0]
+    x, mask = info.bottoms
+    planes = g.ints([0, 0, -1], f"{info.name}.planes")
+    values = g.node("Reshape", [x, planes], hint=f"{info.name}.values")
+    index = g.node("Cast", [g.node("Reshape", [mask, planes], hint=f"{info.name}.mask")],
+                   hint=f"{info.name}.index", to=7)                         # int64
+    batch = g.node("Slice", [g.node("Shape", [x], hint=f"{info.name}.shape"),
+                             g.ints([0], f"{info.name}.start"), g.ints([1], f"{info.name}.end")],
+                   hint=f"{info.name}.batch")
+    size = g.node("Concat", [batch, g.ints([c, out_h * out_w], f"{info.name}.size")],
+                  hint=f"{info.name}.size", axis=0)
+    zeros = g.node("Expand", [g.const(np.zeros((1, c, out_h * out_w)), f"{info.name}.zeros"),
+                              size], hint=f"{info.name}.zeros")
+    scattered = g.node("ScatterElements", [zeros, index, values], hint=f"{info.name}.scatter",
+                       axis=2)
+    g.node("Reshape", [scattered, g.ints([0, c, out_h, out_w], f"{info.name}.top")],
+           info.tops[0], hint=info.name)
+
+
+@register_onnx("ROIPooling")
+def _roi_pooling(g: Graph, info: LayerInfo):
+    p = info.params
+    rois = g.node("Reshape", [info.bottoms[1], g.ints([-1, 5], f"{info.name}.rois")],
+                  hint=f"{info.name}.rois")
+    g.node("MaxRoiPool", [info.bottoms[0], rois], info.tops[0], hint=info.name,
+           pooled_shape=[p.pooled_h, p.pooled_w], spatial_scale=float(p.spatial_scale))

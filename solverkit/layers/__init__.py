@@ -1,12 +1,16 @@
 """Built-in layers, one module per family; importing this package registers them all."""
 
-from ..spec.net import LayerParams
-from . import (  # noqa: F401  # noqa: F401
+from ..spec.models import LayerParams
+from . import (  # noqa: F401
     activation,
     common,
     data,
+    detection,
+    forks,
     loss,
+    memory,
     normalization,
+    python,
     utility,
     vision,
 )

@@ -34,7 +34,7 @@ from .. import blas
 from ..blob import Blob
 from ..errors import ConfigError, ShapeError
 from ..fillers import fill
-from ..spec.net import FillerSpec, LayerParams, LayerSpec
+from ..spec.models import FillerSpec, LayerParams, LayerSpec
 
 
 class Layer:

@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..files import LIMITS, load_npy, load_npz
 from ..registry import register_layer
 from ..spec.net import LayerParams
 from .base import LossLayer
@@ -413,19 +414,20 @@ class InfogainLoss(LossLayer):
         if not path.is_absolute() and self.base_dir is not None:
             path = Path(self.base_dir) / path
         try:
-            loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise DataError(f"cannot read the infogain matrix: {err}", file=str(path),
-                            layer=self.name, field="source") from None
-        if isinstance(loaded, np.ndarray):
-            return loaded.astype(self.dtype)
-        with loaded:                                   # an .npz archive
-            names = list(loaded.keys())
-            key = "H" if "H" in names else names[0] if len(names) == 1 else None
-            if key is None:
-                raise DataError(f"the archive holds {names}; name the infogain matrix 'H'",
-                                file=str(path), layer=self.name, field="source")
-            return loaded[key].astype(self.dtype)
+            if path.suffix.lower() == ".npz":
+                loaded = load_npz(path, what="infogain matrix", limit=LIMITS["array"],
+                                  error=DataError)
+            else:
+                return load_npy(path, what="infogain matrix", limit=LIMITS["array"],
+                                error=DataError).astype(self.dtype)
+        except DataError as err:
+            raise err.located(layer=self.name, field="source") from None
+        names = list(loaded)
+        key = "H" if "H" in names else names[0] if len(names) == 1 else None
+        if key is None:
+            raise DataError(f"the archive holds {names}; name the infogain matrix 'H'",
+                            file=str(path), layer=self.name, field="source")
+        return loaded[key].astype(self.dtype)
 
     def allow_backward_to(self, bottom_index: int) -> bool:
         return bottom_index == 0

@@ -1,9 +1,10 @@
-"""Optimisation: learning-rate policies (``schedule``), parameter updates (``updates``), the loop (``solver``)."""
+"""Optimisation: learning-rate policies (``schedule``), parameter updates (``updates``),
+callbacks (``callbacks``), the loop (``solver``)."""
 
 from .callbacks import Callback
 from .schedule import Policy, PolicyParams, Schedule, learning_rate
 from .solver import Solver, batches_per_pass
-from .updates import ElementwiseRule, Updater, UpdateRule, make_update
+from .updates import ElementwiseRule, Updater, UpdateRule
 
 __all__ = ["Callback", "ElementwiseRule", "Policy", "PolicyParams", "Schedule", "Solver", "UpdateRule",
-           "Updater", "batches_per_pass", "learning_rate", "make_update"]
+           "Updater", "batches_per_pass", "learning_rate"]

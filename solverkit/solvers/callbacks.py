@@ -1,45 +1,67 @@
-"""Callbacks: code the training loop calls at fixed points (``Solver.add_callback``).
+"""Callbacks: code the training loop calls at fixed points (``Solver.add_callback``, or
+``callbacks: [{type: Name, ...}]`` in the solver spec for a registered one).
 
 A callback derives from ``Callback`` and overrides the hooks it needs:
 
 - ``on_train_start()`` — before the first iteration of this run;
+- ``before_update(it)`` — between the backward passes and the update of iteration ``it``;
 - ``on_step_end(it, outputs)`` — after the update made at iteration ``it`` with the
   TRAIN outputs of that iteration (``outputs["loss"]`` … as logged);
 - ``on_test_end(it, outputs)`` — after a test round at iteration ``it``: the averaged
   outputs of every test net (the first net's under their names, net ``i``'s as
   ``test<i>/name``);
+- ``before_snapshot(it, reason)`` — before a snapshot at ``it`` is written (``reason``:
+  periodic, signal, final or best);
 - ``on_snapshot(path)`` — after a snapshot is complete (``path``: its solver state);
 - ``on_train_end()`` — when the run ends (also after an error or a stop).
 
 A hook asks training to stop by returning a reason (a string; ``True`` also works):
 the loop ends after the current step, writes a final snapshot and says why.
 ``solver`` is set by ``add_callback``. A callback with a ``name`` saves ``get_state()``
-(JSON values) in every solver state and gets it back through ``set_state`` on resume.
+(JSON values) in every solver state and gets it back through ``set_state`` on resume; one
+named in the spec is named by its type (``CountTests``; a second one ``CountTests#1``).
+Its own fields are a ``Params`` model (a ``Callback.Params`` subclass), validated from its
+entry and given to the constructor as ``params``.
 The solver's own training controls below (best snapshot, retention, early stopping,
-debug information, the TensorBoard logger) are callbacks too.
+debug information, the TensorBoard logger) are registered callbacks too.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, did_you_mean
-from ..spec.training import improved
+from ..registry import callback_class, register_callback
+from ..runs import file_operation, keep_log_rows_before
+from ..spec.training import (
+    BestSnapshotParams,
+    CallbackParams,
+    DisplayParams,
+    EarlyStopParams,
+    KeepLastParams,
+    MonitorParams,
+    improved,
+)
+from ..tools.events import EventWriter
 
 logger = logging.getLogger("solverkit")
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing. ``Callback(params)``: ``params`` is an instance
+    of the class's ``Params`` (default: ``Params()``, every field at its default)."""
 
+    Params: type[CallbackParams] = CallbackParams
+    type: str | None = None       # the registered name (set by ``register_callback``)
     name: str | None = None       # the key of this callback's state in solver states
     solver = None
+
+    def __init__(self, params: CallbackParams | None = None):
+        self.params = self.Params() if params is None else params
 
     def attach(self, solver) -> None:
         self.solver = solver
@@ -72,87 +94,121 @@ class Callback:
         """Continue from a ``get_state()`` result."""
 
 
-def _watched(field: str, name: str, outputs: dict[str, float]) -> float:
-    if name not in outputs:
-        raise ConfigError(f"the test nets have no output '{name}'{did_you_mean(name, outputs)}"
-                          f"; their outputs: {', '.join(outputs) or 'none'}", field=field)
-    return float(outputs[name])
+class Monitor:
+    """Best-value tracking of one test output, shared by every control that watches one
+    (best snapshot, early stop, the plateau policy; as Keras's MonitorCallback):
+    ``watch(it, outputs)`` reads ``output`` and returns it and whether it beats the best
+    so far by more than ``min_delta`` in direction ``mode`` (then it is the best)."""
 
-
-class BestSnapshot(Callback):
-    """``snapshot_best``: after a test whose ``output`` beats every earlier one, write
-    ``<prefix>_best.model.npz`` and ``<prefix>_best.solverstate.npz`` (each atomically,
-    the model first); the iteration and value go into both files and the log."""
-
-    name = "snapshot_best"
-
-    def __init__(self, output: str, mode: str):
-        self.output, self.mode = output, mode
+    def __init__(self, output: str, mode: str, min_delta: float = 0.0, field: str = "output"):
+        self.output, self.mode, self.min_delta, self.field = output, mode, min_delta, field
         self.best: float | None = None
         self.best_iter: int | None = None
 
-    def on_test_end(self, it, outputs):
-        value = _watched("snapshot_best.output", self.output, outputs)
-        if improved(value, self.best, self.mode):
+    def watch(self, it: int, outputs: dict[str, float]) -> tuple[float, bool]:
+        if self.output not in outputs:
+            raise ConfigError(f"the test nets have no output '{self.output}'"
+                              f"{did_you_mean(self.output, outputs)}; their outputs: "
+                              f"{', '.join(outputs) or 'none'}", field=self.field)
+        value = float(outputs[self.output])
+        better = improved(value, self.best, self.mode, self.min_delta)
+        if better:
             self.best, self.best_iter = value, it
+        return value, better
+
+
+class MonitorCallback(Callback):
+    """Base of a callback that watches one test output (``params.output``, ``params.mode``)
+    through its ``monitor``."""
+
+    Params = MonitorParams
+    min_delta_field: str | None = None      # the Params field that holds min_delta, if any
+
+    def __init__(self, params: MonitorParams):
+        super().__init__(params)
+        delta = getattr(params, self.min_delta_field) if self.min_delta_field else 0.0
+        self.monitor = Monitor(params.output, params.mode, delta,
+                               field=f"{self.name or self.type}.output")
+
+    @property
+    def output(self) -> str:
+        return self.monitor.output
+
+
+@register_callback("BestSnapshot")
+class BestSnapshot(MonitorCallback):
+    """``snapshot_best``: after a test whose ``output`` beats every earlier one, write
+    ``<prefix>_best.model.npz`` and ``<prefix>_best.solverstate.npz`` (one pair, switched
+    atomically: ``snapshot.switch_pair``); the iteration and value go into both files and
+    the log."""
+
+    Params = BestSnapshotParams
+    name = "snapshot_best"
+
+    def on_test_end(self, it, outputs):
+        value, better = self.monitor.watch(it, outputs)
+        if better:
             self.solver.log_event(f"best/{self.output}", value)
             logger.info("Best %s so far: %.6g at iteration %d", self.output, value, it)
             self.solver.request_snapshot("best")
 
     def get_state(self):
-        return {"output": self.output, "mode": self.mode, "value": self.best,
-                "iter": self.best_iter}
+        return {"output": self.output, "mode": self.monitor.mode, "value": self.monitor.best,
+                "iter": self.monitor.best_iter}
 
     def set_state(self, state):
-        if state.get("output") == self.output and state.get("mode") == self.mode:
-            self.best, self.best_iter = state["value"], state["iter"]
+        if state.get("output") == self.output and state.get("mode") == self.monitor.mode:
+            self.monitor.best, self.monitor.best_iter = state["value"], state["iter"]
 
 
-class EarlyStop(Callback):
+@register_callback("EarlyStop")
+class EarlyStop(MonitorCallback):
     """``early_stop``: stop when ``output`` has not improved by more than ``min_delta`` for
     ``patience`` test rounds in a row (as Keras's EarlyStopping)."""
 
+    Params = EarlyStopParams
     name = "early_stop"
+    min_delta_field = "min_delta"
 
-    def __init__(self, output: str, mode: str, patience: int, min_delta: float):
-        self.output, self.mode = output, mode
-        self.patience, self.min_delta = patience, min_delta
-        self.best: float | None = None
-        self.best_iter: int | None = None
+    def __init__(self, params: EarlyStopParams):
+        super().__init__(params)
+        self.patience = params.patience
         self.wait = 0
 
     def on_test_end(self, it, outputs):
-        value = _watched("early_stop.output", self.output, outputs)
-        if improved(value, self.best, self.mode, self.min_delta):
-            self.best, self.best_iter, self.wait = value, it, 0
+        value, better = self.monitor.watch(it, outputs)
+        if better:
+            self.wait = 0
             return None
         self.wait += 1
         if self.wait < self.patience:
             return None
         self.solver.log_event(f"early_stop/{self.output}", value)
-        return (f"early stop: {self.output} has not improved on {self.best:.6g} (iteration "
-                f"{self.best_iter}) by more than {self.min_delta:g} for {self.wait} tests")
+        return (f"early stop: {self.output} has not improved on {self.monitor.best:.6g} "
+                f"(iteration {self.monitor.best_iter}) by more than {self.monitor.min_delta:g} "
+                f"for {self.wait} tests")
 
     def get_state(self):
-        return {"best": self.best, "iter": self.best_iter, "wait": self.wait}
+        return {"best": self.monitor.best, "iter": self.monitor.best_iter, "wait": self.wait}
 
     def set_state(self, state):
-        self.best, self.best_iter, self.wait = state["best"], state["iter"], int(state["wait"])
+        self.monitor.best, self.monitor.best_iter = state["best"], state["iter"]
+        self.wait = int(state["wait"])
 
 
-_ITER = re.compile(r"_iter_(\d+)\.(model|solverstate)\.npz$")
-
-
+@register_callback("KeepLast")
 class KeepLast(Callback):
     """``snapshot_keep: N``: after each periodic snapshot is complete, delete the periodic
     snapshots older than the newest ``N`` (the state first, then its model). Snapshots
     written for another reason (a signal, the end of training) are never deleted, nor
     is the best one (it has its own name)."""
 
+    Params = KeepLastParams
     name = "snapshot_keep"
 
-    def __init__(self, keep: int):
-        self.keep = keep
+    def __init__(self, params: KeepLastParams):
+        super().__init__(params)
+        self.keep = params.keep
         self.protected: list[int] = []
         self._reason = "periodic"
 
@@ -164,13 +220,7 @@ class KeepLast(Callback):
     def on_snapshot(self, path):
         if self._reason != "periodic":
             return
-        prefix = Path(self.solver.snapshot_prefix)
-        folder = prefix.parent
-        files: dict[int, dict[str, Path]] = {}
-        for candidate in folder.glob(f"{glob.escape(prefix.name)}_iter_*.npz"):
-            match = _ITER.search(candidate.name)
-            if match and candidate.name.startswith(f"{prefix.name}_iter_"):
-                files.setdefault(int(match.group(1)), {})[match.group(2)] = candidate
+        files = self.solver.files.snapshots()
         now = self.solver.iter
         complete = sorted(it for it, kinds in files.items() if "solverstate" in kinds
                           and it <= now and it not in self.protected)
@@ -195,6 +245,7 @@ def _mean_abs(array) -> float:
     return float(np.mean(np.abs(array))) if array.size else 0.0
 
 
+@register_callback("DebugInfo")
 class DebugInfo(Callback):
     """``debug_info: true``: every iteration, the mean absolute value of each layer's top
     data and diff, of each parameter's data and diff (the gradient), and of the update
@@ -202,27 +253,29 @@ class DebugInfo(Callback):
     ``<prefix>_debug.csv`` (``iter,layer,blob,quantity,value``), shown at ``display``
     iterations, and sent to TensorBoard as ``debug/<layer>/<blob>/<quantity>``."""
 
+    Params = DisplayParams
     HEADER = ("iter", "layer", "blob", "quantity", "value")
 
-    def __init__(self, display: int):
-        self.display = display
+    def __init__(self, params: DisplayParams | None = None):
+        super().__init__(params)
+        self.display = self.params.display
         self._before: list[np.ndarray] = []
         self._file = None
         self._writer = None
         self.last: list[tuple[str, str, str, float]] = []
 
     def _open(self):
-        path = Path(f"{self.solver.snapshot_prefix}_debug.csv")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        it = self.solver.iter
-        if it > 0 and path.exists():
-            with open(path, newline="") as old:
-                kept = [row for row in list(csv.reader(old))[1:] if row and int(row[0]) < it]
-        self._file = open(path, "w", newline="")  # noqa: SIM115  (closed by on_train_end)
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(self.HEADER)
-        self._writer.writerows(kept)
+        path = self.solver.files.debug_log
+        with file_operation("write the debug log", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # a resumed run cuts the file back to the rows before its iteration in place
+            # (never rewritten from the start), then appends
+            it = self.solver.iter
+            kept = it > 0 and keep_log_rows_before(path, it, ",".join(self.HEADER))
+            self._file = open(path, "a" if kept else "w", newline="")  # noqa: SIM115
+            self._writer = csv.writer(self._file)
+            if not kept:
+                self._writer.writerow(self.HEADER)
 
     def before_update(self, it):
         self._before = [param.blob.data.copy() for param in self.solver.net.learnable_params]
@@ -261,6 +314,7 @@ class DebugInfo(Callback):
             self._file = self._writer = None
 
 
+@register_callback("TensorBoard")
 class TensorBoardLog(Callback):
     """``log: [csv, tensorboard]``: TRAIN outputs (``train/<name>``), test outputs
     (``test/<name>``), the rate (``lr``) and with ``debug_info`` the per-layer magnitudes
@@ -268,13 +322,15 @@ class TensorBoardLog(Callback):
     when ``display`` is 0; the debug CSV has every iteration), in an event file under
     ``<prefix>_tensorboard/``."""
 
-    def __init__(self, display: int):
-        self.display = display
+    Params = DisplayParams
+
+    def __init__(self, params: DisplayParams | None = None):
+        super().__init__(params)
+        self.display = self.params.display
         self.writer = None
 
     def _open(self):
-        from ..tools.events import EventWriter
-        self.writer = EventWriter(Path(f"{self.solver.snapshot_prefix}_tensorboard"))
+        self.writer = EventWriter(self.solver.files.tensorboard)
 
     def _write(self, it, values: dict[str, float]):
         if not self.solver.world.is_root:
@@ -285,7 +341,7 @@ class TensorBoardLog(Callback):
 
     def on_step_end(self, it, outputs):
         values = {f"train/{name}": value for name, value in outputs.items()}
-        values["lr"] = self.solver.rate(it)
+        values["lr"] = self.solver.step_rate
         debug = next((cb for cb in self.solver.callbacks if isinstance(cb, DebugInfo)), None)
         shown = not self.display or it % self.display == 0
         if debug is not None and shown:
@@ -316,14 +372,27 @@ def builtin_callbacks(spec) -> list[Callback]:
                                   field=name)
     callbacks: list[Callback] = []
     if spec.debug_info:
-        callbacks.append(DebugInfo(spec.display))
+        callbacks.append(DebugInfo(DisplayParams(display=spec.display)))
     if "tensorboard" in spec.log:
-        callbacks.append(TensorBoardLog(spec.display))
+        callbacks.append(TensorBoardLog(DisplayParams(display=spec.display)))
     if spec.snapshot_best is not None:
-        callbacks.append(BestSnapshot(spec.snapshot_best.output, spec.snapshot_best.mode))
+        callbacks.append(BestSnapshot(spec.snapshot_best))
     if spec.early_stop is not None:
-        stop = spec.early_stop
-        callbacks.append(EarlyStop(stop.output, stop.mode, stop.patience, stop.min_delta))
+        callbacks.append(EarlyStop(spec.early_stop))
     if spec.snapshot_keep > 0:
-        callbacks.append(KeepLast(spec.snapshot_keep))
+        callbacks.append(KeepLast(KeepLastParams(keep=spec.snapshot_keep)))
+    return callbacks
+
+
+def spec_callbacks(spec) -> list[Callback]:
+    """The callbacks named in the spec's ``callbacks:``, in their order; each is named by
+    its type (the state key in solver states), a repeated type ``Type#1``, ``Type#2``…"""
+    callbacks: list[Callback] = []
+    seen: dict[str, int] = {}
+    for entry in spec.callbacks:
+        callback = callback_class(entry.type)(entry.params)
+        count = seen.get(entry.type, 0)
+        seen[entry.type] = count + 1
+        callback.name = entry.type if count == 0 else f"{entry.type}#{count}"
+        callbacks.append(callback)
     return callbacks

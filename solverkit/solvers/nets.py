@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..spec.net import load_net_spec
-from ..spec.solver import SolverSpec
+from ..spec.solver_fields import SolverSpec
 from ..spec.training import NetState
 
 
@@ -48,8 +48,7 @@ def output_prefix(index: int) -> str:
 
 
 def _path(spec: SolverSpec, name: str, value: str) -> Path:
-    path = Path(value)
-    path = path if path.is_absolute() else spec.base_dir / path
+    path = spec.resolve(value)
     if not os.path.lexists(path):      # a broken link: reading it names the problem
         raise ConfigError(f"net file not found: {path} (a relative path is relative to the "
                           f"solver file)", file=spec.file, line=spec.line_of(name), field=name)

@@ -20,10 +20,10 @@ import math
 from pydantic import Field, field_validator
 
 from .. import registry
-from ..errors import ConfigError, did_you_mean
 from ..registry import register_policy
-from ..spec.solver import FieldsModel, SolverSpec
-from ..spec.training import Plateau, improved
+from ..spec.solver_fields import FieldsModel, SolverSpec
+from ..spec.training import PlateauParams
+from .callbacks import Monitor
 
 
 class PolicyParams(FieldsModel):
@@ -195,15 +195,9 @@ def _cosine(base_lr, it, spec):
 
 # ------------------------------------------------------------------ a policy with state
 class _PlateauFields(PolicyParams):
-    plateau: Plateau
+    plateau: PlateauParams
     gamma: float = Field(0.1, gt=0, lt=1)
     min_lr: float = Field(0.0, ge=0)
-
-
-def missing_output(field: str, name: str, outputs: dict) -> ConfigError:
-    """The error for a watched test output that the test nets do not have."""
-    return ConfigError(f"the test nets have no output '{name}'{did_you_mean(name, outputs)}; "
-                       f"their outputs: {', '.join(outputs) or 'none'}", field=field)
 
 
 @register_policy("plateau")
@@ -217,7 +211,8 @@ class PlateauPolicy(Policy):
     def __init__(self, spec: SolverSpec):
         super().__init__(spec)
         self.lr = float(spec.base_lr)
-        self.best: float | None = None
+        watch = spec.plateau
+        self.monitor = Monitor(watch.output, watch.mode, watch.threshold, field="plateau.output")
         self.wait = 0
         self.cooldown = 0
 
@@ -226,14 +221,12 @@ class PlateauPolicy(Policy):
 
     def observe(self, it: int, outputs: dict[str, float]) -> None:
         watch = self.spec.plateau
-        if watch.output not in outputs:
-            raise missing_output("plateau.output", watch.output, outputs)
-        value = float(outputs[watch.output])
+        _, better = self.monitor.watch(it, outputs)
         if self.cooldown > 0:
             self.cooldown -= 1
             self.wait = 0
-        if improved(value, self.best, watch.mode, watch.threshold):
-            self.best, self.wait = value, 0
+        if better:
+            self.wait = 0
         elif self.cooldown == 0:
             self.wait += 1
             if self.wait >= watch.patience and self.lr > self.spec.min_lr:
@@ -241,9 +234,10 @@ class PlateauPolicy(Policy):
                 self.cooldown, self.wait = watch.cooldown, 0
 
     def get_state(self) -> dict:
-        return {"lr": self.lr, "best": self.best, "wait": self.wait, "cooldown": self.cooldown}
+        return {"lr": self.lr, "best": self.monitor.best, "wait": self.wait,
+                "cooldown": self.cooldown}
 
     def set_state(self, state: dict) -> None:
         self.lr = float(state["lr"])
-        self.best = None if state["best"] is None else float(state["best"])
+        self.monitor.best = None if state["best"] is None else float(state["best"])
         self.wait, self.cooldown = int(state["wait"]), int(state["cooldown"])

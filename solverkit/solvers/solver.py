@@ -28,12 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from .. import parallel
+from ..data.image_sources import write_class_names
 from ..errors import ConfigError, NonFiniteError
 from ..layers.base import DataLayer
+from ..layers.data import Data
 from ..net import Net
-from ..runs import file_operation, keep_log_rows_before, new_run_id
+from ..runs import RunFiles, claim_prefix, file_operation, keep_log_rows_before, new_run_id
+from ..caffe.solverstate import is_caffe_state
+from ..snapshot import restore_solver, save_solver
 from ..spec.solver import SolverSpec, load_solver_spec
-from .callbacks import Callback, builtin_callbacks
+from .caffe_snapshot import restore_caffe_snapshot, save_caffe_snapshot
+from .callbacks import Callback, builtin_callbacks, spec_callbacks
 from .nets import output_prefix, plan_nets
 from .schedule import Schedule
 from .updates import Updater
@@ -56,6 +61,21 @@ def batches_per_pass(net: Net) -> int | None:
 def _scalar_outputs(outputs: dict) -> dict[str, float]:
     """The one-element outputs (losses, accuracies): those the loop logs and averages."""
     return {name: value for name, value in outputs.items() if isinstance(value, float)}
+
+
+def average_test_outputs(net: Net, count: int, world, where: str = "") -> dict[str, float]:
+    """The test loop (the solver's and ``solverkit test``'s): ``count`` forward passes of
+    ``net``, each one-element output averaged over the passes, then over the ranks of
+    ``world`` (each rank tests its slice of every batch). A non-finite output is an error
+    naming ``where`` (``"iteration 500, "``), the batch and the first layer at fault."""
+    sums: dict[str, float] = {}
+    for batch in range(count):
+        outputs = _scalar_outputs(net.forward())
+        net.check_finite_outputs(f"{where}test batch {batch + 1} of {count}")
+        for name, value in outputs.items():
+            sums[name] = sums.get(name, 0.0) + value
+    means = [value / count for value in sums.values()]
+    return dict(zip(sums, map(float, world.average(means))))
 
 
 class Solver:
@@ -110,7 +130,8 @@ class Solver:
         self.smoothed_losses: list[float] = []   # the last average_loss losses
         self.seconds_before = 0.0                # training time of earlier runs (resume)
         self.snapshot_prefix = self.spec.default_snapshot_prefix(self.net.name)
-        self.log_path = Path(f"{self.snapshot_prefix}_log.csv")
+        self.files = RunFiles(self.snapshot_prefix)  # the name of every file of the run
+        self.log_path = self.files.log
         self._log_file = None
         self._log_writer = None
         self._clock: float | None = None         # perf_counter when this run started
@@ -119,13 +140,14 @@ class Solver:
         self.stopped_by: int | None = None       # the signal that ended training early
         self.stop_reason: str | None = None      # why a callback ended training early
         self.last_snapshot: Path | None = None
+        self.step_rate: float | None = None      # rate(iter) of the update being made
         self.last_test: tuple[int, dict[str, float]] | None = None   # (iter, outputs)
         self._skip_test_at: int | None = None    # restored after its test: not again
         self._snapshot_requests: list[str] = []
         self._signal_snapshot = False
         self._started = False
         self.callbacks: list[Callback] = []
-        for callback in builtin_callbacks(self.spec):
+        for callback in [*builtin_callbacks(self.spec), *spec_callbacks(self.spec)]:
             self.add_callback(callback)
         self.run_id = new_run_id()               # carried by every snapshot of this run
         self._claim = None                       # the lock on the prefix (claim_prefix)
@@ -140,10 +162,6 @@ class Solver:
     def test_net(self) -> Net:
         """The first TEST net, sharing the TRAIN net's parameters (built when first needed)."""
         return self.test_net_at(0)
-
-    @property
-    def _test_net(self) -> Net | None:
-        return self._test_nets[0] if self._test_nets else None
 
     def test_net_at(self, index: int) -> Net:
         """Test net ``index`` (built when first needed, sharing the TRAIN net's parameters)."""
@@ -295,9 +313,9 @@ class Solver:
                     break
                 loss, outputs = self._forward_backward()
                 self._smooth(loss)
-                rate = self.rate()
+                rate = self.step_rate = self.rate()      # once per iteration, for all
                 self._emit("before_update", self.iter)
-                self._apply_update()
+                self._apply_update(rate)
                 self._log_rows("TRAIN", outputs, rate)
                 self._emit("on_step_end", self.iter, outputs)
                 if spec.display and self.iter % spec.display == 0:
@@ -347,15 +365,15 @@ class Solver:
             if signum is not None and self._signal_action(signum) == "snapshot" \
                     and signum == _SIGHUP:          # every rank snapshots after this one
                 self._signal_snapshot = True
-                self.data_parallel.stop_signal = self.data_parallel._pending_signal = None
+                self.data_parallel.signal_handled()
             elif signum is not None:                # a signal reached some rank
                 self.stopped_by = signum
         return loss, outputs
 
-    def _apply_update(self) -> None:
+    def _apply_update(self, rate: float) -> None:
         """The one gradient path: the diffs hold the sum over ``iter_size`` passes; normalize,
-        clip, regularize and step every learnable parameter with ``rate(iter)``."""
-        self.updater.update(self.rate(), self.iter)
+        clip, regularize and step every learnable parameter with ``rate`` (``rate(iter)``)."""
+        self.updater.update(rate, self.iter)
 
     def _smooth(self, loss: float) -> None:
         self.smoothed_losses.append(loss)
@@ -389,16 +407,7 @@ class Solver:
             self.test_iters[index] = self.test_iterations(index)
         count = self.test_iters[index]
         self._start_clock()
-        sums: dict[str, float] = {}
-        for batch in range(count):
-            outputs = _scalar_outputs(net.forward())
-            net.check_finite_outputs(f"iteration {self.iter}, test batch {batch + 1} of "
-                                     f"{count}")
-            for name, value in outputs.items():
-                sums[name] = sums.get(name, 0.0) + value
-        results = {name: value / count for name, value in sums.items()}
-        if self.data_parallel is not None:
-            results = self.data_parallel.average_outputs(results)
+        results = average_test_outputs(net, count, self.world, f"iteration {self.iter}, ")
         which = "" if len(self.test_plans) <= 1 else f" net #{index}"
         logger.info("Iteration %d, test%s (%d batches): %s", self.iter, which, count,
                     ", ".join(f"{name} = {value:.6g}" for name, value in results.items()))
@@ -527,14 +536,15 @@ class Solver:
         """Write ``<prefix>_iter_<N>.model.npz`` and ``.solverstate.npz`` (rank 0 only);
         returns the state's path. ``reason`` ``best`` writes ``<prefix>_best.*`` instead;
         the others (periodic, signal, final) tell retention what it may delete."""
-        from ..snapshot import save_solver
         if self._log_file is not None:      # the log on disk reaches this snapshot too
             with file_operation("write the training log", self.log_path):
                 self._log_file.flush()
                 os.fsync(self._log_file.fileno())
         self._emit("before_snapshot", self.iter, reason)
         stem = "best" if reason == "best" else None
-        path = save_solver(self, stem=stem) if self.world.is_root else None
+        caffe_files = stem is None and self.spec.snapshot_format != "NPZ"
+        path = None if not self.world.is_root else (
+            save_caffe_snapshot(self) if caffe_files else save_solver(self, stem=stem))
         if path is not None:
             self._write_class_names()
         self.world.barrier()
@@ -550,11 +560,9 @@ class Solver:
     def _write_class_names(self) -> None:
         """``<prefix>_labels.txt`` beside the snapshots: the class names of the TRAIN data
         (a folder of class folders), one per line, line k naming class k."""
-        from ..data.image_sources import write_class_names
-        from ..layers.data import Data
         for layer in self.net.layers:
             if isinstance(layer, Data) and layer.class_names:
-                path = Path(f"{self.snapshot_prefix}_labels.txt")
+                path = self.files.labels
                 if write_class_names(path, layer.class_names):
                     logger.info("Class names written to %s", path)
                 return
@@ -565,9 +573,8 @@ class Solver:
 
         A state written by another number of MPI ranks is an error unless
         ``allow_world_size_change`` (the effective batch then changes)."""
-        from ..snapshot import restore_solver
-        restore_solver(self, path, warn=logger.warning,
-                       allow_world_size_change=allow_world_size_change)
+        restore = restore_caffe_snapshot if is_caffe_state(path) else restore_solver
+        restore(self, path, warn=logger.warning, allow_world_size_change=allow_world_size_change)
         if self.data_parallel is not None:
             self.data_parallel.synchronize(self.net.learnable_params,
                                            self.updater.state_arrays().values())
@@ -584,7 +591,6 @@ class Solver:
         ``"refuse"``, ``"overwrite"`` (remove them) or ``"keep"`` (resuming that run)."""
         if not self.world.is_root or self._claim is not None:
             return
-        from ..runs import claim_prefix
         self._claim = claim_prefix(self.snapshot_prefix, fresh=fresh, warn=logger.warning)
         if fresh != "keep":
             self._claim.record(self.run_id)

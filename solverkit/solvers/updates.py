@@ -34,7 +34,7 @@ from pydantic import Field
 from .. import blas, registry
 from ..errors import SnapshotError
 from ..registry import register_update
-from ..spec.solver import FieldsModel, SolverSpec
+from ..spec.solver_fields import FieldsModel, SolverSpec
 from ..threads import parallel_for
 
 # elements per block of an element-wise rule: W, g, two state arrays and a work array of
@@ -254,11 +254,6 @@ class Updater:
 
     def set_state(self, state: dict) -> None:
         self.load_state_arrays(state)
-
-
-def make_update(spec: SolverSpec, params) -> Updater:
-    """The update of ``spec.type`` over ``params`` (those with ``lr_mult == 0`` are left out)."""
-    return Updater(spec, params)
 
 
 # ------------------------------------------------------------------ Caffe's rules, AdamW

@@ -17,9 +17,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import GenerateJsonSchema
 
-from ..registry import import_plugins, layer_types, update_types
+from ..registry import callback_types, import_plugins, layer_types, update_types
 from ..registry import policies as registry_policies
-from .net import NetSpec, NetStateRule, ParamSpec
+from .models import NetSpec, NetStateRule, ParamSpec
+from .solver_fields import SolverSpec, policy_fields, rule_and_policy_fields, rule_fields
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -100,12 +101,28 @@ def _which_use(table: dict[str, dict], field: str, kind: str) -> str | None:
     return f"used by {kind} " + ", ".join(users) if users else None
 
 
+def callback_entry_model(type_name: str, cls) -> type[BaseModel]:
+    """A model of one ``callbacks:`` entry of type ``type_name``: ``type`` and its fields."""
+    own = {name: (info.annotation, info) for name, info in cls.Params.model_fields.items()}
+    doc = (cls.__doc__ or "").strip().splitlines()
+    return create_model(
+        f"{type_name}Callback",
+        __config__=ConfigDict(extra="forbid", title=f"{type_name} callback",
+                              json_schema_extra={"description": doc[0]} if doc else None),
+        type=(Literal[type_name], Field(description="the callback type")), **own)
+
+
+def _callback_entry():
+    entries = [callback_entry_model(name, cls) for name, cls in sorted(callback_types().items())]
+    union = functools.reduce(operator.or_, entries)
+    return union if len(entries) == 1 else Annotated[union, Field(discriminator="type")]
+
+
 def solver_schema(plugins=()) -> dict:
     """The JSON Schema of a solver spec, from the registered update types and lr policies
     (and ``plugins``'); per-type and per-policy fields say who uses them."""
     import copy
 
-    from .solver import SolverSpec, policy_fields, rule_and_policy_fields, rule_fields
     import_plugins(plugins)
     rules, policies = rule_fields(), policy_fields()
     fields: dict[str, Any] = {name: (info.annotation, info)
@@ -113,6 +130,7 @@ def solver_schema(plugins=()) -> dict:
     fields["type"] = (Literal[tuple(update_types())], Field("SGD", description="update rule"))
     fields["lr_policy"] = (Literal[tuple(registry_policies())],
                            Field("fixed", description="learning-rate policy"))
+    fields["callbacks"] = (list[_callback_entry()], SolverSpec.model_fields["callbacks"])
     for name, info in rule_and_policy_fields().items():
         optional = copy.copy(info)
         optional.default = None

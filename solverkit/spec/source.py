@@ -12,41 +12,21 @@ values. A key given twice in one mapping is an error naming both lines.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError, did_you_mean
+from ..files import LIMITS, read_text
+from .models import SourcedSpec, SpecSource  # noqa: F401  (named here by loaders)
 
-MAX_SPEC_BYTES = 16 * 2**20       # a spec is text a person writes: 16 MiB is far beyond any
+MAX_SPEC_BYTES = LIMITS["spec"]   # a spec is text a person writes: 16 MiB is far beyond any
 MAX_DEPTH = 64                    # nesting levels of mappings and lists
 MAX_EXPANDED_NODES = 1_000_000    # values after expanding every alias
-
-
-@dataclass
-class SpecSource:
-    """The raw mapping of a spec file plus where it came from (for messages and relative paths)."""
-
-    raw: dict
-    file: str | None = None          # the path as the user gave it, for messages
-    base_dir: Path = field(default_factory=Path.cwd)   # relative paths in the spec start here
-    lines: dict[tuple, int] = field(default_factory=dict)   # key path -> 1-based line
-
-    def line(self, *path) -> int | None:
-        """The line of the deepest known prefix of ``path`` (e.g. ``("layers", 3, "pad")``)."""
-        path = tuple(path)
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return None
 
 
 # YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-3 (no dot) as the string '1e-3'
@@ -180,51 +160,10 @@ def looks_like_yaml_text(text: str) -> bool:
 
 
 def read_text_file(path: str | os.PathLike, what: str, limit: int = MAX_SPEC_BYTES) -> str:
-    """The UTF-8 text of a regular file of at most ``limit`` bytes; a ConfigError naming the
-    file otherwise (missing, a symlink loop, a folder, a FIFO or device, too large,
-    unreadable, not UTF-8). Nothing but a regular file is ever opened for reading."""
-    shown = str(path)
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise ConfigError(f"{what} file not found (a symlink to "
-                              f"'{os.readlink(path)}', which does not exist)",
-                              file=shown) from None
-        raise ConfigError(f"{what} file not found", file=shown) from None
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise ConfigError(f"cannot read {what}: a loop of symbolic links",
-                              file=shown) from None
-        raise ConfigError(f"cannot read {what}: {err.strerror}", file=shown) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{what} path is a folder, not a file", file=shown)
-    if not stat.S_ISREG(info.st_mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else
-                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
-                "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
-        raise ConfigError(f"cannot read {what}: it is {kind}, not a regular file", file=shown)
-    if info.st_size > limit:
-        raise ConfigError(f"cannot read {what}: {info.st_size:,} bytes, more than the "
-                          f"{limit:,} a spec may have", file=shown)
-    try:
-        # O_NONBLOCK: should the path have been swapped for a FIFO since the stat, the open
-        # returns at once instead of waiting for a writer; the fstat below refuses it
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise ConfigError(f"cannot read {what}: not a regular file", file=shown)
-            data = handle.read(limit + 1)
-    except OSError as err:
-        raise ConfigError(f"cannot read {what}: {err.strerror or err}", file=shown) from None
-    if len(data) > limit:
-        raise ConfigError(f"cannot read {what}: more than the {limit:,} bytes a spec may have",
-                          file=shown)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"cannot read {what}: not utf-8 text ({err.reason} at byte "
-                          f"{err.start})", file=shown) from None
+    """The UTF-8 text of a regular file of at most ``limit`` bytes (``files.read_text``); a
+    ConfigError naming the file otherwise (missing, a symlink loop, a folder, a FIFO or
+    device, too large, unreadable, not UTF-8)."""
+    return read_text(path, what=what, limit=limit, error=ConfigError)
 
 
 def read_spec_source(source, what: str) -> SpecSource:
@@ -336,17 +275,3 @@ def validation_error(err: ValidationError, model: type[BaseModel], source: SpecS
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(message, file=source.file, line=source.line(*key_path),
                        layer=layer, layer_index=layer_index, field=name)
-
-
-class SourcedSpec:
-    """Mixin for a spec model that remembers its ``SpecSource`` in ``_source``."""
-
-    @property
-    def file(self) -> str | None:
-        """The file the spec was read from, as the user named it (None for a dict or text)."""
-        return self._source.file if self._source else None
-
-    @property
-    def base_dir(self) -> Path:
-        """Folder that relative paths inside the spec are relative to."""
-        return self._source.base_dir if self._source else Path.cwd()

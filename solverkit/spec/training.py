@@ -1,14 +1,14 @@
 """Solver fields for training control: several nets and their states, best and last-N
-snapshots, early stopping, debug information and loggers (Caffe's names where Caffe has
+snapshots, early stopping, callbacks named in the spec (Caffe's names where Caffe has
 the field)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_serializer
 
-from .net import StrictModel, _as_list
+from .models import StrictModel, as_list
 
 
 class NetState(StrictModel):
@@ -20,10 +20,26 @@ class NetState(StrictModel):
     stage: list[str] = Field(default_factory=list)
     level: int = 0
 
-    _listify = field_validator("stage", mode="before")(_as_list)
+    _listify = field_validator("stage", mode="before")(as_list)
 
 
-class Monitor(StrictModel):
+class CallbackParams(StrictModel):
+    """Base of a callback's own fields (``callbacks: [{type: Name, field: value}]``)."""
+
+
+class CallbackSpec(StrictModel):
+    """One entry of ``callbacks:``: the registered ``type`` and its validated ``params``
+    (written back flat, as in the YAML)."""
+
+    type: str
+    params: CallbackParams = Field(default_factory=CallbackParams)
+
+    @model_serializer
+    def _flat(self) -> dict:
+        return {"type": self.type, **self.params.model_dump()}
+
+
+class MonitorParams(CallbackParams):
     """A test output to watch: its name (``accuracy``; an output of the second test net
     is ``test1/accuracy``) and whether smaller (``min``) or larger (``max``) is better."""
 
@@ -31,13 +47,25 @@ class Monitor(StrictModel):
     mode: Literal["min", "max"] = "min"
 
 
-class BestSnapshot(Monitor):
+class BestSnapshotParams(MonitorParams):
     """``snapshot_best``: keep ``<prefix>_best.model.npz`` of the best test so far."""
 
     mode: Literal["min", "max"] = "max"
 
 
-class EarlyStop(Monitor):
+class KeepLastParams(CallbackParams):
+    """``snapshot_keep``: the periodic snapshots kept (the newest ``keep``)."""
+
+    keep: int = Field(ge=1)
+
+
+class DisplayParams(CallbackParams):
+    """A callback that shows values every ``display`` iterations (0: its own choice)."""
+
+    display: int = Field(0, ge=0)
+
+
+class EarlyStopParams(MonitorParams):
     """``early_stop``: stop when ``output`` has not improved by more than ``min_delta`` for
     ``patience`` test rounds."""
 
@@ -45,7 +73,7 @@ class EarlyStop(Monitor):
     min_delta: float = Field(0.0, ge=0)
 
 
-class Plateau(Monitor):
+class PlateauParams(MonitorParams):
     """``plateau``: the fields of ``lr_policy: plateau`` (as Keras's ReduceLROnPlateau):
     multiply the rate by ``gamma`` (not below ``min_lr``) after ``patience`` test rounds
     without an improvement larger than ``threshold``, then wait ``cooldown`` rounds."""

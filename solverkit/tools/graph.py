@@ -82,10 +82,12 @@ class DrawResult:
     note: str = ""
 
 
-def write_graph(net: Net, path, dot_program: str | None = "dot") -> DrawResult:
+def write_graph(net: Net, path, dot_program: str | None = "dot",
+                text: str | None = None) -> DrawResult:
     """Write ``net``'s graph to ``path``: DOT text for ``.dot``/``.gv``, else rendered by
     Graphviz in the format of the suffix. Without ``dot`` on the PATH, the DOT text goes
-    to ``path`` with the suffix ``.dot`` and ``note`` says how to render it."""
+    to ``path`` with the suffix ``.dot`` and ``note`` says how to render it. ``text``: other
+    DOT text to write than the plain graph's (``draw --values``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in DOT_SUFFIXES + RENDERED_SUFFIXES:
@@ -93,7 +95,7 @@ def write_graph(net: Net, path, dot_program: str | None = "dot") -> DrawResult:
         raise ConfigError(f"cannot tell the format from the suffix '{path.suffix}'"
                           f"{did_you_mean(suffix, choices)}; use one of {', '.join(choices)}",
                           file=str(path), field="-o")
-    text = net_to_dot(net)
+    text = net_to_dot(net) if text is None else text
     if not path.parent.exists():
         raise ConfigError("the output folder does not exist", file=str(path.parent), field="-o")
     if suffix in DOT_SUFFIXES:

@@ -25,6 +25,7 @@ from ..data import images
 from ..data.image_sources import open_image_source, parse_image_list
 from ..data.lmdb_source import LmdbSource, open_environment
 from ..errors import DataError
+from ..files import LIMITS, check_output, read_bytes, write_atomic
 
 logger = logging.getLogger("solverkit")
 
@@ -112,6 +113,35 @@ def convert_imageset(root, list_file, db, *, resize_height: int = 0, resize_widt
     return written
 
 
+def write_lmdb(db, records) -> int:
+    """Write ``(key, value)`` byte pairs as a new LMDB at ``db`` (which must not exist):
+    built in a temporary folder beside it, committed every ``COMMIT_EVERY`` records, and
+    renamed into place when complete; returns the number of records."""
+    db = Path(db)
+    if db.exists():
+        raise DataError(f"'{db}' already exists; remove it or choose another name", field="DB")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    partial = db.with_name(f".{db.name}.partial-{os.getpid()}")
+    written = 0
+    env = open_environment(partial, write=True, map_size=MAP_SIZE)
+    try:
+        txn = env.begin(write=True)
+        for key, value in records:
+            txn.put(key, value)
+            written += 1
+            if written % COMMIT_EVERY == 0:
+                txn.commit()
+                txn = env.begin(write=True)
+        txn.commit()
+    except BaseException:
+        env.close()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    env.close()
+    os.replace(partial, db)
+    return written
+
+
 @dataclass
 class _Listing:
     """The parsed list and how each image is to be read."""
@@ -139,10 +169,10 @@ def _record(listing, index: int, encoded: bool, encode_type: str, relative: str)
         own = _SUFFIX_ENCODINGS.get(path.suffix.lower())
         if own is not None and encode_type in ("", own):
             try:
-                raw = path.read_bytes()
-            except OSError as err:
-                raise DataError(f"cannot read image file '{path}'{line}: "
-                                f"{err.strerror or err}", field="LIST") from None
+                raw = read_bytes(path, what=f"image file '{path}'", limit=LIMITS["image"],
+                                 error=DataError)
+            except DataError as err:
+                raise DataError(f"{err.message}{line}", field="LIST") from None
             try:        # the file must decode, or Caffe would fail on it later
                 images.decode_image_u8(raw, name=f"'{path}'{line}", is_color=None)
             except DataError as err:
@@ -167,8 +197,7 @@ def compute_image_mean(source, output, *, root=None, gray: bool = False,
     folders, written to ``output`` as Caffe's ``mean.binaryproto`` (a 1 x C x H x W
     BlobProto); returns the mean. The sum is float64, read ``batch`` samples at a time."""
     source, output = Path(source), Path(output)
-    if output.exists() and not force:
-        raise DataError(f"'{output}' already exists; remove it or pass --force", field="-o")
+    check_output(output, inputs=(source, root), force=force, error=DataError)
     if not source.exists():
         raise DataError(f"'{source}' does not exist", field="SOURCE")
     if (source / "data.mdb").is_file():
@@ -188,7 +217,6 @@ def compute_image_mean(source, output, *, root=None, gray: bool = False,
     finally:
         samples.close()
     mean = (total / count).astype(np.float32)
-    temporary = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    temporary.write_bytes(encode_blobproto(mean[None], legacy=True))
-    os.replace(temporary, output)
+    write_atomic(output, encode_blobproto(mean[None], legacy=True),
+                 operation="write the mean file")
     return mean

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, SolverkitError
+from ..files import LIMITS, read_text
 
 LOG_HEADER = ["iter", "phase", "name", "value", "lr", "seconds"]
 
@@ -45,15 +46,9 @@ class TrainingLog:
 def read_log(path) -> TrainingLog:
     """Parse a solverkit CSV log; a missing file or malformed row is a DataError naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError("log file not found" if not path.exists() else "log path is not a file",
-                        file=str(path))
     rows: dict[tuple[str, str], tuple[list, list]] = {}
     rates: dict[int, float] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read the log: {err}", file=str(path)) from None
+    text = read_text(path, what="log file", limit=LIMITS["log"], error=DataError)
     lines = text.splitlines()
     if lines and not text.endswith("\n"):
         lines.pop()         # a row still being written by a running solver

@@ -141,10 +141,8 @@ def format_solver_summary(spec, rate, overridden=(), test_iter: int | None = Non
     """The solver's settings, each marked as given in the file, by ``--set`` or a default,
     and ``rate(it)`` at ``rate_checkpoints``. Fields the type and policy do not use are left
     out (the spec holds None for them)."""
-    given = spec.model_fields_set
     rows = []
-    for name in type(spec).model_fields:
-        value = getattr(spec, name)
+    for name, value, given in spec.given_fields():
         if name == "snapshot_prefix" and value is None and snapshot_prefix is not None:
             value, origin = snapshot_prefix, "default: the solver file without extension"
         elif name == "test_iter" and value is None:
@@ -154,8 +152,7 @@ def format_solver_summary(spec, rate, overridden=(), test_iter: int | None = Non
         elif value is None:
             continue
         else:
-            origin = ("--set" if name in overridden else "file" if name in given
-                      else "default")
+            origin = "--set" if name in overridden else "file" if given else "default"
         rows.append([name, str(value), origin])
     checkpoints = rate_checkpoints(spec)
     rate_rows = [[f"{it:,}", f"{rate(it):.6g}"] for it in checkpoints]

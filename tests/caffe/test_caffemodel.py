@@ -277,7 +277,7 @@ def test_import_caffe_weights_checked_against_a_net(tmp_path, weights):
             "--net", str(tmp_path / "net.prototxt"), "-o", str(out)]
     assert subprocess.run(args, capture_output=True, text=True, check=False).returncode == 0
     again = subprocess.run(args, capture_output=True, text=True, check=False)
-    assert again.returncode == 2 and "exists (pass --force" in again.stderr
+    assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
     net = sk.Net(tmp_path / "net.prototxt", phase="TEST", seed=4)
     net.load(out)
     np.testing.assert_array_equal(net.layer("bn1").blobs[2].data, [2.5])

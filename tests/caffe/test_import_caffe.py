@@ -67,7 +67,7 @@ def test_imported_solver_yaml_is_the_same_solver(tmp_path, monkeypatch):
     monkeypatch.chdir(root)                     # Caffe's paths start at its root
     caffe_spec = load_solver_spec("examples/mnist/lenet_solver.prototxt")
     assert ours.model_dump(exclude={"net"}) == caffe_spec.model_dump(exclude={"net"})
-    assert ours.net_path().resolve() == Path(caffe_spec.net).resolve()
+    assert ours.resolve(ours.net).resolve() == Path(caffe_spec.net).resolve()
 
 
 def _train(solver, prefix, *extra):

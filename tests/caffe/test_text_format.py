@@ -69,3 +69,44 @@ def test_bounds_on_depth_and_size():
     assert parse_text(deep, max_depth=80).first("a") is not None
     with pytest.raises(ConfigError, match="exceeds the limit"):
         parse_text("a: 1\n" * 100, max_bytes=50)
+
+
+LAYER = """layer {
+  name: "conv%d"
+  type: "Convolution"
+  bottom: "data"
+  top: "conv%d"
+  param { lr_mult: 1 decay_mult: 1 }
+  convolution_param {
+    num_output: 64
+    kernel_size: 3 pad: 1 stride: 1
+    weight_filler { type: "gaussian" std: 0.01 }
+    bias_filler { type: "constant" value: 0.2 }
+  }
+}
+"""
+SHAPES = {          # a net as people write them, and the densest fields the syntax allows
+    "layers": lambda n: "".join(LAYER % (i, i) for i in range(n // 280)),
+    "a long list": lambda n: "dim: [" + "1," * (n // 2) + "1]\n",
+    "empty messages": lambda n: "a{}" * (n // 3),
+    "one field a line": lambda n: "input_shape {\n" + "dim: 7\n" * (n // 7) + "}\n",
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_parse_takes_memory_proportional_to_the_text(shape):
+    import tracemalloc
+    text = SHAPES[shape](128 * 1024)
+    tracemalloc.start()
+    try:
+        message = parse_text(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * len(text), (shape, peak / len(text))
+    assert message.entries              # the fields are all there, made when asked for
+    if shape == "layers":
+        last = message.all("layer")[-1].value
+        assert last.first("name").value.value == f"conv{len(message.all('layer')) - 1}"
+        filler = last.first("convolution_param").value.first("weight_filler").value
+        assert filler.first("std").value.value == 0.01 and filler.line > 1000

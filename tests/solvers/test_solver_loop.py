@@ -10,7 +10,9 @@ import pytest
 from solver_data import blobs_classification, classifier_net, regression_net, write_arrays
 
 import solverkit as sk
-from solverkit.spec.solver import SOLVER_TYPES
+from solverkit.registry import update_types
+
+SOLVER_TYPES = tuple(update_types())     # the registered update types
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 import pytest
 
 import solverkit as sk
-from solverkit.spec.solver import SOLVER_TYPES
+from solverkit.registry import update_types
+
+SOLVER_TYPES = tuple(update_types())     # the registered update types
 
 BASE = "base_lr: 0.01\nmax_iter: 100\n"
 
@@ -141,7 +143,49 @@ def test_net_given_through_set_is_relative_to_the_working_folder(tmp_path, monke
     (tmp_path / "sub").mkdir()
     solver_file = tmp_path / "sub" / "solver.yaml"
     solver_file.write_text(BASE + "net: net.yaml\n")
-    assert sk.load_solver_spec(solver_file).net_path() == tmp_path / "sub" / "net.yaml"
+    spec = sk.load_solver_spec(solver_file)
+    assert spec.resolve(spec.net) == tmp_path / "sub" / "net.yaml"
     monkeypatch.chdir(tmp_path)
     spec = sk.load_solver_spec(solver_file, ["net=other.yaml"])
-    assert spec.net_path() == (tmp_path / "other.yaml").resolve()
+    assert spec.resolve(spec.net) == (tmp_path / "other.yaml").resolve()
+
+
+def test_the_spec_is_the_common_fields_plus_the_rules_and_the_policys_own():
+    spec = sk.load_solver_spec(BASE + "type: Adam\nmomentum2: 0.99\nlr_policy: step\n"
+                                      "stepsize: 10\ngamma: 0.5\n")
+    assert type(spec) is sk.SolverSpec                  # one class for every type and policy
+    adam, step = sk.registry.update_class("Adam"), sk.registry.policy("step")
+    assert type(spec.rule_params) is adam.Params and type(spec.policy_params) is step.Params
+    assert spec.rule_params.momentum2 == spec.momentum2 == 0.99
+    assert spec.rule_params.delta == 1e-8 and "delta" not in spec.rule_params.model_fields_set
+    assert (spec.policy_params.stepsize, spec.gamma) == (10, 0.5)
+    assert spec.rms_decay is None                       # RMSProp's: not this type's
+    with pytest.raises(AttributeError):
+        spec.no_such_field                              # noqa: B018
+    flat = spec.model_dump()
+    assert flat["momentum2"] == 0.99 and flat["stepsize"] == 10 and flat["base_lr"] == 0.01
+    assert "rms_decay" not in flat
+    given = {name: was for name, _, was in spec.given_fields()}
+    assert given["momentum2"] and given["stepsize"] and not given["delta"]
+    # --set keeps the parts apart: a new type gets its own fields and defaults
+    other = sk.load_solver_spec(spec, {"type": "RMSProp", "momentum2": None})
+    assert type(other.rule_params) is sk.registry.update_class("RMSProp").Params
+    assert other.stepsize == 10 and other.momentum2 is None
+
+
+def test_each_part_reports_its_own_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BASE + "type: Adam\nmomentum2: 2\nlr_policy: step\nstepsize: 10\n"
+                           "gamma: 0.5\n")
+    with pytest.raises(sk.ConfigError) as err:
+        sk.load_solver_spec(path)
+    assert err.value.field == "momentum2" and err.value.line == 4
+    assert str(path) in str(err.value)
+    path.write_text(BASE + "lr_policy: step\nstepsize: ten\ngamma: 0.5\n")
+    with pytest.raises(sk.ConfigError) as err:
+        sk.load_solver_spec(path)
+    assert err.value.field == "stepsize" and err.value.line == 4
+    path.write_text(BASE + "type: AdamW\nregularization_type: L1\n")
+    with pytest.raises(sk.ConfigError, match="AdamW decays weights itself") as err:
+        sk.load_solver_spec(path)
+    assert err.value.field == "regularization_type" and err.value.line == 4
