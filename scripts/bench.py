@@ -35,17 +35,21 @@ take turns step by step (see ``interleave``); the overhead is the ratio of the m
     python scripts/bench.py --quick --no-torch    # a few iterations, solverkit alone (CI)
     python scripts/bench.py --mpi 2               # LeNet with 1 and 2 MPI ranks, efficiency
     python scripts/bench.py --ssd                 # SSD 300x300 forward against OpenCV's dnn
+    python scripts/bench.py --real                # CaffeNet, GoogLeNet, ResNet-50 (bench_nets)
+    python scripts/bench.py --load 1              # the same with one busy process beside it
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -65,6 +69,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_argument())
 # solverkit before numpy: importing it sets OpenBLAS's thread timeout, read as numpy loads
 importlib.import_module("solverkit")
 
+import bench_nets  # noqa: E402  (scripts/ is on sys.path when this script runs)
 import numpy as np
 import yaml
 
@@ -216,6 +221,9 @@ class Settings:
     threads: int = 2
     torch: bool = True
     memory: bool = True
+    resolution: int | None = None    # real-size nets: the input side instead of theirs
+    load: int = 0                    # busy processes running beside the benchmark (--load)
+    load_average_before_load: float | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sk-bench-")))
 
 
@@ -371,6 +379,39 @@ class TorchCase:
 def torch_available() -> bool:
     """Whether torch is installed (without importing it: see ``child_peak_rss``)."""
     return importlib.util.find_spec("torch") is not None
+
+
+# --------------------------------------------------------------------------- --load
+# one single-threaded process that keeps a core busy: plain Python, no library threads
+SPIN = "while True:\n    pass\n"
+
+
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """Run ``n`` busy processes (a pure-Python spin loop each) for the duration of the
+    ``with``; they are killed on the way out, whether the run ends, fails or is
+    interrupted (Ctrl-C, or SIGTERM, turned into SystemExit here). Yields their pids."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    children = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        for _ in range(n):
+            children.append(subprocess.Popen([sys.executable, "-c", SPIN], env=env,
+                                             stdin=subprocess.DEVNULL))
+        print(f"load: {n} busy processes, pids {' '.join(str(c.pid) for c in children)}",
+              file=sys.stderr, flush=True)
+        yield [c.pid for c in children]
+    finally:
+        for child in children:
+            child.kill()
+        for child in children:
+            child.wait()
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------- timing
@@ -533,7 +574,7 @@ def run_feeding(name: str, settings: Settings) -> dict:
 
 
 # --------------------------------------------------------------------------- report
-def machine(blas) -> dict:
+def machine(blas, settings: Settings) -> dict:
     from solverkit import blas as products
     from solverkit import dnnl as convolutions
     info = {"python": platform.python_version(), "numpy": np.__version__,
@@ -542,7 +583,10 @@ def machine(blas) -> dict:
             "solverkit_convolutions": convolutions.describe(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             # other processes on the machine skew every number; this says how busy it was
-            "load_average_1min": os.getloadavg()[0]}
+            "load_average_1min": os.getloadavg()[0],
+            # --load: busy processes beside the run, and the load average before they started
+            "busy_processes": settings.load,
+            "load_average_1min_before_busy": settings.load_average_before_load}
     try:
         import torch
         info["torch"] = torch.__version__
@@ -552,7 +596,7 @@ def machine(blas) -> dict:
     return info
 
 
-def print_table(report: dict) -> None:
+def print_header(report: dict) -> None:
     m = report["machine"]
     blas = m["blas"][0] if m["blas"] else {}
     print(f"# {m['cores']} cores, Python {m['python']}, numpy {m['numpy']} "
@@ -560,8 +604,15 @@ def print_table(report: dict) -> None:
           f"{blas.get('architecture', '')}, {blas.get('num_threads', '?')} threads), "
           f"torch {m['torch']}, OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}, load average "
           f"{m['load_average_1min']:.1f} before, {m['load_average_1min_after']:.1f} after")
+    if m["busy_processes"]:
+        print(f"# --load {m['busy_processes']}: {m['busy_processes']} busy processes for the "
+              f"whole run (load average {m['load_average_1min_before_busy']:.1f} before they "
+              f"started)")
     print(f"# solverkit's products: {m['solverkit_products']}; convolutions: "
           f"{m['solverkit_convolutions']}")
+
+
+def print_table(report: dict) -> None:
     head = (f"{'case':<20}{'solverkit ms':>13}{'torch ms':>10}{'ratio':>7}"
             f"{'sk samples/s':>14}{'torch samples/s':>16}{'sk MiB':>8}{'torch MiB':>10}"
             f"{'mem ratio':>10}")
@@ -621,7 +672,7 @@ def run_scaling(settings: Settings, as_json: bool) -> None:
     names = list(scaling_cases())
     memory = {name: measure_memory(name, settings) for name in names} if settings.memory else {}
     blas = limit_threads(settings.threads)
-    report = {"machine": machine(blas), "cases": []}
+    report = {"machine": machine(blas, settings), "cases": []}
     for name in names:
         report["cases"].append({**run_case(name, settings), **memory.get(name, {})})
         print(f"done: {name}", file=sys.stderr)
@@ -709,6 +760,311 @@ def run_inference(name: str, settings: Settings) -> dict:
             result[f"ratio_{other}"] = median_ratio(rounds["solverkit"], rounds[other])
     net.close()
     return result
+
+
+# --------------------------------------------------------------------------- real-size nets
+# Caffe's ImageNet solvers: SGD with momentum, the step policy (constant over a benchmark)
+SGD_STEP = {"type": "SGD", "base_lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005,
+            "lr_policy": "step", "gamma": 0.1, "stepsize": 100000}
+
+
+def real_cases() -> dict:
+    """``caffenet_train_b8`` … ``resnet50_infer_b16`` -> (mode, net, batch)."""
+    cases = {}
+    for net in bench_nets.NETS:
+        cases[f"{net}_train_b8"] = ("train", net, 8)
+        for batch in (1, 16):
+            cases[f"{net}_infer_b{batch}"] = ("infer", net, batch)
+    return cases
+
+
+REAL = real_cases()
+
+
+class RealCase:
+    """One real-size case: the net at ``side``×``side`` (its published size unless
+    ``settings.resolution``), a fixed synthetic ImageNet-like data set and, for inference,
+    BatchNorm statistics as a trained net has them (a fresh net's are all zero)."""
+
+    def __init__(self, name: str, settings: Settings, build: bool = True):
+        import solverkit as sk
+        self.name = name
+        self.mode, net, self.batch = REAL[name]
+        make, side = bench_nets.NETS[net]
+        self.side = settings.resolution or side
+        self.spec = make()
+        self.has_dropout = any(l["type"] == "Dropout" for l in self.spec["layers"])
+        rng = np.random.default_rng(SEED)
+        n = self.batch * (2 if self.mode == "train" else 1)
+        self.x = rng.standard_normal((n, 3, self.side, self.side), dtype=np.float32)
+        self.y = rng.integers(0, bench_nets.CLASSES, n).astype(np.float32)
+        self.input_shape = (self.batch, 3, self.side, self.side)
+        self.solver = self.net = None
+        if not build:               # the spec and data only (a PyTorch memory child)
+            return
+        if self.mode == "train":
+            spec = copy.deepcopy(self.spec)
+            spec["layers"][0].update({"batch_size": self.batch, "shuffle": False,
+                                      "source": (self.x, self.y)})
+            self.solver = make_solver(spec, SGD_STEP, settings.workdir, name)
+        else:
+            self.net = sk.Net(self.deploy_spec(), phase="TEST", seed=SEED)
+            self.trained_statistics(self.net)
+            self.net.set_input("data", self.x)
+            self.net.reshape()
+
+    def deploy_spec(self) -> dict:
+        """Input ``data`` in place of the data layer, Softmax ``prob`` in place of the loss."""
+        spec = copy.deepcopy(self.spec)
+        spec["layers"][0] = {"name": "data", "type": "Input", "top": "data",
+                             "shape": [list(self.input_shape)]}
+        loss = spec["layers"][-1]
+        spec["layers"][-1] = {"name": "prob", "type": "Softmax", "bottom": loss["bottom"][0],
+                              "top": "prob"}
+        return spec
+
+    @staticmethod
+    def trained_statistics(net) -> None:
+        """BatchNorm blobs as after training: sums of means and variances, factor 2 (so
+        that every reader has to divide by it)."""
+        rng = np.random.default_rng(SEED + 1)
+        for layer in net.layers:
+            if layer.type == "BatchNorm":
+                mean, var, factor = layer.blobs
+                mean.data[...] = 2 * rng.normal(0, 0.1, mean.data.shape)
+                var.data[...] = 2 * rng.uniform(0.5, 1.5, var.data.shape)
+                factor.data[...] = 2
+
+    def step(self) -> None:
+        if self.solver is not None:
+            self.solver.step(1)
+        else:
+            self.net.forward()
+
+    def output(self) -> np.ndarray:
+        return self.net.forward()["prob"].copy()
+
+    def close(self) -> None:
+        (self.solver.net if self.solver is not None else self.net).close()
+
+
+class RealTorch:
+    """The same case in PyTorch (``bench_torch.GraphModel``), solverkit's weights copied."""
+
+    def __init__(self, case: RealCase, threads: int, sk_net=None):
+        import torch
+        from bench_torch import GraphModel
+        torch.set_num_threads(threads)
+        torch.manual_seed(SEED)
+        self.torch, self.case = torch, case
+        self.x, self.y = torch.from_numpy(case.x), torch.from_numpy(case.y)
+        self.cursor, self.loss = 0, float("nan")
+        if case.mode == "train":
+            self.model = GraphModel(case.spec, {"data": case.input_shape,
+                                                "label": (case.batch,)})
+            groups = self.model.param_groups(SGD_STEP["base_lr"], SGD_STEP["weight_decay"])
+            self.optimizer = torch.optim.SGD(groups, lr=SGD_STEP["base_lr"],
+                                             momentum=SGD_STEP["momentum"])
+            self.model.train()
+        else:
+            self.model = GraphModel(case.deploy_spec(), {"data": case.input_shape})
+            self.model.eval()
+        if sk_net is not None:
+            self.model.copy_weights_from(sk_net)
+
+    def step(self) -> None:
+        torch, batch = self.torch, self.case.batch
+        if self.case.mode == "infer":
+            with torch.no_grad():
+                self.model({"data": self.x[:batch]})
+            return
+        start = self.cursor * batch
+        self.cursor = (self.cursor + 1) % (self.x.shape[0] // batch)
+        self.optimizer.zero_grad()
+        loss = self.model({"data": self.x[start:start + batch],
+                           "label": self.y[start:start + batch]})["loss"]
+        loss.backward()
+        self.optimizer.step()
+        self.loss = loss.item()
+
+    def output(self) -> np.ndarray:
+        with self.torch.no_grad():
+            return self.model({"data": self.x[:self.case.batch]})["prob"].numpy()
+
+
+def onnx_session(model_bytes: bytes, threads: int):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def opencv_net(prototxt: Path, caffemodel: Path, threads: int):
+    import cv2
+    cv2.setNumThreads(threads)
+    return cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+
+
+def export_real(case: RealCase, workdir: Path) -> dict:
+    """The inference case's net as ONNX and as ``.caffemodel`` + deploy ``.prototxt``."""
+    from solverkit.caffe.export import export_caffe
+    files = {}
+    if importlib.util.find_spec("onnx") is not None:
+        from solverkit.export.onnx_model import to_onnx
+        files["onnx"] = workdir / f"{case.name}.onnx"
+        files["onnx"].write_bytes(to_onnx(case.net).SerializeToString())
+    caffemodel, prototxt = export_caffe(case.deploy_spec(), case.net,
+                                        workdir / f"{case.name}.caffemodel")
+    files.update(caffemodel=caffemodel, prototxt=prototxt)
+    return files
+
+
+def first_loss_check(case: RealCase, model: RealTorch) -> dict:
+    """The same weights give the same first loss. Dropout draws different masks in the two
+    frameworks, so a net with Dropout is compared in TEST form (a solverkit TEST net with
+    the solver's weights against the torch model in ``eval()``) on the first batch."""
+    import solverkit as sk
+    torch = model.torch
+    if not case.has_dropout:
+        case.solver.step(1)
+        model.step()
+        sk_loss = float(case.solver.net.blobs["loss"].data)
+        return {"solverkit": sk_loss, "torch": model.loss,
+                "max_abs_diff": abs(sk_loss - model.loss), "phase": "TRAIN"}
+    spec = copy.deepcopy(case.spec)
+    spec["layers"][0] = {"name": "data", "type": "Input", "top": ["data", "label"],
+                         "shape": [list(case.input_shape), [case.batch]]}
+    test = sk.Net(spec, phase="TEST", seed=SEED)
+    for name, blobs in case.solver.net.params.items():
+        for mine, theirs in zip(test.params[name], blobs):
+            mine.data[...] = theirs.data
+    sk_loss = float(test.forward(data=case.x[:case.batch], label=case.y[:case.batch])["loss"])
+    test.close()
+    model.model.eval()
+    with torch.no_grad():
+        torch_loss = float(model.model({"data": model.x[:case.batch],
+                                        "label": model.y[:case.batch]})["loss"])
+    model.model.train()
+    return {"solverkit": sk_loss, "torch": torch_loss,
+            "max_abs_diff": abs(sk_loss - torch_loss), "phase": "TEST"}
+
+
+def run_real(name: str, settings: Settings) -> dict:
+    """A real-size case: the training step against PyTorch, or the deploy forward against
+    PyTorch, onnxruntime (our ONNX export) and OpenCV (our ``.caffemodel`` export)."""
+    case = RealCase(name, settings)
+    result = {"case": name, "batch": case.batch, "side": case.side}
+    steps = {"solverkit": case.step}
+    outputs = {}
+    if settings.torch:
+        model = RealTorch(case, settings.threads,
+                          case.solver.net if case.solver is not None else case.net)
+        steps["torch"] = model.step
+        if case.mode == "train":
+            result["first_loss"] = first_loss_check(case, model)
+        else:
+            outputs["torch"] = model.output
+    if case.mode == "infer":
+        files = export_real(case, settings.workdir)
+        x = case.x[:case.batch]
+        if "onnx" in files and importlib.util.find_spec("onnxruntime") is not None:
+            session = onnx_session(files["onnx"].read_bytes(), settings.threads)
+            steps["onnxruntime"] = lambda: session.run(None, {"data": x})
+            outputs["onnxruntime"] = lambda: session.run(None, {"data": x})[0]
+        if importlib.util.find_spec("cv2") is not None:
+            cv_net = opencv_net(files["prototxt"], files["caffemodel"], settings.threads)
+
+            def opencv_forward():
+                cv_net.setInput(x)
+                return cv_net.forward()
+            steps["opencv"] = opencv_forward
+            outputs["opencv"] = lambda: opencv_forward().reshape(case.batch, -1)
+        reference = case.output()
+        result["max_abs_diff"] = {k: float(np.abs(f() - reference).max())
+                                  for k, f in outputs.items()}
+    rounds = alternate(steps, settings)
+    for framework, times in rounds.items():
+        ms = summarize(times) * 1e3
+        result[f"{framework}_ms"] = ms
+        result[f"{framework}_samples_per_s"] = case.batch / ms * 1e3
+        if framework != "solverkit":
+            result[f"ratio_{framework}"] = median_ratio(rounds["solverkit"], times)
+    case.close()
+    return result
+
+
+def real_frameworks(name: str, settings: Settings) -> list[str]:
+    frameworks = ["solverkit"] + (["torch"] if settings.torch else [])
+    if REAL[name][0] == "infer":
+        if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+            frameworks.append("onnxruntime")
+        if importlib.util.find_spec("cv2"):
+            frameworks.append("opencv")
+    return frameworks
+
+
+def measure_real_memory(name: str, settings: Settings) -> dict:
+    """Peak RSS of a child per framework; onnxruntime's and OpenCV's children load files
+    an exporting child wrote, so that they hold no solverkit net."""
+    frameworks = real_frameworks(name, settings)
+    if len(frameworks) > 2 or frameworks[-1] in ("onnxruntime", "opencv"):
+        child_peak_rss("export", name, settings)
+    return {f"{f}_peak_rss_mib": child_peak_rss(f, name, settings) for f in frameworks}
+
+
+def run_real_child(framework: str, name: str, settings: Settings) -> None:
+    mode, _, batch = REAL[name]
+    workdir = settings.workdir
+    if framework in ("onnxruntime", "opencv"):
+        x = np.load(workdir / f"{name}.input.npy", allow_pickle=False)
+        if framework == "onnxruntime":
+            session = onnx_session((workdir / f"{name}.onnx").read_bytes(), settings.threads)
+            step = lambda: session.run(None, {"data": x})             # noqa: E731
+        else:
+            cv_net = opencv_net(workdir / f"{name}.prototxt", workdir / f"{name}.caffemodel",
+                                settings.threads)
+
+            def step():
+                cv_net.setInput(x)
+                cv_net.forward()
+    else:
+        case = RealCase(name, settings, build=framework != "torch")
+        if framework == "export":
+            export_real(case, workdir)
+            np.save(workdir / f"{name}.input.npy", case.x[:batch])
+            print(json.dumps({"peak_rss_mib": 0.0}))
+            return
+        # PyTorch's own initial weights: memory is what matters here, not the values
+        step = case.step if framework == "solverkit" else RealTorch(case, settings.threads).step
+    for _ in range(settings.memory_iters):
+        step()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB on Linux
+    print(json.dumps({"peak_rss_mib": peak_kib / 1024}))
+
+
+def print_real(results: list[dict]) -> None:
+    names = ("solverkit", "torch", "onnxruntime", "opencv")
+    short = ("sk", "torch", "ort", "cv2")
+    print(f"\n{'real-size case':<22}{'side':>5}" + "".join(f"{n + ' ms':>14}" for n in short)
+          + "".join(f"{'sk/' + n:>10}" for n in short[1:])
+          + "".join(f"{n + ' MiB':>11}" for n in short))
+    def num(r, key, fmt):
+        return format(r[key], fmt) if key in r else format("-", f">{fmt.split('.')[0]}")
+
+    for r in results:
+        print(f"{r['case']:<22}{r['side']:>5}"
+              + "".join(num(r, f"{n}_ms", "14.2f") for n in names)
+              + "".join(num(r, f"ratio_{n}", "10.2f") for n in names[1:])
+              + "".join(num(r, f"{n}_peak_rss_mib", "11.0f") for n in names))
+    for r in results:
+        if "first_loss" in r:
+            f = r["first_loss"]
+            print(f"{r['case']}: first loss ({f['phase']} form) solverkit {f['solverkit']:.6g}, "
+                  f"torch {f['torch']:.6g}, max abs difference {f['max_abs_diff']:.3g}")
+        if "max_abs_diff" in r:
+            diffs = ", ".join(f"{k} {v:.3g}" for k, v in r["max_abs_diff"].items())
+            print(f"{r['case']}: outputs' max abs difference from solverkit's: {diffs or '-'}")
 
 
 def print_inference(results: list[dict]) -> None:
@@ -848,7 +1204,7 @@ def run_ssd(settings: Settings) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = list(CASES) + list(FEEDING)
-    parser.add_argument("--cases", default=",".join(names),
+    parser.add_argument("--cases",
                         help=f"comma-separated cases (default: all of {', '.join(names)})")
     parser.add_argument("--quick", action="store_true",
                         help="a few iterations of each (a smoke test, not a measurement)")
@@ -857,10 +1213,21 @@ def main(argv=None) -> int:
     parser.add_argument("--no-torch", action="store_true", help="time solverkit alone")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="run N busy processes (one spinning core each) for the whole "
+                             "run, alike for every framework")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--steps", type=int, help="timed steps per framework per round")
     parser.add_argument("--memory-iters", type=int)
-    parser.add_argument("--child", choices=["solverkit", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--real", action="store_true",
+                        help=f"the real-size cases ({', '.join(REAL)}): a training step "
+                             f"against PyTorch, a deploy forward against PyTorch, onnxruntime "
+                             f"and OpenCV; or name some of them in --cases")
+    parser.add_argument("--resolution", type=int, metavar="SIDE",
+                        help="real-size nets: SIDE×SIDE input instead of 227/224 (a smoke "
+                             "test at e.g. 64; not a measurement of the real nets)")
+    parser.add_argument("--child", choices=["solverkit", "torch", "onnxruntime", "opencv",
+                                            "export"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--scaling", action="store_true",
                         help="instead: LeNet at batch 16, 64, 256, 1024 and cifar10_quick at "
@@ -875,6 +1242,17 @@ def main(argv=None) -> int:
                         help="instead: a 300x300 SSD forward at batch 1 against OpenCV's dnn "
                              "on the same net and weights (the opencv-python package)")
     args = parser.parse_args(argv)
+    if args.load < 0:
+        parser.error("--load must be 0 or more")
+    if args.load and not args.child:
+        load_before = os.getloadavg()[0]
+        with busy_processes(args.load):
+            return run(parser, args, names, load_before)
+    return run(parser, args, names, None)
+
+
+def run(parser, args, names: list[str], load_before: float | None) -> int:
+    """``main`` after the command line is read (and ``--load``'s processes started)."""
     if args.mpi:
         from bench_mpi import print_table as print_scaling
         from bench_mpi import scaling
@@ -887,7 +1265,9 @@ def main(argv=None) -> int:
             print_scaling(report)
         return 0
 
-    settings = Settings(threads=args.threads, memory=not args.no_memory)
+    settings = Settings(threads=args.threads, memory=not args.no_memory,
+                        resolution=args.resolution, load=0 if args.child else args.load,
+                        load_average_before_load=load_before)
     if args.quick:
         settings.warmup, settings.rounds, settings.steps, settings.memory_iters = 1, 1, 2, 2
         settings.feed_pairs = 2
@@ -897,8 +1277,13 @@ def main(argv=None) -> int:
             setattr(settings, key, getattr(args, key))
     if args.workdir is not None:
         settings.workdir = args.workdir
+    cases_given = args.cases is not None
+    args.cases = args.cases if cases_given else ",".join(names)
     if args.child:
-        run_child(args.child, args.cases, settings)
+        if args.cases in REAL:
+            run_real_child(args.child, args.cases, settings)
+        else:
+            run_child(args.child, args.cases, settings)
         return 0
     if args.scaling:
         settings.torch = not args.no_torch and torch_available()
@@ -920,7 +1305,7 @@ def main(argv=None) -> int:
     if args.inference:
         settings.torch = not args.no_torch and torch_available()
         blas = limit_threads(settings.threads)
-        report = {"machine": machine(blas), "inference": [
+        report = {"machine": machine(blas, settings), "inference": [
             run_inference(name, settings) for name in INFERENCE]}
         report["machine"]["load_average_1min_after"] = os.getloadavg()[0]
         if args.json:
@@ -930,21 +1315,29 @@ def main(argv=None) -> int:
         return 0
 
     selected = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in selected if c not in names]
+    if args.real:
+        chosen = [c for c in selected if c in REAL]
+        selected = chosen if cases_given else list(REAL)
+    unknown = [c for c in selected if c not in names and c not in REAL]
     if unknown:
-        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: "
+                     f"{', '.join(names + list(REAL))}")
     settings.torch = not args.no_torch and torch_available()
     # peak memory first, while this process is small (see child_peak_rss)
     memory = {name: measure_memory(name, settings) for name in selected
               if name in CASES and settings.memory}
+    memory.update({name: measure_real_memory(name, settings) for name in selected
+                   if name in REAL and settings.memory})
     blas = limit_threads(settings.threads)
-    report = {"machine": machine(blas), "settings": {
+    report = {"machine": machine(blas, settings), "settings": {
         k: getattr(settings, k) for k in ("warmup", "rounds", "steps", "memory_iters",
-                                          "threads", "torch")},
-        "cases": [], "feeding": []}
+                                          "threads", "torch", "load")},
+        "cases": [], "feeding": [], "real": []}
     for name in selected:
         if name in CASES:
             report["cases"].append({**run_case(name, settings), **memory.get(name, {})})
+        elif name in REAL:
+            report["real"].append({**run_real(name, settings), **memory.get(name, {})})
         else:
             report["feeding"].append(run_feeding(name, settings))
         if not args.json:
@@ -955,7 +1348,11 @@ def main(argv=None) -> int:
     elif args.markdown:
         print_markdown(report)
     else:
-        print_table(report)
+        print_header(report)
+        if report["cases"] or report["feeding"]:
+            print_table(report)
+        if report["real"]:
+            print_real(report["real"])
     return 0
 
 

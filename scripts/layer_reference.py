@@ -26,6 +26,9 @@ from solverkit.spec.schema import NetStateRuleYaml, layer_entry_model
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
 FAMILIES = ["data", "vision", "common", "activation", "normalization", "loss", "utility"]
+# families whose module name does not read as a title
+FAMILY_TITLES = {"hdf5": "HDF5", "batch_selection": "Batch selection",
+                 "window_data": "Window data"}
 
 
 def type_name(annotation) -> str:
@@ -140,7 +143,7 @@ def render() -> str:
                 *fields_table(shown), ""]
     nested: dict[str, type[BaseModel]] = {}
     for family in families:
-        out += [f"## {family.capitalize()} layers", ""]
+        out += [f"## {FAMILY_TITLES.get(family, family.capitalize())} layers", ""]
         for name in sorted(by_family[family], key=str.lower):
             cls = builtin[name]
             doc = inspect.getdoc(cls) or ""

@@ -36,8 +36,10 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 # policies and callbacks (the registry itself imports none of them)
 from . import blas
 from .blob import Blob
+from .data import SourceFormat, register_source_format
 from .deploy import deploy_net
 from .errors import ConfigError, DataError, NonFiniteError, ShapeError, SolverkitError
+from .export import Exporter, register_exporter
 from .layers import DataLayer, Layer, LayerParams, LossLayer
 from .net import Net
 from .registry import (
@@ -59,6 +61,7 @@ __all__ = [
            "DataError",
            "DataLayer",
            "ElementwiseRule",
+           "Exporter",
            "Layer",
            "LayerParams",
            "LossLayer",
@@ -70,6 +73,7 @@ __all__ = [
            "Solver",
            "SolverSpec",
            "SolverkitError",
+           "SourceFormat",
            "UpdateRule",
            "__version__",
            "blas",
@@ -79,8 +83,10 @@ __all__ = [
            "load_solver_spec",
            "num_threads",
            "register_callback",
+           "register_exporter",
            "register_layer",
            "register_policy",
+           "register_source_format",
            "register_update",
            "set_num_threads",
 ]

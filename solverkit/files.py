@@ -351,6 +351,36 @@ def atomic_writer(path, mode: str = "wb", *, operation: str = "write the file",
     fsync_folder(folder)
 
 
+@contextlib.contextmanager
+def atomic_path(path, *, operation: str = "write the file") -> Iterator[Path]:
+    """``with atomic_path(path) as temporary: save(temporary)``: ``atomic_writer`` for code
+    that takes a file name (a library's save function, a plugin exporter). ``temporary`` is
+    beside ``path`` and ends in its suffix; when the block ends it is fsynced, given the
+    umask's mode and renamed to ``path``; when the block raises it is removed."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    with _writing(operation, path):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                                         dir=folder)
+        os.close(fd)
+    try:
+        yield Path(temporary)
+        with _writing(operation, path):
+            os.chmod(temporary, 0o666 & ~_umask())      # mkstemp's own mode is 0600
+            fd = os.open(temporary, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    fsync_folder(folder)
+
+
 def write_atomic(path, data: bytes | str, *, operation: str = "write the file") -> None:
     """Write ``data`` (bytes, or str as utf-8) to ``path`` through ``atomic_writer``."""
     payload = data.encode("utf-8") if isinstance(data, str) else data

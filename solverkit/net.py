@@ -153,7 +153,7 @@ class Net:
             rng = np.random.default_rng(np.random.SeedSequence(
                 self.seed, spawn_key=(zlib.crc32(self.phase.encode()),
                                       zlib.crc32(lspec.name.encode()))))
-            layer = cls(lspec, phase=self.phase, dtype=self.dtype, rng=rng,
+            layer = cls(lspec, phase=lspec.phase or self.phase, dtype=self.dtype, rng=rng,
                         base_dir=self.spec.base_dir)
             self.layers.append(layer)
             self.layer_specs.append(lspec)
@@ -316,7 +316,10 @@ class Net:
     # ------------------------------------------------------------ running
     def reshape(self) -> None:
         """Propagate input shapes through every layer (after an input changed its batch size)."""
-        for position, layer in enumerate(self.layers):
+        self._reshape_from(0)
+
+    def _reshape_from(self, start: int) -> None:
+        for position, layer in enumerate(self.layers[start:], start=start):
             try:
                 layer.reshape(self.bottoms[position], self.tops[position])
             except SolverkitError as err:
@@ -346,6 +349,8 @@ class Net:
         if self._needs_reshape:
             self.reshape()
         for position, layer in enumerate(self.layers):
+            if layer.shapes_follow_data:
+                self._reshape_from(position)
             layer.forward(self.bottoms[position], self.tops[position])
         self.loss = float(sum(weight * float(blob.data.sum())
                               for blob, weight in self.loss_weights))

@@ -56,3 +56,44 @@ def test_scaling_run_covers_every_batch_size_and_names_the_libraries():
         ("cifar10_quick_b25", 25), ("cifar10_quick_b100", 100), ("cifar10_quick_b400", 400)]
     assert all(r["solverkit_ms"] > 0 for r in report["cases"])
     assert report["machine"]["solverkit_convolutions"].startswith(("oneDNN", "numpy"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_load_runs_busy_processes_for_the_run_and_stops_them_after():
+    done = run_bench("--quick", "--no-torch", "--no-memory", "--cases", "mlp_b64", "--load", "2",
+                     "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["settings"]["load"] == 2
+    assert report["machine"]["busy_processes"] == 2
+    assert report["machine"]["load_average_1min_before_busy"] >= 0
+    line = next(l for l in done.stderr.splitlines() if l.startswith("load: 2 busy processes"))
+    pids = [int(p) for p in line.split("pids")[1].split()]
+    assert len(pids) == 2 and not any(_alive(p) for p in pids)
+
+
+def test_load_processes_are_stopped_when_the_run_is_interrupted():
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, str(BENCH), "--no-torch", "--no-memory", "--cases",
+                             "lenet_b64", "--rounds", "1000", "--load", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert line.startswith("load: 1 busy processes"), line
+        pid = int(line.split("pids")[1])
+        assert _alive(pid)                  # spinning while the benchmark runs
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)     # Ctrl-C
+        proc.wait(timeout=60)
+        assert not _alive(pid)
+    finally:
+        proc.kill()
+        proc.wait()

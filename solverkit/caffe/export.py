@@ -184,4 +184,4 @@ def export_caffe(deploy_spec, net, path) -> tuple[Path, Path]:
 def _has_params(lspec) -> bool:
     return lspec.type in ("Convolution", "Deconvolution", "InnerProduct", "BatchNorm",
                           "Scale", "Bias", "PReLU", "Embed", "Normalize",
-                          "DepthwiseConvolution")
+                          "DepthwiseConvolution", "RNN", "LSTM")

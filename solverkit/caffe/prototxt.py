@@ -32,6 +32,7 @@ from ..files import LIMITS, read_text
 from .names import (
     DATA_TRANSFORM_FIELDS,
     ENUM_NUMBERS,
+    LOSS_FIELDS,
     ENUM_NUMBERS_BY_BLOCK,
     SOLVER_TYPE_NUMBERS,
     SOLVER_TYPES,
@@ -45,7 +46,8 @@ logger = logging.getLogger("solverkit")
 
 SUFFIXES = (".prototxt", ".pbtxt")
 IGNORED_NET_FIELDS = ("debug_info",)
-IGNORED_LAYER_FIELDS = ("engine",)
+# fields that only tune how Caffe computes a layer: accepted, noted, no effect
+IGNORED_LAYER_FIELDS = ("engine", "force_nd_im2col")
 IGNORED_SOLVER_FIELDS = ("solver_mode", "device_id", "layer_wise_reduce", "debug_info")
 SOLVER_SAME = ("base_lr", "lr_policy", "gamma", "power", "momentum", "momentum2", "delta",
                "rms_decay", "weight_decay", "regularization_type", "stepsize", "max_iter",
@@ -61,8 +63,8 @@ _SOLVER_MARKS = set(SOLVER_SAME) | set(SOLVER_NETS) | {"solver_type", "test_iter
 _NET_MARKS = {"layer", "layers", "input", "input_shape", "input_dim"}
 NET_STATE_FIELDS = ("phase", "level", "stage")
 RULE_FIELDS = ("phase", "min_level", "max_level", "stage", "not_stage")
-# Caffe types that are another of ours: HDF5Data is our Data reading HDF5 files
-CAFFE_ONLY_TYPES = {"HDF5Data": "Data"}
+# Caffe types that are another of ours (none today; a mapping keeps the hook)
+CAFFE_ONLY_TYPES: dict[str, str] = {}
 _BLOCK_LINE = re.compile(r"^\s*[A-Za-z_]\w*\s*\{", re.MULTILINE)
 
 
@@ -152,7 +154,8 @@ class _Context:
         if self.ignored and key not in _NOTED:    # once per file, not per phase built
             _NOTED.add(key)
             where = f" in {self.file}" if self.file else ""
-            logger.info("Caffe fields that choose a device, engine or file format are ignored"
+            logger.info("Caffe fields that choose a device, engine, implementation or file "
+                        "format are ignored"
                         "%s: %s", where, ", ".join(self.ignored))
 
     def path(self, value: str) -> str:
@@ -313,6 +316,8 @@ def _layer(msg: TextMessage, index: int, v1: bool, ctx: _Context, key_path: tupl
                 entry)
         elif key in ("bottom", "top"):
             put(key, str(_scalar(entry, ctx, **where)), entry, append=True)
+        elif key == "phase":
+            put(key, _scalar(entry, ctx, **where), entry)
         elif key in ("loss_weight", "propagate_down"):
             put(key, _scalar(entry, ctx, **where), entry, append=True)
         elif key in ("include", "exclude"):
@@ -347,7 +352,7 @@ def _layer(msg: TextMessage, index: int, v1: bool, ctx: _Context, key_path: tupl
                             field=key, **where)
         else:
             common = ("name", "type", "bottom", "top", "include", "exclude", "loss_weight",
-                      "param", "propagate_down", *blocks)
+                      "param", "propagate_down", "phase", *blocks)
             raise ctx.error(f"'{key}' is not supported by solverkit{did_you_mean(key, common)}",
                             entry, field=key, **where)
     if v1_names or v1_rates["blobs_lr"] or v1_rates["weight_decay"]:
@@ -363,8 +368,6 @@ def _layer(msg: TextMessage, index: int, v1: bool, ctx: _Context, key_path: tupl
                 spec["decay_mult"] = v1_rates["weight_decay"][j]
             params.append(spec)
         raw["param"] = params
-    if type_name == "HDF5Data":
-        _hdf5_data(raw, msg, ctx, where)
     if type_name == "Data" and "backend" in raw:
         _backend(raw, ctx)
     for key, value in list(raw.items()):
@@ -388,39 +391,6 @@ def _backend(raw: dict, ctx: _Context) -> None:
     if source.startswith("builtin:") or path.is_file():
         raw.pop("backend")
         ctx.ignore("backend (the source is not a database)")
-
-
-def _hdf5_data(raw: dict, msg: TextMessage, ctx: _Context, where: dict) -> None:
-    """Caffe's HDF5Data: ``source`` lists .h5 files, one a line; datasets named by the tops."""
-    entry = next((e for e in msg.all("hdf5_data_param")), None)
-    listing = raw.get("source")
-    if isinstance(listing, list) and len(listing) == 1:
-        listing = listing[0]
-    if not isinstance(listing, str):
-        raise ctx.error("hdf5_data_param needs a source: a text file listing .h5 files",
-                        entry or msg, field="hdf5_data_param.source", **where)
-    path = Path(listing) if os.path.isabs(listing) else ctx.base_dir / listing
-    if not path.is_file():
-        raise ctx.error(f"the HDF5 file list {listing} is not a file", entry or msg,
-                        field="hdf5_data_param.source", **where)
-    try:
-        text = read_text(path, what="HDF5 file list", limit=LIMITS["list"], error=ConfigError)
-    except ConfigError as err:
-        raise ctx.error(err.message, entry or msg, field="hdf5_data_param.source",
-                        **where) from None
-    names = [n.strip() for n in text.splitlines() if n.strip()]
-    files = []
-    for name in names:                  # beside the list first, then from the cwd
-        candidate = Path(name) if os.path.isabs(name) else path.parent / name
-        files.append(str(candidate if candidate.exists() or not Path(name).exists()
-                         else Path(name).resolve()))
-    raw["source"] = files
-    raw["format"] = "hdf5"
-    tops = raw.get("top", [])
-    if tops:
-        raw["x_key"] = tops[0]
-    if len(tops) > 1:
-        raw["y_key"] = tops[1]
 
 
 def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
@@ -448,7 +418,8 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
                 transform[key] = value
             put("transform", transform, entry, sub=key)
             continue
-        if block in ("data_param", "image_data_param") and key in DATA_TRANSFORM_FIELDS:
+        if block in ("data_param", "image_data_param", "window_data_param") \
+                and key in DATA_TRANSFORM_FIELDS:
             transform = raw.setdefault("transform", {})
             value = _scalar(entry, ctx, block, **where)
             transform[key] = ctx.path(value) if key == "mean_file" else value
@@ -466,6 +437,10 @@ def _block(block: str, msg: TextMessage, type_name: str, model, raw: dict, put,
         if block == "dummy_data_param" and key in ("num", "channels", "height", "width"):
             legacy_shape.setdefault(key, []).append(_scalar(entry, ctx, block, **where))
             ctx.lines.setdefault(("legacy_shape",), entry.line)
+            continue
+        if block == "loss_param" and key in LOSS_FIELDS and key not in fields:
+            _scalar(entry, ctx, block, **where)
+            ctx.ignore(f"loss_param.{key} (unused by {type_name}, as in Caffe)")
             continue
         if key not in fields:
             raise ctx.error(f"'{key}' is not supported by solverkit's {type_name} layer"

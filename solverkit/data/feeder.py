@@ -32,7 +32,7 @@ import numpy as np
 from .. import threads
 from ..errors import DataError, SnapshotError
 from ..launcher import launcher_size
-from .sources import Samples
+from .samples import Samples
 from .transform import Transform
 
 # batches prepared ahead by default, when a core is spare (Caffe's default prefetch)

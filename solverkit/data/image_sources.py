@@ -28,6 +28,8 @@ import numpy as np
 from ..errors import DataError, SolverkitError
 from ..files import LIMITS, read_text, write_atomic
 from . import images
+from .formats import SourceFormat, register_source_format
+from .paths import resolve_existing
 from .records import RecordSource
 
 logger = logging.getLogger("solverkit")
@@ -186,6 +188,55 @@ def open_image_source(source: Path, root_folder: Path | None, **options) -> Imag
                             f"folders", field="root_folder")
         return read_class_folders(source, **options)
     return read_image_list(source, root_folder, **options)
+
+
+class _Images(SourceFormat):
+    """ImageData's sources: the image files are decoded a batch at a time."""
+
+    kind = "path"
+    layer = "ImageData"
+
+    class Params(SourceFormat.Params):
+        root_folder: str = ""
+        is_color: bool = True
+        new_height: int = 0
+        new_width: int = 0
+        skip_bad: bool = False
+        max_pixels: int = images.MAX_PIXELS
+
+    def open(self, path: Path, params) -> ImageFiles:
+        own = self.own_params(params)
+        if not path.exists():
+            raise DataError(f"'{path}' does not exist", field="source")
+        root = (resolve_existing(own.root_folder, self.base_dir, "root_folder")
+                if own.root_folder else None)
+        return open_image_source(path, root, is_color=own.is_color, new_height=own.new_height,
+                                 new_width=own.new_width, skip_bad=own.skip_bad,
+                                 max_pixels=own.max_pixels)
+
+
+@register_source_format("image_folder")
+class ImageFolder(_Images):
+    """A folder with one sub-folder of images per class (classes in sorted order)."""
+
+    what = "a folder of class folders"
+    recognised_by = "a folder"
+
+    @classmethod
+    def detect(cls, target, params) -> bool:
+        return target.is_dir()
+
+
+@register_source_format("image_list")
+class ImageList(_Images):
+    """Caffe's image list: a text file of ``PATH LABEL`` lines (any name)."""
+
+    what = "an image list"
+    recognised_by = "a file (any name)"
+
+    @classmethod
+    def detect(cls, target, params) -> bool:
+        return not target.is_dir()
 
 
 def write_class_names(path: Path, names: list[str]) -> bool:

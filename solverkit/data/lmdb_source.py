@@ -28,6 +28,7 @@ from ..caffe.messages import decode_datum
 from ..errors import DataError
 from ..protobuf import Limits
 from . import images
+from .formats import SourceFormat, register_source_format
 from .records import RecordSource
 
 REOPEN_RECORDS = 256
@@ -144,9 +145,10 @@ class LmdbSource(RecordSource):
     """The Datum records of one LMDB database, in key order."""
 
     def __init__(self, folder: Path, *, skip_bad: bool = False,
-                 max_pixels: int = images.MAX_PIXELS):
+                 max_pixels: int = images.MAX_PIXELS, is_color: bool | None = None):
         super().__init__(str(folder), skip_bad=skip_bad)
         self.folder = folder
+        self.is_color = is_color        # encoded records: BGR, gray, or as stored (None)
         self.max_pixels = max_pixels
         self.database = Database.of(folder)
         self._values: dict[int, bytes | None] = {}      # of the batch being read
@@ -217,8 +219,48 @@ class LmdbSource(RecordSource):
 
     def _decode_encoded(self, raw: bytes, index: int) -> np.ndarray:
         return images.decode_image_u8(raw, name=f"{self.where(index)} of '{self.folder}'",
-                                      is_color=None, max_pixels=self.max_pixels)
+                                      is_color=self.is_color, max_pixels=self.max_pixels)
 
     def close(self) -> None:
         super().close()
         self.database.close()
+
+
+@register_source_format("lmdb")
+class Lmdb(SourceFormat):
+    """A Caffe LMDB database folder of Datum records: ``backend: LMDB``, or any folder
+    holding a ``data.mdb``."""
+
+    kind = "path"
+    title = "LMDB"
+    what = "an LMDB database"
+    recognised_by = "`backend: LMDB`, or a folder holding `data.mdb`"
+
+    class Params(SourceFormat.Params):
+        skip_bad: bool = False
+
+    @classmethod
+    def detect(cls, target, params) -> bool:
+        return getattr(params, "backend", None) == "LMDB" or (target / "data.mdb").is_file()
+
+    def open(self, path: Path, params) -> LmdbSource:
+        if not path.exists():
+            raise DataError(f"LMDB database '{path}' does not exist", field="source")
+        if not path.is_dir():
+            raise DataError(f"'{path}' is a file; backend: LMDB reads the database "
+                            f"folder (the one holding data.mdb)", field="source")
+        return LmdbSource(path, skip_bad=self.own_params(params).skip_bad,
+                          is_color=forced_color(params))
+
+
+def forced_color(params) -> bool | None:
+    """How a Data layer's encoded records decode: True (BGR: ``transform.force_color`` or
+    ``force_encoded_color``), False (gray: ``transform.force_gray``), None (as stored)."""
+    transform = getattr(params, "transform", None)
+    color = bool(getattr(transform, "force_color", False))
+    gray = bool(getattr(transform, "force_gray", False))
+    if color and gray:
+        raise DataError("give force_color or force_gray, not both", field="transform.force_gray")
+    if gray:
+        return False
+    return True if (color or getattr(params, "force_encoded_color", False)) else None

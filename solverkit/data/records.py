@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from ..errors import DataError
-from .sources import Samples, check_label_values
+from .samples import Samples, check_label_values
 
 logger = logging.getLogger("solverkit")
 

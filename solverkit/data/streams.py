@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, did_you_mean
-from .sources import Samples
+from .samples import Samples
 
 
 def runs(indices: np.ndarray):

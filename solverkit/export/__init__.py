@@ -1,8 +1,9 @@
 """Export a trained net: ``export_model(net_spec, weights, path)``, the format from the suffix.
 
-``.onnx``: an ONNX model of the deploy net (the ``onnx`` extra; see ``onnx_model``).
-``.caffemodel``: Caffe's weights, and the deploy net beside it as ``.prototxt``.
-A train/test net is turned into its deploy form first (``solverkit.deploy``).
+Each format is a registered exporter (see ``formats``): ``.onnx`` (the ``onnx`` extra; see
+``onnx_model``) and ``.caffemodel`` (Caffe's weights, and the deploy net beside it as
+``.prototxt``; see ``caffemodel``), plus any a plugin registers. A train/test net is turned
+into its deploy form first (``solverkit.deploy``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from ..deploy import derive_deployment
 from ..errors import ConfigError
 from ..files import check_output, write_atomic
 from ..net import Net
+from ..spec.net import load_net_spec
+from .formats import Exporter, exporter_for, exporters, register_exporter
 
-FORMATS = {".onnx": "ONNX", ".caffemodel": "Caffe"}
+from . import caffemodel, onnx_model  # noqa: F401  isort: skip  (registers the built-in formats)
+
+__all__ = ["Exporter", "export_model", "exporter_for", "exporters", "load_deploy_net",
+           "register_exporter", "write_output"]
 
 
 def load_deploy_net(spec, weights) -> tuple[Net, object]:
@@ -26,34 +32,19 @@ def load_deploy_net(spec, weights) -> tuple[Net, object]:
 
 
 def export_model(spec, weights, path, *, force: bool = False) -> list[str]:
-    """Write the deploy net of ``spec`` with ``weights`` to ``path``; the files written.
-    An existing file (``path``, or the ``.prototxt`` beside a ``.caffemodel``) is replaced
-    only with ``force``, and never when it is ``spec`` or ``weights`` themselves."""
+    """Write the deploy net of ``spec`` with ``weights`` to ``path`` in the format its suffix
+    names; the files written. An existing file (``path``, or another the format writes
+    beside it, such as the ``.prototxt`` of a ``.caffemodel``) is replaced only with
+    ``force``, and never when it is ``spec`` or ``weights`` themselves."""
     path = Path(path)
-    outputs = [path, path.with_suffix(".prototxt")] if path.suffix.lower() == ".caffemodel" \
-        else [path]
-    for output in outputs:
+    net_spec = load_net_spec(spec)      # imports the spec's plugins, whose exporters count too
+    exporter = exporter_for(path)
+    for output in exporter.outputs(path):
         check_output(output, inputs=(spec, weights), force=force, error=ConfigError)
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ConfigError(f"cannot tell the export format from '{path.name}': name the output "
-                          f"{' or '.join('*' + s for s in FORMATS)}")
-    if suffix == ".onnx":
-        from .onnx_model import onnx_modules, to_onnx
-        onnx_modules()          # a missing extra is reported before any work
-        net, _ = load_deploy_net(spec, weights)
-        try:
-            return [write_output(path, to_onnx(net).SerializeToString(), force=force)]
-        finally:
-            net.close()
+    exporter.check_available()          # a missing extra is reported before any work
+    net, _ = load_deploy_net(net_spec, weights)
     try:
-        from ..caffe import export_caffe
-    except ImportError:
-        raise ConfigError("exporting .caffemodel files is not available in this version of "
-                          "solverkit; export .onnx instead") from None
-    net, deployment = load_deploy_net(spec, weights)
-    try:
-        return [str(p) for p in export_caffe(deployment.spec, net, path)]
+        return [str(p) for p in exporter.write(net, path)]
     finally:
         net.close()
 

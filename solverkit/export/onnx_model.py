@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, SolverkitError
+from ..registry import _register
 from ..version import __version__
+from .formats import Exporter, register_exporter
 
 # Opset 17 and IR version 8 (the pair onnx 1.12 introduced): every onnxruntime since 1.12
 # loads them, so the 'onnx' extra's onnxruntime>=1.16 does with room to spare, and opset 17
@@ -45,9 +48,10 @@ def onnx_modules():
 
 
 def register_onnx(type_name: str):
-    """Decorator: ``@register_onnx("MyLayer")`` on ``fn(graph, layer_info)`` that adds nodes."""
+    """Decorator: ``@register_onnx("MyLayer")`` on ``fn(graph, layer_info)`` that adds nodes
+    for layers of type ``MyLayer`` (a type that has one already is an error naming both)."""
     def decorate(fn):
-        _CONVERTERS[type_name] = fn
+        _register(_CONVERTERS, "ONNX converter of layer type", type_name, fn)
         return fn
     return decorate
 
@@ -55,6 +59,11 @@ def register_onnx(type_name: str):
 def onnx_layer_types() -> list[str]:
     """The layer types that have an ONNX mapping."""
     return sorted(_CONVERTERS)
+
+
+def onnx_converters() -> dict[str, Callable]:
+    """Every layer type's ONNX converter, by type name (sorted)."""
+    return dict(sorted(_CONVERTERS.items()))
 
 
 class LayerInfo:
@@ -176,10 +185,15 @@ def to_onnx(net, producer: str = "solverkit"):
     return model
 
 
-def export_onnx(net, path, *, force: bool = False) -> str:
-    """Write ``to_onnx(net)`` to ``path`` (atomically); returns the path."""
-    from . import write_output
-    return write_output(path, to_onnx(net).SerializeToString(), force=force)
+@register_exporter("onnx", suffixes=[".onnx"])
+class OnnxExporter(Exporter):
+    """An ONNX model (``to_onnx``) of the deploy net."""
+
+    def check_available(self) -> None:
+        onnx_modules()
+
+    def export(self, net, path: Path) -> None:
+        Path(path).write_bytes(to_onnx(net).SerializeToString())
 
 
 # ------------------------------------------------------------------------------ converters
@@ -729,3 +743,163 @@ def _roi_pooling(g: Graph, info: LayerInfo):
                   hint=f"{info.name}.rois")
     g.node("MaxRoiPool", [info.bottoms[0], rois], info.tops[0], hint=info.name,
            pooled_shape=[p.pooled_h, p.pooled_w], spatial_scale=float(p.spatial_scale))
+
+
+# ---------------------------------------------------- recurrent layers and BVLC's other types
+# Caffe's LSTM rows are the gates (i, f, o, g); ONNX's LSTM wants (i, o, f, c)
+_ONNX_LSTM_GATES = (0, 2, 1, 3)
+
+
+def _gate_rows(array: np.ndarray, hidden: int) -> np.ndarray:
+    return np.concatenate([array[k * hidden:(k + 1) * hidden] for k in _ONNX_LSTM_GATES])
+
+
+def _recurrent_input(g: Graph, info: LayerInfo, weights: list[np.ndarray]):
+    """(X as (T, N, I[+I_static]), W for it): a static input joins every step's features,
+    its weights beside the input's, so one ONNX recurrent operator computes Caffe's sum."""
+    x = g.node("Reshape", [info.bottoms[0], g.ints([0, 0, -1], f"{info.name}.xshape")],
+               hint=f"{info.name}.x")
+    if not info.layer.static_input:
+        return x, weights[0]
+    steps = info.bottom_shapes[0][0]
+    static = g.node("Flatten", [info.bottoms[2]], hint=f"{info.name}.static", axis=1)
+    static = g.node("Unsqueeze", [static, g.ints([0], f"{info.name}.axis0")],
+                    hint=f"{info.name}.static1")
+    static = g.node("Expand", [static, g.ints([steps, 1, 1], f"{info.name}.steps")],
+                    hint=f"{info.name}.static_steps")
+    joined = g.node("Concat", [x, static], hint=f"{info.name}.x_static", axis=2)
+    return joined, np.concatenate([weights[0], weights[2]], axis=1)
+
+
+def _initial_states(g: Graph, info: LayerInfo) -> list[str]:
+    """h_0 (and c_0) of an ``expose_hidden`` layer, times cont at the first step; '' (ONNX's
+    zeros) otherwise. ONNX's recurrent operators take no markers: cont after the first step
+    is taken as 1 (a sequence that restarts mid-way needs one call per sequence)."""
+    layer = info.layer
+    if not layer.params.expose_hidden:
+        return ["" for _ in layer.state_names]
+    first = g.node("Slice", [info.bottoms[1], g.ints([0], f"{info.name}.s0"),
+                             g.ints([1], f"{info.name}.s1"), g.ints([0], f"{info.name}.a0")],
+                   hint=f"{info.name}.cont0")
+    first = g.node("Unsqueeze", [first, g.ints([2], f"{info.name}.axis2")],
+                   hint=f"{info.name}.cont0_3d")
+    return [g.node("Mul", [info.bottoms[index], first], hint=f"{info.name}.state{k}")
+            for k, index in enumerate(layer.hidden_bottoms)]
+
+
+@register_onnx("LSTM")
+def _lstm(g: Graph, info: LayerInfo):
+    """ONNX LSTM with Caffe's gates reordered (i, f, o, g → i, o, f, c), b_c as the input
+    bias and a zero recurrence bias; outputs (T, N, H) [, h_T, c_T (1, N, H)]."""
+    hidden = info.params.num_output
+    weights = [info.weight(j) for j in range(len(info.layer.blobs))]
+    x, w_x = _recurrent_input(g, info, weights)
+    w = _gate_rows(w_x, hidden)[None]
+    r = _gate_rows(weights[-1], hidden)[None]
+    b = np.concatenate([_gate_rows(weights[1], hidden), np.zeros(4 * hidden, np.float32)])[None]
+    h0, c0 = _initial_states(g, info)
+    outputs = [g.fresh(f"{info.name}:Y"),
+               info.tops[1] if len(info.tops) > 1 else "",
+               info.tops[2] if len(info.tops) > 2 else ""]
+    g.node("LSTM", [x, g.const(w, f"{info.name}.W"), g.const(r, f"{info.name}.R"),
+                    g.const(b, f"{info.name}.B"), "", h0, c0], outputs, hint=info.name,
+           hidden_size=hidden)
+    g.node("Squeeze", [outputs[0], g.ints([1], f"{info.name}.axis1")], info.tops[0],
+           hint=f"{info.name}.h")
+
+
+@register_onnx("RNN")
+def _rnn(g: Graph, info: LayerInfo):
+    """ONNX RNN (tanh) for ``h_t``, then Caffe's output ``o_t = tanh(W_ho h_t + b_o)``."""
+    hidden = info.params.num_output
+    weights = [info.weight(j) for j in range(len(info.layer.blobs))]
+    x, w_x = _recurrent_input(g, info, weights)
+    b = np.concatenate([weights[1], np.zeros(hidden, np.float32)])[None]
+    (h0,) = _initial_states(g, info)
+    outputs = [g.fresh(f"{info.name}:Y"), info.tops[1] if len(info.tops) > 1 else ""]
+    w_hh = weights[3 if info.layer.static_input else 2]
+    g.node("RNN", [x, g.const(w_x[None], f"{info.name}.W"), g.const(w_hh[None], f"{info.name}.R"),
+                   g.const(b, f"{info.name}.B"), "", h0], outputs, hint=info.name,
+           hidden_size=hidden)
+    states = g.node("Squeeze", [outputs[0], g.ints([1], f"{info.name}.axis1")],
+                    hint=f"{info.name}.h")
+    product = g.node("MatMul", [states, g.const(weights[-2].T, f"{info.name}.W_ho")],
+                     hint=f"{info.name}.o")
+    biased = g.node("Add", [product, g.const(weights[-1], f"{info.name}.b_o")],
+                    hint=f"{info.name}.o_bias")
+    g.node("Tanh", [biased], info.tops[0], hint=f"{info.name}.o_tanh")
+
+
+@register_onnx("LSTMUnit")
+def _lstm_unit(g: Graph, info: LayerInfo):
+    """Caffe's one LSTM step from its gate input, as element-wise operators."""
+    c_prev, gate_input, cont = info.bottoms
+    hidden = info.bottom_shapes[0][2]
+    i, f, o, cell = g.node("Split", [gate_input, g.ints([hidden] * 4, f"{info.name}.sizes")],
+                           [g.fresh(f"{info.name}:{k}") for k in "ifog"], hint=info.name,
+                           axis=2)
+    i, f, o = (g.node("Sigmoid", [v], hint=f"{info.name}.sigmoid") for v in (i, f, o))
+    cell = g.node("Tanh", [cell], hint=f"{info.name}.tanh")
+    cont = g.node("Unsqueeze", [cont, g.ints([2], f"{info.name}.axis2")],
+                  hint=f"{info.name}.cont")
+    kept = g.node("Mul", [g.node("Mul", [cont, f], hint=f"{info.name}.cf"), c_prev],
+                  hint=f"{info.name}.kept")
+    c = g.node("Add", [kept, g.node("Mul", [i, cell], hint=f"{info.name}.ig")], info.tops[0],
+               hint=f"{info.name}.c")
+    g.node("Mul", [o, g.node("Tanh", [c], hint=f"{info.name}.tanh_c")], info.tops[1],
+           hint=f"{info.name}.h")
+
+
+@register_onnx("Threshold")
+def _threshold(g: Graph, info: LayerInfo):
+    above = g.node("Greater", [info.bottoms[0], g.const(info.params.threshold,
+                                                        f"{info.name}.threshold")],
+                   hint=info.name)
+    g.node("Cast", [above], info.tops[0], hint=f"{info.name}.cast", to=1)     # FLOAT
+
+
+@register_onnx("BatchReindex")
+def _batch_reindex(g: Graph, info: LayerInfo):
+    index = g.node("Cast", [info.bottoms[1]], hint=f"{info.name}.cast", to=7)     # INT64
+    g.node("Gather", [info.bottoms[0], index], info.tops[0], hint=info.name, axis=0)
+
+
+@register_onnx("Filter")
+def _filter(g: Graph, info: LayerInfo):
+    """The items whose selector is non-zero: NonZero of the flattened selector, then Gather."""
+    selector = g.node("Reshape", [info.bottoms[-1], g.ints([-1], f"{info.name}.flat")],
+                      hint=f"{info.name}.selector")
+    chosen = g.node("NonZero", [selector], hint=f"{info.name}.nonzero")
+    chosen = g.node("Reshape", [chosen, g.ints([-1], f"{info.name}.flat_index")],
+                    hint=f"{info.name}.index")
+    for bottom, top in zip(info.bottoms[:-1], info.tops):
+        g.node("Gather", [bottom, chosen], top, hint=info.name, axis=0)
+
+
+@register_onnx("Im2col")
+def _im2col(g: Graph, info: LayerInfo):
+    """A grouped Conv with one-hot kernels: output channel (c·kh + i)·kw + j copies tap (i, j)
+    of channel c, Caffe's layout."""
+    layer = info.layer
+    channels = info.bottom_shapes[0][1]
+    kh, kw = layer.kernel
+    taps = np.eye(kh * kw, dtype=np.float32).reshape(kh * kw, 1, kh, kw)
+    weight = np.tile(taps, (channels, 1, 1, 1))
+    g.node("Conv", [info.bottoms[0], g.const(weight, f"{info.name}.taps")], info.tops[0],
+           hint=info.name, kernel_shape=[kh, kw], strides=list(layer.stride),
+           pads=[*layer.pad, *layer.pad], dilations=list(layer.dilation), group=channels)
+
+
+@register_onnx("SPP")
+def _spp(g: Graph, info: LayerInfo):
+    """Each pyramid level is the Pooling it is built from, flattened and concatenated."""
+    parts = []
+    single = len(info.layer.levels) == 1
+    for pooling, _, output in info.layer.levels:
+        target = info.tops[0] if single else g.fresh(f"{info.name}:level")
+        _pooling(g, LayerInfo(pooling, [info.bottoms[0]], [target], info.bottom_shapes,
+                              [output.shape]))
+        if not single:
+            parts.append(g.node("Flatten", [target], hint=f"{info.name}.flatten", axis=1))
+    if not single:
+        g.node("Concat", parts, info.tops[0], hint=info.name, axis=1)

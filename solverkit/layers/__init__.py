@@ -3,16 +3,20 @@
 from ..spec.models import LayerParams
 from . import (  # noqa: F401
     activation,
+    batch_selection,
     common,
     data,
     detection,
     forks,
+    hdf5,
     loss,
     memory,
     normalization,
     python,
+    recurrent,
     utility,
     vision,
+    window_data,
 )
 from .base import DataLayer, Layer, LossLayer, spatial_pair
 

@@ -307,3 +307,19 @@ class Swish(ElementwiseLayer):
         if propagate_down[0]:
             beta_y = self.params.beta * top[0].data
             bottom[0].diff[...] = top[0].diff * (beta_y + self.sigmoid * (1 - beta_y))
+
+
+@register_layer("Threshold")
+class Threshold(ElementwiseLayer):
+    """``y = 1`` where ``x > threshold``, else ``0`` (Caffe's Threshold); no gradient."""
+
+    class Params(LayerParams):
+        threshold: float = 0.0
+
+    has_backward = False
+
+    def forward(self, bottom, top):
+        np.greater(bottom[0].data, self.params.threshold, out=top[0].data, casting="unsafe")
+
+    def backward(self, top, propagate_down, bottom):
+        """A step function: Caffe has no backward for it either."""

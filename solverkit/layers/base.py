@@ -54,6 +54,9 @@ class Layer:
     tops_need_backward: ClassVar[bool] = False
     # Which bottoms may work in place with a top (Caffe allows it for element-wise layers).
     allows_in_place: ClassVar[bool] = False
+    # Top shapes depend on bottom values (Filter): the net reshapes this layer before each
+    # forward, and the layers after it, as Caffe reshapes before every forward.
+    shapes_follow_data: ClassVar[bool] = False
 
     def __init__(self, spec: LayerSpec, *, phase: str = "TRAIN", dtype=np.float32,
                  rng: np.random.Generator | None = None, base_dir=None):

@@ -11,7 +11,8 @@
 Tops: ``data`` (batch_size, *sample shape after crop) and optionally ``label``
 (batch_size,), both in the net's dtype. An array file is read when the net is built
 (one of 256 MiB or more, or with ``stream: true``, a batch at a time); a Caffe LMDB
-(``backend: LMDB``) and ImageData's image files are read a batch at a time.
+(``backend: LMDB``) and ImageData's image files are read a batch at a time. Which reader
+reads a ``source`` is decided by the registered source formats (``data.formats``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from ..data import (
     check_labels,
     images,
     load_mean_file,
-    load_source,
+    open_source,
     resolve_paths,
 )
-from ..data.image_sources import open_image_source
+from ..data.formats import check_format_name, file_formats
 from ..errors import DataError, SolverkitError
 from ..registry import register_layer
 from ..spec.net import LayerParams, StrictModel
@@ -48,6 +49,9 @@ class TransformSpec(StrictModel):
     mean_file: str | None = Field(None, description="a mean image: .npy, .npz or .binaryproto")
     crop_size: int = Field(0, ge=0, description="random window in TRAIN, centre in TEST; 0: none")
     mirror: bool = Field(False, description="random left-right flips in TRAIN")
+    force_color: bool = Field(False, description="decode encoded LMDB records as 3-channel "
+                                                 "BGR (Caffe: encoded Datums only)")
+    force_gray: bool = Field(False, description="decode encoded LMDB records as 1 gray channel")
 
     @field_validator("mean_value", mode="before")
     @classmethod
@@ -73,8 +77,10 @@ class Data(DataLayer):
         shuffle: bool = Field(False, description="a new random order every epoch")
         transform: TransformSpec = Field(default_factory=TransformSpec,
                                          description="crop, mirror, then (x - mean) * scale")
-        format: Literal["npz", "npy", "idx", "cifar10", "csv", "hdf5"] | None = Field(
-            None, description="overrides detection from the file name")
+        format: str | None = Field(
+            None, description="a registered file format (npz, npy, idx, cifar10, csv, hdf5, or "
+            "a plugin's); overrides detection from the file name",
+            json_schema_extra=lambda schema: _list_formats(schema))
         x_key: str | None = Field(None, description="data array: 'x' in npz/dict, 'data' in HDF5")
         y_key: str | None = Field(None, description="labels: 'y' in npz/dict, 'label' in HDF5")
         label_source: str | list[str] | None = Field(
@@ -94,6 +100,15 @@ class Data(DataLayer):
         prefetch: int | None = Field(
             None, ge=0, description="batches prepared ahead on a thread; 0: none (made in "
             "the step); default: 4 when a core is spare beyond the compute threads, else 0")
+        rand_skip: int = Field(0, ge=0, description="start at a random record in "
+                               "[0, rand_skip) (Caffe's), drawn from the layer's seed")
+        force_encoded_color: bool = Field(False, description="decode encoded LMDB records "
+                                          "as 3-channel BGR (as transform.force_color)")
+
+        @field_validator("format")
+        @classmethod
+        def _known_format(cls, value):
+            return check_format_name(value)
 
         @field_validator("source", mode="before")
         @classmethod
@@ -115,6 +130,7 @@ class Data(DataLayer):
             return "<arrays " + ", ".join(f"{k}: {np.shape(v)}" for k, v in items) + ">"
 
     min_tops, max_tops = 1, 2
+    source_layer = "Data"       # whose registered source formats read ``source``
 
     def setup(self, bottom, top):
         p = self.params
@@ -129,48 +145,24 @@ class Data(DataLayer):
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
                                   shuffle=p.shuffle, rng=self.rng.spawn(1)[0],
                                   label_dtype=self.dtype, prefetch=p.prefetch, name=self.name)
+        self._skip_start(p.rand_skip)
+
+    def _skip_start(self, rand_skip: int) -> None:
+        """Caffe's ``rand_skip``: begin at record ``k``, ``k`` uniform in [0, rand_skip)."""
+        if rand_skip <= 0:
+            return
+        skip = int(self.rng.integers(rand_skip))
+        if skip >= self.feeder.num_samples:
+            raise DataError(f"rand_skip {rand_skip} may skip past the {self.feeder.num_samples} "
+                            f"records of the source", field="rand_skip")
+        state = self.feeder.get_state()
+        state["cursor"] = np.array(skip, dtype=np.int64)
+        self.feeder.set_state(state)
 
     def open_source(self) -> Samples:
-        """The data source this layer reads (read whole, or streamed)."""
-        p = self.params
-        database = self._database()
-        if database is not None:
-            from ..data.lmdb_source import LmdbSource
-            return LmdbSource(database, skip_bad=p.skip_bad)
-        if p.skip_bad:
-            raise DataError("skip_bad is for LMDB databases (and ImageData); array files are "
-                            "checked whole when they are read", field="skip_bad")
-        return load_source(p.source, format=p.format, base_dir=self.base_dir, x_key=p.x_key,
-                           y_key=p.y_key, label_source=p.label_source,
-                           label_column=p.label_column, num_classes=p.num_classes,
-                           stream=p.stream)
-
-    def _database(self) -> Path | None:
-        """The LMDB folder this layer reads, or None for the other sources."""
-        p = self.params
-        if p.backend == "LEVELDB":
-            raise DataError("LevelDB databases are not supported; write an LMDB with "
-                            "'solverkit convert-imageset' (or Caffe's, --backend lmdb)",
-                            field="backend")
-        if not isinstance(p.source, (str, Path)) or str(p.source).startswith("builtin:"):
-            if p.backend == "LMDB":
-                raise DataError("backend: LMDB needs source: the database folder",
-                                field="source")
-            return None
-        path = Path(p.source).expanduser()
-        if not path.is_absolute():
-            path = (Path(self.base_dir) if self.base_dir is not None else Path.cwd()) / path
-        if p.backend == "LMDB" or (path / "data.mdb").is_file():
-            if p.format is not None:
-                raise DataError(f"'{path}' is an LMDB database; drop format: {p.format}",
-                                field="format")
-            if not path.exists():
-                raise DataError(f"LMDB database '{path}' does not exist", field="source")
-            if not path.is_dir():
-                raise DataError(f"'{path}' is a file; backend: LMDB reads the database "
-                                f"folder (the one holding data.mdb)", field="source")
-            return path
-        return None
+        """The data source this layer reads (read whole, or streamed): ``data.open_source``
+        picks the registered format."""
+        return open_source(self.params, self.base_dir, layer=self.source_layer)
 
     @property
     def class_names(self) -> list[str] | None:
@@ -270,22 +262,12 @@ class ImageData(Data):
         prefetch: int | None = Field(
             None, ge=0, description="batches read and decoded ahead on a thread; 0: none; "
             "default: 4")
+        rand_skip: int = Field(0, ge=0, description="start at a random line in "
+                               "[0, rand_skip) (Caffe's), drawn from the layer's seed")
 
-    def open_source(self) -> Samples:
-        p = self.params
-        source = resolve_folder_or_file(p.source, self.base_dir, "source")
-        root = resolve_folder_or_file(p.root_folder, self.base_dir, "root_folder") \
-            if p.root_folder else None
-        return open_image_source(source, root, is_color=p.is_color, new_height=p.new_height,
-                                 new_width=p.new_width, skip_bad=p.skip_bad,
-                                 max_pixels=p.max_pixels)
+    source_layer = "ImageData"
 
-
-def resolve_folder_or_file(name: str, base_dir, field: str) -> Path:
-    """``name`` relative to the net file's folder; it must exist (a file or a folder)."""
-    path = Path(name).expanduser()
-    if not path.is_absolute():
-        path = (Path(base_dir) if base_dir is not None else Path.cwd()) / path
-    if not path.exists():
-        raise DataError(f"'{path}' does not exist", field=field)
-    return path
+def _list_formats(schema: dict) -> None:
+    """The JSON Schema of ``format``: the registered file formats when the schema is made."""
+    schema.pop("anyOf", None)
+    schema["enum"] = [*file_formats("Data"), None]

@@ -20,10 +20,12 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from .. import blas, dnnl, threads
+from ..blob import Blob
 from ..registry import register_layer
-from ..spec.net import FillerSpec, LayerParams
+from ..spec.net import FillerSpec, LayerParams, LayerSpec
 from ..threads import parallel_for, split
 from . import kernels, methods
 from .base import Layer, spatial_pair
@@ -812,3 +814,157 @@ class Pooling(Layer):
             windows.store(phases, bottom_diffs[block])
 
         parallel_for(run, self.blocks, elements=dx.size)
+
+
+@register_layer("SPP")
+class SPP(Layer):
+    """Spatial pyramid pooling (Caffe's SPP): level l = 0 … pyramid_height−1 pools the
+    image into 2^l × 2^l bins and the levels are flattened and concatenated.
+
+    x: (N, C, H, W) → (N, C·Σ_l bins_l) where bins_l is the output of a Pooling with Caffe's
+    bin geometry: ``kernel = ceil(H / 2^l)``, ``stride = kernel``,
+    ``pad = (kernel·2^l − H + 1) // 2`` (likewise for W). With ``pyramid_height: 1`` the one
+    level's (N, C, 1, 1) is the output, unflattened, as in Caffe.
+    """
+
+    class Params(LayerParams):
+        pyramid_height: int = Field(gt=0)
+        pool: Literal["MAX", "AVE", "STOCHASTIC"] = "MAX"
+
+    min_bottoms = max_bottoms = 1
+    min_tops = max_tops = 1
+
+    def setup(self, bottom, top):
+        if self.params.pool == "STOCHASTIC":
+            raise self.error("STOCHASTIC pooling is not available (Caffe implements it on the "
+                             "GPU only); use MAX or AVE", field="pool")
+        self._image = None
+
+    @staticmethod
+    def level_geometry(level: int, height: int, width: int):
+        """Caffe's (kernel, pad) pair of pyramid level ``level`` for an H×W image."""
+        bins = 2 ** level
+        kernel = (-(-height // bins), -(-width // bins))
+        pad = ((kernel[0] * bins - height + 1) // 2, (kernel[1] * bins - width + 1) // 2)
+        return kernel, pad
+
+    def _levels(self, bottom):
+        """One Pooling layer per level, made for this image size, with its scratch blobs."""
+        n, c, h, w = bottom[0].shape
+        if self._image == (h, w):
+            return
+        self._image = (h, w)
+        self.levels = []
+        for level in range(self.params.pyramid_height):
+            kernel, pad = self.level_geometry(level, h, w)
+            if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+                raise self.error(f"a {h}×{w} image is too small for pyramid level {level} "
+                                 f"({2 ** level}×{2 ** level} bins: kernel {kernel[0]}×"
+                                 f"{kernel[1]}, pad {pad[0]}×{pad[1]}; Caffe needs pad < kernel)",
+                                 field="pyramid_height")
+            params = Pooling.Params(pool=self.params.pool, kernel_h=kernel[0],
+                                    kernel_w=kernel[1], stride_h=kernel[0], stride_w=kernel[1],
+                                    pad_h=pad[0], pad_w=pad[1])
+            spec = LayerSpec(name=f"{self.name}/level{level}", type="Pooling", params=params)
+            pooling = Pooling(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
+            source = Blob.sharing(bottom[0], name=f"{self.name}/level{level}/in")
+            output = Blob((), self.dtype, name=f"{self.name}/level{level}/out")
+            pooling.setup([source], [output])
+            self.levels.append((pooling, source, output))
+
+    def reshape(self, bottom, top):
+        if len(bottom[0].shape) != 4:
+            raise self.error(f"bottom must be 4-d (N, C, H, W), got shape "
+                             f"{list(bottom[0].shape)}", field="bottom")
+        self._levels(bottom)
+        sizes = []
+        for pooling, source, output in self.levels:
+            pooling.reshape([source], [output])
+            sizes.append(int(np.prod(output.shape[1:])))
+        self.sizes = sizes
+        n = bottom[0].shape[0]
+        if self.params.pyramid_height == 1:
+            top[0].reshape(self.levels[0][2].shape)
+        else:
+            top[0].reshape((n, sum(sizes)))
+
+    def forward(self, bottom, top):
+        n = bottom[0].shape[0]
+        flat = top[0].data.reshape(n, -1)
+        start = 0
+        for (pooling, source, output), size in zip(self.levels, self.sizes):
+            pooling.forward([source], [output])
+            flat[:, start:start + size] = output.data.reshape(n, size)
+            start += size
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        n = bottom[0].shape[0]
+        flat = top[0].diff.reshape(n, -1)
+        total = np.zeros(bottom[0].shape, self.dtype)
+        start = 0
+        for (pooling, source, output), size in zip(self.levels, self.sizes):
+            output.diff[...] = flat[:, start:start + size].reshape(output.shape)
+            pooling.backward([output], [True], [source])
+            total += source.diff
+            start += size
+        bottom[0].diff[...] = total
+
+
+@register_layer("Im2col")
+class Im2colLayer(Layer):
+    """Caffe's Im2col layer: every kernel window as a column, laid out as an image.
+
+    x: (N, C, H, W) → (N, C·kh·kw, OH, OW); channel ``(c·kh + i)·kw + j`` at (oh, ow) holds
+    ``x[n, c, oh·s_h − p_h + i·d_h, ow·s_w − p_w + j·d_w]`` (0 in the padding). Takes
+    Convolution's geometry fields (``convolution_param`` in Caffe's files); ``num_output``
+    and the other fields of the weights are not used.
+    """
+
+    class Params(ConvolutionParams):
+        num_output: int = 0
+
+    min_bottoms = max_bottoms = 1
+    min_tops = max_tops = 1
+
+    def setup(self, bottom, top):
+        p = self.params
+        self.kernel = spatial_pair(p, "kernel_size", field_h="kernel_h", field_w="kernel_w")
+        self.stride = spatial_pair(p, "stride", default=1)
+        self.pad = spatial_pair(p, "pad", default=0)
+        self.dilation = spatial_pair(p, "dilation", default=1)
+        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.dilation) < 1 \
+                or min(self.pad) < 0:
+            raise self.error(f"kernel {self.kernel}, stride {self.stride}, dilation "
+                             f"{self.dilation} must be positive and pad {self.pad} non-negative",
+                             field="kernel_size")
+        if p.axis not in (1, -3):
+            raise self.error(f"only axis 1 (channels of NCHW) is supported, got {p.axis}",
+                             field="axis")
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) != 4:
+            raise self.error(f"bottom must be 4-d (N, C, H, W), got shape {list(shape)}",
+                             field="bottom")
+        n, c, h, w = shape
+        out_h = conv_output_size(h, self.kernel[0], self.stride[0], self.pad[0], self.dilation[0])
+        out_w = conv_output_size(w, self.kernel[1], self.stride[1], self.pad[1], self.dilation[1])
+        if out_h <= 0 or out_w <= 0:
+            raise self.error(f"kernel {self.kernel[0]}×{self.kernel[1]} does not fit the padded "
+                             f"input {h + 2 * self.pad[0]}×{w + 2 * self.pad[1]}",
+                             field="kernel_size")
+        self.columns = Im2col(shape, self.kernel, self.stride, self.pad, self.dilation, self.dtype)
+        top[0].reshape((n, c * self.kernel[0] * self.kernel[1], out_h, out_w))
+
+    def forward(self, bottom, top):
+        col = self.columns.im2col(bottom[0].data)              # (C·kh·kw, N·OH·OW)
+        rows, n = col.shape[0], bottom[0].shape[0]
+        np.copyto(top[0].data, col.reshape(rows, n, *top[0].shape[2:]).transpose(1, 0, 2, 3))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            col = np.ascontiguousarray(top[0].diff.transpose(1, 0, 2, 3)).reshape(
+                top[0].shape[1], -1)
+            self.columns.col2im(col, bottom[0].diff)

@@ -153,6 +153,9 @@ class LayerSpec(StrictModel):
     loss_weight: list[float] | None = None
     param: list[ParamSpec] = Field(default_factory=list)
     propagate_down: list[bool] | None = None
+    phase: Literal["TRAIN", "TEST"] | None = Field(
+        None, description="run this layer as in that phase whatever the net's (Caffe's "
+        "layer-level phase: Dropout, BatchNorm and data transforms follow it)")
     params: LayerParams = Field(default_factory=LayerParams, exclude=True)
 
     _listify = field_validator("bottom", "top", "include", "exclude", "loss_weight", "param",

@@ -59,6 +59,8 @@ def _common_fields(type_name: str) -> dict[str, Any]:
             default_factory=list, description="per parameter: lr_mult, decay_mult, name")),
         "propagate_down": (bool | list[bool] | None, Field(
             default=None, description="one per bottom: whether it gets a gradient")),
+        "phase": (Literal["TRAIN", "TEST"] | None, Field(
+            default=None, description="run the layer as in this phase whatever the net's")),
     }
 
 

@@ -69,8 +69,10 @@ def summarize_net(net: Net) -> NetSummary:
         if samples is not None:
             source = getattr(layer.params, "source", None)
             named = source if isinstance(source, str) else "arrays"
+            fmt = getattr(getattr(layer, "dataset", None), "source_format", "")
             sources.append(f"'{layer.name}' reads {named}: {samples:,} samples, "
-                           f"{layer.batches_per_epoch:,} batches per epoch")
+                           f"{layer.batches_per_epoch:,} batches per epoch"
+                           + (f" ({fmt} format)" if fmt else ""))
     return NetSummary(net.name, net.phase, rows, total, learnable, list(net.input_blobs),
                       list(net.outputs), sources)
 

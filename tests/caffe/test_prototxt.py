@@ -191,13 +191,13 @@ def test_lines_of_mistakes_point_into_the_prototxt(tmp_path):
     with pytest.raises(sk.ConfigError) as err:
         load_net_spec(path)
     assert str(err.value).startswith(f"{path}:{line}: layer 'ip1' (#6): field 'num_output'")
-    text = caffe.LENET.replace("scale: 0.00390625", "scale: 0.00390625\n    force_color: true", 1)
+    text = caffe.LENET.replace("scale: 0.00390625", "scale: 0.00390625\n    force_colour: true", 1)
     path.write_text(text)
-    line = text.splitlines().index("    force_color: true") + 1
+    line = text.splitlines().index("    force_colour: true") + 1
     with pytest.raises(sk.ConfigError) as err:
         load_net_spec(path)
     assert str(err.value).startswith(f"{path}:{line}: layer 'mnist' (#0): field "
-                                     "'transform.force_color': unknown field")
+                                     "'transform.force_colour': unknown field")
     with pytest.raises(sk.ConfigError, match="'pooling_param' does not apply to a Convolution"):
         net_text_source(caffe.LENET.replace("convolution_param {\n    num_output: 20",
                                             "pooling_param {\n    pool: MAX", 1))
@@ -220,7 +220,7 @@ layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
 """)
     net = sk.Net(tmp_path / "net.prototxt", seed=0)
-    assert net.spec.layers[0].type == "Data" and net.spec.layers[0].params.format == "hdf5"
+    assert net.spec.layers[0].type == "HDF5Data"
     net.forward()
     np.testing.assert_array_equal(net.blobs["data"].data, x)
     np.testing.assert_array_equal(net.blobs["label"].data, y)
