@@ -80,7 +80,8 @@ def npy_seeds(folder):
 def npy_read(data, folder):
     path = folder / "train.npy"
     path.write_bytes(data)
-    data_net(path, label_source=str(folder / "labels.npy"))
+    # half the cases read the file whole, half stream it from a memory map
+    data_net(path, label_source=str(folder / "labels.npy"), stream=len(data) % 2 == 0)
 
 
 def idx_file(array: np.ndarray) -> bytes:
