@@ -171,7 +171,7 @@ class Npz(FileFormat):
             archive = files.load_npz(path, what="data file", limit=LIMITS["array"],
                                      error=DataError)
         except DataError as err:
-            raise err.located(field="source") from None
+            raise _array_file_error(path, ".npz", err, "source") from None
         keys = list(archive)
         if x_key not in keys:
             raise DataError(f"'{path}' has no array '{x_key}'{did_you_mean(x_key, keys)}; "
@@ -398,7 +398,14 @@ def load_npy(path: Path, field: str) -> np.ndarray:
     try:
         return files.load_npy(path, what="data file", limit=LIMITS["array"], error=DataError)
     except DataError as err:
-        raise err.located(field=field) from None
+        raise _array_file_error(path, ".npy", err, field) from None
+
+
+def _array_file_error(path: Path, kind: str, err: DataError, field: str) -> DataError:
+    """The reader's refusal with the data file named in the message, so that the location
+    stays the net file's line and layer."""
+    detail = err.message.removeprefix("cannot read the data file: ")
+    return DataError(f"cannot read '{path}' as {kind}: {detail}", field=field)
 
 
 def read_idx_file(path: Path, field: str = "source") -> np.ndarray:
