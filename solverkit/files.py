@@ -27,6 +27,7 @@ import math
 import os
 import stat
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -218,7 +219,9 @@ def read_text(path, *, what: str, limit: int, encoding: str = "utf-8",
 
 # ---------------------------------------------------------------------------- arrays
 
+# numpy parses a .npy header with Python's tokenizer: a damaged one raises its errors
 _ARCHIVE_FAILURES = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+                     tokenize.TokenError, SyntaxError,
                      NotImplementedError, KeyError, OverflowError)
 
 

@@ -651,8 +651,11 @@ def _net_path(value: str, ctx: _Context) -> str:
     if os.path.isabs(value):
         return value
     for base in (ctx.base_dir, Path.cwd()):
-        if (base / value).exists():
-            return str((base / value).resolve())
+        try:
+            if (base / value).exists():
+                return str((base / value).resolve())
+        except OSError:         # a name too long for the file system: not there
+            continue
     return str(ctx.base_dir / value)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from ..errors import DataError, did_you_mean
+from .. import files
 from ..files import LIMITS, read_bytes, require_regular
 from .formats import FileFormat, SourceFormat, open_source, register_source_format
 from .paths import resolve_paths
@@ -166,16 +167,17 @@ class Npz(FileFormat):
 
     def read(self, path: Path, params) -> Dataset:
         x_key, y_key = params.x_key, params.y_key
-        try:
-            with np.load(_whole(path, "source"), allow_pickle=False) as archive:
-                keys = list(archive.files)
-                if x_key not in keys:
-                    raise DataError(f"'{path}' has no array '{x_key}'{did_you_mean(x_key, keys)}; "
-                                    f"arrays: {', '.join(keys) or 'none'} (set x_key)", field="x_key")
-                data = archive[x_key]
-                labels = archive[y_key] if y_key in keys else None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-            raise DataError(f"cannot read '{path}' as .npz: {reason(err)}", field="source") from None
+        try:    # every declared shape checked against the stored bytes before it is read
+            archive = files.load_npz(path, what="data file", limit=LIMITS["array"],
+                                     error=DataError)
+        except DataError as err:
+            raise _array_file_error(path, ".npz", err, "source") from None
+        keys = list(archive)
+        if x_key not in keys:
+            raise DataError(f"'{path}' has no array '{x_key}'{did_you_mean(x_key, keys)}; "
+                            f"arrays: {', '.join(keys) or 'none'} (set x_key)", field="x_key")
+        data = archive[x_key]
+        labels = archive[y_key] if y_key in keys else None
         return Dataset(numeric(data, path, x_key), None if labels is None else
                        numeric(labels, path, y_key), str(path))
 
@@ -392,11 +394,18 @@ def read_idx(path: Path, labels_path: Path | None) -> Dataset:
 
 
 def load_npy(path: Path, field: str) -> np.ndarray:
-    _whole(path, field)
+    """A whole ``.npy`` file, its declared shape checked against its size first."""
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"cannot read '{path}' as .npy: {reason(err)}", field=field) from None
+        return files.load_npy(path, what="data file", limit=LIMITS["array"], error=DataError)
+    except DataError as err:
+        raise _array_file_error(path, ".npy", err, field) from None
+
+
+def _array_file_error(path: Path, kind: str, err: DataError, field: str) -> DataError:
+    """The reader's refusal with the data file named in the message, so that the location
+    stays the net file's line and layer."""
+    detail = err.message.removeprefix("cannot read the data file: ")
+    return DataError(f"cannot read '{path}' as {kind}: {detail}", field=field)
 
 
 def read_idx_file(path: Path, field: str = "source") -> np.ndarray:
@@ -434,6 +443,9 @@ def _parse_csv(path: Path) -> np.ndarray:
     except UnicodeDecodeError as err:
         raise DataError(f"'{path}' is not a text file: {err.reason} at byte {err.start}",
                         field="source") from None
+    if not any(line.split("#", 1)[0].strip() for line in text.splitlines()):
+        # before numpy, which warns of a file with no data
+        raise DataError(f"'{path}' has no rows", field="source")
     try:
         table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2,
                            comments="#")
@@ -441,6 +453,11 @@ def _parse_csv(path: Path) -> np.ndarray:
         raise _csv_problem(path, text) from None
     if table.size == 0:
         raise DataError(f"'{path}' has no rows", field="source")
+    beyond = np.abs(table) > np.finfo(np.float32).max      # NaN and inf are checked later
+    if beyond.any():
+        row, column = (int(i) + 1 for i in np.argwhere(beyond)[0])
+        raise DataError(f"'{path}': row {row}, column {column}: {table[row - 1, column - 1]:g} "
+                        f"is beyond float32's range", field="source")
     return table
 
 

@@ -14,6 +14,7 @@ through the mapping, so pages read once do not stay in the process's resident me
 from __future__ import annotations
 
 import abc
+import tokenize
 import threading
 from pathlib import Path
 
@@ -88,7 +89,7 @@ class NpyStream(_ArrayStream):
     def __init__(self, path: Path, labels: np.ndarray | None, name: str):
         try:
             mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
+        except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as err:
             raise DataError(f"cannot read '{path}' as .npy: {err}", field="source") from None
         if mapped.ndim == 0 or mapped.dtype.kind not in "biuf":
             raise DataError(f"'{path}': the data must be a numeric array with one sample per "

@@ -159,7 +159,13 @@ def _read_blob_proto(path: Path) -> np.ndarray:
     from ..caffe.messages import decode_blobproto
     try:
         data = read_bytes(path, what="mean file", limit=LIMITS["binaryproto"], error=DataError)
-        return decode_blobproto(data, file=str(path)).astype(np.float32)
+        stored = decode_blobproto(data, file=str(path))
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = stored.astype(np.float32)
+        if not np.isfinite(mean).all():
+            raise DataError("it holds NaN, infinity or values beyond float32's range",
+                            file=str(path))
+        return mean
     except DataError as err:
         if err.message.startswith("cannot read the mean file"):
             raise err.located(field="transform.mean_file") from None

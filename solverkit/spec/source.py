@@ -186,11 +186,16 @@ def read_spec_source(source, what: str) -> SpecSource:
 
 def parse_yaml_text(text: str, what: str, file: str | None = None,
                     base_dir: Path | None = None) -> SpecSource:
-    loader = _BoundedLoader(text, file)
+    loader = None
     try:
+        loader = _BoundedLoader(text, file)     # its reader refuses control characters
         node = loader.get_single_node()
         lines = _check_node_tree(node, file) if node is not None else {}
         raw = loader.construct_document(node) if node is not None else None
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, max(err.position, 0)) + 1
+        raise ConfigError(f"YAML syntax error: character {err.character!r} is not allowed in "
+                          f"YAML text", file=file, line=line) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err)
@@ -203,7 +208,8 @@ def parse_yaml_text(text: str, what: str, file: str | None = None,
         raise ConfigError(f"YAML syntax error: {detail}", file=file,
                           line=mark.line + 1 if mark else None) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

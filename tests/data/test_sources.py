@@ -7,6 +7,7 @@ import gzip
 import struct
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -60,6 +61,23 @@ def test_cifar10_batches_by_glob(tmp_path, data_net, take):
     assert data.shape == (5, 3, 32, 32)
     np.testing.assert_array_equal(data, x)          # channel 0 is the red plane
     np.testing.assert_array_equal(labels, y)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_csv_is_one_error_and_no_numpy_warning(tmp_path, data_net, text):
+    (tmp_path / "empty.csv").write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(sk.DataError, match="empty.csv' has no rows"):
+            data_net(source=str(tmp_path / "empty.csv"), batch_size=1)
+
+
+def test_a_csv_value_beyond_float32_names_its_cell(tmp_path, data_net):
+    (tmp_path / "big.csv").write_text("1,2,0\n3,1e300,1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(sk.DataError, match="row 2, column 2: 1e\\+300 is beyond float32"):
+            data_net(source=str(tmp_path / "big.csv"), batch_size=1)
 
 
 def test_csv_label_column(tmp_path, data_net, take):
