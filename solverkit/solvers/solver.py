@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import parallel
 from ..data.image_sources import write_class_names
-from ..errors import ConfigError, NonFiniteError
+from ..errors import ConfigError, NonFiniteError, did_you_mean
 from ..layers.base import DataLayer
 from ..layers.data import Data
 from ..net import Net
@@ -38,7 +38,7 @@ from ..caffe.solverstate import is_caffe_state
 from ..snapshot import restore_solver, save_solver
 from ..spec.solver import SolverSpec, load_solver_spec
 from .caffe_snapshot import restore_caffe_snapshot, save_caffe_snapshot
-from .callbacks import Callback, builtin_callbacks, spec_callbacks
+from .callbacks import Callback, MonitorCallback, builtin_callbacks, spec_callbacks
 from .nets import output_prefix, plan_nets
 from .schedule import Schedule
 from .updates import Updater
@@ -177,6 +177,34 @@ class Solver:
                 self.data_parallel.prepare(net)
         return self._test_nets[index]
 
+    def test_output_names(self) -> list[str]:
+        """The names a test round reports (one-element outputs of every test net, net ``i``'s
+        as ``test<i>/<name>``), known from the nets' shapes before any test runs."""
+        names = []
+        for index in range(len(self.test_plans)):
+            net = self.test_net_at(index)
+            names += [output_prefix(index) + name for name in net.outputs
+                      if net.blobs[name].data.size == 1]
+        return names
+
+    def _check_watched_outputs(self) -> None:
+        """Every control that watches a test output (best snapshot, early stop, the plateau
+        policy) names one the test nets have: checked before the first iteration, naming
+        the solver file and the field, not after the first test."""
+        monitors = [c.monitor for c in self.callbacks if isinstance(c, MonitorCallback)]
+        policy = getattr(self.schedule.policy, "monitor", None)
+        if policy is not None:
+            monitors.append(policy)
+        if not monitors or not self.test_plans or self.spec.test_interval <= 0:
+            return
+        names = self.test_output_names()
+        for monitor in monitors:
+            if monitor.output not in names:
+                raise ConfigError(f"the test nets have no output '{monitor.output}'"
+                                  f"{did_you_mean(monitor.output, names)}; their outputs: "
+                                  f"{', '.join(names) or 'none'}", file=self.spec.file,
+                                  field=monitor.field)
+
     @property
     def test_nets(self) -> list[Net]:
         return [self.test_net_at(i) for i in range(len(self.test_plans))]
@@ -291,6 +319,7 @@ class Solver:
         self._start_clock()
         if not self._started:
             self._started = True
+            self._check_watched_outputs()
             self._emit("on_train_start")
         bar = self._progress_bar(stop)
         with contextlib.ExitStack() as stack:

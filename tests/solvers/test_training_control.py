@@ -13,6 +13,7 @@ from control_data import BATCH, log_rows, series_of, write_run
 
 import solverkit as sk
 from solverkit.errors import ConfigError
+from solverkit.runs import RunFiles
 from solverkit.snapshot import read_npz
 
 
@@ -99,6 +100,32 @@ def test_a_watched_output_the_test_nets_lack_is_a_config_error(tmp_path):
                         ("plateau", {"lr_policy": "plateau", "plateau": {"output": "loss"}})):
         with pytest.raises(ConfigError, match=f"'{name}': {name} watches test outputs"):
             sk.Solver(write_run(tmp_path, test_interval=0, **field)[1])
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"snapshot_best": {"output": "acuracy"}}, "snapshot_best.output"),
+    ({"early_stop": {"output": "los", "patience": 2}}, "early_stop.output"),
+    ({"lr_policy": "plateau", "plateau": {"output": "los"}}, "plateau.output")])
+def test_a_misnamed_watched_output_stops_before_the_first_iteration_and_leaves_no_files(
+        tmp_path, fields, field):
+    import subprocess
+    _, solver_path = write_run(tmp_path, test_initialization=False, **fields)
+    solver = sk.Solver(solver_path, progress=False)
+    with pytest.raises(ConfigError, match=f"field '{field}'.*did you mean"):
+        solver.step(1)
+    assert solver.iter == 0                     # refused before the first iteration
+    solver.close()
+    done = subprocess.run([sys.executable, "-m", "solverkit", "--quiet", "train", "--solver",
+                           str(solver_path)], capture_output=True, text=True, timeout=120,
+                          check=False, env=_env())
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "solver.yaml" in lines[0] and f"field '{field}'" in lines[0]
+    assert "did you mean" in lines[0]
+    # a run stopped by a configuration error leaves no run files (the lock is no run file:
+    # it stays, as after every run, and the corrected rerun takes it)
+    assert not RunFiles(tmp_path / "run").existing()
+    assert not (tmp_path / "run_log.csv").exists()
 
 
 # ------------------------------------------------------------------ retention
