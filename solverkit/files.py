@@ -28,6 +28,7 @@ import os
 import stat
 import tempfile
 import tokenize
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -233,7 +234,13 @@ def _npy_header(stream, total: int, path, what: str, entry: str, error) -> None:
     version = np.lib.format.read_magic(stream)
     header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
               else np.lib.format.read_array_header_2_0)
-    shape, _, dtype = header(stream)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        shape, _, dtype = header(stream)
+    if warned:      # numpy reads it only with a fix-up of its own (a Python 2 header)
+        raise error(f"cannot read the {what}:{where} has a header numpy reads only with a "
+                    f"warning ({str(warned[0].message).split('.')[0]}); save it again",
+                    file=str(path))
     stored = total - stream.tell()
     if dtype.hasobject:
         raise error(f"cannot read the {what}:{where} holds Python objects, which are not "
@@ -260,6 +267,9 @@ def load_npz(path, *, what: str, limit: int,
                                 f"{declared:,} bytes, more than the {limit:,} bytes such a "
                                 f"file may have", file=str(path))
                 for entry in entries:
+                    if entry.flag_bits & 0x1:
+                        raise error(f"cannot read the {what}: entry '{entry.filename}' is "
+                                    f"encrypted", file=str(path))
                     if entry.filename.endswith(".npy"):
                         with archive.open(entry) as member:
                             _npy_header(member, entry.file_size, path, what,

@@ -14,8 +14,9 @@ through the mapping, so pages read once do not stay in the process's resident me
 from __future__ import annotations
 
 import abc
-import tokenize
 import threading
+import tokenize
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,15 +89,23 @@ class NpyStream(_ArrayStream):
 
     def __init__(self, path: Path, labels: np.ndarray | None, name: str):
         try:
-            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always")
+                mapped = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as err:
             raise DataError(f"cannot read '{path}' as .npy: {err}", field="source") from None
+        if warned:      # numpy read its header only with a fix-up (a Python 2 header)
+            raise DataError(f"cannot read '{path}' as .npy: a header numpy reads only with a "
+                            f"warning; save it again", field="source")
         if mapped.ndim == 0 or mapped.dtype.kind not in "biuf":
             raise DataError(f"'{path}': the data must be a numeric array with one sample per "
                             f"row, not {mapped.dtype} of shape {mapped.shape}", field="source")
         if not mapped.flags.c_contiguous:
             raise DataError(f"'{path}' is stored in Fortran order; save it C-ordered "
                             f"(numpy.ascontiguousarray) to stream it, or set stream: false",
+                            field="source")
+        if 0 in mapped.shape[1:]:
+            raise DataError(f"'{path}': its samples hold no values (shape {mapped.shape})",
                             field="source")
         super().__init__(name, mapped.shape, mapped.dtype, labels)
         self.path = path
