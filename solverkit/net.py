@@ -348,10 +348,14 @@ class Net:
             self.set_input(name, value)
         if self._needs_reshape:
             self.reshape()
-        for position, layer in enumerate(self.layers):
-            if layer.shapes_follow_data:
-                self._reshape_from(position)
-            layer.forward(self.bottoms[position], self.tops[position])
+        position = 0
+        try:        # a mistake met in the data (a label out of range) names the net file too
+            for position, layer in enumerate(self.layers):
+                if layer.shapes_follow_data:
+                    self._reshape_from(position)
+                layer.forward(self.bottoms[position], self.tops[position])
+        except SolverkitError as err:
+            raise self._located(err, position) from None
         self.loss = float(sum(weight * float(blob.data.sum())
                               for blob, weight in self.loss_weights))
         return {name: self._export(self.blobs[name]) for name in self.outputs}

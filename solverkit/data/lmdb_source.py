@@ -176,7 +176,7 @@ class LmdbSource(RecordSource):
         return self._dtype
 
     def where(self, index: int) -> str:
-        return f"record '{self.key(index).decode('utf-8', 'replace')}'"
+        return f"record '{self.key(index).decode('utf-8', 'replace')}' of '{self.folder}'"
 
     def take(self, indices):
         wanted = np.unique(indices).tolist()
@@ -192,12 +192,12 @@ class LmdbSource(RecordSource):
         else:                   # a record read in place of a bad one (skip_bad)
             value = self.database.values([self.key(index)])[0]
         if value is None:
-            raise DataError(f"{self.where(index)} has vanished from '{self.folder}' (was the "
+            raise DataError(f"{self.where(index)} has vanished (was the "
                             f"database changed while it was read?)", field="source")
         try:
             datum = decode_datum(value, file=str(self.folder), limits=DATUM_LIMITS)
         except DataError as err:
-            raise DataError(f"{self.where(index)} of '{self.folder}' is not a Caffe Datum "
+            raise DataError(f"{self.where(index)} is not a Caffe Datum "
                             f"({err.message})", field="source") from None
         if datum.encoded:
             pixels = self._decode_encoded(datum.data, index)
@@ -205,20 +205,20 @@ class LmdbSource(RecordSource):
             try:
                 pixels = datum.array(file=str(self.folder))
             except DataError as err:
-                raise DataError(f"{self.where(index)} of '{self.folder}': {err.message}",
+                raise DataError(f"{self.where(index)}: {err.message}",
                                 field="source") from None
             if pixels.size == 0:
-                raise DataError(f"{self.where(index)} of '{self.folder}' holds no values (is "
+                raise DataError(f"{self.where(index)} holds no values (is "
                                 f"this a Caffe Datum database?)", field="source")
         if self._shape is not None and pixels.dtype != self._dtype:
             if self._dtype == np.uint8:
-                raise DataError(f"{self.where(index)} of '{self.folder}' holds float_data but "
+                raise DataError(f"{self.where(index)} holds float_data but "
                                 f"the first record holds bytes", field="source")
             pixels = pixels.astype(self._dtype)
         return pixels, datum.label
 
     def _decode_encoded(self, raw: bytes, index: int) -> np.ndarray:
-        return images.decode_image_u8(raw, name=f"{self.where(index)} of '{self.folder}'",
+        return images.decode_image_u8(raw, name=f"{self.where(index)}",
                                       is_color=self.is_color, max_pixels=self.max_pixels)
 
     def close(self) -> None:

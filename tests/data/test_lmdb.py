@@ -12,6 +12,7 @@ import cv2
 import lmdb
 import numpy as np
 import pytest
+import yaml
 
 import solverkit as sk
 
@@ -273,6 +274,27 @@ def test_a_database_that_is_not_datum_names_it(tmp_path):
         read_all(tmp_path / "db", 1, 1)
 
 
+def test_a_record_of_another_shape_met_while_training_names_the_database_and_net_file(tmp_path):
+    small, large = pixels(1, 1, 4, 4), pixels(1, 1, 5, 5)
+    write_db(tmp_path / "db", [(b"%08d" % i, datum(1, *((5, 5) if i == 3 else (4, 4)),
+                                                    data=(large if i == 3 else small).tobytes()))
+                               for i in range(4)])
+    spec = tmp_path / "net.yaml"
+    spec.write_text(yaml.safe_dump({"name": "db", "layers": [
+        {"name": "data", "type": "Data", "top": ["data", "label"], "source": "db",
+         "batch_size": 2, "backend": "LMDB", "prefetch": 0}]}))
+    net = sk.Net(str(spec), phase="TEST", seed=0)
+    try:
+        net.forward()                           # records 0 and 1 are fine
+        with pytest.raises(sk.DataError) as caught:
+            net.forward()                       # record 3 is not
+    finally:
+        net.close()
+    message = str(caught.value)
+    assert "net.yaml" in message and "layer 'data'" in message
+    assert f"record '00000003' of '{tmp_path / 'db'}' has shape (1, 5, 5)" in message
+
+
 def test_a_folder_without_data_mdb(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(sk.DataError, match="is not an LMDB database"):
@@ -283,7 +305,7 @@ def test_records_of_another_shape_are_named(tmp_path):
     x = pixels(2, 1, 2, 2)
     write_db(tmp_path / "db", [(b"0", datum(1, 2, 2, x[0].tobytes(), 0)),
                                (b"1", datum(1, 1, 4, x[1].tobytes(), 1))])
-    with pytest.raises(sk.DataError, match=r"record '1' has shape \(1, 1, 4\)"):
+    with pytest.raises(sk.DataError, match=r"record '1' of '.*db' has shape \(1, 1, 4\)"):
         read_all(tmp_path / "db", 2, 1)
 
 
