@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 
 import solverkit as sk
 from solverkit import register_layer
@@ -430,3 +431,18 @@ def test_sharing_with_another_net_keeps_name_sharing_of_layers_it_lacks():
     assert test.params["a"][0] is train.params["a"][0]
     assert test.params["b"][0] is train.params["a"][0]
     assert [p.blob for p in test.learnable_params] == [train.params["a"][0]]
+
+
+def test_a_label_out_of_range_met_in_a_forward_names_the_net_file_and_layer(tmp_path):
+    spec = tmp_path / "net.yaml"
+    spec.write_text(yaml.safe_dump({"name": "n", "layers": [
+        {"name": "data", "type": "Input", "top": "data", "shape": [[2, 3]]},
+        {"name": "label", "type": "Input", "top": "label", "shape": [[2]]},
+        {"name": "ip", "type": "InnerProduct", "bottom": "data", "top": "ip", "num_output": 4},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip", "label"], "top": "loss"}]}))
+    net = sk.Net(str(spec))
+    with pytest.raises(sk.SolverkitError) as caught:
+        net.forward(data=np.zeros((2, 3), np.float32), label=np.array([1, 7], np.float32))
+    message = str(caught.value)
+    assert message.startswith(f"{spec}:") and "layer 'loss'" in message
+    assert "label 7 is outside 0..3" in message
