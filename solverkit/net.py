@@ -318,6 +318,23 @@ class Net:
         """Propagate input shapes through every layer (after an input changed its batch size)."""
         self._reshape_from(0)
 
+    def _with_data_source(self, err: SolverkitError, position: int) -> SolverkitError:
+        """A mistake about a layer's bottoms (a label out of range) also names the data files
+        those bottoms were read from, and the data layers that read them."""
+        if err.field != "bottom":
+            return err
+        sources = []
+        for blob in self.bottoms[position]:
+            for earlier in range(position - 1, -1, -1):
+                if any(top is blob for top in self.tops[earlier]):
+                    layer = self.layers[earlier]
+                    if isinstance(layer, DataLayer) and layer.source_title:
+                        sources.append(f"{layer.source_title} (read by layer '{layer.name}')")
+                    break
+        if sources:
+            err.message += f"; the data comes from {', '.join(dict.fromkeys(sources))}"
+        return err
+
     def _reshape_from(self, start: int) -> None:
         for position, layer in enumerate(self.layers[start:], start=start):
             try:
@@ -355,7 +372,7 @@ class Net:
                     self._reshape_from(position)
                 layer.forward(self.bottoms[position], self.tops[position])
         except SolverkitError as err:
-            raise self._located(err, position) from None
+            raise self._with_data_source(self._located(err, position), position) from None
         self.loss = float(sum(weight * float(blob.data.sum())
                               for blob, weight in self.loss_weights))
         return {name: self._export(self.blobs[name]) for name in self.outputs}

@@ -129,6 +129,12 @@ class DataLayer(Layer):
         """A data layer has no bottoms; nothing to propagate."""
 
     @property
+    def source_title(self) -> str | None:
+        """The file (database, list file, array file) the tops come from, as messages name
+        it; ``None`` for a layer fed from memory."""
+        return None
+
+    @property
     def num_samples(self) -> int | None:
         return None
 

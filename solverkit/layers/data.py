@@ -197,7 +197,11 @@ class Data(DataLayer):
         if len(top) == 2:
             np.copyto(top[1].data, labels)
 
-    # ----- the DataLayer contract: size, position, shard
+    # ----- the DataLayer contract: source, size, position, shard
+    @property
+    def source_title(self) -> str | None:
+        return None if isinstance(self.params.source, (tuple, dict)) else self.dataset.title
+
     @property
     def num_samples(self) -> int:
         return self.feeder.num_samples

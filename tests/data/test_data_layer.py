@@ -331,3 +331,23 @@ def test_a_forgotten_net_stops_its_thread_when_collected():
             t.name == "solverkit-data-forgotten" for t in threading.enumerate()):
         time.sleep(0.02)
     assert not any(t.name == "solverkit-data-forgotten" for t in threading.enumerate())
+
+
+def test_a_label_out_of_the_classifiers_range_names_the_data_file_and_the_net_file(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((6, 4), np.float32), y=np.arange(6) * 2)
+    spec = tmp_path / "net.yaml"
+    spec.write_text(yaml.safe_dump({"name": "n", "layers": [
+        {"name": "data", "type": "Data", "top": ["data", "label"], "source": "d.npz",
+         "batch_size": 6, "prefetch": 0},
+        {"name": "ip", "type": "InnerProduct", "bottom": "data", "top": "ip", "num_output": 5},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip", "label"], "top": "loss"}]}))
+    net = sk.Net(str(spec), phase="TRAIN", seed=0)
+    try:
+        with pytest.raises(sk.SolverkitError) as caught:
+            net.forward()
+    finally:
+        net.close()
+    message = str(caught.value)
+    assert message.startswith(f"{spec}:") and "layer 'loss'" in message
+    assert "label 6 is outside 0..4" in message
+    assert f"'{tmp_path / 'd.npz'}' (read by layer 'data')" in message
