@@ -155,7 +155,7 @@ class _Context:
             _NOTED.add(key)
             where = f" in {self.file}" if self.file else ""
             logger.info("Caffe fields that choose a device, engine, implementation or file "
-                        "format are ignored"
+                        "format, or that the layer does not read, are ignored"
                         "%s: %s", where, ", ".join(self.ignored))
 
     def path(self, value: str) -> str:
@@ -341,6 +341,8 @@ def _layer(msg: TextMessage, index: int, v1: bool, ctx: _Context, key_path: tupl
             lines.setdefault((*key_path, "param"), entry.line)
         elif key in IGNORED_LAYER_FIELDS:
             ctx.ignore(key)
+        elif key == "transform_param" and key not in blocks:
+            ctx.ignore(key)     # Caffe reads it only in its data layers; elsewhere unused
         elif key.endswith("_param"):
             if key not in blocks:
                 raise ctx.error(f"'{key}' does not apply to a {type_name} layer (it takes "

@@ -275,3 +275,20 @@ layer {
     net.forward()
     np.testing.assert_array_equal(net.blobs["label"].data, [0, 1, 2])
     net.close()
+
+
+def test_transform_param_on_a_layer_that_reads_none_is_ignored_as_caffe_does(tmp_path):
+    path = tmp_path / "dummy.prototxt"
+    path.write_text('''name: "t"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  transform_param { scale: 0.00390625 }
+  dummy_data_param { shape { dim: 2 dim: 1 dim: 4 dim: 4 } shape { dim: 2 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 3 } }
+''')
+    net = sk.Net(str(path))
+    assert net.blobs["ip"].data.shape == (2, 3)
+    # a block of another type's message is still a mistake
+    path.write_text(path.read_text().replace("transform_param", "pooling_param"))
+    with pytest.raises(sk.ConfigError, match="'pooling_param' does not apply to a DummyData"):
+        sk.Net(str(path))
