@@ -156,6 +156,21 @@ def test_retention_keeps_the_last_n_periodic_and_every_signal_snapshot(tmp_path)
 
 
 @pytest.mark.slow
+def _wait_for_a_new_row(log, states, process, timeout=120.0):
+    """Until the run has logged an iteration past the state it resumed from."""
+    import time
+    start = states[-1] if states else -1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            last = log.read_text().rstrip("\n").rsplit("\n", 1)[-1].split(",")[0]
+        except FileNotFoundError:
+            last = ""
+        if last.isdigit() and int(last) > start:
+            return
+        time.sleep(0.02)
+
+
 def test_retention_never_leaves_fewer_than_n_complete_snapshots_when_killed(tmp_path):
     import random
     import subprocess
@@ -172,7 +187,9 @@ def test_retention_never_leaves_fewer_than_n_complete_snapshots_when_killed(tmp_
             command += ["--resume", "latest"]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, env=_env())
-        time.sleep(rng.uniform(0.6, 1.6))
+        # the kill lands at a random instant of training, however long start-up takes
+        _wait_for_a_new_row(tmp_path / "run_log.csv", _iterations(tmp_path), process)
+        time.sleep(rng.uniform(0.0, 0.6))
         process.kill()
         process.wait()
         states = _iterations(tmp_path)
