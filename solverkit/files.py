@@ -237,6 +237,8 @@ def _npy_header(stream, total: int, path, what: str, entry: str, error) -> None:
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
         shape, _, dtype = header(stream)
+    warned = [w for w in warned if issubclass(w.category, UserWarning)
+              and "header" in str(w.message)]      # not a finaliser's ResourceWarning
     if warned:      # numpy reads it only with a fix-up of its own (a Python 2 header)
         raise error(f"cannot read the {what}:{where} has a header numpy reads only with a "
                     f"warning ({str(warned[0].message).split('.')[0]}); save it again",

@@ -94,7 +94,8 @@ class NpyStream(_ArrayStream):
                 mapped = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as err:
             raise DataError(f"cannot read '{path}' as .npy: {err}", field="source") from None
-        if warned:      # numpy read its header only with a fix-up (a Python 2 header)
+        if any(issubclass(w.category, UserWarning) and "header" in str(w.message)
+               for w in warned):   # numpy read its header only with a fix-up (Python 2)
             raise DataError(f"cannot read '{path}' as .npy: a header numpy reads only with a "
                             f"warning; save it again", field="source")
         if mapped.ndim == 0 or mapped.dtype.kind not in "biuf":
