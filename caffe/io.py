@@ -255,3 +255,20 @@ class Transformer:
         """Multiply the preprocessed input by ``scale`` (after the mean is subtracted)."""
         self._check_input(in_)
         self.input_scale[in_] = scale
+
+
+def input_transformer(net, in_, mean=None, input_scale=None, raw_scale=None,
+                      channel_swap=None) -> Transformer:
+    """The ``Transformer`` of ``Classifier`` and ``Detector``: HxWxC images to the net's input
+    blob ``in_`` (transposed to CxHxW), with the options each of them takes."""
+    transformer = Transformer({in_: net.blobs[in_].data.shape})
+    transformer.set_transpose(in_, (2, 0, 1))
+    if mean is not None:
+        transformer.set_mean(in_, mean)
+    if input_scale is not None:
+        transformer.set_input_scale(in_, input_scale)
+    if raw_scale is not None:
+        transformer.set_raw_scale(in_, raw_scale)
+    if channel_swap is not None:
+        transformer.set_channel_swap(in_, channel_swap)
+    return transformer
