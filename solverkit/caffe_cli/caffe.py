@@ -27,7 +27,7 @@ from ..runs import run_files
 from ..net import Net
 from ..solvers import Solver
 from ..spec.solver import load_solver_spec
-from ..tools.timing import time_net
+from ..reports.timing import time_net
 from . import run_tool
 from .flags import Flag, FlagError, parse_flags, usage_text
 from .log import CaffeLog, install_glog, loss_weights, number

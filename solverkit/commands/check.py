@@ -15,7 +15,7 @@ from ..runs import check_prefix_folder
 from ..solvers import Solver
 from ..spec.net import load_net_spec
 from ..spec.solver import parse_overrides
-from ..tools.summary import (
+from ..reports.summary import (
     format_net_summary,
     format_solver_summary,
     phases_to_check,

@@ -46,7 +46,7 @@ from ..spec.training import (
     MonitorParams,
     improved,
 )
-from ..tools.events import EventWriter
+from ..tensorboard import EventWriter
 
 logger = logging.getLogger("solverkit")
 

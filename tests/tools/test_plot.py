@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from solverkit.cli import main
-from solverkit.tools.plot import moving_average, plot_logs, read_log
+from solverkit.reports.plot import moving_average, plot_logs, read_log
 
 pytest.importorskip("matplotlib")
 
@@ -81,7 +81,7 @@ def test_without_matplotlib_the_message_names_the_extra(tmp_path, monkeypatch, c
 
 
 def test_matplotlib_is_imported_only_when_plotting():
-    code = ("import sys, solverkit.cli, solverkit.tools.plot; "
+    code = ("import sys, solverkit.cli, solverkit.reports.plot; "
             "solverkit.cli.build_parser(); print('matplotlib' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
