@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, backends
+from .. import __version__, compute_libraries
 from ..caffe.solverstate import h5py_module
 from ..errors import ConfigError, SolverkitError
 from ..runs import run_files
@@ -259,7 +259,7 @@ def device_query(flags) -> int:
     logger.info("Python:                        %s", platform.python_version())
     logger.info("numpy:                         %s", np.__version__)
     logger.info("solverkit:                     %s", __version__)
-    logger.info("%s", backends.summary())
+    logger.info("%s", compute_libraries.summary())
     return 0
 
 
@@ -281,7 +281,7 @@ def _run(argv: list[str]) -> int:
             logger.error("\t%s", name)
         logger.critical("Unknown action: %s", positional[0])
         return 1
-    backends.check_choices()
+    compute_libraries.check_choices()
     return command(flags)
 
 

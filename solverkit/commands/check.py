@@ -8,7 +8,7 @@ filled in, with the learning rate at a few iterations. The net may come from the
 
 from __future__ import annotations
 
-from .. import backends
+from .. import compute_libraries
 from ..errors import ConfigError
 from ..net import Net
 from ..runs import check_prefix_folder
@@ -53,7 +53,7 @@ def run(args) -> int:
                                     snapshot_prefix=solver.snapshot_prefix))
     finally:
         solver.close()
-    print(f"\n{backends.summary()}")
+    print(f"\n{compute_libraries.summary()}")
     print(f"{solver.net_source}, {args.solver}: OK")
     return 0
 
@@ -68,6 +68,6 @@ def _check_net(path, stages=(), level=0) -> int:
         finally:
             net.close()
     print("\n\n".join(blocks))
-    print(f"\n{backends.summary()}")
+    print(f"\n{compute_libraries.summary()}")
     print(f"{path}: OK")
     return 0
