@@ -42,9 +42,6 @@ BLOB_PROTO = Message("BlobProto", [
 RAW_DATA_TYPES = {0: ("DOUBLE", "<f8"), 1: ("FLOAT", "<f4"), 2: ("FLOAT16", "<f2"),
                   3: ("INT", None), 4: ("UINT", None)}
 
-BLOB_PROTO_VECTOR = Message("BlobProtoVector", [
-    Field(1, "blobs", "message", repeated=True, message=BLOB_PROTO)])
-
 DATUM = Message("Datum", [
     Field(1, "channels", "int32"),
     Field(2, "height", "int32"),
