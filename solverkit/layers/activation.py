@@ -1,4 +1,4 @@
-"""Activations: element-wise, in place allowed."""
+"""Activations and Dropout: element-wise layers, in place allowed."""
 
 from __future__ import annotations
 

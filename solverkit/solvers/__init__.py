@@ -1,5 +1,6 @@
 """Optimisation: learning-rate policies (``schedule``), parameter updates (``updates``),
-callbacks (``callbacks``), the loop (``solver``)."""
+callbacks (``callbacks``), which nets a solver builds (``nets``), the loop (``solver``) and
+snapshots in Caffe's files (``caffe_snapshot``)."""
 
 from .callbacks import Callback
 from .schedule import Policy, PolicyParams, Schedule, learning_rate

@@ -1,4 +1,5 @@
-"""Parameter updates: the one gradient path every rule shares, and Caffe's rules plus AdamW.
+"""Parameter updates: the one gradient path every rule shares; Caffe's rules, AdamW, Lion, RAdam
+and LAMB.
 
 One update, after the gradients of ``iter_size`` passes were summed into the diffs:
 
