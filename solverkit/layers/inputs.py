@@ -1,5 +1,5 @@
-"""Blobs with no data source: Input (the caller fills them) and DummyData (fillers fill them
-every forward)."""
+"""Blobs with no data source: Input (the caller fills them) and DummyData (fillers fill them:
+a constant once, a random filler every forward)."""
 
 from __future__ import annotations
 
