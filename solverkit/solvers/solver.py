@@ -112,7 +112,7 @@ class Solver:
                        stages=self.train_plan.stages, level=self.train_plan.level)
         self.data_parallel = (parallel.DataParallel(self.world, self.net, self.spec.iter_size)
                               if self.world.distributed else None)
-        self._built_test_nets: list[Net | None] = [None] * len(self.test_plans)
+        self._test_nets: list[Net | None] = [None] * len(self.test_plans)
         self.test_iters: list[int | None] = [None] * len(self.test_plans)
         # with tests in the loop, build the TEST nets now so their mistakes show before training
         if self.spec.test_interval > 0:
@@ -168,14 +168,14 @@ class Solver:
         if not self.test_plans:
             raise ConfigError("no test net: give test_net, or net/net_param for both phases",
                               file=self.spec.file, field="test_net")
-        if self._built_test_nets[index] is None:
+        if self._test_nets[index] is None:
             plan = self.test_plans[index]
-            self._built_test_nets[index] = net = Net(
+            self._test_nets[index] = net = Net(
                 plan.source, phase="TEST", seed=self._net_seed("TEST", index),
                 stages=plan.stages, level=plan.level, share_from=self.net)
             if self.data_parallel is not None:
                 self.data_parallel.prepare(net)
-        return self._built_test_nets[index]
+        return self._test_nets[index]
 
     def test_output_names(self) -> list[str]:
         """The names a test round reports (one-element outputs of every test net, net ``i``'s
@@ -546,7 +546,7 @@ class Solver:
     def _nets_by_phase(self) -> dict[str, Net]:
         """TRAIN, then ``TEST`` for the first test net and ``TEST<i>`` for net ``i``."""
         nets = {"TRAIN": self.net}
-        for i, net in enumerate(self._built_test_nets):
+        for i, net in enumerate(self._test_nets):
             if net is not None:
                 nets["TEST" if i == 0 else f"TEST{i}"] = net
         return nets
