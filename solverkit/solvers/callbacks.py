@@ -307,13 +307,12 @@ class DebugInfo(Callback):
         self._writer = None
         self.last: list[tuple[str, str, str, float]] = []
 
-    def _open(self):
+    def _open(self, it: int):
         path = self.solver.files.debug_log
         with file_operation("write the debug log", path):
             path.parent.mkdir(parents=True, exist_ok=True)
             # a resumed run cuts the file back to the rows before its iteration in place
             # (never rewritten from the start), then appends
-            it = self.solver.iter
             kept = it > 0 and keep_log_rows_before(path, it, ",".join(self.HEADER))
             self._file = open(path, "a" if kept else "w", newline="")  # noqa: SIM115
             self._writer = csv.writer(self._file)
@@ -344,7 +343,7 @@ class DebugInfo(Callback):
         self.last = rows
         if self.solver.world.is_root:
             if self._writer is None:
-                self._open()
+                self._open(it)      # the first row this run writes: iteration it
             self._writer.writerows((it, *row[:3], repr(row[3])) for row in rows)
             self._file.flush()
             if self.display and it % self.display == 0:
