@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+# Blob arrays start on a cache line: oneDNN then reads and writes them in place instead of
+# copying each into a buffer of its own first (see dnnl._Tensor).
+ALIGNMENT = 64
+
+
+def aligned_zeros(shape, dtype) -> np.ndarray:
+    """Zeros of ``shape`` and ``dtype`` whose first element is ``ALIGNMENT``-byte aligned."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.zeros(nbytes + ALIGNMENT, np.uint8)
+    offset = (-raw.ctypes.data) % ALIGNMENT
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
 
 class Blob:
     """``data`` and ``diff`` of one shape (NCHW for images), as Caffe's Blob.
@@ -23,7 +36,7 @@ class Blob:
     def __init__(self, shape=(), dtype=np.float32, name: str = ""):
         self.name = name
         self.dtype = np.dtype(dtype)
-        self._data = np.zeros(tuple(int(s) for s in shape), dtype=self.dtype)
+        self._data = aligned_zeros(tuple(int(s) for s in shape), self.dtype)
         self._diff = None
         self._source: Blob | None = None
         self._diff_cleared = False
@@ -58,7 +71,7 @@ class Blob:
     def diff(self) -> np.ndarray:
         shape = self.shape
         if self._diff is None or self._diff.shape != shape:
-            self._diff = np.zeros(shape, dtype=self.dtype)
+            self._diff = aligned_zeros(shape, self.dtype)
         elif self._diff_cleared:
             self._diff.fill(0)
         self._diff_cleared = False
@@ -132,7 +145,7 @@ class Blob:
             self._source.reshape(shape)
             return
         if self._data.shape != shape:
-            self._data = np.zeros(shape, dtype=self.dtype)
+            self._data = aligned_zeros(shape, self.dtype)
 
     def __repr__(self) -> str:
         return f"Blob({self.name!r}, shape={self.shape}, dtype={self.dtype})"
