@@ -47,7 +47,7 @@ CHOICES = ("auto", "dnnl", "numpy")
 # dnnl_types.h / dnnl_common_types.h (oneDNN 3.2)
 MAX_NDIMS = 12
 F32 = 3
-TAG_ANY, TAG_A, TAG_ABCD, TAG_ABCDE = 1, 2, 5, 6
+TAG_ANY, TAG_A, TAG_AB, TAG_ABCD, TAG_ABCDE = 1, 2, 3, 5, 6
 CPU, STREAM_DEFAULT = 1, 1
 FORWARD_TRAINING, FORWARD_INFERENCE = 64, 96
 CONVOLUTION_DIRECT = 0x1
@@ -124,6 +124,7 @@ def _load(path: str):
                  "dnnl_convolution_backward_weights_primitive_desc_create",
                  "dnnl_reorder_primitive_desc_create", "dnnl_primitive_attr_create",
                  "dnnl_pooling_forward_primitive_desc_create",
+                 "dnnl_inner_product_forward_primitive_desc_create",
                  "dnnl_pooling_backward_primitive_desc_create",
                  "dnnl_primitive_attr_set_scratchpad_mode", "dnnl_memory_desc_get_size",
                  "dnnl_memory_desc_equal", "dnnl_post_ops_create",
@@ -209,7 +210,7 @@ def _memory_desc(shape, tag) -> Handle:
 
 
 def _plain_tag(ndim: int) -> int:
-    return {1: TAG_A, 4: TAG_ABCD, 5: TAG_ABCDE}[ndim]
+    return {1: TAG_A, 2: TAG_AB, 4: TAG_ABCD, 5: TAG_ABCDE}[ndim]
 
 
 class _Arena:
@@ -340,6 +341,8 @@ class _Tensor:
         """The primitive's memory holding ``array``, reordered into a buffer of this
         tensor's own on the first call and reused while the caller passes the same array
         object (weights that cannot change: see ``ConvolutionPlan.forward``)."""
+        if self._use_directly(array):       # already in the primitive's layout
+            return self.plain
         if self._packed is not None and self._packed[0] is array:
             return self._packed[1]
         if not (array.flags.c_contiguous and array.dtype == np.float32):
@@ -499,6 +502,48 @@ class ConvolutionPlan:
         self.dweight.store()
         if self.dbias is not None:
             self.dbias.store()
+
+
+class InnerProductPlan:
+    """The inference forward of a fully connected layer: ``x`` (N, K) float32, weights
+    (O, K) (Caffe's layout), bias (O,) or None, ``y`` (N, O) = x Wᵀ + b, with ``relu`` (a
+    negative slope, or None) fused as in ``ConvolutionPlan``. The weights take the
+    primitive's own layout ("any"), which ``constant_weight`` computes once."""
+
+    def __init__(self, n, fan_in, num_output, bias, relu: float | None = None):
+        lib = _library[0]
+        _set_threads()
+        self.threads = num_threads()
+        src = _memory_desc((n, fan_in), TAG_AB)
+        dst = _memory_desc((n, num_output), TAG_AB)
+        wei = _memory_desc((num_output, fan_in), TAG_ANY)
+        bias_desc = _memory_desc((num_output,), TAG_A) if bias else None
+        forward = Handle()
+        _check(lib.dnnl_inner_product_forward_primitive_desc_create(
+            ctypes.byref(forward), _engine, FORWARD_INFERENCE, src, wei, bias_desc, dst,
+            _attr(relu)), "inner product forward")
+        self._forward = _Primitive(forward)
+        self.relu = relu
+        self.x = _Tensor((n, fan_in), src, "src")
+        self.weight = _Tensor((num_output, fan_in), _query(forward, QUERY_WEIGHTS), "weights")
+        self.y = _Tensor((n, num_output), dst, "dst")
+        self.bias = _Tensor((num_output,), bias_desc, "bias") if bias else None
+
+    def implementations(self) -> list[str]:
+        return [self._forward.implementation()]
+
+    def forward(self, x, weight, bias, y, constant_weight=False) -> None:
+        """``y`` = x Wᵀ + b (rectified with ``relu``); ``constant_weight`` as in
+        ``ConvolutionPlan.forward``."""
+        with _arena_lock:
+            _set_threads()
+            weights = self.weight.packed(weight) if constant_weight else self.weight.load(weight)
+            args = [(ARG_SRC, self.x.load(x)), (ARG_WEIGHTS, weights),
+                    (ARG_DST, self.y.target(y))]
+            if self.bias is not None:
+                args.append((ARG_BIAS, self.bias.load(bias)))
+            self._forward.run(args)
+            self.y.store()
 
 
 class PoolingPlan:

@@ -110,7 +110,7 @@ class Net:
         self._fusions = self._find_fusions()
         self._set_inference(phase == "TEST")
         if inference:
-            self.freeze()
+            self._freeze(copy=False)    # nobody else holds the new arrays yet
 
     # ------------------------------------------------------------------ build
     def _located(self, err: SolverkitError, position: int) -> SolverkitError:
@@ -345,6 +345,9 @@ class Net:
         built): the parameters its forward derives something from once (``packed_params``:
         convolution weights, kept in oneDNN's layout) become read-only arrays, ``load``
         replaces them, and backward is refused. Typically after weights were set by hand."""
+        self._freeze(copy=True)
+
+    def _freeze(self, copy: bool) -> None:
         if self.phase != "TEST":
             raise ConfigError("only a TEST net is frozen for inference; build it with "
                               "phase='TEST'", file=self.spec.file, field="phase")
@@ -354,22 +357,23 @@ class Net:
                               "inference=True", file=self.spec.file)
         self.inference_only = True
         self._set_inference(True)
-        self._freeze_params()
+        self._freeze_params(copy)
 
     def _packed_blobs(self) -> list[Blob]:
         unique = {id(layer.blobs[j]): layer.blobs[j] for layer in self.layers
                   for j in layer.packed_params}
         return list(unique.values())
 
-    def _freeze_params(self) -> None:
+    def _freeze_params(self, copy: bool = True) -> None:
         """The packed parameters become read-only arrays owning their memory: nothing can
-        change them in place, so what is derived from them stays valid."""
+        change them in place, so what is derived from them stays valid. With ``copy`` they
+        are new arrays (a view someone took earlier still writes, but not into the net)."""
         for blob in self._packed_blobs():
             data = blob.data
-            if data.flags.writeable or data.base is not None:
+            if copy or data.base is not None:
                 data = data.copy()
-                data.flags.writeable = False
                 blob.data = data
+            data.flags.writeable = False
 
     def _thaw_params(self) -> None:
         """Writable copies of the packed parameters (new arrays: nothing derived from the
@@ -690,7 +694,7 @@ class Net:
         try:
             return load_model(self, path, allow_missing=allow_missing, allow_extra=allow_extra)
         finally:
-            self._freeze_params()
+            self._freeze_params(copy=False)     # the thawed copies are ours alone
 
     def close(self) -> None:
         """Stop background work (data prefetch threads) of every layer."""

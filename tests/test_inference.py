@@ -269,3 +269,29 @@ def test_inference_net_refuses_backward_and_training():
     train = sk.Net(spec, "TRAIN", seed=1)
     with pytest.raises(ConfigError, match="share_from"):
         sk.Net(spec, "TEST", inference=True, share_from=train)
+
+
+@needs_dnnl
+def test_inner_product_relu_fused_and_freeze_after_surgery():
+    spec = NETS["conv_relu_maxpool_ip"]
+    net = sk.Net(spec, "TEST", seed=1)
+    x = _data()
+    net.forward(data=x)
+    assert net.layer("ip1").last_forward == "dnnl inference + ReLU"
+    assert net.layer("ip2").last_forward == "dnnl inference"
+    new = {name: [a + 0.05 for a in arrays] for name, arrays in _params(net).items()}
+    for name, arrays in new.items():            # surgery by hand, then deployment
+        for blob, array in zip(net.params[name], arrays):
+            blob.data[...] = array
+    net.freeze()
+    np.testing.assert_allclose(_output(net, x), _output(_training_form(spec, new), x),
+                               rtol=1e-5, atol=1e-6)
+    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, packed weights"
+    with pytest.raises(ValueError, match="read-only"):
+        net.params["ip1"][0].data[...] = 0
+    # a new array put in place of a frozen one is used as it is (and not packed)
+    net.params["ip1"][0].data = np.zeros_like(new["ip1"][0])
+    new["ip1"][0] = np.zeros_like(new["ip1"][0])
+    np.testing.assert_allclose(_output(net, x), _output(_training_form(spec, new), x),
+                               rtol=1e-5, atol=1e-6)
+    assert net.layer("ip1").last_forward == "dnnl inference + ReLU"

@@ -8,10 +8,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from .. import blas
+from .. import blas, dnnl, threads
 from ..fillers import fill
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
+from . import methods
 from .base import DataLayer, Layer, accumulate_matmul, accumulate_sum
 
 
@@ -95,7 +96,10 @@ class InnerProduct(Layer):
     """Fully connected: ``y = x W^T + b`` over the axes from ``axis`` on, flattened.
 
     x: (N, ...) with fan_in = prod(shape[axis:]); W: (num_output, fan_in); b: (num_output,).
+    The inference forward runs on oneDNN where ``methods.inner_product_method`` says so.
     """
+
+    packed_params = (0,)
 
     class Params(LayerParams):
         num_output: int = Field(gt=0)
@@ -135,7 +139,41 @@ class InnerProduct(Layer):
         w = self.blobs[0].data
         return w if self.params.transpose else w.T      # (fan_in, num_output)
 
+    @property
+    def method(self) -> str:
+        """``dnnl`` or ``blas`` (``methods.inner_product_method``)."""
+        return methods.inner_product_method(self.blobs[0].data.dtype, self.params.transpose,
+                                            self.inference)
+
+    def forward_with_relu(self, bottom, top, negative_slope: float) -> bool:
+        """The forward and an in-place ReLU after it as one oneDNN primitive (inference);
+        False (nothing done) where the forward is a BLAS product."""
+        if self.method != "dnnl":
+            return False
+        self._forward_dnnl(bottom, top, relu=negative_slope)
+        return True
+
+    def _forward_dnnl(self, bottom, top, relu=None):
+        x = bottom[0].data.reshape(-1, self.fan_in)
+        y = top[0].data.reshape(x.shape[0], -1)
+        key = (x.shape[0], threads.num_threads(), relu)
+        if getattr(self, "_plan_key", None) != key:
+            self._plan = dnnl.InnerProductPlan(x.shape[0], self.fan_in, self.params.num_output,
+                                               self.params.bias_term, relu=relu)
+            self._plan_key = key
+        weight = self.blobs[0].data
+        # read-only and owning its memory (a net built for inference): it cannot change
+        constant = not weight.flags.writeable and weight.base is None
+        self._plan.forward(x, weight, self.blobs[1].data if self.params.bias_term else None,
+                           y, constant_weight=constant)
+        self.last_forward = ("dnnl inference" + (" + ReLU" if relu is not None else "")
+                             + (", packed weights" if constant else ""))
+
     def forward(self, bottom, top):
+        if self.method == "dnnl":
+            self._forward_dnnl(bottom, top)
+            return
+        self.last_forward = "blas"
         x = bottom[0].data.reshape(-1, self.fan_in)
         y = top[0].data.reshape(x.shape[0], -1)
         blas.matmul(x, self._weight(), out=y)
