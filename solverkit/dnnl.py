@@ -417,7 +417,14 @@ class ConvolutionPlan:
                        for out, s, k, d, size, p in zip((out_h, out_w), stride,
                                                         weight_shape[2:], dilation, (h, w), pad)])
         any_ = TAG_ANY
-        src, dst = _memory_desc(x_shape, any_), _memory_desc(y_shape, any_)
+        # A 1×1 convolution (stride 1, no padding) of NCHW images is one matrix product per
+        # image, W (O×C) · x (C×HW): in inference it runs on the blobs' own layout, which
+        # spares reordering its input and output to and from a blocked one (measured
+        # faster on ResNet-50 and GoogLeNet at batch 1 and 16).
+        pointwise = (tuple(weight_shape[2:]) == (1, 1) and tuple(stride) == (1, 1)
+                     and tuple(pad) == (0, 0))
+        layout = TAG_ABCD if (not training and pointwise) else any_
+        src, dst = _memory_desc(x_shape, layout), _memory_desc(y_shape, layout)
         wei = _memory_desc(weights, any_)
         bias_desc = _memory_desc((o,), TAG_A) if bias else None
         attr = _attr()

@@ -295,3 +295,16 @@ def test_inner_product_relu_fused_and_freeze_after_surgery():
     np.testing.assert_allclose(_output(net, x), _output(_training_form(spec, new), x),
                                rtol=1e-5, atol=1e-6)
     assert net.layer("ip1").last_forward == "dnnl inference + ReLU"
+
+
+@needs_dnnl
+def test_pointwise_convolution_in_inference_equals_training():
+    """A 1×1 convolution's inference primitive works on the NCHW blobs themselves."""
+    spec = _spec(_conv("conv1", "data", 8, kernel_size=1, pad=0), _relu("conv1"),
+                 _conv("conv2", "conv1", 6, kernel_size=1, pad=0))
+    net = sk.Net(spec, "TEST", seed=1, inference=True)
+    x = _data()
+    y = _output(net, x)
+    np.testing.assert_allclose(y, _output(_training_form(spec, _params(net)), x),
+                               rtol=1e-5, atol=1e-5)
+    assert net.layer("conv1").last_forward == "dnnl inference + ReLU, packed weights"
