@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Blob arrays start on a cache line: oneDNN then reads and writes them in place instead of
@@ -12,8 +14,11 @@ ALIGNMENT = 64
 def aligned_zeros(shape, dtype) -> np.ndarray:
     """Zeros of ``shape`` and ``dtype`` whose first element is ``ALIGNMENT``-byte aligned."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.zeros(nbytes + ALIGNMENT, np.uint8)
+    nbytes = math.prod(int(s) for s in shape) * dtype.itemsize
+    try:
+        raw = np.zeros(nbytes + ALIGNMENT, np.uint8)
+    except ValueError:
+        return np.zeros(shape, dtype)   # numpy's own words for a size it cannot hold
     offset = (-raw.ctypes.data) % ALIGNMENT
     return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
