@@ -141,9 +141,13 @@ class InnerProduct(Layer):
 
     @property
     def method(self) -> str:
-        """``dnnl`` or ``blas`` (``methods.inner_product_method``)."""
-        return methods.inner_product_method(self.blobs[0].data.dtype, self.params.transpose,
-                                            self.inference)
+        """``dnnl`` or ``blas`` (``methods.inner_product_method``): oneDNN for the inference
+        forward of frozen weights (read-only, owning their memory), whose layout it then
+        computes once; writable weights would be reordered at every call."""
+        weight = self.blobs[0].data
+        frozen = not weight.flags.writeable and weight.base is None
+        return methods.inner_product_method(weight.dtype, self.params.transpose,
+                                            self.inference and frozen)
 
     def forward_with_relu(self, bottom, top, negative_slope: float) -> bool:
         """The forward and an in-place ReLU after it as one oneDNN primitive (inference);
@@ -161,13 +165,12 @@ class InnerProduct(Layer):
             self._plan = dnnl.InnerProductPlan(x.shape[0], self.fan_in, self.params.num_output,
                                                self.params.bias_term, relu=relu)
             self._plan_key = key
-        weight = self.blobs[0].data
-        # read-only and owning its memory (a net built for inference): it cannot change
-        constant = not weight.flags.writeable and weight.base is None
-        self._plan.forward(x, weight, self.blobs[1].data if self.params.bias_term else None,
-                           y, constant_weight=constant)
+        # frozen (see ``method``): the weights cannot change, their layout is computed once
+        self._plan.forward(x, self.blobs[0].data,
+                           self.blobs[1].data if self.params.bias_term else None, y,
+                           constant_weight=True)
         self.last_forward = ("dnnl inference" + (" + ReLU" if relu is not None else "")
-                             + (", packed weights" if constant else ""))
+                             + ", packed weights")
 
     def forward(self, bottom, top):
         if self.method == "dnnl":

@@ -117,11 +117,11 @@ def deconvolution_method(geometry: ConvGeometry) -> str:
     return "dnnl" if applies("dnnl", geometry) else "columns"
 
 
-def inner_product_method(dtype, transpose: bool, inference: bool) -> str:
-    """``dnnl`` for an InnerProduct's inference forward in float32 (oneDNN's inner product:
-    its own weight layout, computed once for frozen weights, and a fused ReLU), else
+def inner_product_method(dtype, transpose: bool, frozen_inference: bool) -> str:
+    """``dnnl`` for an InnerProduct's inference forward in float32 with frozen weights
+    (oneDNN's inner product: its own weight layout, computed once, and a fused ReLU), else
     ``blas`` (a matrix product, as training uses)."""
-    if (not inference or transpose or _preferred not in (None, "dnnl")
+    if (not frozen_inference or transpose or _preferred not in (None, "dnnl")
             or np.dtype(dtype) != np.float32 or dnnl.backend() != "dnnl"):
         return "blas"
     return "dnnl"
