@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+# Blob arrays start on a cache line: oneDNN then reads and writes them in place instead of
+# copying each into a buffer of its own first (see dnnl._Tensor).
+ALIGNMENT = 64
+
+
+def aligned_zeros(shape, dtype) -> np.ndarray:
+    """Zeros of ``shape`` and ``dtype`` whose first element is ``ALIGNMENT``-byte aligned."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(int(s) for s in shape) * dtype.itemsize
+    try:
+        raw = np.zeros(nbytes + ALIGNMENT, np.uint8)
+    except ValueError:
+        return np.zeros(shape, dtype)   # numpy's own words for a size it cannot hold
+    offset = (-raw.ctypes.data) % ALIGNMENT
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
 class Blob:
@@ -23,7 +41,7 @@ class Blob:
     def __init__(self, shape=(), dtype=np.float32, name: str = ""):
         self.name = name
         self.dtype = np.dtype(dtype)
-        self._data = np.zeros(tuple(int(s) for s in shape), dtype=self.dtype)
+        self._data = aligned_zeros(tuple(int(s) for s in shape), self.dtype)
         self._diff = None
         self._source: Blob | None = None
         self._diff_cleared = False
@@ -58,7 +76,7 @@ class Blob:
     def diff(self) -> np.ndarray:
         shape = self.shape
         if self._diff is None or self._diff.shape != shape:
-            self._diff = np.zeros(shape, dtype=self.dtype)
+            self._diff = aligned_zeros(shape, self.dtype)
         elif self._diff_cleared:
             self._diff.fill(0)
         self._diff_cleared = False
@@ -132,7 +150,7 @@ class Blob:
             self._source.reshape(shape)
             return
         if self._data.shape != shape:
-            self._data = np.zeros(shape, dtype=self.dtype)
+            self._data = aligned_zeros(shape, self.dtype)
 
     def __repr__(self) -> str:
         return f"Blob({self.name!r}, shape={self.shape}, dtype={self.dtype})"

@@ -56,14 +56,28 @@ class Net:
     ``forward(**inputs)`` returns ``{output name: array or float}``; ``backward(**top_diffs)``
     fills every needed diff (parameter diffs accumulate: ``clear_param_diffs()`` zeroes them).
     ``blobs`` maps blob names to Blobs; ``params`` maps layer names to their parameter Blobs.
+
+    A TEST net runs its forwards as inference (``inference_forward``) until a backward is
+    asked for: nothing is kept for backward (indices of maxima, training primitives) and a
+    Convolution followed by an in-place ReLU runs as one oneDNN primitive. The first
+    backward turns that off for good (what it needs is recomputed from the bottoms once).
+    ``inference=True`` (TEST only; ``freeze()`` later does the same) builds a net for
+    deployment: its convolution weights are read-only arrays (``load`` replaces them), so
+    oneDNN's layout of them is computed once; it has no backward.
     """
 
     def __init__(self, spec, phase: str = "TRAIN", level: int = 0, stages=(),
-                 seed: int | None = None, share_from: Net | None = None):
+                 seed: int | None = None, share_from: Net | None = None,
+                 inference: bool = False):
         self.spec: NetSpec = load_net_spec(spec)
         if phase not in PHASES:
             raise ConfigError(f"phase must be TRAIN or TEST, not {phase!r}"
                               f"{did_you_mean(str(phase).upper(), PHASES)}", field="phase")
+        if inference and share_from is not None:
+            raise ConfigError("inference=True builds a net with parameters of its own; "
+                              "give no share_from", field="share_from")
+        self.inference_only = False
+        self._shares_params = False
         self.phase = phase
         self.level = level
         self.stages = tuple([stages] if isinstance(stages, str) else stages)
@@ -92,6 +106,11 @@ class Net:
         self._build()
         if share_from is not None:
             self.share_params_with(share_from)
+        # conv position -> negative slope of the in-place ReLU right after it
+        self._fusions = self._find_fusions()
+        self._set_inference(phase == "TEST")
+        if inference:
+            self._freeze(copy=False)    # nobody else holds the new arrays yet
 
     # ------------------------------------------------------------------ build
     def _located(self, err: SolverkitError, position: int) -> SolverkitError:
@@ -288,6 +307,80 @@ class Net:
             for blob in self.tops[position]:
                 need[id(blob)] = runs or layer.tops_need_backward or (force and layer.has_backward)
 
+    def _find_fusions(self) -> dict[int, float]:
+        """Convolutions whose top an in-place ReLU rectifies right after them: in an
+        inference forward the two run as one primitive (where oneDNN runs the convolution)."""
+        fusions = {}
+        for position, layer in enumerate(self.layers[:-1]):
+            after = self.layers[position + 1]
+            if (hasattr(layer, "forward_with_relu") and after.type == "ReLU"
+                    and len(self.tops[position]) == 1
+                    and self.bottoms[position + 1][0] is self.tops[position][0]
+                    and self.tops[position + 1][0] is self.tops[position][0]):
+                fusions[position] = float(after.params.negative_slope)
+        return fusions
+
+    @property
+    def inference_forward(self) -> bool:
+        """Whether forwards run as inference (a TEST net before its first backward)."""
+        return self._inference
+
+    def _set_inference(self, inference: bool) -> None:
+        self._inference = inference
+        for layer in self.layers:
+            layer.inference = inference
+
+    def _prepare_backward(self) -> None:
+        """A backward is asked for: refused by a net built for inference; otherwise forwards
+        keep what backward needs from now on."""
+        if self.inference_only:
+            raise ConfigError("this net was built with inference=True: its parameters are "
+                              "frozen and it has no backward; build it without inference=True "
+                              "to take gradients", file=self.spec.file)
+        if self._inference:
+            self._set_inference(False)
+
+    def freeze(self) -> None:
+        """Make this TEST net a net for inference (what ``inference=True`` does when it is
+        built): the parameters its forward derives something from once (``packed_params``:
+        convolution weights, kept in oneDNN's layout) become read-only arrays, ``load``
+        replaces them, and backward is refused. Typically after weights were set by hand."""
+        self._freeze(copy=True)
+
+    def _freeze(self, copy: bool) -> None:
+        if self.phase != "TEST":
+            raise ConfigError("only a TEST net is frozen for inference; build it with "
+                              "phase='TEST'", file=self.spec.file, field="phase")
+        if self._shares_params:
+            raise ConfigError("this net shares its parameters with another net, whose "
+                              "parameters must stay writable; build a net of its own with "
+                              "inference=True", file=self.spec.file)
+        self.inference_only = True
+        self._set_inference(True)
+        self._freeze_params(copy)
+
+    def _packed_blobs(self) -> list[Blob]:
+        unique = {id(layer.blobs[j]): layer.blobs[j] for layer in self.layers
+                  for j in layer.packed_params}
+        return list(unique.values())
+
+    def _freeze_params(self, copy: bool = True) -> None:
+        """The packed parameters become read-only arrays owning their memory: nothing can
+        change them in place, so what is derived from them stays valid. With ``copy`` they
+        are new arrays (a view someone took earlier still writes, but not into the net)."""
+        for blob in self._packed_blobs():
+            data = blob.data
+            if copy or data.base is not None:
+                data = data.copy()
+                blob.data = data
+            data.flags.writeable = False
+
+    def _thaw_params(self) -> None:
+        """Writable copies of the packed parameters (new arrays: nothing derived from the
+        old ones is used again)."""
+        for blob in self._packed_blobs():
+            blob.data = blob.data.copy()
+
     # ------------------------------------------------------------ sharing
     def share_params_with(self, other: Net) -> None:
         """Use ``other``'s parameter Blobs for every layer of the same name (TEST shares TRAIN's).
@@ -295,6 +388,10 @@ class Net:
         A Blob this net shares by ``param.name`` is replaced everywhere it is used, so a
         layer that only this net has keeps sharing with its partner.
         """
+        if self.inference_only:
+            raise ConfigError("a net built with inference=True has parameters of its own; "
+                              "it does not share them", file=self.spec.file)
+        self._shares_params = True
         replace: dict[int, Blob] = {}
         for layer in self.layers:
             theirs = other.params.get(layer.name)
@@ -367,10 +464,8 @@ class Net:
             self.reshape()
         position = 0
         try:        # a mistake met in the data (a label out of range) names the net file too
-            for position, layer in enumerate(self.layers):
-                if layer.shapes_follow_data:
-                    self._reshape_from(position)
-                layer.forward(self.bottoms[position], self.tops[position])
+            for position in self._forward_steps(0, len(self.layers) - 1):
+                pass
         except SolverkitError as err:
             raise self._with_data_source(self._located(err, position), position) from None
         self.loss = float(sum(weight * float(blob.data.sum())
@@ -431,6 +526,7 @@ class Net:
 
     def backward(self, **top_diffs) -> None:
         """Backpropagate from loss tops (diff = loss_weight) and any output diffs given."""
+        self._prepare_backward()
         seeds = {}
         for blob, weight in self.loss_weights:
             seeds[blob.name] = weight
@@ -491,16 +587,35 @@ class Net:
                     plan.append(_sum_diffs(fan.source, live))
         return plan
 
+    def _forward_steps(self, start: int, end: int):
+        """Run the layers at positions ``start..end``, yielding each position before its
+        layer runs (for messages); fused pairs run as one where both are in the range."""
+        fusions = self._fusions if self._inference else {}
+        position = start
+        while position <= end:
+            yield position
+            layer, bottom, top = self.layers[position], self.bottoms[position], self.tops[position]
+            if layer.shapes_follow_data:
+                self._reshape_from(position)
+            slope = fusions.get(position)
+            if slope is not None and position < end and \
+                    layer.forward_with_relu(bottom, top, slope):
+                position += 2
+                continue
+            layer.forward(bottom, top)
+            position += 1
+
     def forward_from_to(self, start: int, end: int) -> None:
         """Run the layers at positions ``start..end`` (inclusive) on the blobs as they are
         (Caffe's ``ForwardFromTo``); nothing is copied or returned."""
-        for position in range(start, end + 1):
-            self.layers[position].forward(self.bottoms[position], self.tops[position])
+        for _ in self._forward_steps(start, end):
+            pass
 
     def backward_from_to(self, start: int, end: int) -> None:
         """Backward of the layers at positions ``start`` down to ``end`` (inclusive) on the
         diffs their tops hold now (Caffe's ``BackwardFromTo``): nothing is seeded or zeroed.
         A blob several layers read gets the sum of their diffs once its first reader ran."""
+        self._prepare_backward()
         fans_by_first_reader: dict[int, list[_FanOut]] = {}
         for fan in self._fan_outs:
             first = min(position for position, _, _ in fan.readers)
@@ -571,8 +686,15 @@ class Net:
         return save_model(self, path)
 
     def load(self, path, allow_missing: bool = False, allow_extra: bool = False) -> list[str]:
-        """Copy parameters from a model file, layers matched by name (see snapshot.load_model)."""
-        return load_model(self, path, allow_missing=allow_missing, allow_extra=allow_extra)
+        """Copy parameters from a model file, layers matched by name (see snapshot.load_model).
+        A net built for inference gets new (read-only) parameter arrays."""
+        if not self.inference_only:
+            return load_model(self, path, allow_missing=allow_missing, allow_extra=allow_extra)
+        self._thaw_params()
+        try:
+            return load_model(self, path, allow_missing=allow_missing, allow_extra=allow_extra)
+        finally:
+            self._freeze_params(copy=False)     # the thawed copies are ours alone
 
     def close(self) -> None:
         """Stop background work (data prefetch threads) of every layer."""

@@ -26,7 +26,7 @@ __all__ = ["Exporter", "export_model", "exporter_for", "exporters", "load_deploy
 def load_deploy_net(spec, weights) -> tuple[Net, object]:
     """The TEST net of ``spec``'s deploy form with ``weights`` loaded, and its Deployment."""
     deployment = derive_deployment(spec)
-    net = Net(deployment.spec, phase="TEST", seed=0)
+    net = Net(deployment.spec, phase="TEST", seed=0, inference=True)
     net.load(weights, allow_extra=True)         # TRAIN-only and loss layers' weights may be there
     return net, deployment
 

@@ -57,6 +57,9 @@ class Layer:
     # Top shapes depend on bottom values (Filter): the net reshapes this layer before each
     # forward, and the layers after it, as Caffe reshapes before every forward.
     shapes_follow_data: ClassVar[bool] = False
+    # Parameters a net built for inference makes read-only, because forward derives
+    # something from them once (a Convolution's weights in oneDNN's layout).
+    packed_params: ClassVar[tuple[int, ...]] = ()
 
     def __init__(self, spec: LayerSpec, *, phase: str = "TRAIN", dtype=np.float32,
                  rng: np.random.Generator | None = None, base_dir=None):
@@ -71,6 +74,10 @@ class Layer:
         self.param_propagate_down: list[bool] = []
         # Parameters the solver must never update (BatchNorm statistics): index -> reason.
         self.fixed_params: set[int] = set()
+        # Set by the net: no backward follows this forward (a TEST net until backward is
+        # first asked for), so forward may skip what only backward reads (indices of
+        # maxima, training primitives); a backward after such a forward recomputes it.
+        self.inference = False
 
     # ----- the contract -----
     def setup(self, bottom: list[Blob], top: list[Blob]) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from .. import blas
+from .. import blas, dnnl, threads
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
+from . import method_choice
 from .base import Layer, accumulate_matmul, accumulate_sum
 
 
@@ -17,7 +18,10 @@ class InnerProduct(Layer):
     """Fully connected: ``y = x W^T + b`` over the axes from ``axis`` on, flattened.
 
     x: (N, ...) with fan_in = prod(shape[axis:]); W: (num_output, fan_in); b: (num_output,).
+    The inference forward runs on oneDNN where ``method_choice.inner_product_method`` says so.
     """
+
+    packed_params = (0,)
 
     class Params(LayerParams):
         num_output: int = Field(gt=0)
@@ -57,7 +61,44 @@ class InnerProduct(Layer):
         w = self.blobs[0].data
         return w if self.params.transpose else w.T      # (fan_in, num_output)
 
+    @property
+    def method(self) -> str:
+        """``dnnl`` or ``blas`` (``method_choice.inner_product_method``): oneDNN for the
+        inference forward of frozen weights (read-only, owning their memory), whose layout
+        it then computes once; writable weights would be reordered at every call."""
+        weight = self.blobs[0].data
+        frozen = not weight.flags.writeable and weight.base is None
+        return method_choice.inner_product_method(weight.dtype, self.params.transpose,
+                                                  self.inference and frozen)
+
+    def forward_with_relu(self, bottom, top, negative_slope: float) -> bool:
+        """The forward and an in-place ReLU after it as one oneDNN primitive (inference);
+        False (nothing done) where the forward is a BLAS product."""
+        if self.method != "dnnl":
+            return False
+        self._forward_dnnl(bottom, top, relu=negative_slope)
+        return True
+
+    def _forward_dnnl(self, bottom, top, relu=None):
+        x = bottom[0].data.reshape(-1, self.fan_in)
+        y = top[0].data.reshape(x.shape[0], -1)
+        key = (x.shape[0], threads.num_threads(), relu)
+        if getattr(self, "_plan_key", None) != key:
+            self._plan = dnnl.InnerProductPlan(x.shape[0], self.fan_in, self.params.num_output,
+                                               self.params.bias_term, relu=relu)
+            self._plan_key = key
+        # frozen (see ``method``): the weights cannot change, their layout is computed once
+        self._plan.forward(x, self.blobs[0].data,
+                           self.blobs[1].data if self.params.bias_term else None, y,
+                           constant_weight=True)
+        self.last_forward = ("dnnl inference" + (" + ReLU" if relu is not None else "")
+                             + ", packed weights")
+
     def forward(self, bottom, top):
+        if self.method == "dnnl":
+            self._forward_dnnl(bottom, top)
+            return
+        self.last_forward = "blas"
         x = bottom[0].data.reshape(-1, self.fan_in)
         y = top[0].data.reshape(x.shape[0], -1)
         blas.matmul(x, self._weight(), out=y,

@@ -13,7 +13,8 @@
 
 ``deconvolution_method`` between ``dnnl`` and ``columns`` (im2col's adjoint), and
 ``pooling_method`` between ``dnnl`` (oneDNN's pooling, where its windows are Caffe's) and
-``phases`` (``PoolingWindows``). ``prefer(method)`` makes every layer use ``method`` where
+``phases`` (``PoolingWindows``), and ``inner_product_method`` between ``dnnl`` (the
+inference forward of a float32 InnerProduct) and ``blas``. ``prefer(method)`` makes every layer use ``method`` where
 it applies, and a numpy method keeps every layer on numpy (tests run each method on every
 case that way); ``prefer(None)`` goes back to the choice by shapes.
 """
@@ -114,6 +115,16 @@ def deconvolution_method(geometry: ConvGeometry) -> str:
     if _preferred not in (None, "dnnl"):
         return "columns"
     return "dnnl" if applies("dnnl", geometry) else "columns"
+
+
+def inner_product_method(dtype, transpose: bool, frozen_inference: bool) -> str:
+    """``dnnl`` for an InnerProduct's inference forward in float32 with frozen weights
+    (oneDNN's inner product: its own weight layout, computed once, and a fused ReLU), else
+    ``blas`` (a matrix product, as training uses)."""
+    if (not frozen_inference or transpose or _preferred not in (None, "dnnl")
+            or np.dtype(dtype) != np.float32 or dnnl.backend() != "dnnl"):
+        return "blas"
+    return "dnnl"
 
 
 def pooling_method(pool: str, x_shape, y_shape, kernel, stride, pad, dtype,

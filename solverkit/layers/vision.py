@@ -114,6 +114,7 @@ class _ConvolutionBase(Layer):
             self.make_param((p.num_output,), p.bias_filler)
         self.im2col: Im2col | None = None
         self.kernel_rows: KernelRows | None = None
+        self.last_forward: str | None = None    # how the last forward ran (tests read it)
         self._buffers = Buffers()
 
     def _check_bottom(self, shape):
@@ -149,19 +150,18 @@ class _ConvolutionBase(Layer):
             f"is larger than the padded input {height + 2 * self.pad[0]}×"
             f"{width + 2 * self.pad[1]}", field=_field(p, "kernel_size", "kernel_h"))
 
-    def _dnnl_plan(self, x_shape, y_shape, bias: bool, training: bool | None = None):
+    def _dnnl_plan(self, x_shape, y_shape, bias: bool, training: bool = True,
+                   relu: float | None = None):
         """The oneDNN plan of the convolution from ``x_shape`` to ``y_shape`` (for a
-        Deconvolution: from its top to its bottom), kept while the shapes and the thread
-        count stay; its backward primitives are made on the first backward pass (or at
-        once in TRAIN)."""
-        key = (tuple(x_shape), tuple(y_shape), threads.num_threads())
+        Deconvolution: from its top to its bottom), kept while the shapes, the thread
+        count and the kind stay: a ``training`` plan (forward and backward primitives) or
+        an inference one (forward only, ``relu`` fused if not None)."""
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), training, relu)
         plan = getattr(self, "_plan", None)
-        if training is None:
-            training = self.phase == "TRAIN"
-        if plan is None or self._plan_key != key or (training and not plan.training):
+        if plan is None or self._plan_key != key:
             plan = self._plan = dnnl.ConvolutionPlan(
                 x_shape, y_shape, self.blobs[0].shape, self.params.group, bias, self.stride,
-                self.pad, self.dilation, training=training)
+                self.pad, self.dilation, training=training, relu=relu)
             self._plan_key = key
         return plan
 
@@ -187,6 +187,8 @@ class Convolution(_ConvolutionBase):
     ``y[n, o, oh, ow] = b[o] + Σ_{c in o's group, i, j} W[o, c, i, j] ·
     x[n, c, oh·s − p + i·d, ow·s − p + j·d]`` (zero outside the image).
     """
+
+    packed_params = (0,)
 
     def weight_shape(self):
         p = self.params
@@ -314,6 +316,28 @@ class Convolution(_ConvolutionBase):
         """The column matrix of a block as a stack of per-sample matrices (n, C·kh·kw, OH·OW)."""
         return col.reshape(col.shape[0], block.stop - block.start, self.pixels).transpose(1, 0, 2)
 
+    def forward_with_relu(self, bottom, top, negative_slope: float) -> bool:
+        """The forward followed by an in-place ReLU of ``negative_slope`` in one pass, where
+        oneDNN runs this layer in inference (a post-op of the convolution); False (nothing
+        done) elsewhere, and the net runs the two layers one after the other."""
+        if not (self.inference and self.method == "dnnl"):
+            return False
+        self._forward_dnnl(bottom[0].data, top[0].data, relu=negative_slope)
+        return True
+
+    def _forward_dnnl(self, x, y, relu=None):
+        p, weight = self.params, self.blobs[0].data
+        plan = self._dnnl_plan(x.shape, y.shape, p.bias_term, training=not self.inference,
+                               relu=relu)
+        # A read-only weight array that owns its memory (a net built for inference freezes
+        # its parameters so) cannot change: oneDNN's layout of it is computed once.
+        constant = self.inference and not weight.flags.writeable and weight.base is None
+        plan.forward(x, weight, self.blobs[1].data if p.bias_term else None, y,
+                     constant_weight=constant)
+        self.last_forward = ("dnnl " + ("inference" if self.inference else "training")
+                             + (" + ReLU" if relu is not None else "")
+                             + (", packed weights" if constant else ""))
+
     def forward(self, bottom, top):
         p, geometry = self.params, self.im2col
         x = bottom[0].data
@@ -322,10 +346,9 @@ class Convolution(_ConvolutionBase):
         y = top[0].data.reshape(n, p.num_output, -1)
         bias = self.blobs[1].data.reshape(1, -1, 1) if p.bias_term else 0
         method = self.method
+        self.last_forward = method
         if method == "dnnl":
-            plan = self._dnnl_plan(x.shape, top[0].shape, p.bias_term)
-            plan.forward(x, self.blobs[0].data, self.blobs[1].data if p.bias_term else None,
-                         top[0].data)
+            self._forward_dnnl(x, top[0].data)
         elif method == "kernel_rows":
             self._forward_kernel_rows(x, y, self.blobs[1].data.reshape(1, -1, 1, 1)
                                       if p.bias_term else 0)
@@ -614,14 +637,15 @@ class Pooling(Layer):
         """``dnnl`` or ``phases`` (``method_choice.pooling_method``; global pooling: ``phases``)."""
         return self._method[0]
 
-    def _dnnl_plan(self, x_shape, y_shape):
-        """oneDNN's pooling for these shapes and the thread count (with its workspace of
-        MAX's indices, which backward reads), kept while they stay."""
+    def _dnnl_plan(self, x_shape, y_shape, training: bool = True):
+        """oneDNN's pooling for these shapes and the thread count, kept while they stay: a
+        ``training`` plan keeps MAX's indices in a workspace for backward, an inference
+        plan keeps nothing."""
         algorithm = self._method[1]
-        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), algorithm)
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), algorithm, training)
         if getattr(self, "_dnnl_key", None) != key:
             self._dnnl = dnnl.PoolingPlan(x_shape, y_shape, self.kernel, self.stride,
-                                          self.pad, algorithm)
+                                          self.pad, algorithm, training=training)
             self._dnnl_key = key
         return self._dnnl
 
@@ -660,29 +684,41 @@ class Pooling(Layer):
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         if self.method == "dnnl":
-            self._dnnl_plan(x.shape, y.shape).forward(x, y)
-            self._forwarded = self._dnnl_key       # the plan whose workspace backward reads
-        elif self.params.global_pooling:
-            self._forwarded = None
-            self._forward_global(x, y)
+            self._dnnl_plan(x.shape, y.shape, training=not self.inference).forward(x, y)
+            # the plan whose workspace backward reads (none after an inference forward)
+            self._forwarded = None if self.inference else self._dnnl_key
         else:
-            self._forwarded = None
+            self._forward_numpy(x, y, keep_argmax=not self.inference or len(top) == 2)
+        if len(top) == 2:
+            self._write_mask(x.shape, top[1].data)
+
+    def _forward_numpy(self, x, y, keep_argmax: bool):
+        """MAX or AVE on the phases; MAX's window indices kept (``self.argmax``) for
+        backward or the mask top only with ``keep_argmax``."""
+        self._forwarded = None
+        self._argmax_kept = keep_argmax
+        if self.params.global_pooling:
+            self._forward_global(x, y, keep_argmax)
+        else:
             windows = self.windows
             images = x.reshape(-1, windows.height, windows.width)
             outputs = y.reshape(-1, windows.out_h, windows.out_w)
             if self.params.pool == "MAX":
-                self.argmax = windows.wide("argmax", self._index_type())
-                run = self._forward_max
+                if keep_argmax:
+                    self.argmax = windows.wide("argmax", self._index_type())
+                    run = self._forward_max
+                else:
+                    run = self._forward_max_only
             else:
                 run = self._forward_ave
             parallel_for(lambda block: run(images[block], outputs[block], block), self.blocks,
                          elements=x.size)
-        if len(top) == 2:
-            self._write_mask(x.shape, top[1].data)
 
-    def _forward_global(self, x, y):
+    def _forward_global(self, x, y, keep_argmax: bool):
         flat = x.reshape(x.shape[0], x.shape[1], -1)
-        if self.params.pool == "MAX":
+        if self.params.pool == "MAX" and not keep_argmax:
+            np.max(flat, axis=2, out=y.reshape(flat.shape[:2]))
+        elif self.params.pool == "MAX":
             self.argmax = flat.argmax(axis=2)
             y.reshape(self.argmax.shape)[...] = np.take_along_axis(
                 flat, self.argmax[..., None], axis=2)[..., 0]
@@ -716,6 +752,19 @@ class Pooling(Layer):
             np.maximum(best, window, out=best)
             np.multiply(greater, index_type.type(k), out=chosen)
             np.maximum(argmax, chosen, out=argmax)
+        np.copyto(y, windows.wide("best", y.dtype)[block, :windows.out_h, :windows.out_w])
+        if self.empty_windows is not None:
+            y[:, self.empty_windows] = np.finfo(y.dtype).min
+
+    def _forward_max_only(self, x, y, block):
+        """MAX without the indices of the maxima (nothing for a backward to read)."""
+        windows = self.windows
+        phases = windows.load(x, block)
+        (best,) = self._runs(block, ("best", y.dtype))
+        (_, a, b, offset), *rest = windows.taps
+        np.copyto(best, phases[a, b].reshape(-1)[offset:offset + best.size])
+        for _, a, b, offset in rest:
+            np.maximum(best, phases[a, b].reshape(-1)[offset:offset + best.size], out=best)
         np.copyto(y, windows.wide("best", y.dtype)[block, :windows.out_h, :windows.out_w])
         if self.empty_windows is not None:
             y[:, self.empty_windows] = np.finfo(y.dtype).min
@@ -765,6 +814,10 @@ class Pooling(Layer):
                 self._forwarded = self._dnnl_key
             plan.backward(dy, dx)
             return
+        if self.params.pool == "MAX" and not getattr(self, "_argmax_kept", False):
+            # the forward kept no indices (inference): find them again, into a scratch top
+            self._forward_numpy(bottom[0].data, self._buffers.get("top", dy.shape, dy.dtype),
+                                keep_argmax=True)
         if self.params.global_pooling:
             flat_dx = dx.reshape(dx.shape[0], dx.shape[1], -1)
             flat_dy = dy.reshape(dx.shape[0], dx.shape[1], 1)

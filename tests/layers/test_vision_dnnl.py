@@ -73,7 +73,7 @@ def test_a_test_phase_layer_runs_forward_only_then_backward_on_demand(rng):
     previous = method_choice.prefer("dnnl")
     try:
         test = _net(_input(x.shape), _conv(num_output=4, kernel_size=3), dtype="float32")
-        test.layers[1].phase = "TEST"
+        test.layers[1].inference = True        # as in a TEST net before any backward
         train = _net(_input(x.shape), _conv(num_output=4, kernel_size=3), dtype="float32")
         y_test = test.forward(x=x)["y"].copy()
         assert not test.layers[1]._plan.training
