@@ -54,7 +54,9 @@ def pillow():
     except ImportError:
         raise DataError("reading images needs Pillow, the 'image' extra: "
                         "pip install 'solverkit[image]'", field="source") from None
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    quiet = ("ignore", None, Image.DecompressionBombWarning, None, 0)
+    if quiet not in warnings.filters:   # added again, each time, would reset warnings' caches
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     return Image
 
 
@@ -155,6 +157,15 @@ def _to_array(image, is_color: bool | None) -> np.ndarray:
         # the palette's colours with the transparency dropped, as OpenCV reads them;
         # through RGBA because Pillow warns when it drops a palette's transparency itself
         image = image.convert("RGBA")
+    if is_color and image.mode in ("RGB", "L"):
+        # the common cases without Pillow's convert (a copy of the image): Pillow packs
+        # its pixels straight into BGR bytes, or the one gray channel is repeated
+        width, height = image.size
+        if image.mode == "RGB":
+            bgr = np.frombuffer(image.tobytes("raw", "BGR"), dtype=np.uint8)
+            return np.ascontiguousarray(bgr.reshape(height, width, 3).transpose(2, 0, 1))
+        gray = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(1, height, width)
+        return np.repeat(gray, 3, axis=0)
     if is_color:
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)      # (H, W, 3)
         return np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))
@@ -162,8 +173,8 @@ def _to_array(image, is_color: bool | None) -> np.ndarray:
         image = image.convert("RGB")
     if image.mode != "L":
         image = image.convert("L")
-    gray = np.asarray(image, dtype=np.uint8)                          # (H, W)
-    return np.ascontiguousarray(gray[None])
+    width, height = image.size
+    return np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(1, height, width).copy()
 
 
 def _resized(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
