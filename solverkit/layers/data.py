@@ -246,7 +246,8 @@ class Data(DataLayer):
 @register_layer("ImageData")
 class ImageData(Data):
     """Caffe's ImageData: image files listed in ``source`` (``PATH LABEL`` lines), or a
-    folder of class folders, decoded a batch at a time (Pillow, the ``image`` extra).
+    folder of class folders, decoded a batch at a time (Pillow, the ``image`` extra) by
+    ``num_workers`` threads at once.
 
     Colour images are BGR (OpenCV's order, as Caffe reads them), values 0..255; resizing
     to ``new_height`` x ``new_width`` is OpenCV's bilinear. ``class_names`` lists the
