@@ -116,7 +116,7 @@ def decode_image_u8(raw: bytes, *, name: str = "image", is_color: bool | None = 
                             f"limit)", field="max_pixels")
         if width == 0 or height == 0:
             raise DataError(f"{name} has no pixels ({width}x{height})", field="source")
-        if is_color is False and image.format == "JPEG":
+        if is_color is False and image.format == "JPEG" and image.mode != "L":
             # gray straight from the JPEG decoder (its luma), as OpenCV's IMREAD_GRAYSCALE
             image.draft("L", image.size)
         try:

@@ -85,8 +85,9 @@ class RecordSource(Samples):
         out = np.empty((len(indices), *self.sample_shape), dtype=self.dtype)
         labels = np.empty(len(indices), dtype=np.float64)
         sources = np.empty(len(indices), dtype=np.int64)
-        bounds = np.linspace(0, len(indices), min(self.workers, len(indices)) + 1)
-        runs = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if int(b) > int(a)]
+        count = max(1, min(self.workers, len(indices)))
+        bounds = [len(indices) * part // count for part in range(count + 1)]
+        runs = list(zip(bounds[:-1], bounds[1:]))           # (start, stop) of each thread
         failures: list[BaseException | None] = [None] * len(runs)
 
         def fill(run: int) -> None:
