@@ -89,8 +89,10 @@ class Transform:
             h_off = w_off = None
         return h_off, w_off, flip
 
-    def apply(self, x: np.ndarray, choices=None) -> np.ndarray:
-        """Transform a raw batch (B, *sample_shape) into (B, *output_shape) of the net's dtype.
+    def apply(self, x: np.ndarray, choices=None, out: np.ndarray | None = None) -> np.ndarray:
+        """Transform a raw batch (B, *sample_shape) into (B, *output_shape) of the net's dtype,
+        written into ``out`` when it is an array of that shape and dtype (a batch given back
+        for reuse), else into a new array.
 
         The window is cut from the stored values (uint8 images: a quarter of the bytes of
         float32), then converted; with a mean file, which is indexed at the uncropped
@@ -99,9 +101,14 @@ class Transform:
         if self.mean is not None:
             full = x.astype(self.dtype, copy=True)
             full -= self.mean
-            out = np.ascontiguousarray(self._window(full, choices))
+            window = self._window(full, choices)
         else:
-            out = self._window(x, choices).astype(self.dtype, copy=True)
+            window = self._window(x, choices)
+        shape = (len(x), *self.output_shape)
+        if out is None or out.shape != shape or out.dtype != self.dtype \
+                or not out.flags.c_contiguous:
+            out = np.empty(shape, dtype=self.dtype)
+        np.copyto(out, window, casting="unsafe")
         if self.mean_value is not None:
             out -= self.mean_value
         if self.scale != 1.0:

@@ -200,6 +200,7 @@ class Data(DataLayer):
         except SolverkitError as err:       # bad data found while reading: say which layer
             raise err.located(layer=self.name) from None
         np.copyto(top[0].data, data)
+        self.feeder.recycle(data)           # copied: its memory takes a later batch
         if len(top) == 2:
             np.copyto(top[1].data, labels)
 
