@@ -28,8 +28,9 @@ jpeg     A LeNet for 28x28 inputs (Caffe's MNIST LeNet), batch 64: the training 
          an ``ImageData`` layer reading 28x28 gray JPEG files, against the same step fed by
          a ``Data`` layer over the same pixels in memory, and against the JPEG feed
          decoded by one thread (``num_workers: 1``) and in the step (``prefetch: 0``). Rounds alternate between the feeds so
-         that load from other processes hits all alike; times are medians of the rounds.
-         Also the time to decode one batch alone. With ``--nets caffenet`` also the
+         that load from other processes hits all alike; times are medians of the rounds,
+         wall clock and CPU time of the process (all threads, decoding included: less
+         disturbed by a busy machine). Also the time to decode one batch alone. With ``--nets caffenet`` also the
          reference CaffeNet (``bench_nets.py``) at batch 8 on 256x256 colour JPEGs cropped
          to 227, against the same pixels in memory.
 resize   How Pillow's own BILINEAR resize differs from OpenCV's INTER_LINEAR (which Caffe
@@ -339,10 +340,13 @@ def jpeg(rounds: int, steps: int, nets: list[str]) -> dict:
     return results
 
 
-def _alternate(solvers: dict, rounds: int, steps: int, warm: int) -> dict[str, float]:
+def _alternate(solvers: dict, rounds: int, steps: int, warm: int):
     """Median milliseconds per step of each solver, rounds alternating (order reversed
-    every round), ``warm`` steps before each timed stretch."""
+    every round), ``warm`` steps before each timed stretch: wall-clock time, and the CPU
+    time of the whole process (every thread: decoding included), which a busy machine
+    disturbs less."""
     times: dict[str, list[float]] = {name: [] for name in solvers}
+    cpu: dict[str, list[float]] = {name: [] for name in solvers}
     for solver in solvers.values():
         solver.step(warm)
     for r in range(rounds):
@@ -350,10 +354,12 @@ def _alternate(solvers: dict, rounds: int, steps: int, warm: int) -> dict[str, f
         for name in names:
             solver = solvers[name]
             solver.step(warm)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             solver.step(steps)
             times[name].append((time.perf_counter() - start) / steps * 1e3)
-    return {name: statistics.median(values) for name, values in times.items()}
+            cpu[name].append((time.process_time() - start_cpu) / steps * 1e3)
+    return ({name: statistics.median(values) for name, values in times.items()},
+            {name: statistics.median(values) for name, values in cpu.items()})
 
 
 def jpeg_caffenet(rounds: int, steps: int) -> dict:
@@ -380,16 +386,20 @@ def jpeg_caffenet(rounds: int, steps: int) -> dict:
                                        "snapshot": 0, "snapshot_after_train": False,
                                        "random_seed": 1, "snapshot_prefix": str(folder / name)},
                                       net=net, progress=False)
-        medians = _alternate(solvers, rounds, steps, 1)
+        medians, cpu = _alternate(solvers, rounds, steps, 1)
         for solver in solvers.values():
             solver.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     result = {f"{name}_ms": value for name, value in medians.items()}
+    result.update({f"{name}_cpu_ms": value for name, value in cpu.items()})
     result["jpeg_overhead_pct"] = (medians["jpeg"] / medians["arrays"] - 1) * 100
+    result["jpeg_cpu_overhead_pct"] = (cpu["jpeg"] / cpu["arrays"] - 1) * 100
     print(f"CaffeNet 227x227, batch 8: step fed by arrays {medians['arrays']:.0f} ms, by JPEG "
-          f"files {medians['jpeg']:.0f} ms ({result['jpeg_overhead_pct']:+.1f}%), load "
-          f"{os.getloadavg()[0]:.1f}", flush=True)
+          f"files {medians['jpeg']:.0f} ms ({result['jpeg_overhead_pct']:+.1f}%); CPU time "
+          f"{cpu['arrays']:.0f} ms and {cpu['jpeg']:.0f} ms "
+          f"({result['jpeg_cpu_overhead_pct']:+.1f}%), load {os.getloadavg()[0]:.1f}",
+          flush=True)
     return result
 
 
@@ -427,7 +437,7 @@ def jpeg_lenet(rounds: int, steps: int) -> dict:
                                     "snapshot_prefix": str(folder / name)},
                                    net=lenet28(layer), progress=False)
                    for name, layer in feeds.items()}
-        medians = _alternate(solvers, rounds, steps, 2)
+        medians, cpu = _alternate(solvers, rounds, steps, 2)
         layer = solvers["jpeg_in_step"].net.layers[0]
         decode = []
         for k in range(20):
@@ -439,6 +449,7 @@ def jpeg_lenet(rounds: int, steps: int) -> dict:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     result = {f"{name}_ms": value for name, value in medians.items()}
+    result.update({f"{name}_cpu_ms": value for name, value in cpu.items()})
     result["decode_batch_ms"] = statistics.median(decode)
     result["jpeg_overhead_pct"] = (medians["jpeg"] / medians["arrays"] - 1) * 100
     result["jpeg_one_thread_overhead_pct"] = (medians["jpeg_one_thread"] / medians["arrays"]
@@ -450,7 +461,9 @@ def jpeg_lenet(rounds: int, steps: int) -> dict:
           f"{result['jpeg_one_thread_overhead_pct']:+.1f}%), by JPEG "
           f"decoded in the step {medians['jpeg_in_step']:.2f} ms "
           f"({result['jpeg_in_step_overhead_pct']:+.1f}%); decoding one batch alone "
-          f"{result['decode_batch_ms']:.2f} ms, load {os.getloadavg()[0]:.1f}", flush=True)
+          f"{result['decode_batch_ms']:.2f} ms; CPU time per step (all threads) "
+          f"{', '.join(f'{name} {value:.2f}' for name, value in cpu.items())} ms, load "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
     return result
 
 
