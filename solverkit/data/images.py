@@ -81,13 +81,13 @@ def decode_image(raw: bytes, *, name: str = "image", is_color: bool = True, heig
 
 def load_image_u8(path, *, is_color: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The image file ``path`` as uint8 (C, H, W), not resized."""
-    path = Path(path)
-    if not os.path.lexists(path):
-        raise DataError(f"image file '{path}' does not exist", field="source")
+    path = path if isinstance(path, Path) else Path(path)  # (Path(a Path) parses it again)
     try:        # the message names the image; the caller adds the list, layer and net
         raw = read_bytes(path, what=f"image file '{path}'", limit=LIMITS["image"],
                          error=DataError)
     except DataError as err:
+        if not os.path.lexists(path):       # asked only on failure: a stat per image less
+            raise DataError(f"image file '{path}' does not exist", field="source") from None
         err.file, err.field = None, "source"
         raise
     return decode_image_u8(raw, name=f"'{path}'", is_color=is_color, max_pixels=max_pixels)
