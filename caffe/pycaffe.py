@@ -399,17 +399,20 @@ def _h5py():
 
 # ---------------------------------------------------------------------------- solvers
 class _Callback(solverkit.Callback):
-    """pycaffe's ``add_callback(on_start, on_gradients_ready)`` as a solverkit callback."""
+    """pycaffe's ``add_callback(on_start, on_gradients_ready)`` as a solverkit callback:
+    as in Caffe, ``on_start`` before every iteration's forward passes, and
+    ``on_gradients_ready`` after its backward passes, before the update."""
 
     def __init__(self, on_start, on_gradients_ready):
-        self.on_start = on_start
-        self.on_gradients_ready = on_gradients_ready
+        super().__init__()
+        self._start = on_start
+        self._ready = on_gradients_ready
 
-    def on_train_start(self):
-        self.on_start()
+    def on_iteration_start(self, it):
+        self._start()
 
     def before_update(self, it):
-        self.on_gradients_ready()
+        self._ready()
 
 
 class Solver:

@@ -74,7 +74,7 @@ def register_policy(name: str, params=None):
 
     It takes either a function ``rate(base_lr, it, spec)`` (``spec``: the solver spec, whose
     fields it reads) or a class deriving from ``solverkit.solvers.schedule.Policy`` (a
-    policy with state: ``rate(it)``, ``get_state``/``set_state``, ``observe``).
+    policy with state: ``rate(it)``, ``get_state``/``set_state``, callback hooks).
     ``params`` (or the class's ``Params``) is a pydantic model of the policy's own solver
     fields: they are then checked like an update type's (required, unused, defaults).
     Without one, the policy takes any of the known policy fields, none required.

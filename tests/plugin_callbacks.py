@@ -37,11 +37,17 @@ class RecordHooks(Callback):
     def on_train_start(self):
         self._write("on_train_start")
 
+    def on_iteration_start(self, it):
+        self._write("on_iteration_start", it)
+
+    def on_gradients_ready(self, it, step):
+        self._write("on_gradients_ready", it, sorted(step.outputs), step.signal)
+
     def before_update(self, it):
-        self._write("before_update", it)
+        self._write("before_update", it, self.solver.iter)
 
     def on_step_end(self, it, outputs):
-        self._write("on_step_end", it, sorted(outputs))
+        self._write("on_step_end", it, sorted(outputs), self.solver.iter)
 
     def on_test_end(self, it, outputs):
         self._write("on_test_end", it)
@@ -51,6 +57,12 @@ class RecordHooks(Callback):
 
     def on_snapshot(self, path):
         self._write("on_snapshot", path.name)
+
+    def on_restore(self, path):
+        self._write("on_restore", path.name)
+
+    def on_net_built(self, net):
+        self._write("on_net_built", net.phase)
 
     def on_train_end(self):
         self._write("on_train_end")

@@ -136,7 +136,8 @@ def train(flags) -> int:
     try:
         if solver.spec.snapshot_format == "HDF5":
             h5py_module()           # before training: a missing extra is not found at the end
-        solver.on_signal, solver.sighup_effect = _signal_actions(flags, solver.spec)
+        solver.signals.sigint_effect, solver.signals.sighup_effect = \
+            _signal_actions(flags, solver.spec)
         solver.add_callback(CaffeLog(solver.spec.display))
         _refuse_earlier_run(solver.snapshot_prefix, flags)
         solver.claim_prefix(fresh="keep" if flags.snapshot else

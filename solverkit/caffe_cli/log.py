@@ -28,7 +28,8 @@ logger = logging.getLogger("solverkit.caffe")
 
 _SEVERITY = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W", logging.ERROR: "E",
              logging.CRITICAL: "F"}
-_LOOP_MODULE = "solverkit/solvers/solver.py"
+# the training loop and its own callbacks (display lines, test results, snapshots)
+_LOOP_MODULES = ("solverkit/solvers/solver.py", "solverkit/solvers/loop_callbacks.py")
 _OTHER_NET = re.compile(r"test\d+/")       # outputs of test nets after the first
 
 
@@ -57,7 +58,7 @@ class _CaffeLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING or record.name == logger.name:
             return True
-        return not record.pathname.replace("\\", "/").endswith(_LOOP_MODULE)
+        return not record.pathname.replace("\\", "/").endswith(_LOOP_MODULES)
 
 
 def install_glog(stream=None) -> logging.Handler:

@@ -103,8 +103,8 @@ def _locate_in_solver_file(err: ConfigError, solver: Solver) -> None:
 
 
 def _train(solver: Solver, args: argparse.Namespace, claimed: list[bool]) -> int:
-    solver.on_signal = args.on_signal
-    solver.sighup_effect = args.sighup_effect
+    solver.signals.sigint_effect = args.on_signal
+    solver.signals.sighup_effect = args.sighup_effect
     # one run per prefix: locked for the run's life; an earlier run's files are kept only
     # when resuming it and removed only when asked to
     if args.overwrite and args.weights:
@@ -120,9 +120,8 @@ def _train(solver: Solver, args: argparse.Namespace, claimed: list[bool]) -> int
         solver.restore(resolve_resume(args.resume, solver.snapshot_prefix, warn=logger.warning),
                        allow_world_size_change=args.allow_world_size_change)
     elif args.weights:
+        # (under MPI every rank starts from rank 0's weights: the data-parallel callback)
         skipped = solver.net.load(args.weights, allow_missing=args.allow_missing)
-        if solver.data_parallel is not None:    # every rank starts from rank 0's weights
-            solver.data_parallel.synchronize(solver.net.learnable_params)
         if skipped:
             logger.info("Layers without weights in %s (left as initialised): %s",
                         args.weights, ", ".join(skipped))
@@ -137,7 +136,7 @@ def _train(solver: Solver, args: argparse.Namespace, claimed: list[bool]) -> int
         return 0
     if solver.stopped_by is not None:
         name = signal.Signals(solver.stopped_by).name
-        action = args.sighup_effect if name == "SIGHUP" else args.on_signal
+        action = solver.signals.effect(solver.stopped_by)
         if action == "snapshot" and solver.last_snapshot is not None:
             again = [a for a in sys.argv[1:] if a not in ("--resume", args.resume or "")]
             print(f"Stopped by {name} at iteration {solver.iter}; snapshot written to "

@@ -1,20 +1,36 @@
 """Callbacks: code the training loop calls at fixed points (``Solver.add_callback``, or
 ``callbacks: [{type: Name, ...}]`` in the solver spec for a registered one).
 
-A callback derives from ``Callback`` and overrides the hooks it needs:
+A callback derives from ``Callback`` and overrides the hooks it needs. One iteration
+``it`` calls them in this order (``solver.iter`` is ``it`` until the update is made, then
+``it + 1``):
 
 - ``on_train_start()`` — before the first iteration of this run;
-- ``before_update(it)`` — between the backward passes and the update of iteration ``it``;
+- ``on_iteration_start(it)`` — before the forward passes; the periodic test of ``it``
+  (a callback of this hook that comes before the spec's own) has run then, as Caffe
+  tests before its callbacks' ``on_start``;
+- ``on_gradients_ready(it, step)`` — after the ``iter_size`` backward passes: the diffs
+  hold the summed gradient; ``step`` (a ``StepResult``) holds the iteration's loss and
+  TRAIN outputs and the signal received meanwhile, which a callback may replace (data
+  parallelism averages them over the ranks);
+- ``before_update(it)`` — just before the update of iteration ``it``;
 - ``on_step_end(it, outputs)`` — after the update made at iteration ``it`` with the
   TRAIN outputs of that iteration (``outputs["loss"]`` … as logged);
 - ``on_test_end(it, outputs)`` — after a test round at iteration ``it``: the averaged
   outputs of every test net (the first net's under their names, net ``i``'s as
   ``test<i>/name``);
 - ``before_snapshot(it, reason)`` — before a snapshot at ``it`` is written (``reason``:
-  periodic, signal, final or best);
-- ``on_snapshot(path)`` — after a snapshot is complete (``path``: its solver state);
+  periodic, signal, final or best), on every rank;
+- ``on_snapshot(path)`` — after a snapshot is complete (``path``: its solver state; on
+  the rank that wrote it);
+- ``on_restore(path)`` — after the solver continued from the state ``path``;
+- ``on_net_built(net)`` — after a TEST net is built (the TRAIN net exists before any
+  callback);
 - ``on_train_end()`` — when the run ends (also after an error or a stop).
 
+A snapshot a hook asks for (``solver.request_snapshot``) is written once every callback
+has run that event (after ``on_step_end`` or ``on_test_end``), so it holds every
+callback's state of that moment.
 A hook asks training to stop by returning a reason (a string; ``True`` also works):
 the loop ends after the current step, writes a final snapshot and says why.
 ``solver`` is set by ``add_callback``. A callback with a ``name`` saves ``get_state()``
@@ -23,13 +39,17 @@ named in the spec is named by its type (``CountTests``; a second one ``CountTest
 Its own fields are a ``Params`` model (a ``Callback.Params`` subclass), validated from its
 entry and given to the constructor as ``params``.
 The solver's own training controls below (best snapshot, retention, early stopping,
-debug information, the TensorBoard logger) are registered callbacks too.
+debug information, the TensorBoard logger) are registered callbacks too; the loop's own
+work (CSV log, display, periodic tests and snapshots, signals) is in ``loop_callbacks``,
+data parallelism in ``data_parallel``, and a learning-rate policy with state is a
+callback as well (``schedule.Policy``).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +71,17 @@ from ..tools.events import EventWriter
 logger = logging.getLogger("solverkit")
 
 
+@dataclass
+class StepResult:
+    """One iteration's results as ``on_gradients_ready`` sees them: the loss and the
+    one-element TRAIN outputs (each averaged over ``iter_size``), and the signal
+    ``solver.request_stop`` received since the last iteration (or None)."""
+
+    loss: float
+    outputs: dict[str, float]
+    signal: int | None = None
+
+
 class Callback:
     """Base class: every hook does nothing. ``Callback(params)``: ``params`` is an instance
     of the class's ``Params`` (default: ``Params()``, every field at its default)."""
@@ -69,6 +100,12 @@ class Callback:
     def on_train_start(self):
         """Before the first iteration of this run."""
 
+    def on_iteration_start(self, it: int):
+        """Before the forward passes of iteration ``it``."""
+
+    def on_gradients_ready(self, it: int, step: StepResult):
+        """After the backward passes of iteration ``it``; ``step`` may be changed."""
+
     def on_step_end(self, it: int, outputs: dict[str, float]):
         """After the update of iteration ``it``."""
 
@@ -83,6 +120,12 @@ class Callback:
 
     def on_snapshot(self, path: Path):
         """After a snapshot is complete; ``path``: its solver state file."""
+
+    def on_restore(self, path: Path):
+        """After the solver continued from the solver state ``path``."""
+
+    def on_net_built(self, net):
+        """After a TEST net is built."""
 
     def on_train_end(self):
         """When the run ends."""
@@ -264,13 +307,12 @@ class DebugInfo(Callback):
         self._writer = None
         self.last: list[tuple[str, str, str, float]] = []
 
-    def _open(self):
+    def _open(self, it: int):
         path = self.solver.files.debug_log
         with file_operation("write the debug log", path):
             path.parent.mkdir(parents=True, exist_ok=True)
             # a resumed run cuts the file back to the rows before its iteration in place
             # (never rewritten from the start), then appends
-            it = self.solver.iter
             kept = it > 0 and keep_log_rows_before(path, it, ",".join(self.HEADER))
             self._file = open(path, "a" if kept else "w", newline="")  # noqa: SIM115
             self._writer = csv.writer(self._file)
@@ -301,7 +343,7 @@ class DebugInfo(Callback):
         self.last = rows
         if self.solver.world.is_root:
             if self._writer is None:
-                self._open()
+                self._open(it)      # the first row this run writes: iteration it
             self._writer.writerows((it, *row[:3], repr(row[3])) for row in rows)
             self._file.flush()
             if self.display and it % self.display == 0:

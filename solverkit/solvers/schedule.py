@@ -4,8 +4,9 @@ Caffe's policies are below, each with its formula; ``docs/solvers.md`` lists the
 with their fields (generated from the registry by ``scripts/solver_reference.py``).
 A policy is registered by name (``@register_policy``): a function
 ``rate(base_lr, it, spec)`` for a rate that depends on the iteration only, or a ``Policy``
-subclass for one with state (``get_state``/``set_state`` go into snapshots) that may also
-``observe`` the test outputs (a rate that drops when the test loss stops improving).
+subclass for one with state (``get_state``/``set_state`` go into snapshots). A ``Policy``
+is also a callback of the loop (the solver adds it), so it may follow the test outputs
+through ``on_test_end`` (a rate that drops when the test loss stops improving).
 With ``warmup_iter = w > 0`` the rate is multiplied by ``(it + 1)/w`` for ``it < w``.
 Rates are computed in double precision; Caffe's LeNet example (inv, base_lr 0.01,
 gamma 1e-4, power 0.75) gives 0.00992565 at iteration 100.
@@ -23,28 +24,34 @@ from .. import registry
 from ..registry import register_policy
 from ..spec.solver_fields import FieldsModel, SolverSpec
 from ..spec.training import PlateauParams
-from .callbacks import Monitor
+from .callbacks import Callback, Monitor
 
 
 class PolicyParams(FieldsModel):
     """Base of a policy's own solver fields."""
 
 
-class Policy:
-    """An lr policy with state. ``rate(it)`` is the rate before warm-up; ``observe`` sees
-    every test's averaged outputs; ``get_state()`` returns JSON-able values that
-    ``set_state`` takes back (snapshots store them)."""
+class Policy(Callback):
+    """An lr policy with state. ``rate(it)`` is the rate before warm-up; the policy is a
+    callback of the loop (``on_test_end(it, outputs)`` sees every test's averaged outputs);
+    ``get_state()`` returns JSON-able values that ``set_state`` takes back (snapshots store
+    them with the schedule, not under a callback name). ``Params`` are the policy's own
+    solver fields."""
 
     Params: type[PolicyParams] = PolicyParams
 
-    def __init__(self, spec: SolverSpec):
+    def __init__(self, spec: SolverSpec):     # its fields are the spec's, no params of its own
         self.spec = spec
 
     def rate(self, it: int) -> float:
         return self.spec.base_lr
 
+    def on_test_end(self, it: int, outputs: dict[str, float]):
+        self.observe(it, outputs)
+
     def observe(self, it: int, outputs: dict[str, float]) -> None:
-        """Called after each test at iteration ``it`` with the averaged test outputs."""
+        """What ``on_test_end`` calls unless overridden (the name policies written for
+        earlier versions use)."""
 
     def get_state(self) -> dict:
         return {}
@@ -81,9 +88,6 @@ class Schedule:
         if it < self.spec.warmup_iter:
             rate *= (it + 1) / self.spec.warmup_iter
         return float(rate)
-
-    def observe(self, it: int, outputs: dict[str, float]) -> None:
-        self.policy.observe(it, outputs)
 
     def get_state(self) -> dict:
         return self.policy.get_state()
@@ -219,7 +223,7 @@ class PlateauPolicy(Policy):
     def rate(self, it: int) -> float:
         return self.lr
 
-    def observe(self, it: int, outputs: dict[str, float]) -> None:
+    def on_test_end(self, it: int, outputs: dict[str, float]) -> None:
         watch = self.spec.plateau
         _, better = self.monitor.watch(it, outputs)
         if self.cooldown > 0:

@@ -1,10 +1,14 @@
-"""The training loop: TRAIN and TEST nets, updates, display, tests, the CSV log.
+"""The training loop: TRAIN and TEST nets, the iterations, and the events they emit.
 
-Each iteration: clear the parameter diffs, ``iter_size`` × (forward, backward) so the
-diffs hold the summed gradient, one update (``_apply_update``: normalize, clip,
-regularize, step), then ``iter += 1``. Every ``display`` iterations a log line; every
-``test_interval`` iterations (and at 0 with ``test_initialization``, and after the last
-update) ``test_iter`` forward passes of the TEST net, each output averaged.
+Each iteration: ``on_iteration_start``; clear the parameter diffs, ``iter_size`` ×
+(forward, backward) so the diffs hold the summed gradient; ``on_gradients_ready``;
+``before_update``; one update (``Updater.update``: normalize, clip, regularize, step) with
+the rate computed once for the iteration; ``iter += 1``; ``on_step_end``; the snapshots
+the hooks asked for. Everything else happens in callbacks, in this order: data
+parallelism (``data_parallel``), what a signal does, the learning-rate policy, the CSV
+log, the display lines, the periodic tests and snapshots (``loop_callbacks``), then the
+training controls the spec asks for and the spec's own ``callbacks:``. ``solve()`` ends
+with the final snapshot and test.
 
 The loop's parts save themselves: ``get_state()`` collects the iteration, the
 loss-smoothing window, the seconds already trained, the update rule's state arrays
@@ -15,39 +19,32 @@ gives each part its own back. Snapshots store that dict.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import logging
 import math
-import os
-import signal
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import parallel
+from ..caffe.solverstate import is_caffe_state
 from ..data.image_sources import write_class_names
 from ..errors import ConfigError, NonFiniteError, did_you_mean
 from ..layers.base import DataLayer
 from ..layers.data import Data
 from ..net import Net
-from ..runs import RunFiles, claim_prefix, file_operation, keep_log_rows_before, new_run_id
-from ..caffe.solverstate import is_caffe_state
+from ..runs import RunFiles, claim_prefix, new_run_id
 from ..snapshot import restore_solver, save_solver
 from ..spec.solver import SolverSpec, load_solver_spec
 from .caffe_snapshot import restore_caffe_snapshot, save_caffe_snapshot
-from .callbacks import Callback, MonitorCallback, builtin_callbacks, spec_callbacks
+from .callbacks import Callback, StepResult, builtin_callbacks, spec_callbacks
+from .data_parallel import DataParallel
+from .loop_callbacks import CsvLog, SignalEffects, loop_callbacks
 from .nets import output_prefix, plan_nets
 from .schedule import Schedule
 from .updates import Updater
 
-_SIGHUP = getattr(signal, "SIGHUP", -1)
-
 logger = logging.getLogger("solverkit")
-
-LOG_HEADER = ("iter", "phase", "name", "value", "lr", "seconds")
 
 
 def batches_per_pass(net: Net) -> int | None:
@@ -106,12 +103,14 @@ class Solver:
         # MPI (mpirun -n K): every rank builds from rank 0's seed; only rank 0 shows progress
         self.world = parallel.world()
         self.seed = self.world.broadcast(self.seed)
-        self.progress = progress if self.world.is_root else False
+        progress = progress if self.world.is_root else False
 
         self.net = Net(self.net_source, phase="TRAIN", seed=self._net_seed("TRAIN"),
                        stages=self.train_plan.stages, level=self.train_plan.level)
-        self.data_parallel = (parallel.DataParallel(self.world, self.net, self.spec.iter_size)
-                              if self.world.distributed else None)
+        self.callbacks: list[Callback] = []
+        self.stop_reason: str | None = None      # why a callback ended training early
+        if self.world.distributed:      # first: it prepares every net built from now on
+            self.add_callback(DataParallel(self.world, self.net, self.spec.iter_size))
         self._test_nets: list[Net | None] = [None] * len(self.test_plans)
         self.test_iters: list[int | None] = [None] * len(self.test_plans)
         # with tests in the loop, build the TEST nets now so their mistakes show before training
@@ -122,32 +121,27 @@ class Solver:
         self._warn_if_it_cannot_learn()
         self.schedule = Schedule(self.spec)
         self.updater = Updater(self.spec, self.net.learnable_params)
-        if self.data_parallel is not None:
-            self.data_parallel.synchronize(self.net.learnable_params,
-                                           self.updater.state_arrays().values())
 
         self.iter = 0
         self.smoothed_losses: list[float] = []   # the last average_loss losses
         self.seconds_before = 0.0                # training time of earlier runs (resume)
         self.snapshot_prefix = self.spec.default_snapshot_prefix(self.net.name)
         self.files = RunFiles(self.snapshot_prefix)  # the name of every file of the run
-        self.log_path = self.files.log
-        self._log_file = None
-        self._log_writer = None
         self._clock: float | None = None         # perf_counter when this run started
-        self.on_signal = "snapshot"              # SIGINT/SIGTERM: "snapshot", "stop" or "none"
-        self.sighup_effect = "snapshot"          # SIGHUP: "snapshot", "stop" or "none"
+        self._received_signal: int | None = None  # from request_stop, for the next step
         self.stopped_by: int | None = None       # the signal that ended training early
-        self.stop_reason: str | None = None      # why a callback ended training early
         self.last_snapshot: Path | None = None
         self.step_rate: float | None = None      # rate(iter) of the update being made
         self.last_test: tuple[int, dict[str, float]] | None = None   # (iter, outputs)
-        self._skip_test_at: int | None = None    # restored after its test: not again
+        # the iteration of a restored state written after its test (not tested again)
+        self.tested_at: int | None = None
         self._snapshot_requests: list[str] = []
-        self._signal_snapshot = False
         self._started = False
-        self.callbacks: list[Callback] = []
-        for callback in [*builtin_callbacks(self.spec), *spec_callbacks(self.spec)]:
+        self.signals = SignalEffects()           # what SIGINT/SIGTERM and SIGHUP do
+        self.csv_log = CsvLog()
+        for callback in [self.signals, self.schedule.policy, self.csv_log,
+                         *loop_callbacks(self.spec, progress), *builtin_callbacks(self.spec),
+                         *spec_callbacks(self.spec)]:
             self.add_callback(callback)
         self.run_id = new_run_id()               # carried by every snapshot of this run
         self._claim = None                       # the lock on the prefix (claim_prefix)
@@ -173,8 +167,7 @@ class Solver:
             self._test_nets[index] = net = Net(
                 plan.source, phase="TEST", seed=self._net_seed("TEST", index),
                 stages=plan.stages, level=plan.level, share_from=self.net)
-            if self.data_parallel is not None:
-                self.data_parallel.prepare(net)
+            self._emit("on_net_built", net)
         return self._test_nets[index]
 
     def test_output_names(self) -> list[str]:
@@ -191,10 +184,7 @@ class Solver:
         """Every control that watches a test output (best snapshot, early stop, the plateau
         policy) names one the test nets have: checked before the first iteration, naming
         the solver file and the field, not after the first test."""
-        monitors = [c.monitor for c in self.callbacks if isinstance(c, MonitorCallback)]
-        policy = getattr(self.schedule.policy, "monitor", None)
-        if policy is not None:
-            monitors.append(policy)
+        monitors = [c.monitor for c in self.callbacks if getattr(c, "monitor", None) is not None]
         if not monitors or not self.test_plans or self.spec.test_interval <= 0:
             return
         names = self.test_output_names()
@@ -255,9 +245,7 @@ class Solver:
         close the nets and the log; returns the final test outputs (``{}`` without tests)."""
         try:
             self.step(self.spec.max_iter - self.iter)
-            if self.stopped_by is not None:
-                if self._signal_action(self.stopped_by) == "snapshot":
-                    self.snapshot("signal")
+            if self.stopped_by is not None:     # the signal's snapshot is written
                 return {}
             if self.stop_reason is not None:
                 self.snapshot("final")
@@ -268,7 +256,7 @@ class Solver:
                 self.snapshot("final")  # before the final test, as a resumed run would test next
             results = {}
             if self.spec.test_interval > 0:
-                if self._skip_test_at == self.iter and self.last_test is not None:
+                if self.tested_at == self.iter and self.last_test is not None:
                     results = dict(self.last_test[1])   # restored after this very test
                 else:
                     results = self.test()
@@ -276,9 +264,6 @@ class Solver:
             return results
         finally:
             self.close()
-
-    def _signal_action(self, signum: int) -> str:
-        return self.sighup_effect if signum == _SIGHUP else self.on_signal
 
     # ------------------------------------------------------------------ callbacks
     def add_callback(self, callback: Callback) -> Callback:
@@ -297,20 +282,32 @@ class Solver:
                 self.stop_reason = (answer if isinstance(answer, str)
                                     else f"stopped by {type(callback).__name__}")
 
-    def request_snapshot(self, kind: str = "best") -> None:
-        """Write a snapshot once the current hooks have run (``best``: the best one)."""
-        if kind not in self._snapshot_requests:
-            self._snapshot_requests.append(kind)
+    def request_snapshot(self, reason: str = "best") -> None:
+        """Write a snapshot once every callback has run the current event (``best``: the
+        best one; ``periodic``, ``signal``: the iteration's)."""
+        if reason not in self._snapshot_requests:
+            self._snapshot_requests.append(reason)
 
-    def _pending_snapshots(self) -> None:
+    def _write_requested_snapshots(self) -> None:
+        """The best snapshot, and one of the iteration: a signal's, else the periodic one
+        (retention never deletes a signal's)."""
         requests, self._snapshot_requests = self._snapshot_requests, []
-        for kind in requests:
-            self.snapshot(kind)
+        if "best" in requests:
+            self.snapshot("best")
+        for reason in ("signal", "periodic"):
+            if reason in requests:
+                self.snapshot(reason)
+                break
 
     def log_event(self, name: str, value: float) -> None:
         """A row ``iter,EVENT,name,value,...`` in the CSV log (``best/accuracy``,
         ``early_stop/loss``): what ``solverkit plot`` marks on the curves."""
-        self._log_rows("EVENT", {name: value}, self.rate())
+        self.csv_log.event(name, value)
+
+    def request_stop(self, signum: int) -> None:
+        """Note a signal (a signal handler calls this); the callbacks act on it after the
+        current iteration (``signals``: snapshot, stop or ignore it)."""
+        self._received_signal = signum
 
     @parallel.abort_on_error
     def step(self, iters: int) -> None:
@@ -321,59 +318,25 @@ class Solver:
             self._started = True
             self._check_watched_outputs()
             self._emit("on_train_start")
-        bar = self._progress_bar(stop)
-        with contextlib.ExitStack() as stack:
-            if bar is not None:     # log lines go above the bar instead of through it
-                from tqdm.contrib.logging import logging_redirect_tqdm
-                stack.enter_context(logging_redirect_tqdm())
-                stack.callback(bar.close)
-            self._run(stop, bar)
+        while self.iter < stop and self.stopped_by is None and self.stop_reason is None:
+            it = self.iter
+            self._emit("on_iteration_start", it)
+            if self.stop_reason is not None:
+                break
+            step = self._forward_backward()
+            step.signal, self._received_signal = self._received_signal, None
+            self._emit("on_gradients_ready", it, step)
+            self._smooth(step.loss)
+            rate = self.step_rate = self.rate()      # once per iteration, for all
+            self._emit("before_update", it)
+            self.updater.update(rate, it)
+            self.iter += 1
+            self._emit("on_step_end", it, step.outputs)
+            self._write_requested_snapshots()
 
-    def _run(self, stop: int, bar) -> None:
-        spec = self.spec
-        window_start, window_iter = time.perf_counter(), self.iter
-        try:
-            while self.iter < stop:
-                if (spec.test_interval > 0 and self.iter % spec.test_interval == 0
-                        and (self.iter > 0 or spec.test_initialization)
-                        and self._skip_test_at != self.iter):
-                    self.test()
-                if self.stop_reason is not None:
-                    break
-                loss, outputs = self._forward_backward()
-                self._smooth(loss)
-                rate = self.step_rate = self.rate()      # once per iteration, for all
-                self._emit("before_update", self.iter)
-                self._apply_update(rate)
-                self._log_rows("TRAIN", outputs, rate)
-                self._emit("on_step_end", self.iter, outputs)
-                if spec.display and self.iter % spec.display == 0:
-                    now = time.perf_counter()
-                    speed = (self.iter + 1 - window_iter) / max(now - window_start, 1e-9)
-                    window_start, window_iter = now, self.iter + 1
-                    logger.info("Iteration %d (%.3g iter/s), loss = %.6g, lr = %.6g",
-                                self.iter, speed, self.smoothed_loss, rate)
-                    for i, (name, value) in enumerate(outputs.items()):
-                        logger.info("    Train net output #%d: %s = %.6g", i, name, value)
-                self.iter += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{self.smoothed_loss:.4g}", refresh=False)
-                if spec.snapshot and self.iter % spec.snapshot == 0:
-                    self.snapshot()
-                if self._signal_snapshot:           # SIGHUP: a snapshot, and go on
-                    self._signal_snapshot = False
-                    if not (spec.snapshot and self.iter % spec.snapshot == 0):
-                        self.snapshot("signal")
-                if self.stopped_by is not None or self.stop_reason is not None:
-                    break
-        finally:
-            if self._log_file is not None:
-                self._log_file.flush()
-
-    def _forward_backward(self) -> tuple[float, dict[str, float]]:
+    def _forward_backward(self) -> StepResult:
         """``iter_size`` forward/backward passes summing into cleared parameter diffs;
-        returns the total loss and the scalar outputs, both averaged over the passes."""
+        returns the loss and the scalar outputs, both averaged over the passes."""
         self.net.clear_param_diffs()
         loss, sums = 0.0, {}
         for _ in range(self.spec.iter_size):
@@ -387,22 +350,7 @@ class Solver:
             for name, value in outputs.items():
                 sums[name] = sums.get(name, 0.0) + value
         n = self.spec.iter_size
-        loss, outputs = loss / n, {name: value / n for name, value in sums.items()}
-        if self.data_parallel is not None:      # one Allreduce: diffs, loss, outputs, stop
-            loss, outputs = self.data_parallel.average_gradients(loss, outputs)
-            signum = self.data_parallel.stop_signal
-            if signum is not None and self._signal_action(signum) == "snapshot" \
-                    and signum == _SIGHUP:          # every rank snapshots after this one
-                self._signal_snapshot = True
-                self.data_parallel.signal_handled()
-            elif signum is not None:                # a signal reached some rank
-                self.stopped_by = signum
-        return loss, outputs
-
-    def _apply_update(self, rate: float) -> None:
-        """The one gradient path: the diffs hold the sum over ``iter_size`` passes; normalize,
-        clip, regularize and step every learnable parameter with ``rate`` (``rate(iter)``)."""
-        self.updater.update(rate, self.iter)
+        return StepResult(loss / n, {name: value / n for name, value in sums.items()})
 
     def _smooth(self, loss: float) -> None:
         self.smoothed_losses.append(loss)
@@ -423,11 +371,9 @@ class Solver:
         results: dict[str, float] = {}
         for index in range(len(self.test_plans) or 1):
             results.update(self._test_one(index))
-        self._log_rows("TEST", results, self.rate())
         self.last_test = (self.iter, dict(results))
-        self.schedule.observe(self.iter, results)
         self._emit("on_test_end", self.iter, dict(results))
-        self._pending_snapshots()
+        self._write_requested_snapshots()
         return results
 
     def _test_one(self, index: int) -> dict[str, float]:
@@ -453,44 +399,6 @@ class Solver:
         """Seconds of training so far (earlier runs of a resumed training included)."""
         running = time.perf_counter() - self._clock if self._clock is not None else 0.0
         return self.seconds_before + running
-
-    def _open_log(self) -> None:
-        """Open ``<snapshot_prefix>_log.csv``: a fresh file at iteration 0; from a later
-        iteration, keep the rows before it and append (a resumed run)."""
-        with file_operation("write the training log", self.log_path):
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            # a resumed run cuts the log back to the rows before its iteration in place
-            # (they are never absent from the file), then appends
-            # (a state written after its test keeps that test's rows too)
-            tested = ("TEST", "EVENT") if self._skip_test_at == self.iter else ()
-            kept = self.iter > 0 and keep_log_rows_before(self.log_path, self.iter,
-                                                          ",".join(LOG_HEADER), tested)
-            # stays open across step() calls, closed by close(); flushed after every iteration
-            self._log_file = open(self.log_path, "a" if kept else "w", newline="")  # noqa: SIM115
-            self._log_writer = csv.writer(self._log_file)
-            if not kept:
-                self._log_writer.writerow(LOG_HEADER)
-
-    def _log_rows(self, phase: str, values: dict[str, float], rate: float) -> None:
-        if not self.world.is_root:      # rank 0 writes the log of a data-parallel run
-            return
-        if self._log_writer is None:
-            self._open_log()
-        seconds = f"{self.seconds:.3f}"
-        with file_operation("write the training log", self.log_path):
-            self._log_writer.writerows([self.iter, phase, name, repr(float(value)), repr(rate),
-                                        seconds] for name, value in values.items())
-            self._log_file.flush()      # complete up to this iteration, however the run ends
-
-    def _progress_bar(self, stop: int):
-        show = self.progress
-        if show is None:
-            show = sys.stderr.isatty() and logger.isEnabledFor(logging.INFO)
-        if not show or stop <= self.iter:
-            return None
-        from tqdm import tqdm
-        return tqdm(total=stop, initial=self.iter, unit="iter", dynamic_ncols=True,
-                    leave=False, file=sys.stderr)
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> dict:
@@ -541,7 +449,7 @@ class Solver:
                 callback.set_state(saved[callback.name])
         last = state.get("last_test")
         self.last_test = (int(last["iter"]), dict(last["outputs"])) if last else None
-        self._skip_test_at = self.iter if last and self.last_test[0] == self.iter else None
+        self.tested_at = self.iter if last and self.last_test[0] == self.iter else None
 
     def _nets_by_phase(self) -> dict[str, Net]:
         """TRAIN, then ``TEST`` for the first test net and ``TEST<i>`` for net ``i``."""
@@ -565,10 +473,6 @@ class Solver:
         """Write ``<prefix>_iter_<N>.model.npz`` and ``.solverstate.npz`` (rank 0 only);
         returns the state's path. ``reason`` ``best`` writes ``<prefix>_best.*`` instead;
         the others (periodic, signal, final) tell retention what it may delete."""
-        if self._log_file is not None:      # the log on disk reaches this snapshot too
-            with file_operation("write the training log", self.log_path):
-                self._log_file.flush()
-                os.fsync(self._log_file.fileno())
         self._emit("before_snapshot", self.iter, reason)
         stem = "best" if reason == "best" else None
         caffe_files = stem is None and self.spec.snapshot_format != "NPZ"
@@ -577,8 +481,6 @@ class Solver:
         if path is not None:
             self._write_class_names()
         self.world.barrier()
-        if self.data_parallel is not None:      # what a resume from this snapshot will do
-            self.data_parallel.rekey_generators(self._nets())
         if path is not None:
             logger.info("Snapshotting solver state to %s", path)
             if stem is None:
@@ -604,10 +506,7 @@ class Solver:
         ``allow_world_size_change`` (the effective batch then changes)."""
         restore = restore_caffe_snapshot if is_caffe_state(path) else restore_solver
         restore(self, path, warn=logger.warning, allow_world_size_change=allow_world_size_change)
-        if self.data_parallel is not None:
-            self.data_parallel.synchronize(self.net.learnable_params,
-                                           self.updater.state_arrays().values())
-            self.data_parallel.rekey_generators(self._nets())
+        self._emit("on_restore", path)
         if self._claim is not None:     # the prefix now belongs to the resumed run
             self._claim.record(self.run_id)
         logger.info("Resumed from %s at iteration %d", path, self.iter)
@@ -624,22 +523,8 @@ class Solver:
         if fresh != "keep":
             self._claim.record(self.run_id)
 
-    def request_stop(self, signum: int) -> None:
-        """Act on a signal after the current iteration (a signal handler calls this):
-        ``on_signal`` for SIGINT/SIGTERM, ``sighup_effect`` for SIGHUP (``snapshot``
-        writes one, except for SIGHUP then stops; ``stop``; ``none`` ignores it)."""
-        action = self._signal_action(signum)
-        if action == "none":
-            return
-        if self.data_parallel is not None:      # all ranks act after one agreed iteration
-            self.data_parallel.request_stop(signum)
-            return
-        if signum == _SIGHUP and action == "snapshot":
-            self._signal_snapshot = True
-            return
-        self.stopped_by = signum
-
-    def _nets(self) -> list[Net]:
+    def nets(self) -> list[Net]:
+        """The TRAIN net, then every TEST net built so far."""
         return list(self._nets_by_phase().values())
 
     def close(self) -> None:
@@ -647,10 +532,8 @@ class Solver:
         if self._started:
             self._started = False
             self._emit("on_train_end")
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = self._log_writer = None
-        for net in self._nets():
+        self.csv_log.close()            # also written to by a test outside training
+        for net in self.nets():
             net.close()
         if self._claim is not None:
             self._claim.release()

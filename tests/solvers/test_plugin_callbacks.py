@@ -63,11 +63,14 @@ def test_a_yaml_callback_runs_from_the_cli_and_sees_every_hook(files):
                cwd=files)
     assert done.returncode == 0, done.stderr
     hooks = (files / "hooks.txt").read_text().splitlines()
-    assert hooks[:4] == ["on_train_start", "on_test_end 0", "before_update 0",
-                         "on_step_end 0 ['loss']"]
-    assert hooks[hooks.index("before_update 2") - 1] == "on_test_end 2"
+    # one iteration: the periodic test, its start (as Caffe calls on_start after testing),
+    # the gradients, the update (solver.iter counts it once it is made), its end
+    assert hooks[:6] == ["on_train_start", "on_test_end 0", "on_iteration_start 0",
+                         "on_gradients_ready 0 ['loss'] None", "before_update 0 0",
+                         "on_step_end 0 ['loss'] 1"]
+    assert hooks[hooks.index("on_iteration_start 2") - 1] == "on_test_end 2"
     at_3 = hooks.index("before_snapshot 3 periodic")
-    assert hooks[at_3 - 1] == "on_step_end 2 ['loss']"
+    assert hooks[at_3 - 1] == "on_step_end 2 ['loss'] 3"
     assert hooks[at_3 + 1] == "on_snapshot run_iter_3.solverstate.npz"
     assert hooks[-3:] == ["on_snapshot run_iter_6.solverstate.npz", "on_test_end 6",
                           "on_train_end"]

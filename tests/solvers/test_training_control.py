@@ -151,7 +151,7 @@ def test_retention_keeps_the_last_n_periodic_and_every_signal_snapshot(tmp_path)
     finally:
         signal.signal(signal.SIGHUP, previous)
     # 6: the SIGHUP snapshot; 24, 28: the last two periodic ones; 30: the final one
-    assert _iterations(tmp_path) == _iterations(tmp_path, "model") == [6, 24, 28, 30]
+    assert _iterations(tmp_path) == _iterations(tmp_path, "model") == [7, 24, 28, 30]
     assert (tmp_path / "run_best.model.npz").exists()
 
 
@@ -495,9 +495,10 @@ def test_signal_effects_none_and_stop(tmp_path):
     _, solver_path = write_run(tmp_path, max_iter=8, test_interval=0)
     for on_signal, sighup, signum, end in (("none", "none", signal.SIGTERM, 8),
                                            ("none", "none", signal.SIGHUP, 8),
-                                           ("snapshot", "stop", signal.SIGHUP, 4)):
+                                           ("snapshot", "stop", signal.SIGHUP, 5)):
+        # sent after the gradients of iteration 3: acted on with those of iteration 4
         solver = sk.Solver(solver_path, progress=False)
-        solver.on_signal, solver.sighup_effect = on_signal, sighup
+        solver.signals.sigint_effect, solver.signals.sighup_effect = on_signal, sighup
 
         class Send(sk.Callback):
             def on_step_end(self, it, outputs, signum=signum, solver=solver):
