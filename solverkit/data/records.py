@@ -52,6 +52,7 @@ class RecordSource(Samples):
         self.skip_bad = skip_bad
         self.bad: set[int] = set()      # records found undecodable (skip_bad)
         self._reported = 0
+        self._warned = False            # the first bad record has been named
         self._lock = threading.Lock()
         self.workers = 1
         self._pool: ThreadPoolExecutor | None = None
@@ -89,11 +90,12 @@ class RecordSource(Samples):
         bounds = [len(indices) * part // count for part in range(count + 1)]
         runs = list(zip(bounds[:-1], bounds[1:]))           # (start, stop) of each thread
         failures: list[BaseException | None] = [None] * len(runs)
+        found: list[list] = [[] for _ in runs]      # records found bad, per thread
 
         def fill(run: int) -> None:
             try:
                 for k in range(*runs[run]):
-                    sources[k], pixels, labels[k] = self._good(int(indices[k]))
+                    sources[k], pixels, labels[k] = self._good(int(indices[k]), found[run])
                     if pixels.shape != self.sample_shape:
                         raise self.shape_error(int(sources[k]), pixels.shape)
                     out[k] = pixels
@@ -110,6 +112,7 @@ class RecordSource(Samples):
                 job.result()
         else:
             fill(0)
+        self._warn_first([bad for part in found for bad in part])
         for error in failures:          # the first bad sample of the batch speaks
             if error is not None:
                 raise error
@@ -122,9 +125,10 @@ class RecordSource(Samples):
         return DataError(f"{self.where(index)} has shape {tuple(shape)} but the source's "
                          f"samples have shape {self.sample_shape}", field="source")
 
-    def _good(self, index: int):
+    def _good(self, index: int, found: list):
         """(index, pixels, label) of record ``index`` or, with ``skip_bad``, of the first
-        good record after it (cyclically)."""
+        good record after it (cyclically); records found bad for the first time are added
+        to ``found`` as (index, message)."""
         size = len(self)
         for step in range(size):
             candidate = (index + step) % size
@@ -137,19 +141,31 @@ class RecordSource(Samples):
                     raise DataError(f"{err.message}; set skip_bad: true to skip bad records",
                                     field=err.field or "source") from None
                 with self._lock:
-                    first = not self.bad
+                    new = candidate not in self.bad
                     self.bad.add(candidate)
-                if first:
-                    logger.warning("%s: skipping %s: %s; further bad records are skipped and "
-                                   "counted", self.title, self.where(candidate), err.message)
+                if new:
+                    found.append((candidate, err.message))
                 continue
             return candidate, pixels, label
         raise DataError(f"{self.title}: none of its {size} records can be read",
                         field="source")
 
+    def _warn_first(self, found: list) -> None:
+        """Name the first bad record in a warning, once: the lowest of those the first
+        batch with bad records found, whichever thread found them first."""
+        if found and not self._warned:
+            self._warned = True
+            index, message = min(found)
+            logger.warning("%s: skipping %s: %s; further bad records are skipped and "
+                           "counted", self.title, self.where(index), message)
+
     def first_good(self) -> tuple[int, np.ndarray]:
         """The first readable record (for the sample shape), honouring ``skip_bad``."""
-        index, pixels, _ = self._good(0)
+        found: list = []
+        try:
+            index, pixels, _ = self._good(0, found)
+        finally:
+            self._warn_first(found)
         return index, pixels
 
     def report(self) -> None:
