@@ -432,7 +432,7 @@ class Solver:
             spec = _solver_spec(solver_file, overrides)
         self._solver = solverkit.Solver(spec, progress=False)
         self._net = Net._wrapping(self._solver.net)
-        self._test_nets = None
+        self._wrapped_test_nets = None
 
     @property
     def net(self) -> Net:
@@ -440,10 +440,10 @@ class Solver:
 
     @property
     def test_nets(self) -> list[Net]:
-        if self._test_nets is None:
+        if self._wrapped_test_nets is None:
             nets = self._solver.test_nets if self._solver.test_plans else []
-            self._test_nets = [Net._wrapping(net) for net in nets]
-        return self._test_nets
+            self._wrapped_test_nets = [Net._wrapping(net) for net in nets]
+        return self._wrapped_test_nets
 
     @property
     def iter(self) -> int:

@@ -25,10 +25,11 @@ from solverkit.spec.net import FillerSpec, NetSpec, NetStateRule, ParamSpec
 from solverkit.spec.schema import NetStateRuleYaml, layer_entry_model
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "layers.md"
-FAMILIES = ["data", "vision", "common", "activation", "normalization", "loss", "utility"]
+FAMILIES = ["data", "inputs", "vision", "inner_product", "activation", "arithmetic",
+            "normalization", "loss", "shape"]
 # families whose module name does not read as a title
 FAMILY_TITLES = {"hdf5": "HDF5", "batch_selection": "Batch selection",
-                 "window_data": "Window data"}
+                 "window_data": "Window data", "inner_product": "Inner product"}
 
 
 def type_name(annotation) -> str:

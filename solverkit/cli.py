@@ -19,7 +19,7 @@ import traceback
 
 import numpy as np
 
-from . import backends, parallel
+from . import compute_libraries, parallel
 from .errors import NonFiniteError, SolverkitError, did_you_mean, size_refusal
 
 # sub-command -> module in solverkit.commands (each has add_arguments(parser) and run(args))
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         parser.argv = argv          # for hints about the sub-command given
         args = parser.parse_args(argv)
         command = args.command
-        backends.check_choices()    # a wrong SOLVERKIT_BLAS/SOLVERKIT_CONV: before any work
+        compute_libraries.check_choices()    # a wrong SOLVERKIT_BLAS/SOLVERKIT_CONV: before any work
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(message)s", stream=sys.stdout, force=True)
         # a non-finite loss is reported once, naming the layer: numpy's own floating-point

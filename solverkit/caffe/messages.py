@@ -42,9 +42,6 @@ BLOB_PROTO = Message("BlobProto", [
 RAW_DATA_TYPES = {0: ("DOUBLE", "<f8"), 1: ("FLOAT", "<f4"), 2: ("FLOAT16", "<f2"),
                   3: ("INT", None), 4: ("UINT", None)}
 
-BLOB_PROTO_VECTOR = Message("BlobProtoVector", [
-    Field(1, "blobs", "message", repeated=True, message=BLOB_PROTO)])
-
 DATUM = Message("Datum", [
     Field(1, "channels", "int32"),
     Field(2, "height", "int32"),
@@ -61,7 +58,7 @@ LEGACY_AXES = ("num", "channels", "height", "width")
 # ---------------------------------------------------------------- BlobProto
 
 @dataclass
-class Blob:
+class DecodedBlob:
     """A decoded ``BlobProto``: the values, their shape, and whether the shape was legacy 4-D."""
 
     array: np.ndarray
@@ -69,8 +66,8 @@ class Blob:
 
 
 def blob_from_fields(fields: dict, *, file: str | None = None,
-                     where: str = "BlobProto") -> Blob:
-    """Turn a decoded ``BlobProto`` dict into a :class:`Blob` (the shape checked).
+                     where: str = "BlobProto") -> DecodedBlob:
+    """Turn a decoded ``BlobProto`` dict into a :class:`DecodedBlob` (the shape checked).
 
     ``double_data`` wins over ``data`` when present (kept float64), and ``raw_data`` over
     both (FLOAT16 and FLOAT read as float32, DOUBLE kept float64). A blob with
@@ -103,7 +100,7 @@ def blob_from_fields(fields: dict, *, file: str | None = None,
     if count != values.size:
         raise DataError(f"a blob of shape {list(shape)} ({count} values) holds "
                         f"{values.size} values", file=file, field=where)
-    return Blob(values.reshape(shape), legacy)
+    return DecodedBlob(values.reshape(shape), legacy)
 
 
 def _raw_values(fields: dict, shape, *, file, where) -> np.ndarray:

@@ -64,7 +64,6 @@ ENUM_NUMBERS_BY_BLOCK = {
 }
 
 LOSS_FIELDS = ("ignore_label", "normalization", "normalize")
-DATA_TYPES = ("Data", "ImageData", "HDF5Data", "DummyData", "Input", "MemoryData")
 # Each layer type's own message in Caffe's LayerParameter (BVLC's caffe.proto, and the
 # forks' for their types): the one table both the prototxt reader and the writer use.
 # Types absent here have no message of their own in Caffe (AbsVal, Split, ...).

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, backends
+from .. import __version__, compute_libraries
 from ..caffe.solverstate import h5py_module
 from ..errors import ConfigError, SolverkitError
 from ..runs import run_files
 from ..net import Net
 from ..solvers import Solver
 from ..spec.solver import load_solver_spec
-from ..tools.timing import time_net
+from ..reports.timing import time_net
 from . import run_tool
 from .flags import Flag, FlagError, parse_flags, usage_text
 from .log import CaffeLog, install_glog, loss_weights, number
@@ -260,7 +260,7 @@ def device_query(flags) -> int:
     logger.info("Python:                        %s", platform.python_version())
     logger.info("numpy:                         %s", np.__version__)
     logger.info("solverkit:                     %s", __version__)
-    logger.info("%s", backends.summary())
+    logger.info("%s", compute_libraries.summary())
     return 0
 
 
@@ -282,7 +282,7 @@ def _run(argv: list[str]) -> int:
             logger.error("\t%s", name)
         logger.critical("Unknown action: %s", positional[0])
         return 1
-    backends.check_choices()
+    compute_libraries.check_choices()
     return command(flags)
 
 

@@ -38,7 +38,7 @@ from ..files import write_atomic
 from ..net import Net
 from ..protobuf import decode, encode
 from ..spec.net import load_net_spec
-from ..tools.imageset import compute_image_mean, convert_imageset, write_lmdb
+from ..caffe.imageset import compute_image_mean, convert_imageset, write_lmdb
 from . import run_tool
 from .flags import Flag, FlagError, parse_flags, usage_text
 from .log import install_glog

@@ -8,14 +8,14 @@ filled in, with the learning rate at a few iterations. The net may come from the
 
 from __future__ import annotations
 
-from .. import backends
+from .. import compute_libraries
 from ..errors import ConfigError
 from ..net import Net
 from ..runs import check_prefix_folder
 from ..solvers import Solver
 from ..spec.net import load_net_spec
 from ..spec.solver import parse_overrides
-from ..tools.summary import (
+from ..reports.summary import (
     format_net_summary,
     format_solver_summary,
     phases_to_check,
@@ -53,7 +53,7 @@ def run(args) -> int:
                                     snapshot_prefix=solver.snapshot_prefix))
     finally:
         solver.close()
-    print(f"\n{backends.summary()}")
+    print(f"\n{compute_libraries.summary()}")
     print(f"{solver.net_source}, {args.solver}: OK")
     return 0
 
@@ -68,6 +68,6 @@ def _check_net(path, stages=(), level=0) -> int:
         finally:
             net.close()
     print("\n\n".join(blocks))
-    print(f"\n{backends.summary()}")
+    print(f"\n{compute_libraries.summary()}")
     print(f"{path}: OK")
     return 0

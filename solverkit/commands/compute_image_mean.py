@@ -4,7 +4,7 @@ Caffe's mean.binaryproto (a 1 x C x H x W BlobProto; use it as transform: {mean_
 
 from __future__ import annotations
 
-from ..tools.imageset import compute_image_mean
+from ..caffe.imageset import compute_image_mean
 
 
 def add_arguments(parser) -> None:

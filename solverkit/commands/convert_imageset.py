@@ -7,7 +7,7 @@ keys (%08d_PATH) and records, so Caffe reads it as well as solverkit's Data laye
 
 from __future__ import annotations
 
-from ..tools.imageset import convert_imageset
+from ..caffe.imageset import convert_imageset
 
 
 def add_arguments(parser) -> None:

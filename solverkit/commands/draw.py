@@ -22,8 +22,8 @@ from ..errors import ConfigError
 from ..net import Net
 from ..runs import file_operation
 from ..files import check_output, write_atomic
-from ..tools.graph import write_graph
-from ..tools.values import build_for_values, compute_values, values_dot, values_text
+from ..reports.graph import write_graph
+from ..reports.values import build_for_values, compute_values, values_dot, values_text
 from . import add_state_arguments, stages_of
 
 

@@ -5,7 +5,7 @@ and the learning rate; several logs overlay (needs the 'plot' extra: matplotlib)
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..tools.plot import plot_logs, read_log, save_figure
+from ..reports.plot import plot_logs, read_log, save_figure
 
 
 def add_arguments(parser) -> None:

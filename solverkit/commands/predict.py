@@ -17,10 +17,7 @@ import sys
 
 import numpy as np
 
-from ..errors import ConfigError, NonFiniteError
-from ..export import load_deploy_net, write_output
-from ..files import check_output
-from ..predict import (
+from ..deploy_io import (
     DETECTION_COLUMNS,
     Preprocess,
     detect,
@@ -29,6 +26,9 @@ from ..predict import (
     read_labels,
     top_k,
 )
+from ..errors import ConfigError, NonFiniteError
+from ..export import load_deploy_net, write_output
+from ..files import check_output
 
 FORMATS = ("table", "csv", "json")
 PROGRESS_MIN_FILES = 20       # a progress bar only for lists this long

@@ -2,9 +2,9 @@
 
 Editors validate and complete the YAML with them: put the line
 '# yaml-language-server: $schema=<DIR>/net.schema.json' at the top of a net file.
-The schemas cover every registered layer type, update type and lr policy (plus those of
---plugins modules); the Data layer's ``format`` lists every registered file format. The
-registered source formats and exporters are printed too.
+The schemas cover every registered layer type, update type, lr policy and callback (plus
+those of --plugins modules); the Data layer's ``format`` lists every registered file format.
+The registered source formats and exporters are printed too.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..net import Net
-from ..tools.timing import format_timing, time_net
+from ..reports.timing import format_timing, time_net
 from . import add_state_arguments, stages_of
 
 

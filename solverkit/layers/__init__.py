@@ -3,18 +3,20 @@
 from ..spec.models import LayerParams
 from . import (  # noqa: F401
     activation,
+    arithmetic,
     batch_selection,
-    common,
     data,
     detection,
     forks,
     hdf5,
+    inner_product,
+    inputs,
     loss,
     memory,
     normalization,
     python,
     recurrent,
-    utility,
+    shape,
     vision,
     window_data,
 )

@@ -1,4 +1,4 @@
-"""Activations: element-wise, in place allowed."""
+"""Activations and Dropout: element-wise layers, in place allowed."""
 
 from __future__ import annotations
 
@@ -323,3 +323,44 @@ class Threshold(ElementwiseLayer):
 
     def backward(self, top, propagate_down, bottom):
         """A step function: Caffe has no backward for it either."""
+
+
+@register_layer("Dropout")
+class Dropout(Layer):
+    """Inverted dropout: in TRAIN ``y = x · m / (1 − p)`` with ``m ~ Bernoulli(1 − p)`` drawn
+    from the layer's Generator each forward; in TEST ``y = x``. ``p`` is ``dropout_ratio``.
+
+    Scaling at train time (as Caffe) keeps the expected activation equal in both phases, so
+    the TEST net needs no rescaling. Backward: ``dx = dy · m / (1 − p)`` (``dy`` in TEST).
+    """
+
+    class Params(LayerParams):
+        dropout_ratio: float = Field(default=0.5, ge=0.0, lt=1.0)
+
+    min_bottoms = max_bottoms = 1
+    min_tops = max_tops = 1
+    allows_in_place = True
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        if self.phase != "TRAIN":
+            if top[0] is not bottom[0]:
+                np.copyto(top[0].data, x)
+            return
+        p = self.params.dropout_ratio
+        # the kept mask already holds the scale, so forward and backward are one multiply
+        self.mask = (self.rng.random(x.shape, dtype=x.dtype) >= p).astype(x.dtype)
+        self.mask *= x.dtype.type(1.0 / (1.0 - p))
+        np.multiply(x, self.mask, out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if self.phase != "TRAIN":
+            if top[0] is not bottom[0]:
+                np.copyto(bottom[0].diff, top[0].diff)
+            return
+        np.multiply(top[0].diff, self.mask, out=bottom[0].diff)

@@ -192,6 +192,14 @@ def accumulate_sum(blob: Blob, x: np.ndarray, axis) -> None:
         diff += x.sum(axis=axis).reshape(diff.shape)
 
 
+def canonical_axis(layer: Layer, axis: int, ndim: int, field: str = "axis") -> int:
+    """Caffe's CanonicalAxisIndex: ``axis`` in [-ndim, ndim), negative counting from the end."""
+    if not -ndim <= axis < ndim:
+        raise layer.error(f"axis {axis} is out of range for a bottom with {ndim} axes",
+                          field=field)
+    return axis % ndim
+
+
 def spatial_pair(params, name: str, default=None, field_h: str | None = None,
                  field_w: str | None = None) -> tuple[int, int]:
     """Caffe's ``kernel_size``/``kernel_h``/``kernel_w`` style fields as one (h, w) pair.

@@ -22,12 +22,6 @@ from .base import Layer
 logger = logging.getLogger("solverkit")
 
 
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 # ---------------------------------------------------------------- Normalize
 
 @register_layer("Normalize")

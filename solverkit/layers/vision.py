@@ -7,11 +7,11 @@ library loads (``solverkit/dnnl.py``), else as im2col + matrix products:
     y   = W · col + b     W viewed as (num_output, C/group·kh·kw), one product per group
 
 with the backward pass ``dW += dy · colᵀ``, ``dx = col2im(Wᵀ · dy)``. Which of these a layer
-uses, and how its products are laid out, is ``methods.convolution_method``'s choice
+uses, and how its products are laid out, is ``method_choice.convolution_method``'s choice
 from the shapes. Deconvolution is the same machinery run the other way round (its forward
 is Convolution's backward-data pass). Pooling runs on oneDNN where its windows are
 Caffe's, else splits the padded input into its stride phases, after which every kernel
-offset is one contiguous slice (``methods.pooling_method``). The array work itself
+offset is one contiguous slice (``method_choice.pooling_method``). The array work itself
 (im2col, kernel rows, pooling phases) is in ``kernels.py``.
 """
 
@@ -27,7 +27,7 @@ from ..blob import Blob
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams, LayerSpec
 from ..threads import parallel_for, split
-from . import kernels, methods
+from . import kernels, method_choice
 from .base import Layer, spatial_pair
 from .kernels import (
     Buffers,
@@ -38,7 +38,7 @@ from .kernels import (
     deconv_output_size,
     pool_output_size,
 )
-from .methods import ConvGeometry
+from .method_choice import ConvGeometry
 
 IntPair = int | list[int] | None
 
@@ -221,9 +221,9 @@ class Convolution(_ConvolutionBase):
 
     @property
     def method(self) -> str:
-        """How this layer computes (``methods.convolution_method``): ``dnnl``,
+        """How this layer computes (``method_choice.convolution_method``): ``dnnl``,
         ``per_sample``, ``kernel_rows`` or ``columns``."""
-        return methods.convolution_method(self.geometry)
+        return method_choice.convolution_method(self.geometry)
 
     @property
     def per_sample(self) -> bool:
@@ -445,8 +445,8 @@ class Deconvolution(_ConvolutionBase):
 
     @property
     def method(self) -> str:
-        """``dnnl`` or ``columns`` (``methods.deconvolution_method``)."""
-        return methods.deconvolution_method(self.geometry)
+        """``dnnl`` or ``columns`` (``method_choice.deconvolution_method``)."""
+        return method_choice.deconvolution_method(self.geometry)
 
     def _bottom_rows(self, bottom):
         """The bottom as (C, N·H·W), the layout the product needs."""
@@ -606,12 +606,12 @@ class Pooling(Layer):
         if self.params.global_pooling:
             return "phases", None
         x_shape, y_shape, dtype, mask = self._geometry
-        return methods.pooling_method(self.params.pool, x_shape, y_shape, self.kernel,
+        return method_choice.pooling_method(self.params.pool, x_shape, y_shape, self.kernel,
                                       self.stride, self.pad, dtype, mask=mask)
 
     @property
     def method(self) -> str:
-        """``dnnl`` or ``phases`` (``methods.pooling_method``; global pooling: ``phases``)."""
+        """``dnnl`` or ``phases`` (``method_choice.pooling_method``; global pooling: ``phases``)."""
         return self._method[0]
 
     def _dnnl_plan(self, x_shape, y_shape):

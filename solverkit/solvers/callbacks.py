@@ -66,7 +66,7 @@ from ..spec.training import (
     MonitorParams,
     improved,
 )
-from ..tools.events import EventWriter
+from ..tensorboard import EventWriter
 
 logger = logging.getLogger("solverkit")
 

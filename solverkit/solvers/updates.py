@@ -1,4 +1,5 @@
-"""Parameter updates: the one gradient path every rule shares, and Caffe's rules plus AdamW.
+"""Parameter updates: the one gradient path every rule shares; Caffe's rules, AdamW, Lion, RAdam
+and LAMB.
 
 One update, after the gradients of ``iter_size`` passes were summed into the diffs:
 
@@ -42,7 +43,7 @@ from ..threads import parallel_for
 BLOCK = 1 << 16
 
 
-class UpdateParam:
+class UpdateTarget:
     """What a rule's ``step`` sees of one parameter (or, for an element-wise rule, of one
     block of it): ``data`` (W, updated in place), ``diff`` (the gradient after steps 1–3),
     ``key`` (``"<layer>/<index>"``) and ``decay`` (λ, for a rule with decoupled decay)."""
@@ -79,7 +80,7 @@ class UpdateRule(abc.ABC):
         return {name: np.zeros_like(data) for name in self.state_names}
 
     @abc.abstractmethod
-    def step(self, param: UpdateParam, state: dict[str, np.ndarray], lr: float, t: int) -> None:
+    def step(self, param: UpdateTarget, state: dict[str, np.ndarray], lr: float, t: int) -> None:
         """Change ``param.data`` in place from ``param.diff``; ``t`` is the 1-based update count."""
 
     def apply(self, jobs, t: int, regularize) -> None:
@@ -131,7 +132,7 @@ class ElementwiseRule(UpdateRule):
             elements += w.size
             for start in range(0, w.size, size):
                 part = slice(start, start + size)
-                blocks.append((UpdateParam(w[part], g[part], param.key, param.decay),
+                blocks.append((UpdateTarget(w[part], g[part], param.key, param.decay),
                                {name: array[part] for name, array in flat.items()}, lr))
         coupled = not self.decoupled_decay
 
@@ -168,7 +169,7 @@ class Updater:
         """Steps 1–4 for every learnable parameter, from the summed diffs, at iteration ``it``."""
         self.normalize()
         self.clip()
-        jobs = [(UpdateParam(p.blob.data, p.blob.diff, p.key,
+        jobs = [(UpdateTarget(p.blob.data, p.blob.diff, p.key,
                              self.spec.weight_decay * p.decay_mult), state, rate * p.lr_mult)
                 for p, state in zip(self.params, self.state)]
         self.rule.apply(jobs, it + 1, self.regularize)

@@ -11,7 +11,7 @@ import pytest
 import solverkit as sk
 from solverkit import ConfigError
 from solverkit.gradient_check import check_layer_gradients
-from solverkit.layers import methods
+from solverkit.layers import method_choice
 
 
 # ---------------------------------------------------------------- direct implementations
@@ -146,9 +146,9 @@ def conv_products(request, blas_backend):
     """Every way Convolution multiplies: im2col and one product over a block of samples,
     one product per sample, or kernel row by kernel row (KernelRows, where it applies);
     each on every product library the machine has."""
-    previous = methods.prefer(request.param)
+    previous = method_choice.prefer(request.param)
     yield request.param
-    methods.prefer(previous)
+    method_choice.prefer(previous)
 
 
 def _expected_method(case, requested):
@@ -194,7 +194,7 @@ def test_convolution_gradients(case, rng, conv_products):
 @pytest.mark.parametrize("case", CONV_CASES[1:4])
 def test_convolution_in_blocks_of_samples(case, rng, monkeypatch, conv_products):
     """A column matrix too big for the block size is built a few samples at a time."""
-    monkeypatch.setattr(methods, "CONV_BLOCK_BYTES", 1)             # one sample per block
+    monkeypatch.setattr(method_choice, "CONV_BLOCK_BYTES", 1)             # one sample per block
     x = rng.standard_normal((3, 4, 6, 5))
     net = _net(_input(x.shape), _conv(**case))
     assert len(net.layers[1].blocks) == 3

@@ -5,7 +5,7 @@ import pytest
 
 from solverkit import Net, dnnl
 from solverkit.gradient_check import check_layer_gradients
-from solverkit.layers import kernels, methods
+from solverkit.layers import kernels, method_choice
 
 
 def _direct_conv(x, w, b, stride, pad):
@@ -32,7 +32,7 @@ def test_convolution_in_blocks_of_two_and_one_sample(stride, pad, monkeypatch):
              "bias_filler": {"type": "gaussian", "std": 1.0}}
     # room for two samples' columns: blocks of 2 and 1 (the last block is smaller)
     out = ((6 + 2 * pad - 3) // stride + 1) * ((5 + 2 * pad - 3) // stride + 1)
-    monkeypatch.setattr(methods, "CONV_BLOCK_BYTES", 2 * 2 * 9 * out * 8)
+    monkeypatch.setattr(method_choice, "CONV_BLOCK_BYTES", 2 * 2 * 9 * out * 8)
     net = Net({"name": "t", "dtype": "float64", "layers": [
         {"name": "x", "type": "Input", "top": "x", "shape": [list(x.shape)]}, layer]}, seed=0)
     assert [b.stop - b.start for b in net.layers[1].blocks] == [2, 1]
@@ -123,7 +123,7 @@ def test_results_are_bitwise_the_same_on_one_and_two_threads(method, monkeypatch
     x = np.random.default_rng(0).standard_normal((6, 3, 12, 12)).astype(np.float32)
     results = []
     before = threads.num_threads()
-    previous = methods.prefer(method)
+    previous = method_choice.prefer(method)
     try:
         for count in (1, 1, 2, 2):
             threads.set_num_threads(count)
@@ -135,7 +135,7 @@ def test_results_are_bitwise_the_same_on_one_and_two_threads(method, monkeypatch
                             net.params["conv2"][0].diff.copy()))
     finally:
         threads.set_num_threads(before)
-        methods.prefer(previous)
+        method_choice.prefer(previous)
     for first, again in ((0, 1), (2, 3)) if method == "dnnl" else ((0, 1), (0, 2), (0, 3)):
         for one, other in zip(results[first], results[again]):
             np.testing.assert_array_equal(one, other)

@@ -13,7 +13,7 @@ import pytest
 from test_vision import CONV_CASES, DECONV_CASES, POOL_CASES, _conv, _deconv, _input, _net, _pool
 
 from solverkit import ConfigError, dnnl
-from solverkit.layers import methods
+from solverkit.layers import method_choice
 
 HAVE_DNNL = dnnl.set_backend("auto") == "dnnl"
 needs_dnnl = pytest.mark.skipif(not HAVE_DNNL, reason="oneDNN is not installed (the fast extra)")
@@ -22,7 +22,7 @@ needs_dnnl = pytest.mark.skipif(not HAVE_DNNL, reason="oneDNN is not installed (
 def _run(layer, x, dy, method, dtype, params=None, passes=1):
     """(y, dx, parameter diffs) of ``layer`` with ``method`` preferred; ``passes`` backward
     passes accumulate into the parameter diffs."""
-    previous = methods.prefer(method)
+    previous = method_choice.prefer(method)
     try:
         net = _net(_input(x.shape), layer, dtype=dtype)
         name = layer["name"]
@@ -36,7 +36,7 @@ def _run(layer, x, dy, method, dtype, params=None, passes=1):
         return (y, net.blobs["x"].diff.copy(), [blob.diff.copy() for blob in net.params[name]],
                 [blob.data.copy() for blob in net.params[name]])
     finally:
-        methods.prefer(previous)
+        method_choice.prefer(previous)
 
 
 def _compare(layer, x, rng, passes=1):
@@ -70,7 +70,7 @@ def test_parameter_gradients_accumulate_over_backward_passes(make, rng):
 @needs_dnnl
 def test_a_test_phase_layer_runs_forward_only_then_backward_on_demand(rng):
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
-    previous = methods.prefer("dnnl")
+    previous = method_choice.prefer("dnnl")
     try:
         test = _net(_input(x.shape), _conv(num_output=4, kernel_size=3), dtype="float32")
         test.layers[1].phase = "TEST"
@@ -84,11 +84,11 @@ def test_a_test_phase_layer_runs_forward_only_then_backward_on_demand(rng):
         np.testing.assert_array_equal(test.blobs["x"].diff, train.blobs["x"].diff)
         np.testing.assert_array_equal(test.params["conv"][0].diff, train.params["conv"][0].diff)
     finally:
-        methods.prefer(previous)
+        method_choice.prefer(previous)
 
 
 def _pool_run(fields, x, dy, method, dtype):
-    previous = methods.prefer(method)
+    previous = method_choice.prefer(method)
     try:
         net = _net(_input(x.shape), _pool(**fields), dtype=dtype)
         layer = net.layers[1]
@@ -96,7 +96,7 @@ def _pool_run(fields, x, dy, method, dtype):
         net.backward(y=dy.astype(dtype))
         return layer.method, y, net.blobs["x"].diff.copy()
     finally:
-        methods.prefer(previous)
+        method_choice.prefer(previous)
 
 
 @needs_dnnl

@@ -108,7 +108,7 @@ def test_solver_without_tests_checks_the_train_net_only(mlp_file, capsys):
 
 def test_step_policy_rates_around_each_step(tmp_path):
     from solverkit.spec.solver import load_solver_spec
-    from solverkit.tools.summary import rate_checkpoints
+    from solverkit.reports.summary import rate_checkpoints
     spec = load_solver_spec({"base_lr": 0.1, "max_iter": 300, "lr_policy": "step",
                              "gamma": 0.1, "stepsize": 100})
     assert {0, 99, 100, 199, 200, 299} <= set(rate_checkpoints(spec))

@@ -9,7 +9,7 @@ import pytest
 
 from solverkit.cli import main
 from solverkit.net import Net
-from solverkit.tools.graph import write_graph
+from solverkit.reports.graph import write_graph
 
 NODE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" \[label="((?:[^"\\]|\\.)*)"', re.MULTILINE)
 EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)" \[label="((?:[^"\\]|\\.)*)"\]',

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from solverkit.cli import main
-from solverkit.tools.plot import moving_average, plot_logs, read_log
+from solverkit.reports.plot import plot_logs, read_log, trailing_mean
 
 pytest.importorskip("matplotlib")
 
@@ -31,10 +31,10 @@ def test_read_log_groups_rows(tmp_path):
     assert len(log.lr.iters) == 120 and log.lr.values[0] == 0.01
 
 
-def test_moving_average_is_a_trailing_mean():
+def test_trailing_mean_averages_the_last_window_values():
     values = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert np.allclose(moving_average(values, 2), [1.0, 1.5, 2.5, 3.5, 4.5])
-    assert np.allclose(moving_average(values, 1), values)
+    assert np.allclose(trailing_mean(values, 2), [1.0, 1.5, 2.5, 3.5, 4.5])
+    assert np.allclose(trailing_mean(values, 1), values)
 
 
 def test_two_logs_overlay_in_four_panels(tmp_path):
@@ -81,7 +81,7 @@ def test_without_matplotlib_the_message_names_the_extra(tmp_path, monkeypatch, c
 
 
 def test_matplotlib_is_imported_only_when_plotting():
-    code = ("import sys, solverkit.cli, solverkit.tools.plot; "
+    code = ("import sys, solverkit.cli, solverkit.reports.plot; "
             "solverkit.cli.build_parser(); print('matplotlib' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)

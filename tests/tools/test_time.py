@@ -6,7 +6,7 @@ import numpy as np
 
 from solverkit.cli import main
 from solverkit.net import Net
-from solverkit.tools.timing import random_inputs, time_net
+from solverkit.reports.timing import random_inputs, time_net
 
 
 def test_time_prints_a_row_per_layer_and_their_total(mlp_file, capsys):

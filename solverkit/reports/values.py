@@ -5,7 +5,7 @@
 layers read their first batch. The net is built with ``force_backward``, so every input and
 every blob on the way gets its gradient. With a loss, the backward pass starts from the loss
 (``∂loss/∂loss = loss_weight``, as training does); without one, every output gets the
-gradient 1 (``∂f/∂f = 1``, the lecture's start).
+gradient 1 (``∂f/∂f = 1``, where backpropagation starts).
 
 A blob of at most ``SMALL`` elements is shown whole; a larger one as its shape, mean,
 min/max and L2 norm. ``values_text`` lists blobs and parameters one per line (the

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..caffe.messages import encode_blobproto, encode_datum
+from .messages import encode_blobproto, encode_datum
 from ..data import images
 from ..data.image_sources import open_image_source, parse_image_list
 from ..data.lmdb_source import LmdbSource, open_environment

@@ -1,4 +1,8 @@
-"""Which libraries compute: one line for ``solverkit check``, the benchmark and reports."""
+"""Which libraries compute matrix products (``blas``) and convolutions (``dnnl``).
+
+``check_choices()`` refuses a wrong ``SOLVERKIT_BLAS`` or ``SOLVERKIT_CONV`` before any work;
+``summary()`` names the choice in one line for ``solverkit check`` and Caffe's ``caffe`` command.
+"""
 
 from __future__ import annotations
 

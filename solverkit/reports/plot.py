@@ -88,7 +88,7 @@ def read_log(path) -> TrainingLog:
     return log
 
 
-def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean of the last ``window`` values (fewer at the start), as ``average_loss``."""
     window = max(int(window), 1)
     sums = np.cumsum(np.concatenate([[0.0], values]))
@@ -134,7 +134,7 @@ def plot_logs(logs: list[TrainingLog], smooth: int | None = None):
         for style, (name, series) in zip(["-", "--", ":", "-."] * 8, log.train.items()):
             train_ax.plot(series.iters, series.values, color=color, alpha=0.25, linewidth=0.8,
                           linestyle=style, label=f"{label}: {name} (raw)")
-            train_ax.plot(series.iters, moving_average(series.values, window), color=color,
+            train_ax.plot(series.iters, trailing_mean(series.values, window), color=color,
                           linestyle=style, label=f"{label}: {name} (mean of {window})")
         for name, series in log.test.items():
             test_axes[name].plot(series.iters, series.values, color=color, marker="o",

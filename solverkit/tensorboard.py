@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..protobuf import Writer
+from .protobuf import Writer
 
 _CRC_TABLE = None
 _WRITERS = itertools.count()        # one file per writer, also within one process and second

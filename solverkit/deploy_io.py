@@ -1,6 +1,6 @@
-"""Inputs for a deploy net from files, and top-k classes from its outputs.
+"""Inputs for a deploy net from files, and its outputs as top-k classes or detections.
 
-``read_inputs(paths, source, input_shape)`` turns what a user points at into one batch:
+``read_inputs(paths, source, input_name)`` turns what a user points at into one batch:
 
 - image files (``.png``, ``.jpg``, ``.bmp``, ...; the ``image`` extra) and folders of them
   (sorted by name): each image is decoded gray or colour by the net's channel count
