@@ -125,7 +125,9 @@ def _load(path: str):
                  "dnnl_pooling_forward_primitive_desc_create",
                  "dnnl_pooling_backward_primitive_desc_create",
                  "dnnl_primitive_attr_set_scratchpad_mode", "dnnl_memory_desc_get_size",
-                 "dnnl_memory_desc_equal"):
+                 "dnnl_memory_desc_equal", "dnnl_memory_desc_create_with_strides",
+                 "dnnl_matmul_primitive_desc_create", "dnnl_post_ops_create",
+                 "dnnl_post_ops_append_sum", "dnnl_primitive_attr_set_post_ops"):
         getattr(lib, name).restype = ctypes.c_int
     lib.dnnl_primitive_desc_query_md.restype = Handle
     lib.dnnl_primitive_desc_query_md.argtypes = [Handle, ctypes.c_int, ctypes.c_int]
@@ -150,21 +152,14 @@ def backend() -> str:
 def set_backend(choice: str) -> str:
     """Use ``choice`` (auto, dnnl or numpy, as ``SOLVERKIT_CONV``) from now on; returns the
     backend it gives. oneDNN missing for ``dnnl``, or another word, is a ``ConfigError``."""
-    global _chosen, _library, _resolved, _load_error
+    global _chosen, _resolved
     choice = str(choice).strip().lower() or "auto"
     if choice not in CHOICES:
         raise ConfigError(f"{VARIABLE}={choice!r} is not one of {', '.join(CHOICES)}",
                           field=VARIABLE)
     with _lock:
-        if choice != "numpy" and _library is None and _load_error is None:
-            path = _library_path()
-            if path is None:
-                _load_error = "oneDNN is not installed"
-            else:
-                try:
-                    _library = _load(path)
-                except (OSError, RuntimeError, AttributeError) as error:
-                    _load_error = f"oneDNN did not load ({error})"
+        if choice != "numpy":
+            _load_once()
         if choice == "dnnl" and _library is None:
             raise ConfigError(f"{VARIABLE}=dnnl but {_load_error}; solverkit installs it "
                               f"on x86-64 Linux (pip install onednn-cpu-gomp==2023.2.0), or unset "
@@ -172,6 +167,35 @@ def set_backend(choice: str) -> str:
         _chosen = None if choice == "numpy" else _library
         _resolved = True
     return "dnnl" if _chosen is not None else "numpy"
+
+
+def _load_once() -> None:
+    """Load oneDNN the first time (under ``_lock``); a failure is kept in ``_load_error``."""
+    global _library, _load_error
+    if _library is None and _load_error is None:
+        path = _library_path()
+        if path is None:
+            _load_error = "oneDNN is not installed"
+        else:
+            try:
+                _library = _load(path)
+            except (OSError, RuntimeError, AttributeError) as error:
+                _load_error = f"oneDNN did not load ({error})"
+
+
+def available() -> bool:
+    """Whether oneDNN loads on this machine (loading it if needed; the convolution backend
+    in use stays). ``blas`` runs matrix products on it."""
+    with _lock:
+        _load_once()
+    return _library is not None
+
+
+def version() -> str | None:
+    """oneDNN's version (``"3.2.0"``), or None when it does not load."""
+    if not available():
+        return None
+    return ".".join(str(part) for part in _library[0].dnnl_version().contents)
 
 
 def describe() -> str:
@@ -517,3 +541,61 @@ class PoolingPlan:
                 args.append((ARG_WORKSPACE, self._workspace))
             self._backward.run(args)
             self.dx.store()
+
+
+class MatmulPlan:
+    """``out = a @ b`` (``+ bias`` broadcast over the rows, or ``+= a @ b`` with
+    ``accumulate``) on float32 2-D arrays of given shapes and strides, with oneDNN's
+    matmul primitive (its brgemm kernels; faster than OpenBLAS's sgemm on a fully-connected
+    net's products, on one thread and on two).
+
+    Operands are used where they lie: a transposed view is a stride, not a copy. The
+    primitive is made for the thread count it runs with; its results are bitwise the same
+    from call to call for the same count, shapes and strides (a test checks it at several
+    alignments).
+    """
+
+    def __init__(self, a, b, out, bias: bool = False, accumulate: bool = False):
+        lib = _library[0]
+        _set_threads()
+        self.threads = num_threads()
+        self.a, self.b, self.out = (_Memory(_strided_desc(array)) for array in (a, b, out))
+        self.bias = _Memory(_strided_desc(np.empty((1, out.shape[1]), np.float32))) \
+            if bias else None
+        attr = _attr()
+        if accumulate:          # dst = 1·dst + a @ b (oneDNN's sum post-op)
+            post_ops = Handle()
+            _check(lib.dnnl_post_ops_create(ctypes.byref(post_ops)), "post-ops")
+            _check(lib.dnnl_post_ops_append_sum(post_ops, ctypes.c_float(1.0), 0, F32),
+                   "sum post-op")
+            _check(lib.dnnl_primitive_attr_set_post_ops(attr, post_ops), "post-ops")
+        desc = Handle()
+        _check(lib.dnnl_matmul_primitive_desc_create(
+            ctypes.byref(desc), _engine, self.a.desc, self.b.desc,
+            self.bias.desc if bias else None, self.out.desc, attr), "matmul")
+        self._primitive = _Primitive(desc)
+
+    def implementation(self) -> str:
+        return self._primitive.implementation()
+
+    def run(self, a, b, out, bias=None) -> None:
+        with _arena_lock:           # the scratch space is the arena's
+            _set_threads()
+            self.a.point_to(a)
+            self.b.point_to(b)
+            self.out.point_to(out)
+            args = [(ARG_SRC, self.a), (ARG_WEIGHTS, self.b), (ARG_DST, self.out)]
+            if self.bias is not None:
+                self.bias.point_to(bias)
+                args.append((ARG_BIAS, self.bias))
+            self._primitive.run(args)
+
+
+def _strided_desc(array: np.ndarray) -> Handle:
+    """A float32 memory descriptor of ``array``'s shape and strides (in elements)."""
+    lib = _library[0]
+    desc = Handle()
+    _check(lib.dnnl_memory_desc_create_with_strides(
+        ctypes.byref(desc), array.ndim, _dims(array.shape), F32,
+        _dims([s // array.itemsize for s in array.strides])), "memory descriptor")
+    return desc

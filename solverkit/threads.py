@@ -23,6 +23,10 @@ The thread policy (one count, three pools, one pool at work at a time):
   threads, so that an MPI rank's BLAS gets its share of the cores and not all of them.
   Later ``set_num_threads`` calls leave OpenBLAS's pool as it is: a product's rounding
   depends on OpenBLAS's thread count, and a net's results must not depend on solverkit's.
+- **Products and convolutions share one library pool where oneDNN runs.** With oneDNN
+  loaded, the large float32 products go to its matmul (``blas``), on the same OpenMP
+  threads as the convolutions; numpy's OpenBLAS is left the small products, which it runs
+  on the calling thread (under its own threading threshold), so its pool stays asleep.
 - **One pool at work at a time.** BLAS products and oneDNN primitives are called from the
   calling thread only, never from inside ``parallel_for``; ``parallel_for`` returns only
   when all its blocks are done. So solverkit's threads wait (blocked on a queue, not

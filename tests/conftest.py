@@ -11,16 +11,17 @@ import yaml
 import solverkit as sk
 from solverkit import blas
 
-# the product libraries this machine has: numpy's BLAS, and MKL with the mkl extra
-BLAS_BACKENDS = ["numpy", "mkl"] if blas.available("mkl") else ["numpy"]
+# the product libraries this machine has: numpy's BLAS, oneDNN's matmul where it loads,
+# and MKL with the mkl extra
+BLAS_BACKENDS = ["numpy"] + [name for name in ("dnnl", "mkl") if blas.available(name)]
 blas.set_backend(os.environ.get(blas.VARIABLE, "auto"))
 
 
 @pytest.fixture(params=BLAS_BACKENDS)
 def blas_backend(request, monkeypatch):
     """Run the test once per product library (then choose from the environment again);
-    MKL takes even the small products of tests."""
-    monkeypatch.setattr(blas, "MKL_MIN_MULTIPLY_ADDS", 0)
+    MKL and oneDNN take even the small products of tests."""
+    monkeypatch.setattr(blas, "MIN_MULTIPLY_ADDS", 0)
     blas.set_backend(request.param)
     yield request.param
     blas.set_backend(os.environ.get(blas.VARIABLE, "auto"))

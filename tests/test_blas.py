@@ -8,12 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from solverkit import blas, threads
+from solverkit import blas, dnnl, threads
 from solverkit.gradient_check import check_layer_gradients
 
 MKL = blas.available("mkl")
+DNNL = blas.available("dnnl")
 blas.set_backend(os.environ.get(blas.VARIABLE, "auto"))
 needs_mkl = pytest.mark.skipif(not MKL, reason="Intel MKL is not installed (the mkl extra)")
+needs_dnnl = pytest.mark.skipif(not DNNL, reason="oneDNN does not load on this machine")
 
 
 def _from_environment():
@@ -129,7 +131,7 @@ def test_mkl_products_are_bitwise_the_same_for_any_thread_count_and_alignment(rn
 def test_training_on_mkl_follows_training_on_numpy(make_net, input_layer, rng, monkeypatch):
     """The same net and data, a few SGD steps: the two libraries round differently but
     the losses agree closely."""
-    monkeypatch.setattr(blas, "MKL_MIN_MULTIPLY_ADDS", 0)       # these products are small
+    monkeypatch.setattr(blas, "MIN_MULTIPLY_ADDS", 0)       # these products are small
     x, labels = rng.standard_normal((16, 3, 6, 6)), rng.integers(0, 4, 16).astype(float)
     losses = {}
     for name in ("numpy", "mkl"):
@@ -215,21 +217,23 @@ def test_asking_for_mkl_without_it_says_how_to_install_it(chosen_again, monkeypa
     monkeypatch.setattr(blas, "_library_path", lambda: None)
     with pytest.raises(blas.ConfigError, match=r"pip install 'solverkit\[mkl\]'"):
         blas.set_backend("mkl")
-    assert blas.set_backend("auto") == "numpy"       # auto goes on without it
+    # auto goes on without it: oneDNN on an Intel CPU too, else numpy
+    assert blas.set_backend("auto") == ("dnnl" if DNNL else "numpy")
 
 
-@pytest.mark.parametrize("vendor,expected", [("GenuineIntel", "mkl"), ("AuthenticAMD", "numpy"),
-                                             ("", "numpy")])
-def test_auto_takes_mkl_on_intel_cpus_only(vendor, expected, chosen_again, monkeypatch):
+@pytest.mark.parametrize("vendor,intel", [("GenuineIntel", True), ("AuthenticAMD", False),
+                                          ("", False)])
+def test_auto_takes_mkl_on_intel_cpus_only(vendor, intel, chosen_again, monkeypatch):
     """MKL's code paths on AMD processors ran every benchmark case slower than numpy's
-    OpenBLAS: auto keeps to numpy there; ``mkl`` still forces it."""
+    OpenBLAS: auto leaves MKL alone there (oneDNN, else numpy); ``mkl`` still forces it."""
     if not MKL:
         pytest.skip("Intel MKL is not installed (the mkl extra)")
     monkeypatch.setattr(blas, "cpu_vendor", lambda: vendor)
+    expected = "mkl" if intel else "dnnl" if DNNL else "numpy"
     assert blas.set_backend("auto") == expected
     assert blas.set_backend("mkl") == "mkl"
     blas.set_backend("auto")
-    assert ("left alone" in blas.describe()) == (expected == "numpy")
+    assert ("left alone" in blas.describe()) == (not intel)
 
 
 def test_the_command_line_reports_a_wrong_choice_in_one_line(tmp_path):
@@ -240,4 +244,133 @@ def test_the_command_line_reports_a_wrong_choice_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         ("solverkit: error: field 'SOLVERKIT_BLAS': SOLVERKIT_BLAS='fast' is not one of "
-         "auto, mkl, numpy")]
+         "auto, mkl, dnnl, numpy")]
+
+
+def test_a_bias_is_added_to_every_row_of_the_product(blas_backend, rng):
+    a = rng.standard_normal((9, 30)).astype(np.float32)
+    w = rng.standard_normal((7, 30)).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    out = np.full((9, 7), np.nan, np.float32)
+    blas.matmul(a, w.T, out=out, bias=bias)
+    np.testing.assert_allclose(out, _reference(a, w.T) + bias, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="bias"):
+        blas.matmul(a, w.T, out=out, accumulate=True, bias=bias)
+
+
+@pytest.fixture
+def dnnl_products(chosen_again, monkeypatch):
+    """oneDNN chosen, with a record of the products its matmul primitives ran."""
+    if not DNNL:
+        pytest.skip("oneDNN does not load on this machine")
+    ran = []
+    run = dnnl.MatmulPlan.run
+    monkeypatch.setattr(dnnl.MatmulPlan, "run",
+                        lambda plan, a, b, out, bias=None: (ran.append((a.shape, b.shape)),
+                                                            run(plan, a, b, out, bias)))
+    assert blas.set_backend("dnnl") == "dnnl"
+    return ran
+
+
+def test_dnnl_takes_large_float32_products_and_leaves_the_rest_to_numpy(dnnl_products, rng):
+    """The choice per product: oneDNN for float32 products of MIN_MULTIPLY_ADDS or more
+    (an MLP layer's), numpy for a small one (a 10-class output layer's) and for float64."""
+    x = rng.standard_normal((64, 784)).astype(np.float32)
+    w = rng.standard_normal((512, 784)).astype(np.float32)
+    small = rng.standard_normal((784, 10)).astype(np.float32)
+    for a, b, expected in ((x, w.T, True), (x, small, False),
+                           (x.astype(np.float64), w.T.astype(np.float64), False)):
+        dnnl_products.clear()
+        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+        blas.matmul(a, b, out=out)
+        assert bool(dnnl_products) == expected, (a.shape, b.shape, a.dtype)
+        np.testing.assert_allclose(out, _reference(a, b), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("vendor,mkl,dnnl_loads,expected", [
+    ("AuthenticAMD", True, True, "dnnl"), ("AuthenticAMD", False, False, "numpy"),
+    ("GenuineIntel", False, True, "dnnl"), ("GenuineIntel", False, False, "numpy")])
+def test_auto_chooses_dnnl_where_mkl_is_not_taken(vendor, mkl, dnnl_loads, expected,
+                                                  chosen_again, monkeypatch):
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(dnnl, "available", lambda: dnnl_loads)
+    if not mkl:
+        monkeypatch.setattr(blas, "_library", None)
+        monkeypatch.setattr(blas, "_library_path", lambda: None)
+    assert blas.set_backend("auto") == expected
+    if not dnnl_loads:
+        with pytest.raises(blas.ConfigError, match="SOLVERKIT_BLAS=dnnl but oneDNN"):
+            blas.set_backend("dnnl")
+
+
+@needs_dnnl
+def test_dnnl_products_are_bitwise_the_same_at_any_alignment(chosen_again, rng):
+    """Exact resume needs the same bits from the same product, wherever numpy put the
+    arrays: operands 0 to 3 floats past an aligned address, one thread count."""
+    blas.set_backend("dnnl")
+    x = rng.standard_normal((64, 784)).astype(np.float32)
+    w = rng.standard_normal((512, 784)).astype(np.float32)
+    bias = rng.standard_normal(512).astype(np.float32)
+    results = []
+    for offset in range(4):
+        copies = []
+        for array in (x, w, bias):
+            copy = np.empty(array.size + offset, np.float32)[offset:].reshape(array.shape)
+            copy[...] = array
+            copies.append(copy)
+        out = np.empty(64 * 512 + offset, np.float32)[offset:].reshape(64, 512)
+        grad = np.empty((512, 784), np.float32)
+        blas.matmul(copies[0], copies[1].T, out=out, bias=copies[2])
+        blas.matmul(out.T, copies[0], out=grad)           # a weight gradient's layout
+        results.append((out.copy(), grad))
+    for out, grad in results[1:]:
+        assert np.array_equal(out, results[0][0]) and np.array_equal(grad, results[0][1])
+
+
+@needs_dnnl
+def test_float32_inner_product_on_dnnl_passes_a_numeric_gradient_check(chosen_again, make_net,
+                                                                       input_layer, rng):
+    """An MLP-sized float32 InnerProduct on oneDNN (forward with its bias, both backward
+    products, accumulation into the weight diff): its outputs and gradients against an
+    independent numpy computation, and central differences of L = Σ r·y (exact for a
+    linear layer up to float32 rounding)."""
+    blas.set_backend("dnnl")
+    layer = {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y",
+             "num_output": 512, "weight_filler": {"type": "gaussian", "std": 0.05},
+             "bias_filler": {"type": "gaussian", "std": 1.0}}
+    x = rng.standard_normal((64, 784)).astype(np.float32)
+    net = make_net(input_layer(x=x.shape), layer, dtype="float32")
+    net.blobs["x"].data[...] = x
+    ran = []
+    run = dnnl.MatmulPlan.run
+    dnnl.MatmulPlan.run = lambda plan, *args: (ran.append(1), run(plan, *args))
+    try:
+        w, b = (blob.data.astype(np.float64) for blob in net.params["ip"])
+        r = rng.standard_normal((64, 512)).astype(np.float32)
+        net.forward()
+        y = net.blobs["y"].data
+        np.testing.assert_allclose(y, x.astype(np.float64) @ w.T + b, rtol=1e-4, atol=1e-4)
+        for step in range(2):           # the second pass accumulates into the weight diff
+            if step == 0:
+                net.clear_param_diffs()
+            net.backward(y=r)
+        assert len(ran) == 5            # forward; per backward, the weight gradient and dx
+        np.testing.assert_allclose(net.blobs["x"].diff, r.astype(np.float64) @ w,
+                                   rtol=1e-4, atol=1e-4)
+        dw, db = (blob.diff.astype(np.float64) for blob in net.params["ip"])
+        np.testing.assert_allclose(dw, 2 * r.T.astype(np.float64) @ x, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(db, 2 * r.astype(np.float64).sum(0), rtol=1e-4, atol=1e-3)
+        blob = net.params["ip"][0].data
+        for i, j in ((0, 0), (17, 300), (511, 783)):
+            numeric = []
+            for sign in (1, -1):
+                saved = blob[i, j]
+                blob[i, j] = saved + sign * 0.5
+                net.forward()
+                numeric.append(float(np.dot(r.ravel().astype(np.float64),
+                                            net.blobs["y"].data.ravel())))
+                blob[i, j] = saved
+            assert abs((numeric[0] - numeric[1]) / 1.0 - dw[i, j] / 2) <= 1e-3 * (
+                1 + abs(dw[i, j]))
+    finally:
+        dnnl.MatmulPlan.run = run

@@ -60,9 +60,8 @@ class InnerProduct(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(-1, self.fan_in)
         y = top[0].data.reshape(x.shape[0], -1)
-        blas.matmul(x, self._weight(), out=y)
-        if self.params.bias_term:
-            y += self.blobs[1].data
+        blas.matmul(x, self._weight(), out=y,
+                    bias=self.blobs[1].data if self.params.bias_term else None)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(-1, self.params.num_output)

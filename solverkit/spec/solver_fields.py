@@ -116,16 +116,18 @@ class SolverSpec(SourcedSpec, StrictModel):
         return self._policy
 
     def __getattr__(self, name: str):
+        # the rule's and the policy's fields first: the schedule reads them every iteration,
+        # and pydantic's lookup raises (slowly) for every name that is not private
+        if not name.startswith("_"):
+            private = self.__pydantic_private__ or {}       # read directly: no lookup chain
+            for part in (private.get("_rule"), private.get("_policy")):
+                if part is not None and name in type(part).model_fields:
+                    return getattr(part, name)
         try:
             return super().__getattr__(name)    # pydantic's: private attributes
         except AttributeError:
-            if name.startswith("_"):
-                raise
-            for part in (self._rule, self._policy):
-                if part is not None and name in type(part).model_fields:
-                    return getattr(part, name)
-            if name in rule_and_policy_fields():     # another type's or policy's field
-                return None
+            if not name.startswith("_") and name in rule_and_policy_fields():
+                return None                     # another type's or policy's field
             raise
 
     @model_serializer(mode="wrap")
