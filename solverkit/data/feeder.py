@@ -38,6 +38,10 @@ from .transform import Transform
 # batches prepared ahead by default, when a core is spare (Caffe's default prefetch)
 AUTO_PREFETCH = 4
 
+# batches given back for reuse that are kept (one is in use at a time; one more covers
+# a consumer that gives back before the producer takes)
+SPARE_BATCHES = 2
+
 
 def spare_core() -> bool:
     """Whether this process has a core its compute threads leave free (solverkit's thread
@@ -104,6 +108,7 @@ class _Producer:
     label_dtype: np.dtype
     rank: int
     num_ranks: int
+    spare: queue.SimpleQueue        # batches the consumer gave back (``BatchFeeder.recycle``)
 
     def batch(self, stream: _Stream):
         """(data, labels or None, the position after this batch)."""
@@ -115,7 +120,11 @@ class _Producer:
             choices = None if choices is None else tuple(
                 None if c is None else c[mine] for c in choices)
         raw, labels = self.dataset.take(indices)
-        data = self.transform.apply(raw, choices)
+        try:
+            reuse = self.spare.get_nowait()
+        except queue.Empty:
+            reuse = None
+        data = self.transform.apply(raw, choices, out=reuse)
         if labels is not None:
             labels = labels.astype(self.label_dtype)
         return data, labels, stream.position()
@@ -164,7 +173,7 @@ class BatchFeeder:
         self.name = name
         self.prefetch = None if prefetch is None else int(prefetch)
         self._producer = _Producer(dataset, transform, int(batch_size), bool(shuffle),
-                                   np.dtype(label_dtype), 0, 1)
+                                   np.dtype(label_dtype), 0, 1, queue.SimpleQueue())
         self._check_batch_size()
         size = len(dataset)
         order = rng.permutation(size) if shuffle else np.arange(size)
@@ -231,6 +240,14 @@ class BatchFeeder:
             raise item.error
         data, labels, self._position = item
         return data, labels
+
+    def recycle(self, data: np.ndarray) -> None:
+        """Give back the data of a batch ``next()`` returned, once it has been copied: a
+        later batch is written into it. A new array of a large batch costs a page fault
+        per 4 KiB on every batch (more than converting the batch itself); a reused one
+        does not. The caller must not read ``data`` afterwards."""
+        if self._producer.spare.qsize() < SPARE_BATCHES:
+            self._producer.spare.put(data)
 
     @property
     def depth(self) -> int:
@@ -311,5 +328,5 @@ class BatchFeeder:
         self._halt()
         p = self._producer
         self._producer = _Producer(p.dataset, p.transform, p.batch_size, p.shuffle,
-                                   p.label_dtype, int(rank), int(num_ranks))
+                                   p.label_dtype, int(rank), int(num_ranks), p.spare)
         self._check_batch_size()

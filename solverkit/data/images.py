@@ -54,7 +54,9 @@ def pillow():
     except ImportError:
         raise DataError("reading images needs Pillow, the 'image' extra: "
                         "pip install 'solverkit[image]'", field="source") from None
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    quiet = ("ignore", None, Image.DecompressionBombWarning, None, 0)
+    if quiet not in warnings.filters:   # added again, each time, would reset warnings' caches
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     return Image
 
 
@@ -79,13 +81,13 @@ def decode_image(raw: bytes, *, name: str = "image", is_color: bool = True, heig
 
 def load_image_u8(path, *, is_color: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The image file ``path`` as uint8 (C, H, W), not resized."""
-    path = Path(path)
-    if not os.path.lexists(path):
-        raise DataError(f"image file '{path}' does not exist", field="source")
+    path = path if isinstance(path, Path) else Path(path)  # (Path(a Path) parses it again)
     try:        # the message names the image; the caller adds the list, layer and net
         raw = read_bytes(path, what=f"image file '{path}'", limit=LIMITS["image"],
                          error=DataError)
     except DataError as err:
+        if not os.path.lexists(path):       # asked only on failure: a stat per image less
+            raise DataError(f"image file '{path}' does not exist", field="source") from None
         err.file, err.field = None, "source"
         raise
     return decode_image_u8(raw, name=f"'{path}'", is_color=is_color, max_pixels=max_pixels)
@@ -114,7 +116,7 @@ def decode_image_u8(raw: bytes, *, name: str = "image", is_color: bool | None = 
                             f"limit)", field="max_pixels")
         if width == 0 or height == 0:
             raise DataError(f"{name} has no pixels ({width}x{height})", field="source")
-        if is_color is False and image.format == "JPEG":
+        if is_color is False and image.format == "JPEG" and image.mode != "L":
             # gray straight from the JPEG decoder (its luma), as OpenCV's IMREAD_GRAYSCALE
             image.draft("L", image.size)
         try:
@@ -155,6 +157,15 @@ def _to_array(image, is_color: bool | None) -> np.ndarray:
         # the palette's colours with the transparency dropped, as OpenCV reads them;
         # through RGBA because Pillow warns when it drops a palette's transparency itself
         image = image.convert("RGBA")
+    if is_color and image.mode in ("RGB", "L"):
+        # the common cases without Pillow's convert (a copy of the image): Pillow packs
+        # its pixels straight into BGR bytes, or the one gray channel is repeated
+        width, height = image.size
+        if image.mode == "RGB":
+            bgr = np.frombuffer(image.tobytes("raw", "BGR"), dtype=np.uint8)
+            return np.ascontiguousarray(bgr.reshape(height, width, 3).transpose(2, 0, 1))
+        gray = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(1, height, width)
+        return np.repeat(gray, 3, axis=0)
     if is_color:
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)      # (H, W, 3)
         return np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))
@@ -162,8 +173,8 @@ def _to_array(image, is_color: bool | None) -> np.ndarray:
         image = image.convert("RGB")
     if image.mode != "L":
         image = image.convert("L")
-    gray = np.asarray(image, dtype=np.uint8)                          # (H, W)
-    return np.ascontiguousarray(gray[None])
+    width, height = image.size
+    return np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(1, height, width).copy()
 
 
 def _resized(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

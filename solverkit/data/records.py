@@ -6,6 +6,14 @@ training, naming the record. With it, the bad record is replaced in its batch by
 good record of the source (cyclically): batches stay full, and since the replacement
 depends only on the data, a resumed run reads exactly what an uninterrupted one did. The
 first bad record is reported in a warning, and the count when the source is closed.
+
+The records of a batch are decoded by ``workers`` threads at once (``use_workers``): the
+batch is cut into that many runs of consecutive samples, the calling thread decodes the
+first and a pool the others, each writing its own rows of the batch. Pillow decodes with
+the GIL released, and so do file reads, LMDB's reads and numpy's copies, so the threads
+run in parallel. Which record lands in which row does not depend on the threads (the
+replacement of a bad record depends only on the data), so any count gives the same
+batches, and a batch with bad records fails with the error of its first bad one.
 """
 
 from __future__ import annotations
@@ -13,13 +21,25 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .. import threads
 from ..errors import DataError
+from ..launcher import launcher_size
 from .samples import Samples, check_label_values
 
 logger = logging.getLogger("solverkit")
+
+# the most decoding threads a source starts by default, however many cores there are
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers() -> int:
+    """Decoding threads when a layer does not say: one per core this process may use
+    (its share under an MPI launcher), at most ``MAX_DEFAULT_WORKERS``."""
+    return max(1, min(MAX_DEFAULT_WORKERS, threads.available_cores() // launcher_size()))
 
 
 class RecordSource(Samples):
@@ -32,7 +52,10 @@ class RecordSource(Samples):
         self.skip_bad = skip_bad
         self.bad: set[int] = set()      # records found undecodable (skip_bad)
         self._reported = 0
+        self._warned = False            # the first bad record has been named
         self._lock = threading.Lock()
+        self.workers = 1
+        self._pool: ThreadPoolExecutor | None = None
 
     @abc.abstractmethod
     def read(self, index: int) -> tuple[np.ndarray, int | float]:
@@ -51,16 +74,48 @@ class RecordSource(Samples):
         """Records skipped so far because they could not be decoded."""
         return len(self.bad)
 
+    def use_workers(self, count: int) -> None:
+        """Decode each batch with ``count`` threads (1: the calling thread alone)."""
+        count = max(1, int(count))
+        if count != self.workers:
+            self._stop_pool()
+            self.workers = count
+
     def take(self, indices):
         indices = np.asarray(indices, dtype=np.int64)
         out = np.empty((len(indices), *self.sample_shape), dtype=self.dtype)
         labels = np.empty(len(indices), dtype=np.float64)
         sources = np.empty(len(indices), dtype=np.int64)
-        for k, index in enumerate(indices.tolist()):
-            sources[k], pixels, labels[k] = self._good(index)
-            if pixels.shape != self.sample_shape:
-                raise self.shape_error(int(sources[k]), pixels.shape)
-            out[k] = pixels
+        count = max(1, min(self.workers, len(indices)))
+        bounds = [len(indices) * part // count for part in range(count + 1)]
+        runs = list(zip(bounds[:-1], bounds[1:]))           # (start, stop) of each thread
+        failures: list[BaseException | None] = [None] * len(runs)
+        found: list[list] = [[] for _ in runs]      # records found bad, per thread
+
+        def fill(run: int) -> None:
+            try:
+                for k in range(*runs[run]):
+                    sources[k], pixels, labels[k] = self._good(int(indices[k]), found[run])
+                    if pixels.shape != self.sample_shape:
+                        raise self.shape_error(int(sources[k]), pixels.shape)
+                    out[k] = pixels
+            except BaseException as error:      # noqa: BLE001 (raised below, in order)
+                failures[run] = error
+
+        if len(runs) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers - 1,
+                                                thread_name_prefix="solverkit-decode")
+            pending = [self._pool.submit(fill, run) for run in range(1, len(runs))]
+            fill(0)
+            for job in pending:         # every row written before the batch is used
+                job.result()
+        else:
+            fill(0)
+        self._warn_first([bad for part in found for bad in part])
+        for error in failures:          # the first bad sample of the batch speaks
+            if error is not None:
+                raise error
         if self.labels is None:        # labels read with the records: check them here
             check_label_values(labels, self.title, self.label_type, self.num_classes,
                                lambda k: self.where(int(sources[k])))
@@ -70,9 +125,10 @@ class RecordSource(Samples):
         return DataError(f"{self.where(index)} has shape {tuple(shape)} but the source's "
                          f"samples have shape {self.sample_shape}", field="source")
 
-    def _good(self, index: int):
+    def _good(self, index: int, found: list):
         """(index, pixels, label) of record ``index`` or, with ``skip_bad``, of the first
-        good record after it (cyclically)."""
+        good record after it (cyclically); records found bad for the first time are added
+        to ``found`` as (index, message)."""
         size = len(self)
         for step in range(size):
             candidate = (index + step) % size
@@ -85,19 +141,31 @@ class RecordSource(Samples):
                     raise DataError(f"{err.message}; set skip_bad: true to skip bad records",
                                     field=err.field or "source") from None
                 with self._lock:
-                    first = not self.bad
+                    new = candidate not in self.bad
                     self.bad.add(candidate)
-                if first:
-                    logger.warning("%s: skipping %s: %s; further bad records are skipped and "
-                                   "counted", self.title, self.where(candidate), err.message)
+                if new:
+                    found.append((candidate, err.message))
                 continue
             return candidate, pixels, label
         raise DataError(f"{self.title}: none of its {size} records can be read",
                         field="source")
 
+    def _warn_first(self, found: list) -> None:
+        """Name the first bad record in a warning, once: the lowest of those the first
+        batch with bad records found, whichever thread found them first."""
+        if found and not self._warned:
+            self._warned = True
+            index, message = min(found)
+            logger.warning("%s: skipping %s: %s; further bad records are skipped and "
+                           "counted", self.title, self.where(index), message)
+
     def first_good(self) -> tuple[int, np.ndarray]:
         """The first readable record (for the sample shape), honouring ``skip_bad``."""
-        index, pixels, _ = self._good(0)
+        found: list = []
+        try:
+            index, pixels, _ = self._good(0, found)
+        finally:
+            self._warn_first(found)
         return index, pixels
 
     def report(self) -> None:
@@ -108,5 +176,13 @@ class RecordSource(Samples):
         if count and new:
             logger.warning("%s: %d bad record(s) skipped", self.title, count)
 
+    def _stop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def close(self) -> None:
+        """Report the records skipped and end the decoding threads (a later ``take``
+        starts them again)."""
+        self._stop_pool()
         self.report()

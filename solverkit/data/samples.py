@@ -54,6 +54,10 @@ class Samples(abc.ABC):
     def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(data (len(indices), *sample_shape), labels (len(indices),) or None)."""
 
+    def use_workers(self, count: int) -> None:
+        """Decode a batch with ``count`` threads: for sources that decode their records one
+        by one (images, LMDB records); the others ignore it."""
+
     def close(self) -> None:
         """Release open files (a closed source may be reopened by the next ``take``)."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import DataError
 from ..files import LIMITS, load_npy, load_npz, read_bytes
@@ -88,39 +89,63 @@ class Transform:
             h_off = w_off = None
         return h_off, w_off, flip
 
-    def apply(self, x: np.ndarray, choices=None) -> np.ndarray:
-        """Transform a raw batch (B, *sample_shape) into (B, *output_shape) of the net's dtype."""
-        out = x.astype(self.dtype, copy=True)
+    def apply(self, x: np.ndarray, choices=None, out: np.ndarray | None = None) -> np.ndarray:
+        """Transform a raw batch (B, *sample_shape) into (B, *output_shape) of the net's dtype,
+        written into ``out`` when it is an array of that shape and dtype (a batch given back
+        for reuse), else into a new array.
+
+        The window is cut from the stored values (uint8 images: a quarter of the bytes of
+        float32), then converted; with a mean file, which is indexed at the uncropped
+        position, the mean is subtracted first. Either order gives the same numbers.
+        """
         if self.mean is not None:
-            out -= self.mean
-        if choices is not None:
-            out = self._crop_and_mirror(out, *choices)
-        elif self.crop_size:
-            height, width = self.sample_shape[-2:]
-            top, left = (height - self.crop_size) // 2, (width - self.crop_size) // 2
-            out = out[..., top:top + self.crop_size, left:left + self.crop_size]
+            full = x.astype(self.dtype, copy=True)
+            full -= self.mean
+            window = self._window(full, choices)
+        else:
+            window = self._window(x, choices)
+        shape = (len(x), *self.output_shape)
+        if out is None or out.shape != shape or out.dtype != self.dtype \
+                or not out.flags.c_contiguous:
+            out = np.empty(shape, dtype=self.dtype)
+        np.copyto(out, window, casting="unsafe")
         if self.mean_value is not None:
             out -= self.mean_value
         if self.scale != 1.0:
             out *= self.scale
-        return np.ascontiguousarray(out)
+        return out
+
+    def _window(self, x: np.ndarray, choices) -> np.ndarray:
+        """Each sample's crop window, mirrored where drawn so (a view when nothing is
+        random)."""
+        if choices is not None:
+            return self._crop_and_mirror(x, *choices)
+        if not self.crop_size:
+            return x
+        height, width = self.sample_shape[-2:]
+        top, left = (height - self.crop_size) // 2, (width - self.crop_size) // 2
+        return x[..., top:top + self.crop_size, left:left + self.crop_size]
 
     def _crop_and_mirror(self, x, h_off, w_off, flip) -> np.ndarray:
-        """One gather for every sample's own window, columns reversed where mirrored."""
+        """Every sample's own window in one gather per direction: the windows of all
+        offsets are a strided view of the batch (no copy), indexed by (sample, h, w); a
+        mirrored window is the window of the column-reversed batch that starts at
+        ``width - size - w``."""
         batch = x.shape[0]
         height, width = x.shape[-2:]
         size_h = self.crop_size or height
         size_w = self.crop_size or width
-        rows = np.arange(size_h) + (h_off[:, None] if h_off is not None else 0)
-        cols = np.arange(size_w) + (w_off[:, None] if w_off is not None else 0)
-        rows = np.broadcast_to(rows, (batch, size_h))
-        cols = np.broadcast_to(cols, (batch, size_w))
-        if flip is not None:
-            cols = np.where(flip[:, None], cols[:, ::-1], cols)
         lead = x.reshape(batch, -1, height, width)
-        samples = np.arange(batch)[:, None, None, None]
-        channels = np.arange(lead.shape[1])[None, :, None, None]
-        out = lead[samples, channels, rows[:, None, :, None], cols[:, None, None, :]]
+        h_off = np.zeros(batch, np.int64) if h_off is None else np.asarray(h_off)
+        w_off = np.zeros(batch, np.int64) if w_off is None else np.asarray(w_off)
+        flip = np.zeros(batch, bool) if flip is None else np.asarray(flip, bool)
+        out = np.empty((batch, lead.shape[1], size_h, size_w), dtype=x.dtype)
+        for mirrored, view in ((False, lead), (True, lead[..., ::-1])):
+            chosen = np.flatnonzero(flip == mirrored)
+            if chosen.size:
+                windows = sliding_window_view(view, (size_h, size_w), axis=(2, 3))
+                left = width - size_w - w_off[chosen] if mirrored else w_off[chosen]
+                out[chosen] = windows[chosen, :, h_off[chosen], left]
         return out.reshape(*x.shape[:-2], size_h, size_w)
 
 

@@ -34,6 +34,7 @@ from ..data import (
     resolve_paths,
 )
 from ..data.formats import check_format_name, file_formats
+from ..data.records import default_workers
 from ..errors import DataError, SolverkitError
 from ..registry import register_layer
 from ..spec.net import LayerParams, StrictModel
@@ -100,6 +101,9 @@ class Data(DataLayer):
         prefetch: int | None = Field(
             None, ge=0, description="batches prepared ahead on a thread; 0: none (made in "
             "the step); default: 4 when a core is spare beyond the compute threads, else 0")
+        num_workers: int | None = Field(
+            None, ge=0, description="LMDB: threads decoding the records of a batch at once "
+            "(0 or 1: one); default: one per core, at most 8")
         rand_skip: int = Field(0, ge=0, description="start at a random record in "
                                "[0, rand_skip) (Caffe's), drawn from the layer's seed")
         force_encoded_color: bool = Field(False, description="decode encoded LMDB records "
@@ -141,6 +145,8 @@ class Data(DataLayer):
                             f"for npz, HDF5 and arrays, label_source for npy, label_column for "
                             f"csv), or give only the data top", field="top")
         self.dataset = dataset          # deploy nets read the stored value range from it
+        workers = getattr(p, "num_workers", None)
+        dataset.use_workers(default_workers() if workers is None else workers)
         self.transform = self._transform(dataset)
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
                                   shuffle=p.shuffle, rng=self.rng.spawn(1)[0],
@@ -194,6 +200,7 @@ class Data(DataLayer):
         except SolverkitError as err:       # bad data found while reading: say which layer
             raise err.located(layer=self.name) from None
         np.copyto(top[0].data, data)
+        self.feeder.recycle(data)           # copied: its memory takes a later batch
         if len(top) == 2:
             np.copyto(top[1].data, labels)
 
@@ -240,7 +247,8 @@ class Data(DataLayer):
 @register_layer("ImageData")
 class ImageData(Data):
     """Caffe's ImageData: image files listed in ``source`` (``PATH LABEL`` lines), or a
-    folder of class folders, decoded a batch at a time (Pillow, the ``image`` extra).
+    folder of class folders, decoded a batch at a time (Pillow, the ``image`` extra) by
+    ``num_workers`` threads at once.
 
     Colour images are BGR (OpenCV's order, as Caffe reads them), values 0..255; resizing
     to ``new_height`` x ``new_width`` is OpenCV's bilinear. ``class_names`` lists the
@@ -266,6 +274,9 @@ class ImageData(Data):
         prefetch: int | None = Field(
             None, ge=0, description="batches read and decoded ahead on a thread; 0: none; "
             "default: 4")
+        num_workers: int | None = Field(
+            None, ge=0, description="threads decoding the images of a batch at once (0 or "
+            "1: one); default: one per core, at most 8")
         rand_skip: int = Field(0, ge=0, description="start at a random line in "
                                "[0, rand_skip) (Caffe's), drawn from the layer's seed")
 

@@ -187,6 +187,25 @@ def test_state_restores_the_following_batches_exactly(data_net, take, prefetch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_a_batch_given_back_is_reused_and_the_batches_stay_the_same(data_net, prefetch):
+    source = (_images(11, h=6, w=6), np.arange(11))
+    fields = {"source": source, "batch_size": 4, "shuffle": True, "prefetch": prefetch,
+              "transform": {"crop_size": 4, "mirror": True, "scale": 0.5}}
+    plain = data_net(seed=5, **fields).layers[0].feeder
+    expected = [plain.next()[0] for _ in range(6)]          # never given back: all new
+    assert not any(np.shares_memory(a, b) for a in expected for b in expected if a is not b)
+    feeder = data_net(seed=5, **fields).layers[0].feeder
+    given_back = []
+    for want in expected:
+        data, _ = feeder.next()
+        np.testing.assert_array_equal(data, want)
+        given_back.append(data.__array_interface__["data"][0])
+        feeder.recycle(data)
+    assert len(set(given_back)) < len(given_back)             # memory went round again
+    assert not any(np.shares_memory(data, source[0]) for data in expected)
+
+
 def test_state_of_another_data_set_is_refused(data_net):
     net = data_net(source=(_images(5), np.arange(5)), batch_size=2)
     other = data_net(source=(_images(6), np.arange(6)), batch_size=2)
@@ -214,7 +233,7 @@ def test_error_in_prefetch_thread_reaches_the_caller(data_net):
     net = data_net(source=(_images(4), np.arange(4)), batch_size=2, prefetch=2)
     layer = net.layers[0]
 
-    def broken(x, choices=None):
+    def broken(x, choices=None, out=None):
         raise ValueError("disk on fire")
 
     layer.transform.apply = broken
@@ -282,7 +301,7 @@ def test_a_failed_batch_in_the_caller_is_made_again(data_net, take):
     take(net, 1)
     apply = layer.transform.apply
 
-    def broken(x, choices=None):
+    def broken(x, choices=None, out=None):
         raise ValueError("disk on fire")
 
     layer.transform.apply = broken
@@ -303,7 +322,7 @@ def test_prefetch_overlaps_loading_with_compute(data_net):
     layer = net.layers[0]
     load = layer.transform.apply
 
-    def slow_load(x, choices=None):
+    def slow_load(x, choices=None, out=None):
         time.sleep(0.03)
         return load(x, choices)
 

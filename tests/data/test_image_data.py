@@ -286,4 +286,4 @@ def test_image_shards_decode_only_their_slice(tmp_path, monkeypatch):
         net.forward()
     finally:
         net.close()
-    assert decoded == ["img 0004.png", "img 0005.png"]
+    assert sorted(decoded) == ["img 0004.png", "img 0005.png"]    # (by two threads)
