@@ -9,7 +9,7 @@ import pytest
 import caffe
 import solverkit as sk
 from solverkit import ConfigError, dnnl
-from solverkit.layers import method_choice as methods
+from solverkit.layers import method_choice
 
 HAVE_DNNL = dnnl.set_backend("auto") == "dnnl"
 needs_dnnl = pytest.mark.skipif(not HAVE_DNNL, reason="oneDNN is not installed")
@@ -107,9 +107,9 @@ def _output(net, x):
 @pytest.fixture(params=[None, "columns"], ids=["chosen", "numpy"])
 def method(request):
     """Each case with the methods chosen by shape (oneDNN where it loads) and on numpy."""
-    previous = methods.prefer(request.param)
+    previous = method_choice.prefer(request.param)
     yield request.param
-    methods.prefer(previous)
+    method_choice.prefer(previous)
 
 
 @pytest.mark.parametrize("name", NETS)
