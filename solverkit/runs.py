@@ -17,6 +17,7 @@ A training run claims its ``snapshot_prefix`` before any work (``claim_prefix``)
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime
 import errno
 import json
@@ -340,6 +341,21 @@ def claim_prefix(prefix: str | os.PathLike, *, fresh: str = "refuse", create: bo
         claim.release()
         raise
     return claim
+
+
+def open_log_at(path: Path, iteration: int, header: tuple[str, ...],
+                also_at: tuple[str, ...] = ()):
+    """Open a run's CSV log for the rows from ``iteration`` on: from iteration 0 a new
+    file with ``header``; from a later one (a resumed run) the same file cut in place back
+    to its rows before ``iteration`` (``keep_log_rows_before``), then appended to.
+    Returns ``(file, csv writer)``; the caller closes the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = iteration > 0 and keep_log_rows_before(path, iteration, ",".join(header), also_at)
+    handle = open(path, "a" if kept else "w", newline="")  # noqa: SIM115  (the caller's)
+    writer = csv.writer(handle)
+    if not kept:
+        writer.writerow(header)
+    return handle, writer
 
 
 def keep_log_rows_before(path: str | os.PathLike, iteration: int, header: str,

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 import solverkit as sk
+from solverkit import runs as runs_module  # where run logs are opened
 from solverkit.runs import RunFiles, claim_prefix
 from solverkit.snapshot import atomic_write_npz, file_sha256, read_npz
-from solverkit.solvers import callbacks as callbacks_module
 
 NET = {"name": "tiny", "layers": [
     {"name": "data", "type": "Data", "top": ["data", "label"], "include": {"phase": "TRAIN"},
@@ -98,7 +98,7 @@ def test_a_resumed_debug_log_is_cut_in_place_not_rewritten(tmp_path, monkeypatch
         opened.append((Path(path).name, mode))
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(callbacks_module, "open", spy, raising=False)
+    monkeypatch.setattr(runs_module, "open", spy, raising=False)
     resumed = sk.Solver(solver_path, progress=False)
     resumed.claim_prefix("keep")
     resumed.restore(files.state(3))

@@ -47,7 +47,6 @@ callback as well (``schedule.Policy``).
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,7 @@ import numpy as np
 
 from ..errors import ConfigError, did_you_mean
 from ..registry import callback_class, register_callback
-from ..runs import file_operation, keep_log_rows_before
+from ..runs import file_operation, open_log_at
 from ..spec.training import (
     BestSnapshotParams,
     CallbackParams,
@@ -310,14 +309,7 @@ class DebugInfo(Callback):
     def _open(self, it: int):
         path = self.solver.files.debug_log
         with file_operation("write the debug log", path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # a resumed run cuts the file back to the rows before its iteration in place
-            # (never rewritten from the start), then appends
-            kept = it > 0 and keep_log_rows_before(path, it, ",".join(self.HEADER))
-            self._file = open(path, "a" if kept else "w", newline="")  # noqa: SIM115
-            self._writer = csv.writer(self._file)
-            if not kept:
-                self._writer.writerow(self.HEADER)
+            self._file, self._writer = open_log_at(path, it, self.HEADER)
 
     def before_update(self, it):
         self._before = [param.blob.data.copy() for param in self.solver.net.learnable_params]

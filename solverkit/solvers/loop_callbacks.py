@@ -10,14 +10,13 @@ docstring.
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import os
 import signal
 import sys
 import time
 
-from ..runs import file_operation, keep_log_rows_before
+from ..runs import file_operation, open_log_at
 from .callbacks import Callback, StepResult
 
 logger = logging.getLogger("solverkit")
@@ -45,16 +44,10 @@ class CsvLog(Callback):
     def _open(self) -> None:
         solver = self.solver
         path = solver.files.log
+        tested = ("TEST", "EVENT") if solver.tested_at == solver.iter else ()
         with file_operation("write the training log", path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tested = ("TEST", "EVENT") if solver.tested_at == solver.iter else ()
-            kept = solver.iter > 0 and keep_log_rows_before(path, solver.iter,
-                                                            ",".join(LOG_HEADER), tested)
             # stays open for the run, closed by on_train_end
-            self._file = open(path, "a" if kept else "w", newline="")  # noqa: SIM115
-            self._writer = csv.writer(self._file)
-            if not kept:
-                self._writer.writerow(LOG_HEADER)
+            self._file, self._writer = open_log_at(path, solver.iter, LOG_HEADER, tested)
 
     def rows(self, it: int, phase: str, values: dict[str, float], rate: float) -> None:
         solver = self.solver
