@@ -756,16 +756,21 @@ class Pooling(Layer):
         if self.empty_windows is not None:
             y[:, self.empty_windows] = np.finfo(y.dtype).min
 
-    def _forward_max_only(self, x, y, block):
-        """MAX without the indices of the maxima (nothing for a backward to read)."""
+    def _fold_taps(self, x, block, dtype, combine):
+        """Every window's taps of ``x`` folded with ``combine`` (``np.maximum``, ``np.add``)
+        into the ``best`` run; returns it as (block, out_h, out_w) windows."""
         windows = self.windows
         phases = windows.load(x, block)
-        (best,) = self._runs(block, ("best", y.dtype))
+        (folded,) = self._runs(block, ("best", dtype))
         (_, a, b, offset), *rest = windows.taps
-        np.copyto(best, phases[a, b].reshape(-1)[offset:offset + best.size])
+        np.copyto(folded, phases[a, b].reshape(-1)[offset:offset + folded.size])
         for _, a, b, offset in rest:
-            np.maximum(best, phases[a, b].reshape(-1)[offset:offset + best.size], out=best)
-        np.copyto(y, windows.wide("best", y.dtype)[block, :windows.out_h, :windows.out_w])
+            combine(folded, phases[a, b].reshape(-1)[offset:offset + folded.size], out=folded)
+        return windows.wide("best", dtype)[block, :windows.out_h, :windows.out_w]
+
+    def _forward_max_only(self, x, y, block):
+        """MAX without the indices of the maxima (nothing for a backward to read)."""
+        np.copyto(y, self._fold_taps(x, block, y.dtype, np.maximum))
         if self.empty_windows is not None:
             y[:, self.empty_windows] = np.finfo(y.dtype).min
 
@@ -774,13 +779,7 @@ class Pooling(Layer):
 
     def _forward_ave(self, x, y, block):
         windows = self.windows
-        phases = windows.load(x, block)
-        (total,) = self._runs(block, ("best", y.dtype))
-        (_, a, b, offset), *rest = windows.taps
-        np.copyto(total, phases[a, b].reshape(-1)[offset:offset + total.size])
-        for _, a, b, offset in rest:
-            np.add(total, phases[a, b].reshape(-1)[offset:offset + total.size], out=total)
-        sums = windows.wide("best", y.dtype)[block, :windows.out_h, :windows.out_w]
+        sums = self._fold_taps(x, block, y.dtype, np.add)
         if self.uniform_size:
             np.multiply(sums, self.inv_pool_size[0, 0], out=y)
         else:
