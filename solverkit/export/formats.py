@@ -35,6 +35,7 @@ class Exporter:
         return [path]
 
     def export(self, net, path: Path) -> None:
+        """Write ``net`` to ``path`` (what each exporter defines)."""
         raise NotImplementedError
 
     def write(self, net, path: Path) -> list[Path]:

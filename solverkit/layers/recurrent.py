@@ -236,6 +236,8 @@ class RecurrentLayer(Layer):
 
     # ----- what a subclass defines -----
     def unroll(self, products, cont, initial):
+        """Run the recurrence over the time steps; returns what ``outputs`` and
+        ``unroll_backward`` read."""
         raise NotImplementedError
 
     def outputs(self, saved):
