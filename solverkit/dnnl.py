@@ -584,9 +584,12 @@ class PoolingPlan:
     ``y`` (N, C, OH, OW)), on the images' own layout. ``algorithm``: ``max``,
     ``avg_include_padding`` or ``avg_exclude_padding``. The right padding is what the
     last window covers beyond the image (Caffe's ceil overhang included); MAX keeps the
-    index of each window's maximum for ``backward`` in a workspace of the plan."""
+    index of each window's maximum for ``backward`` in a workspace of the plan. With
+    ``relu`` (a negative slope; inference only) the pooled values are rectified before they
+    are stored (a post-op), as an in-place ReLU after the pooling would."""
 
-    def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True):
+    def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True,
+                 relu: float | None = None):
         lib = _library[0]
         _set_threads()
         self.threads = num_threads()
@@ -597,12 +600,14 @@ class PoolingPlan:
         src = _memory_desc(x_shape, TAG_ABCD)
         dst = _memory_desc(y_shape, TAG_ABCD)
         alg = POOLING_ALGORITHMS[algorithm]
+        if relu is not None and training:
+            raise ValueError("a pooling plan rectifies its result only for inference")
         attr = _attr()
         forward = Handle()
         _check(lib.dnnl_pooling_forward_primitive_desc_create(
             ctypes.byref(forward), _engine, FORWARD_TRAINING if training else FORWARD_INFERENCE,
             alg, src, dst, _dims(stride), _dims(kernel), _dims((0, 0)), _dims(pad), pad_r,
-            attr), "pooling forward")
+            _attr(relu)), "pooling forward")
         self._forward = _Primitive(forward)
         self.x = _Tensor(x_shape, src, "src")
         self.y = _Tensor(y_shape, dst, "dst")

@@ -322,8 +322,9 @@ class Net:
                 need[id(blob)] = runs or layer.tops_need_backward or (force and layer.has_backward)
 
     def _find_fusions(self) -> dict[int, float]:
-        """Convolutions whose top an in-place ReLU rectifies right after them: in an
-        inference forward the two run as one primitive (where oneDNN runs the convolution)."""
+        """Convolutions, InnerProducts and Poolings whose top an in-place ReLU rectifies right
+        after them: in an inference forward the two run as one primitive (where oneDNN runs
+        the first)."""
         fusions = {}
         for position, layer in enumerate(self.layers[:-1]):
             after = self.layers[position + 1]
