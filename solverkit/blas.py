@@ -43,6 +43,7 @@ import ctypes.util
 import importlib.metadata
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -287,15 +288,16 @@ def _library_layout(a, b, out):
 
 
 def axpby_ready(*arrays: np.ndarray) -> bool:
-    """Whether ``axpby`` runs on a library's threads for these arrays: MKL (float32 or
-    float64) or oneDNN (float32) is the backend, and they are C-contiguous, of one dtype
-    and one size, and none shares memory with another. The answer for the same array
-    objects is kept (an update asks it for every parameter at every step)."""
+    """Whether ``axpby`` runs on a library for these arrays: MKL (float32 or float64) or
+    oneDNN (float32) is the backend, and they are C-contiguous, of one dtype and one size,
+    and none shares memory with another. The answer for the same array objects is kept
+    (an update asks it for every parameter at every step; weak references, so that the
+    arrays of a net that is gone are not held)."""
     if not _resolved:
         backend()
     key = (_mkl is not None, _dnnl_chosen, *map(id, arrays))
     known = _ready.get(key)
-    if known is not None and all(a is b for a, b in zip(known[1], arrays)):
+    if known is not None and all(ref() is a for ref, a in zip(known[1], arrays)):
         return known[0]
     first = arrays[0]
     dtypes = (np.float32, np.float64) if _mkl is not None else (np.float32,)
@@ -307,24 +309,24 @@ def axpby_ready(*arrays: np.ndarray) -> bool:
                          for i, a in enumerate(arrays) for b in arrays[i + 1:]))
     if len(_ready) >= MAX_KEPT:
         _ready.clear()
-    _ready[key] = (ready, arrays)
+    _ready[key] = (ready, tuple(weakref.ref(a) for a in arrays))
     return ready
 
 
 def axpby(alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> None:
-    """``y = alpha·x + beta·y``: one pass on MKL's or oneDNN's threads where
-    ``axpby_ready(x, y)`` (oneDNN from ``MIN_AXPBY_ELEMENTS`` on: a call costs it some
-    10 µs), else two numpy passes and a temporary. Element-wise, so the result does not
-    depend on the thread count or the alignment (a test checks it)."""
+    """``y = alpha·x + beta·y``: one pass of MKL (on its threads) or oneDNN (on one thread,
+    from ``MIN_AXPBY_ELEMENTS`` on: a call costs it a few µs) where ``axpby_ready(x, y)``,
+    else two numpy passes and a temporary. Element-wise, so the result does not depend on
+    the thread count or the alignment (a test checks it)."""
     if axpby_ready(x, y):
         if _mkl is not None:
             function = _mkl.cblas_saxpby if x.dtype == np.float32 else _mkl.cblas_daxpby
             function(x.size, alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)
             return
         if x.size >= MIN_AXPBY_ELEMENTS:
-            # a plan per pair of arrays: it points at them once (it holds them, so the ids
-            # stay theirs)
-            key = ("axpby", id(x), id(y))
+            # a plan per pair of arrays: it points at them once, and again only when it is
+            # given other arrays (another pair that got the ids of a pair gone)
+            key = ("axpby", x.size, id(x), id(y))
             plan = _plans.get(key)
             if plan is None:
                 if len(_plans) >= MAX_KEPT:

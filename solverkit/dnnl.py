@@ -34,6 +34,7 @@ import ctypes.util
 import importlib.metadata
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -755,10 +756,11 @@ class AxpbyPlan:
         with _arena_lock:           # the memories' data handles are this plan's
             _set_threads(1)
             self._scales[0], self._scales[1] = beta, alpha
-            if self._bound is None or self._bound[0] is not x or self._bound[1] is not y:
-                # the same array objects keep their buffers: point to them once
+            if self._bound is None or self._bound[0]() is not x or self._bound[1]() is not y:
+                # the same array objects keep their buffers: point to them once (weak
+                # references: the plan does not keep a net's arrays alive)
                 self.x.point_to(x)
                 self.y.point_to(y)
-                self._bound = (x, y)
+                self._bound = (weakref.ref(x), weakref.ref(y))
             _check(_library[0].dnnl_primitive_execute(self._primitive.handle, _stream,
                                                       len(self._args), self._args), "execute")

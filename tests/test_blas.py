@@ -171,11 +171,13 @@ def test_inner_product_gradients_on_every_library(blas_backend, fields, rng):
 def test_axpby_matches_its_formula(blas_backend, dtype, rng):
     x, y = rng.standard_normal(1000).astype(dtype), rng.standard_normal(1000).astype(dtype)
     expected = 0.3 * x.astype(np.float64) - 1.5 * y.astype(np.float64)
+    blas._plans.clear()         # a cache: emptied, so that what is in it now is this call's
     on_library = blas_backend == "mkl" or (blas_backend == "dnnl" and dtype == np.float32)
     assert blas.axpby_ready(x, y) == on_library
     blas.axpby(0.3, x, -1.5, y)
     # oneDNN's pass ran (its plan for this pair of arrays is kept)
-    assert (("axpby", id(x), id(y)) in blas._plans) == (blas_backend == "dnnl" and on_library)
+    assert (("axpby", x.size, id(x), id(y)) in blas._plans) == \
+        (blas_backend == "dnnl" and on_library)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12      # of the terms' size, ~1
     np.testing.assert_allclose(y, expected, rtol=tolerance, atol=tolerance)
 
@@ -219,7 +221,20 @@ def test_dnnl_axpby_follows_arrays_given_anew(chosen_again, rng):
     expected = 3.0 * other.astype(np.float64) + y
     blas.axpby(3.0, other, 1.0, y)
     np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
-    assert ("axpby", id(other), id(y)) in blas._plans
+    assert ("axpby", size, id(other), id(y)) in blas._plans
+
+
+@pytest.mark.skipif(not DNNL, reason="oneDNN does not load here")
+def test_dnnl_axpby_keeps_no_array_alive(chosen_again, rng):
+    import gc
+    import weakref
+    blas.set_backend("dnnl")
+    x, y = (rng.standard_normal(blas.MIN_AXPBY_ELEMENTS).astype(np.float32) for _ in range(2))
+    blas.axpby(0.5, x, 2.0, y)
+    gone = weakref.ref(x), weakref.ref(y)
+    del x, y
+    gc.collect()
+    assert gone[0]() is None and gone[1]() is None
 
 
 def test_an_unknown_choice_is_a_config_error_naming_the_variable():
