@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from .. import blas, dnnl, threads
-from ..blob import Blob
+from ..blob import Blob, is_frozen
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams, LayerSpec
 from ..threads import parallel_for, split
@@ -331,7 +331,7 @@ class Convolution(_ConvolutionBase):
                                relu=relu)
         # A read-only weight array that owns its memory (a net built for inference freezes
         # its parameters so) cannot change: oneDNN's layout of it is computed once.
-        constant = self.inference and not weight.flags.writeable and weight.base is None
+        constant = self.inference and is_frozen(weight)
         plan.forward(x, weight, self.blobs[1].data if p.bias_term else None, y,
                      constant_weight=constant)
         self.last_forward = ("dnnl " + ("inference" if self.inference else "training")
