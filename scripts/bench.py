@@ -808,9 +808,10 @@ class RealCase:
                                       "source": (self.x, self.y)})
             self.solver = make_solver(spec, SGD_STEP, settings.workdir, name)
         else:
-            # deployed: weights fixed, forward as inference (BatchNorm's blobs stay writable)
-            self.net = sk.Net(self.deploy_spec(), phase="TEST", seed=SEED, inference=True)
+            # deployed: statistics as trained, then weights fixed, forward as inference
+            self.net = sk.Net(self.deploy_spec(), phase="TEST", seed=SEED)
             self.trained_statistics(self.net)
+            self.net.freeze()
             self.net.set_input("data", self.x)
             self.net.reshape()
 

@@ -22,6 +22,7 @@ from .errors import (
     did_you_mean,
     size_refusal,
 )
+from .folding import ConvolutionFold, find_folds
 from .layers.base import DataLayer, Layer
 from .registry import layer_class
 from .snapshot import load_model, save_model
@@ -63,7 +64,8 @@ class Net:
     backward turns that off for good (what it needs is recomputed from the bottoms once).
     ``inference=True`` (TEST only; ``freeze()`` later does the same) builds a net for
     deployment: its convolution weights are read-only arrays (``load`` replaces them), so
-    oneDNN's layout of them is computed once; it has no backward.
+    oneDNN's layout of them is computed once, and an in-place BatchNorm (+ Scale) after a
+    Convolution is folded into its weights (``folding.py``); it has no backward.
     """
 
     def __init__(self, spec, phase: str = "TRAIN", level: int = 0, stages=(),
@@ -108,6 +110,9 @@ class Net:
             self.share_params_with(share_from)
         # conv position -> negative slope of the in-place ReLU right after it
         self._fusions = self._find_fusions()
+        # conv position -> the in-place BatchNorm (+ Scale) chain a frozen net folds into it
+        self._folds: dict[int, ConvolutionFold] = find_folds(self.layers, self.bottoms,
+                                                             self.tops)
         self._set_inference(phase == "TEST")
         if inference:
             self._freeze(copy=False)    # nobody else holds the new arrays yet
@@ -357,11 +362,16 @@ class Net:
                               "inference=True", file=self.spec.file)
         self.inference_only = True
         self._set_inference(True)
+        for layer in self.layers:
+            layer.frozen = True
         self._freeze_params(copy)
 
     def _packed_blobs(self) -> list[Blob]:
+        """The parameters a frozen net derives something from once: the layers'
+        ``packed_params`` and those of every chain it folds."""
         unique = {id(layer.blobs[j]): layer.blobs[j] for layer in self.layers
                   for j in layer.packed_params}
+        unique.update((id(blob), blob) for fold in self._folds.values() for blob in fold.blobs)
         return list(unique.values())
 
     def _freeze_params(self, copy: bool = True) -> None:
@@ -589,14 +599,22 @@ class Net:
 
     def _forward_steps(self, start: int, end: int):
         """Run the layers at positions ``start..end``, yielding each position before its
-        layer runs (for messages); fused pairs run as one where both are in the range."""
+        layer runs (for messages); fused pairs and folded chains (a net built for inference)
+        run as one where all their layers are in the range."""
         fusions = self._fusions if self._inference else {}
+        folds = self._folds if self.inference_only else {}
         position = start
         while position <= end:
             yield position
             layer, bottom, top = self.layers[position], self.bottoms[position], self.tops[position]
             if layer.shapes_follow_data:
                 self._reshape_from(position)
+            fold = folds.get(position)
+            if fold is not None and fold.last <= end:
+                after = fold.forward(bottom, top, with_relu=fold.last < end)
+                if after is not None:
+                    position = after
+                    continue
             slope = fusions.get(position)
             if slope is not None and position < end and \
                     layer.forward_with_relu(bottom, top, slope):

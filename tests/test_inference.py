@@ -122,8 +122,9 @@ def test_inference_forward_equals_training_forward(name, method):
     y = _output(net, x)
     reference = _output(_training_form(spec, _params(net)), x)
     np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-6)
-    frozen = sk.Net(spec, "TEST", seed=1, inference=True)     # the same seed: same weights
+    frozen = sk.Net(spec, "TEST", seed=1)     # the same seed: same weights
     _statistics(frozen)
+    frozen.freeze()             # the statistics are read-only from here on, as the weights
     np.testing.assert_allclose(_output(frozen, x), reference, rtol=1e-5, atol=1e-6)
 
 
