@@ -60,7 +60,8 @@ class Net:
 
     A TEST net runs its forwards as inference (``inference_forward``) until a backward is
     asked for: nothing is kept for backward (indices of maxima, training primitives) and a
-    Convolution followed by an in-place ReLU runs as one oneDNN primitive. The first
+    Convolution followed by an in-place ReLU runs as one oneDNN primitive (an Eltwise SUM
+    and its ReLU as one pass). The first
     backward turns that off for good (what it needs is recomputed from the bottoms once).
     ``inference=True`` (TEST only; ``freeze()`` later does the same) builds a net for
     deployment: its convolution weights are read-only arrays (``load`` replaces them), so
@@ -313,8 +314,9 @@ class Net:
                 need[id(blob)] = runs or layer.tops_need_backward or (force and layer.has_backward)
 
     def _find_fusions(self) -> dict[int, float]:
-        """Convolutions whose top an in-place ReLU rectifies right after them: in an
-        inference forward the two run as one primitive (where oneDNN runs the convolution)."""
+        """Layers with a ``forward_with_relu`` (Convolution, InnerProduct, Eltwise) whose top
+        an in-place ReLU rectifies right after them: in an inference forward the two run as
+        one (a oneDNN primitive, or one pass of the sum)."""
         fusions = {}
         for position, layer in enumerate(self.layers[:-1]):
             after = self.layers[position + 1]
