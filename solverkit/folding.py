@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blob import Blob
+from .blob import Blob, aligned_zeros
 from .layers.base import Layer
 
 
@@ -73,8 +73,9 @@ class ConvolutionFold:
             rate *= scale.blobs[0].data
             if scale.bias_index is not None:
                 shift = scale.blobs[scale.bias_index].data.astype(np.float64)
-        folded_weight = (weight * rate.reshape(-1, *([1] * (weight.ndim - 1)))).astype(
-            weight.dtype)
+        # aligned: where oneDNN's layout of W' is the plain one it reads W' itself (no copy)
+        folded_weight = aligned_zeros(weight.shape, weight.dtype)
+        np.multiply(weight, rate.reshape(-1, *([1] * (weight.ndim - 1))), out=folded_weight)
         folded_bias = ((bias - mean) * rate + shift).astype(weight.dtype)
         for array in (folded_weight, folded_bias):
             array.flags.writeable = False   # constant: oneDNN's layout of W' is made once
