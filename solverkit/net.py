@@ -59,10 +59,10 @@ class Net:
     ``blobs`` maps blob names to Blobs; ``params`` maps layer names to their parameter Blobs.
 
     A TEST net runs its forwards as inference (``inference_forward``) until a backward is
-    asked for: nothing is kept for backward (indices of maxima, training primitives) and a
-    Convolution followed by an in-place ReLU runs as one oneDNN primitive (an Eltwise SUM
-    and its ReLU as one pass). The first
-    backward turns that off for good (what it needs is recomputed from the bottoms once).
+    asked for: nothing is kept for backward (indices of maxima, training primitives), a
+    Convolution followed by an in-place ReLU runs as one oneDNN primitive and an Eltwise
+    SUM and its ReLU as one pass. The first backward turns that off for good (what it
+    needs is recomputed from the bottoms once).
     ``inference=True`` (TEST only; ``freeze()`` later does the same) builds a net for
     deployment: its convolution weights are read-only arrays (``load`` replaces them), so
     oneDNN's layout of them is computed once, and an in-place BatchNorm (+ Scale) after a
