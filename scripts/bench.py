@@ -708,7 +708,8 @@ INFERENCE = {"infer_lenet_b64": ("lenet_b64", 64), "infer_cifar10_quick_b64":
 
 def run_inference(name: str, settings: Settings) -> dict:
     """One TEST forward of the deploy net (Softmax probabilities out) on a fixed batch:
-    solverkit's ``Net.forward`` (a net built with ``inference=True``), PyTorch in eval mode under ``no_grad`` (the same weights,
+    solverkit's ``Net.forward`` (a net built with ``inference=True, outputs_only=True``, as
+    ``solverkit predict`` builds it), PyTorch in eval mode under ``no_grad`` (the same weights,
     a softmax on the scores), and onnxruntime on solverkit's ONNX export, same threads."""
     import solverkit as sk
     base, batch = INFERENCE[name]
@@ -716,7 +717,7 @@ def run_inference(name: str, settings: Settings) -> dict:
     case.batch = batch
     data = synthetic(case)
     net = sk.Net(sk.deploy_net(net_dict(case.net, batch, {"source": data})), phase="TEST",
-                 seed=SEED, inference=True)
+                 seed=SEED, inference=True, outputs_only=True)
     x = data[0][:batch]
     net.set_input("data", x)
     net.reshape()
@@ -808,10 +809,11 @@ class RealCase:
                                       "source": (self.x, self.y)})
             self.solver = make_solver(spec, SGD_STEP, settings.workdir, name)
         else:
-            # deployed: statistics as trained, then weights fixed, forward as inference
-            self.net = sk.Net(self.deploy_spec(), phase="TEST", seed=SEED)
+            # deployed as solverkit predict builds it: weights fixed, forward as inference,
+            # only the outputs kept (BatchNorm's blobs stay writable)
+            self.net = sk.Net(self.deploy_spec(), phase="TEST", seed=SEED, inference=True,
+                              outputs_only=True)
             self.trained_statistics(self.net)
-            self.net.freeze()
             self.net.set_input("data", self.x)
             self.net.reshape()
 

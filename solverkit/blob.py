@@ -152,5 +152,18 @@ class Blob:
         if self._data.shape != shape:
             self._data = aligned_zeros(shape, self.dtype)
 
+    def use_memory(self, buffer: np.ndarray) -> None:
+        """Hold the data (its shape kept, its values not) in the first bytes of ``buffer``
+        (a 1-d uint8 array, aligned like ``aligned_zeros``'), which other blobs may use too;
+        a reshape to another shape gives the blob an array of its own again."""
+        if self._source is not None:
+            self._source.use_memory(buffer)
+            return
+        nbytes = self._data.nbytes
+        if buffer.nbytes < nbytes:
+            raise ValueError(f"a buffer of {buffer.nbytes} bytes cannot hold blob "
+                             f"{self.name!r} ({nbytes} bytes)")
+        self._data = buffer[:nbytes].view(self.dtype).reshape(self._data.shape)
+
     def __repr__(self) -> str:
         return f"Blob({self.name!r}, shape={self.shape}, dtype={self.dtype})"

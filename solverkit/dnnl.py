@@ -34,6 +34,7 @@ import ctypes.util
 import importlib.metadata
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,8 @@ SCRATCHPAD_USER = 1
 ARG_SRC, ARG_DST, ARG_WEIGHTS, ARG_BIAS, ARG_SCRATCHPAD = 1, 17, 33, 41, 80
 ARG_DIFF_SRC, ARG_DIFF_DST, ARG_DIFF_WEIGHTS, ARG_DIFF_BIAS = 129, 145, 161, 169
 ARG_FROM, ARG_TO = 1, 17
+ARG_SRC_0, ARG_SRC_1, ARG_ATTR_SCALES = 1, 2, 4096
+BINARY_ADD = 0x1fff0
 
 # libgomp's busy-wait before a thread sleeps, in iterations (its default: 300000)
 SPINCOUNT = "10000"
@@ -129,7 +132,8 @@ def _load(path: str):
                  "dnnl_primitive_attr_set_scratchpad_mode", "dnnl_memory_desc_get_size",
                  "dnnl_memory_desc_equal", "dnnl_memory_desc_create_with_strides",
                  "dnnl_matmul_primitive_desc_create", "dnnl_post_ops_create",
-                 "dnnl_post_ops_append_sum", "dnnl_primitive_attr_set_post_ops"):
+                 "dnnl_post_ops_append_sum", "dnnl_primitive_attr_set_post_ops",
+                 "dnnl_binary_primitive_desc_create", "dnnl_primitive_attr_set_scales_mask"):
         getattr(lib, name).restype = ctypes.c_int
     lib.dnnl_post_ops_append_eltwise.restype = ctypes.c_int
     lib.dnnl_post_ops_append_eltwise.argtypes = [Handle, ctypes.c_int, ctypes.c_float,
@@ -212,9 +216,9 @@ def describe() -> str:
     return f"oneDNN {major}.{minor}.{patch}"
 
 
-def _set_threads() -> None:
-    """oneDNN's OpenMP threads for the calling thread: solverkit's count."""
-    n = num_threads()
+def _set_threads(n: int | None = None) -> None:
+    """oneDNN's OpenMP threads for the calling thread: ``n``, by default solverkit's count."""
+    n = num_threads() if n is None else n
     if getattr(_threads, "count", None) != n:
         _library[1].omp_set_num_threads(n)
         _threads.count = n
@@ -581,9 +585,12 @@ class PoolingPlan:
     ``y`` (N, C, OH, OW)), on the images' own layout. ``algorithm``: ``max``,
     ``avg_include_padding`` or ``avg_exclude_padding``. The right padding is what the
     last window covers beyond the image (Caffe's ceil overhang included); MAX keeps the
-    index of each window's maximum for ``backward`` in a workspace of the plan."""
+    index of each window's maximum for ``backward`` in a workspace of the plan. With
+    ``relu`` (a negative slope; inference only) the pooled values are rectified before they
+    are stored (a post-op), as an in-place ReLU after the pooling would."""
 
-    def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True):
+    def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True,
+                 relu: float | None = None):
         lib = _library[0]
         _set_threads()
         self.threads = num_threads()
@@ -594,12 +601,14 @@ class PoolingPlan:
         src = _memory_desc(x_shape, TAG_ABCD)
         dst = _memory_desc(y_shape, TAG_ABCD)
         alg = POOLING_ALGORITHMS[algorithm]
+        if relu is not None and training:
+            raise ValueError("a pooling plan rectifies its result only for inference")
         attr = _attr()
         forward = Handle()
         _check(lib.dnnl_pooling_forward_primitive_desc_create(
             ctypes.byref(forward), _engine, FORWARD_TRAINING if training else FORWARD_INFERENCE,
             alg, src, dst, _dims(stride), _dims(kernel), _dims((0, 0)), _dims(pad), pad_r,
-            attr), "pooling forward")
+            _attr(relu)), "pooling forward")
         self._forward = _Primitive(forward)
         self.x = _Tensor(x_shape, src, "src")
         self.y = _Tensor(y_shape, dst, "dst")
@@ -701,3 +710,57 @@ def _strided_desc(array: np.ndarray) -> Handle:
         ctypes.byref(desc), array.ndim, _dims(array.shape), F32,
         _dims([s // array.itemsize for s in array.strides])), "memory descriptor")
     return desc
+
+
+class AxpbyPlan:
+    """``y = alpha·x + beta·y`` on two C-contiguous float32 arrays of ``size`` elements: one
+    pass of oneDNN's binary primitive (``dst = beta·y + alpha·x``, y read and written in
+    place), ``alpha`` and ``beta`` given at each call (run-time scales), so one primitive
+    serves every learning rate. Element by element: the result does not depend on the
+    arrays' alignment.
+
+    It runs on one thread: a pass over a parameter is bound by the cache's bandwidth (two
+    threads took as long as one on a 784×512 weight), and a one-thread call neither wakes
+    a second thread nor waits for one that another process has taken the core from.
+    """
+
+    def __init__(self, size: int):
+        lib = _library[0]
+        _set_threads(1)
+        desc = _memory_desc((size,), TAG_A)
+        self.x, self.y = _Memory(desc), _Memory(desc)
+        scale_desc = _memory_desc((1,), TAG_A)
+        self._scales = np.zeros(2, np.float32)       # beta (on y), alpha (on x)
+        self.beta, self.alpha = _Memory(scale_desc), _Memory(scale_desc)
+        self.beta.point_to(self._scales[0:1])
+        self.alpha.point_to(self._scales[1:2])
+        attr = _attr()
+        for arg in (ARG_SRC_0, ARG_SRC_1):         # one scale for the whole array (mask 0)
+            _check(lib.dnnl_primitive_attr_set_scales_mask(attr, arg, 0), "scales")
+        primitive = Handle()
+        _check(lib.dnnl_binary_primitive_desc_create(ctypes.byref(primitive), _engine,
+                                                     BINARY_ADD, desc, desc, desc, attr),
+               "binary")
+        self._primitive = _Primitive(primitive)
+        if self._primitive.scratchpad is not None:
+            raise RuntimeError("oneDNN: the binary primitive asks for scratch space")
+        args = [(ARG_SRC_0, self.y), (ARG_SRC_1, self.x), (ARG_DST, self.y),
+                (ARG_ATTR_SCALES | ARG_SRC_0, self.beta), (ARG_ATTR_SCALES | ARG_SRC_1, self.alpha)]
+        self._args = (ExecArg * len(args))(*[ExecArg(arg, memory.handle) for arg, memory in args])
+        self._bound = None
+
+    def implementation(self) -> str:
+        return self._primitive.implementation()
+
+    def run(self, alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> None:
+        with _arena_lock:           # the memories' data handles are this plan's
+            _set_threads(1)
+            self._scales[0], self._scales[1] = beta, alpha
+            if self._bound is None or self._bound[0]() is not x or self._bound[1]() is not y:
+                # the same array objects keep their buffers: point to them once (weak
+                # references: the plan does not keep a net's arrays alive)
+                self.x.point_to(x)
+                self.y.point_to(y)
+                self._bound = (weakref.ref(x), weakref.ref(y))
+            _check(_library[0].dnnl_primitive_execute(self._primitive.handle, _stream,
+                                                      len(self._args), self._args), "execute")

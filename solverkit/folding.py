@@ -13,10 +13,13 @@ layers run one after the other (to float rounding), the chain costs one pass ove
 activations instead of three, and an in-place ReLU after it still fuses into the
 convolution.
 
-W' and b' derive from parameters a net built for inference keeps read-only (``Net.freeze``):
-they are computed on the first forward and again whenever one of those arrays is replaced
-(``Net.load`` puts in new ones), and while one of them is writable (a user put in their own
-array) the layers run unfolded, so the folded weights are never stale.
+W' and b' are computed on the first forward and kept. The weights of a net built for
+inference are read-only arrays (``Net.freeze``): W' is computed again when the array is
+replaced (``Net.load`` puts in new ones), and while the weights are a writable array (a user
+put in their own) the chain runs unfolded. The other parameters (the bias, the statistics,
+γ and β: a few numbers per channel) stay writable, as in any net: every forward compares
+them with the values folded and folds again when one changed. The folded weights are never
+stale.
 """
 
 from __future__ import annotations
@@ -38,27 +41,28 @@ class ConvolutionFold:
         self.convolution, self.batch_norm, self.scale = convolution, batch_norm, scale
         self.last = position + (1 if scale is None else 2)
         self.relu = relu
-        self._sources: tuple[np.ndarray, ...] = ()
+        self._weight: np.ndarray | None = None     # the weights W' was computed from
+        self._values: list[bytes] = []              # and the other parameters' values
         self._folded: tuple[np.ndarray, np.ndarray] | None = None
 
-    @property
-    def blobs(self) -> list[Blob]:
-        """The parameters W' and b' are computed from (a frozen net keeps them read-only)."""
-        layers = [self.convolution, self.batch_norm]
+    def _small_parameters(self) -> list[np.ndarray]:
+        """The parameters besides the weights: the bias, μ, σ², the factor, γ, β."""
+        small = [blob.data for blob in self.convolution.blobs[1:]]
+        small += [blob.data for blob in self.batch_norm.blobs]
         if self.scale is not None:
-            layers.append(self.scale)
-        return [blob for layer in layers for blob in layer.blobs]
+            small += [blob.data for blob in self.scale.blobs]
+        return small
 
     def folded(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(W', b') as read-only arrays, or None while one of the parameters may change in
-        place (a writable array, or a view of someone else's)."""
-        sources = tuple(blob.data for blob in self.blobs)
-        if not all(not a.flags.writeable and a.base is None for a in sources):
+        """(W', b') as read-only arrays, or None while the weights may change in place (a
+        writable array, or a view of someone else's)."""
+        weight = self.convolution.blobs[0].data
+        if weight.flags.writeable or weight.base is not None:
             return None
-        if len(sources) != len(self._sources) or \
-                any(a is not b for a, b in zip(sources, self._sources)):
+        values = [a.tobytes() for a in self._small_parameters()]    # a microsecond or so
+        if weight is not self._weight or values != self._values:
             self._folded = self._fold()
-            self._sources = sources         # held, so that no other array takes their ids
+            self._weight, self._values = weight, values    # held: no other array takes its id
         return self._folded
 
     def _fold(self) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import memory_plan
 from .blob import Blob
 from .errors import (
     ConfigError,
@@ -66,12 +67,16 @@ class Net:
     ``inference=True`` (TEST only; ``freeze()`` later does the same) builds a net for
     deployment: its convolution weights are read-only arrays (``load`` replaces them), so
     oneDNN's layout of them is computed once, and an in-place BatchNorm (+ Scale) after a
-    Convolution is folded into its weights (``folding.py``); it has no backward.
+    Convolution is folded into its weights (``folding.py``); it has no backward. With
+    ``outputs_only=True`` as well, only the inputs and outputs keep their values after a
+    forward: the blobs between them share memory (``memory_plan``), as onnxruntime's and
+    OpenCV's intermediate tensors do — a deep net then holds a few blobs' worth of
+    activations instead of all of them.
     """
 
     def __init__(self, spec, phase: str = "TRAIN", level: int = 0, stages=(),
                  seed: int | None = None, share_from: Net | None = None,
-                 inference: bool = False):
+                 inference: bool = False, outputs_only: bool = False):
         self.spec: NetSpec = load_net_spec(spec)
         if phase not in PHASES:
             raise ConfigError(f"phase must be TRAIN or TEST, not {phase!r}"
@@ -79,6 +84,10 @@ class Net:
         if inference and share_from is not None:
             raise ConfigError("inference=True builds a net with parameters of its own; "
                               "give no share_from", field="share_from")
+        if outputs_only and not inference:
+            raise ConfigError("outputs_only=True is for a net built for inference (it has no "
+                              "backward to keep the other blobs for); add inference=True",
+                              field="outputs_only")
         self.inference_only = False
         self._shares_params = False
         self.phase = phase
@@ -103,6 +112,8 @@ class Net:
         self._plans: dict[frozenset, list] = {}
         self._shared: dict[str, Param] = {}     # param.name -> the Param that owns the Blob
         self._needs_reshape = False
+        self.outputs_only = False
+        self.memory_slabs: list[memory_plan.Slab] = []
         self.loss = 0.0
         self._seed_values: dict = {}            # diffs given to the last backward(), by blob
 
@@ -117,6 +128,9 @@ class Net:
         self._set_inference(phase == "TEST")
         if inference:
             self._freeze(copy=False)    # nobody else holds the new arrays yet
+        if outputs_only:
+            self.outputs_only = True
+            self._share_memory()
 
     # ------------------------------------------------------------------ build
     def _located(self, err: SolverkitError, position: int) -> SolverkitError:
@@ -314,9 +328,9 @@ class Net:
                 need[id(blob)] = runs or layer.tops_need_backward or (force and layer.has_backward)
 
     def _find_fusions(self) -> dict[int, float]:
-        """Layers with a ``forward_with_relu`` (Convolution, InnerProduct, Eltwise) whose top
-        an in-place ReLU rectifies right after them: in an inference forward the two run as
-        one (a oneDNN primitive, or one pass of the sum)."""
+        """Layers with a ``forward_with_relu`` (Convolution, InnerProduct, Pooling, Eltwise)
+        whose top an in-place ReLU rectifies right after them: in an inference forward the
+        two run as one (a oneDNN primitive where oneDNN runs the first, one pass of the sum)."""
         fusions = {}
         for position, layer in enumerate(self.layers[:-1]):
             after = self.layers[position + 1]
@@ -368,12 +382,18 @@ class Net:
             layer.frozen = True
         self._freeze_params(copy)
 
+    def _share_memory(self) -> None:
+        """Blobs other than the inputs, outputs and loss tops share buffers (see
+        ``memory_plan``); planned again whenever the net is reshaped."""
+        pinned = [*self.input_blobs.values(), *(self.blobs[name] for name in self.outputs),
+                  *(blob for blob, _ in self.loss_weights)]
+        self.memory_slabs = memory_plan.plan([layer.type for layer in self.layers],
+                                             self.bottoms, self.tops, pinned)
+        memory_plan.apply(self.memory_slabs)
+
     def _packed_blobs(self) -> list[Blob]:
-        """The parameters a frozen net derives something from once: the layers'
-        ``packed_params`` and those of every chain it folds."""
         unique = {id(layer.blobs[j]): layer.blobs[j] for layer in self.layers
                   for j in layer.packed_params}
-        unique.update((id(blob), blob) for fold in self._folds.values() for blob in fold.blobs)
         return list(unique.values())
 
     def _freeze_params(self, copy: bool = True) -> None:
@@ -426,6 +446,8 @@ class Net:
     def reshape(self) -> None:
         """Propagate input shapes through every layer (after an input changed its batch size)."""
         self._reshape_from(0)
+        if self.outputs_only:
+            self._share_memory()
 
     def _with_data_source(self, err: SolverkitError, position: int) -> SolverkitError:
         """A mistake about a layer's bottoms (a label out of range) also names the data files
@@ -670,8 +692,12 @@ class Net:
 
     def find_nonfinite(self) -> str | None:
         """Name the first layer whose output (forward order) or gradient (backward order)
-        holds NaN or infinity, for the solver's non-finite-loss message."""
+        holds NaN or infinity, for the solver's non-finite-loss message. A net whose
+        intermediate blobs share memory (``outputs_only``) runs its forward again, a layer
+        at a time, looking at each layer's tops right after it ran."""
         for position, layer in enumerate(self.layers):
+            if self.outputs_only:
+                self.forward_from_to(position, position)
             for blob in self.tops[position]:
                 if not np.all(np.isfinite(blob.data)):
                     bad = [j for j, param in enumerate(layer.blobs)

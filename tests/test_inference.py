@@ -67,6 +67,11 @@ NETS = {
         _relu("conv1"), _pool("pool1", "conv1"), _ip("ip1", "pool1", 5)),
     "relu_not_in_place": _spec(_conv("conv1", "data", 8), _relu("conv1", top="rect"),
                                _pool("pool1", "rect"), _ip("ip1", "pool1", 3)),
+    # cifar10_quick's order: pooling, then the ReLU (MAX, and AVE with a leaky ReLU)
+    "pool_then_relu": _spec(_conv("conv1", "data", 8), _pool("pool1", "conv1"),
+                            _relu("pool1"), _conv("conv2", "pool1", 8),
+                            _pool("pool2", "conv2", "AVE", stride=1, pad=1),
+                            _relu("pool2", slope=0.2), _ip("ip1", "pool2", 3)),
 }
 
 
@@ -122,10 +127,21 @@ def test_inference_forward_equals_training_forward(name, method):
     y = _output(net, x)
     reference = _output(_training_form(spec, _params(net)), x)
     np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-6)
-    frozen = sk.Net(spec, "TEST", seed=1)     # the same seed: same weights
+    frozen = sk.Net(spec, "TEST", seed=1, inference=True)     # the same seed: same weights
     _statistics(frozen)
-    frozen.freeze()             # the statistics are read-only from here on, as the weights
     np.testing.assert_allclose(_output(frozen, x), reference, rtol=1e-5, atol=1e-6)
+
+
+@needs_dnnl
+def test_fused_pooling_relu_is_used():
+    net = sk.Net(NETS["pool_then_relu"], "TEST", seed=1)
+    net.forward(data=_data())
+    assert [net.layer(n).last_forward for n in ("pool1", "pool2")] == \
+        ["dnnl inference + ReLU"] * 2
+    # a training forward pools and rectifies apart (it keeps MAX's indices)
+    net.backward(ip1=np.ones((SHAPE[0], 3), np.float32))
+    net.forward(data=_data())
+    assert net.layer("pool1").last_forward == "dnnl"
 
 
 @needs_dnnl

@@ -226,14 +226,13 @@ def test_partial_forward_does_not_fold_across_its_end():
 
 
 def test_new_weights_are_folded_again(tmp_path, method):
-    """``load`` after freezing: the next forward folds the new weights and statistics; a
-    parameter replaced by a writable array runs the chain unfolded, with that array."""
+    """``load`` after freezing: the next forward folds the new weights and statistics;
+    statistics and γ written in place are folded again; weights replaced by a writable
+    array run the chain unfolded, with that array."""
     spec, _ = CHAINS["groups_strided_two_chains"]
     net = _frozen(spec)
     x = _data()
     before = net.forward(data=x)["conv2"].copy()
-    with pytest.raises(ValueError, match="read-only"):
-        net.params["bn_conv1"][0].data[...] = 0        # statistics are frozen too
     new = {name: [2 * a + 0.1 for a in arrays] for name, arrays in _params(net).items()}
     new["bn_conv1"][2] = np.array([3.0], np.float32)
     source = sk.Net(spec, "TEST", seed=3)
@@ -246,12 +245,24 @@ def test_new_weights_are_folded_again(tmp_path, method):
     assert _folded(net, "conv1") and _folded(net, "conv2")
     np.testing.assert_allclose(after, _reference(spec, new, x)["conv2"], rtol=2e-5, atol=2e-5)
     assert not np.allclose(after, before)
-    # a writable array put in by hand is used as it is: that chain runs unfolded
-    gamma = new["scale_conv2"][0] = np.full_like(new["scale_conv2"][0], -0.5)
-    net.params["scale_conv2"][0].data = gamma.copy()
-    changed = net.forward(data=x)["conv2"]
-    assert _folded(net, "conv1") and not _folded(net, "conv2")
+    # the statistics and the Scale's parameters stay writable: written in place, refolded
+    new["bn_conv2"][0][...] = 0.25
+    new["scale_conv1"][0][:2] = -1.0
+    net.params["bn_conv2"][0].data[...] = new["bn_conv2"][0]
+    net.params["scale_conv1"][0].data[:2] = -1.0
+    changed = net.forward(data=x)["conv2"].copy()
+    assert _folded(net, "conv1") and _folded(net, "conv2")
     np.testing.assert_allclose(changed, _reference(spec, new, x)["conv2"], rtol=2e-5,
+                               atol=2e-5)
+    assert not np.allclose(changed, after)
+    # weights put in by hand as a writable array are used as they are: that chain unfolds
+    with pytest.raises(ValueError, match="read-only"):
+        net.params["conv2"][0].data[...] = 0
+    weight = new["conv2"][0] = -new["conv2"][0]
+    net.params["conv2"][0].data = weight.copy()
+    unfolded = net.forward(data=x)["conv2"]
+    assert _folded(net, "conv1") and not _folded(net, "conv2")
+    np.testing.assert_allclose(unfolded, _reference(spec, new, x)["conv2"], rtol=2e-5,
                                atol=2e-5)
 
 

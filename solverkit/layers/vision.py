@@ -665,17 +665,28 @@ class Pooling(Layer):
         """``dnnl`` or ``phases`` (``method_choice.pooling_method``; global pooling: ``phases``)."""
         return self._method[0]
 
-    def _dnnl_plan(self, x_shape, y_shape, training: bool = True):
+    def _dnnl_plan(self, x_shape, y_shape, training: bool = True, relu: float | None = None):
         """oneDNN's pooling for these shapes and the thread count, kept while they stay: a
         ``training`` plan keeps MAX's indices in a workspace for backward, an inference
-        plan keeps nothing."""
+        plan keeps nothing (and may rectify its result, ``relu``)."""
         algorithm = self._method[1]
-        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), algorithm, training)
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), algorithm, training, relu)
         if getattr(self, "_dnnl_key", None) != key:
             self._dnnl = dnnl.PoolingPlan(x_shape, y_shape, self.kernel, self.stride,
-                                          self.pad, algorithm, training=training)
+                                          self.pad, algorithm, training=training, relu=relu)
             self._dnnl_key = key
         return self._dnnl
+
+    def forward_with_relu(self, bottom, top, negative_slope: float) -> bool:
+        """The forward followed by an in-place ReLU of ``negative_slope`` in one pass, where
+        oneDNN pools in inference (a post-op); False (nothing done) elsewhere."""
+        if not (self.inference and self.method == "dnnl" and len(top) == 1):
+            return False
+        x, y = bottom[0].data, top[0].data
+        self._dnnl_plan(x.shape, y.shape, training=False, relu=negative_slope).forward(x, y)
+        self._forwarded = None
+        self.last_forward = "dnnl inference + ReLU"
+        return True
 
     def _plan(self, images, h, w, out_h, out_w, dtype):
         """The phase layout, the blocks of images, AVE's divisors and the empty windows."""
@@ -711,6 +722,7 @@ class Pooling(Layer):
     # ----- forward -----
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
+        self.last_forward = self.method
         if self.method == "dnnl":
             self._dnnl_plan(x.shape, y.shape, training=not self.inference).forward(x, y)
             # the plan whose workspace backward reads (none after an inference forward)
