@@ -387,6 +387,11 @@ class _Tensor:
         self._packed = (array, memory)
         return memory
 
+    @property
+    def direct(self) -> bool:
+        """Whether the last call read or wrote the array itself (no copy in between)."""
+        return self._direct
+
     def target(self, array: np.ndarray) -> _Memory:
         """The primitive's memory to write into; ``store()`` then puts it into ``array``."""
         return self.plain if self._use_directly(array) else self.inner.in_arena()
@@ -542,15 +547,17 @@ class InnerProductPlan:
     """The inference forward of a fully connected layer: ``x`` (N, K) float32, weights
     (O, K) (Caffe's layout), bias (O,) or None, ``y`` (N, O) = x Wᵀ + b, with ``relu`` (a
     negative slope, or None) fused as in ``ConvolutionPlan``. The weights take the
-    primitive's own layout ("any"), which ``constant_weight`` computes once."""
+    primitive's own layout ("any"), which ``constant_weight`` computes once, or with
+    ``plain_weights`` stay in Caffe's (an aligned array is then read where it lies)."""
 
-    def __init__(self, n, fan_in, num_output, bias, relu: float | None = None):
+    def __init__(self, n, fan_in, num_output, bias, relu: float | None = None,
+                 plain_weights: bool = False):
         lib = _library[0]
         _set_threads()
         self.threads = num_threads()
         src = _memory_desc((n, fan_in), TAG_AB)
         dst = _memory_desc((n, num_output), TAG_AB)
-        wei = _memory_desc((num_output, fan_in), TAG_ANY)
+        wei = _memory_desc((num_output, fan_in), TAG_AB if plain_weights else TAG_ANY)
         bias_desc = _memory_desc((num_output,), TAG_A) if bias else None
         forward = Handle()
         _check(lib.dnnl_inner_product_forward_primitive_desc_create(

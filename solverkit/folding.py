@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blob import Blob, aligned_zeros
+from .blob import Blob, aligned_zeros, freeze_array, is_frozen
 from .layers.base import Layer
 
 
@@ -57,7 +57,7 @@ class ConvolutionFold:
         """(W', b') as read-only arrays, or None while the weights may change in place (a
         writable array, or a view of someone else's)."""
         weight = self.convolution.blobs[0].data
-        if weight.flags.writeable or weight.base is not None:
+        if not is_frozen(weight):
             return None
         values = [a.tobytes() for a in self._small_parameters()]    # a microsecond or so
         if weight is not self._weight or values != self._values:
@@ -82,7 +82,7 @@ class ConvolutionFold:
         np.multiply(weight, rate.reshape(-1, *([1] * (weight.ndim - 1))), out=folded_weight)
         folded_bias = ((bias - mean) * rate + shift).astype(weight.dtype)
         for array in (folded_weight, folded_bias):
-            array.flags.writeable = False   # constant: oneDNN's layout of W' is made once
+            freeze_array(array)             # constant: oneDNN's layout of W' is made once
         return folded_weight, folded_bias
 
     def forward(self, bottom: list[Blob], top: list[Blob], with_relu: bool) -> int | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import memory_plan
-from .blob import Blob
+from .blob import ALIGNMENT, Blob, aligned_copy, freeze_array
 from .errors import (
     ConfigError,
     NonFiniteError,
@@ -397,15 +397,18 @@ class Net:
         return list(unique.values())
 
     def _freeze_params(self, copy: bool = True) -> None:
-        """The packed parameters become read-only arrays owning their memory: nothing can
-        change them in place, so what is derived from them stays valid. With ``copy`` they
-        are new arrays (a view someone took earlier still writes, but not into the net)."""
+        """The packed parameters become read-only arrays over memory nothing else writes
+        (``blob.is_frozen``), 64-byte aligned (oneDNN then reads a weight whose layout is
+        its own in place): nothing can change them, so what is derived from them stays
+        valid. With ``copy`` they are new arrays (a view someone took earlier still writes,
+        but not into the net); without, they are the net's own (just made or loaded) and
+        copied only to align them."""
         for blob in self._packed_blobs():
             data = blob.data
-            if copy or data.base is not None:
-                data = data.copy()
+            if copy or data.ctypes.data % ALIGNMENT:
+                data = aligned_copy(data)
                 blob.data = data
-            data.flags.writeable = False
+            freeze_array(data)
 
     def _thaw_params(self) -> None:
         """Writable copies of the packed parameters (new arrays: nothing derived from the

@@ -133,6 +133,25 @@ def test_inference_forward_equals_training_forward(name, method):
 
 
 @needs_dnnl
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_frozen_inner_product_at_batch_1_and_2_reads_its_weights_in_place(batch):
+    """A matrix-vector product streams the weights once: in Caffe's layout, read where
+    they lie (no second copy); larger batches take oneDNN's blocked copy."""
+    spec = {"name": "ip", "layers": [
+        {"name": "data", "type": "Input", "top": "data", "shape": [[batch, 37]]},
+        _ip("ip1", "data", 23), _relu("ip1")]}
+    net = sk.Net(spec, "TEST", seed=2, inference=True)
+    x = np.random.default_rng(0).standard_normal((batch, 37)).astype(np.float32)
+    y = net.forward(data=x)["ip1"]
+    weight, bias = (blob.data for blob in net.params["ip1"])
+    np.testing.assert_allclose(y, np.maximum(x @ weight.T + bias, 0), rtol=1e-5, atol=1e-6)
+    in_place = batch <= 2
+    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, " + (
+        "weights read in place" if in_place else "packed weights")
+    assert (net.layer("ip1")._plan.weight._packed is None) == in_place
+
+
+@needs_dnnl
 def test_fused_pooling_relu_is_used():
     net = sk.Net(NETS["pool_then_relu"], "TEST", seed=1)
     net.forward(data=_data())

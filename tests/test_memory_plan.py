@@ -4,6 +4,7 @@ blobs of layers the plan does not know kept apart."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from solverkit import ConfigError, memory_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-import bench_nets  # noqa: E402
+import bench_nets
 
 SHAPE = [2, 3, 12, 12]
 GAUSS = {"type": "gaussian", "std": 0.3}
@@ -134,7 +135,7 @@ def test_blobs_in_one_buffer_are_never_live_together():
     assert slabs < alone / 4            # ResNet-50: a few blocks' worth for 50 layers
     for slab in net.memory_slabs:
         taken = sorted(spans[id(blob)] for blob in slab.blobs)
-        for (_, last), (first, _) in zip(taken, taken[1:]):
+        for (_, last), (first, _) in itertools.pairwise(taken):
             assert last < first
 
 

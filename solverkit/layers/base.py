@@ -109,8 +109,8 @@ class Layer:
 
     def make_param(self, shape, filler: FillerSpec | None, name: str = "") -> Blob:
         """A new learnable Blob of ``shape`` initialised by ``filler``, appended to ``self.blobs``."""
-        blob = Blob(shape, self.dtype, name=f"{self.name}/{len(self.blobs)}{name and ' ' + name}")
-        blob.data = fill(filler, shape, self.dtype, self.rng)
+        blob = Blob((), self.dtype, name=f"{self.name}/{len(self.blobs)}{name and ' ' + name}")
+        blob.data = fill(filler, shape, self.dtype, self.rng)     # (no zeros of shape first)
         self.blobs.append(blob)
         self.param_propagate_down.append(True)
         return blob

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from .. import blas, dnnl, threads
-from ..blob import Blob
+from ..blob import Blob, is_frozen
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams, LayerSpec
 from ..threads import parallel_for, split
@@ -336,7 +336,7 @@ class Convolution(_ConvolutionBase):
         layer; returns whether it was (False: the net runs the ReLU itself)."""
         fused = negative_slope is not None and self.inference and self.method == "dnnl"
         self._forward(bottom[0].data, top[0].data, weight, bias,
-                      negative_slope if fused else None, constant=True)
+                      negative_slope if fused else None)
         self.last_forward += ", folded"
         return fused
 
@@ -344,14 +344,12 @@ class Convolution(_ConvolutionBase):
         """(weight, bias or None): the layer's parameters as its forward uses them."""
         return self.blobs[0].data, (self.blobs[1].data if self.params.bias_term else None)
 
-    def _forward_dnnl(self, x, y, weight, bias, relu=None, constant=None):
+    def _forward_dnnl(self, x, y, weight, bias, relu=None):
         plan = self._dnnl_plan(x.shape, y.shape, bias is not None, training=not self.inference,
                                relu=relu)
         # A read-only weight array that owns its memory (a net built for inference freezes
         # its parameters so) cannot change: oneDNN's layout of it is computed once.
-        if constant is None:
-            constant = not weight.flags.writeable and weight.base is None
-        constant = constant and self.inference
+        constant = self.inference and is_frozen(weight)
         plan.forward(x, weight, bias, y, constant_weight=constant)
         self.last_forward = ("dnnl " + ("inference" if self.inference else "training")
                              + (" + ReLU" if relu is not None else "")
@@ -360,17 +358,15 @@ class Convolution(_ConvolutionBase):
     def forward(self, bottom, top):
         self._forward(bottom[0].data, top[0].data, *self._own_weights())
 
-    def _forward(self, x, top_data, weight, bias, relu=None, constant=None):
+    def _forward(self, x, top_data, weight, bias, relu=None):
         """``top_data`` = the convolution of ``x`` with ``weight`` and ``bias`` (or None);
-        ``relu`` (a negative slope) only where the method is ``dnnl``; ``constant``: the
-        caller promises ``weight`` never changes (None: read-only arrays owning their
-        memory are taken to be constant)."""
+        ``relu`` (a negative slope) only where the method is ``dnnl``."""
         p, geometry = self.params, self.im2col
         n = x.shape[0]
         method = self.method
         self.last_forward = method
         if method == "dnnl":
-            self._forward_dnnl(x, top_data, weight, bias, relu, constant)
+            self._forward_dnnl(x, top_data, weight, bias, relu)
             self._col_valid = False
             return
         weight = weight.reshape(p.num_output, -1)
