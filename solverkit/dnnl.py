@@ -471,6 +471,7 @@ class ConvolutionPlan:
         self.weight = _Tensor(weights, _query(forward, QUERY_WEIGHTS), "weights")
         self.y = _Tensor(y_shape, _query(forward, QUERY_DST), "dst")
         self.bias = _Tensor((o,), bias_desc, "bias") if bias else None
+        self._between: _Memory | None = None
         self._backward_data = self._backward_weights = None
         if training:
             data = Handle()
@@ -517,6 +518,27 @@ class ConvolutionPlan:
             args.append((ARG_BIAS, self.bias.load(bias)))
         self._forward.run(args)
         self.y.store()
+
+    @property
+    def destination(self) -> Handle:
+        """The memory descriptor of the forward's result in the primitive's layout."""
+        return self.y.inner.desc
+
+    def forward_in_place_layout(self, x, weight, bias, constant_weight=False) -> _Memory:
+        """The forward with its result left in the primitive's layout, in the arena's
+        buffer between two primitives (the caller holds ``_arena_lock`` and reads it next)."""
+        _set_threads()
+        weights = (self.weight.packed(weight) if constant_weight else
+                   self.weight.load(weight))
+        between = _Memory(self.y.inner.desc, "between") if self._between is None \
+            else self._between
+        self._between = between
+        args = [(ARG_SRC, self.x.load(x)), (ARG_WEIGHTS, weights),
+                (ARG_DST, between.in_arena())]
+        if self.bias is not None:
+            args.append((ARG_BIAS, self.bias.load(bias)))
+        self._forward.run(args)
+        return between
 
     def backward_data(self, dy, weight, dx) -> None:
         with _arena_lock:
@@ -594,10 +616,12 @@ class PoolingPlan:
     last window covers beyond the image (Caffe's ceil overhang included); MAX keeps the
     index of each window's maximum for ``backward`` in a workspace of the plan. With
     ``relu`` (a negative slope; inference only) the pooled values are rectified before they
-    are stored (a post-op), as an in-place ReLU after the pooling would."""
+    are stored (a post-op), as an in-place ReLU after the pooling would. With ``source``
+    (a memory descriptor; inference only) it pools images in that layout instead: a
+    convolution's own, see ``forward_from``."""
 
     def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True,
-                 relu: float | None = None):
+                 relu: float | None = None, source: Handle | None = None):
         lib = _library[0]
         _set_threads()
         self.threads = num_threads()
@@ -605,9 +629,13 @@ class PoolingPlan:
         out_h, out_w = y_shape[2:]
         pad_r = _dims([(out - 1) * s + k - size - p for out, s, k, size, p
                        in zip((out_h, out_w), stride, kernel, (h, w), pad)])
-        src = _memory_desc(x_shape, TAG_ABCD)
-        dst = _memory_desc(y_shape, TAG_ABCD)
+        src = _memory_desc(x_shape, TAG_ABCD) if source is None else source
+        # from another layout: its own for the result too (oneDNN's fast kernels pool
+        # within one layout), reordered to NCHW as it is stored
+        dst = _memory_desc(y_shape, TAG_ABCD if source is None else TAG_ANY)
         alg = POOLING_ALGORITHMS[algorithm]
+        if source is not None and training:
+            raise ValueError("a pooling plan reads another layout only for inference")
         if relu is not None and training:
             raise ValueError("a pooling plan rectifies its result only for inference")
         attr = _attr()
@@ -618,7 +646,7 @@ class PoolingPlan:
             _attr(relu)), "pooling forward")
         self._forward = _Primitive(forward)
         self.x = _Tensor(x_shape, src, "src")
-        self.y = _Tensor(y_shape, dst, "dst")
+        self.y = _Tensor(y_shape, _query(forward, QUERY_DST), "dst")
         workspace = _query(forward, QUERY_WORKSPACE)
         self._workspace = None
         if workspace is not None and lib.dnnl_memory_desc_get_size(workspace):
@@ -647,6 +675,18 @@ class PoolingPlan:
             args = [(ARG_SRC, self.x.load(x)), (ARG_DST, self.y.target(y))]
             if self._workspace is not None:
                 args.append((ARG_WORKSPACE, self._workspace))
+            self._forward.run(args)
+            self.y.store()
+
+    def forward_from(self, convolution: ConvolutionPlan, x, weight, bias, y,
+                     constant_weight=False) -> None:
+        """``y`` = this pooling of ``convolution``'s forward of ``x``, the convolution's
+        result left in its own (blocked) layout in a buffer between the two: neither the
+        reorder of that result back to NCHW nor a pass of the pooling over NCHW. The plan
+        was made with ``source`` = the convolution's destination layout."""
+        with _arena_lock:
+            between = convolution.forward_in_place_layout(x, weight, bias, constant_weight)
+            args = [(ARG_SRC, between), (ARG_DST, self.y.target(y))]
             self._forward.run(args)
             self.y.store()
 

@@ -46,7 +46,7 @@ class Slab:
     buffer: np.ndarray | None = None
 
 
-def _root(blob):
+def root(blob):
     """The blob that owns ``blob``'s data (a reader of a fanned-out blob shares its source's)."""
     while blob._source is not None:
         blob = blob._source
@@ -59,30 +59,30 @@ def plan(layer_types, bottoms, tops, pinned) -> list[Slab]:
     owner: dict[int, object] = {}           # id(root) -> the root all its aliases share
     first: dict[int, int] = {}
     last: dict[int, int] = {}
-    kept = {id(_root(blob)) for blob in pinned}
+    kept = {id(root(blob)) for blob in pinned}
 
     def group(blob):
-        root = _root(blob)
-        return owner.setdefault(id(root), root)
+        owned_by = root(blob)
+        return owner.setdefault(id(owned_by), owned_by)
 
     for position, kind in enumerate(layer_types):
         if kind in ALIASING_LAYERS:         # tops are the bottom: one root for all of them
             source = group(bottoms[position][0])
             for top in tops[position]:
-                owner[id(_root(top))] = source
+                owner[id(root(top))] = source
         plain = kind in PLAIN_LAYERS or kind in ALIASING_LAYERS
         for blob in [*bottoms[position], *tops[position]]:
-            root = group(blob)
-            first.setdefault(id(root), position)
-            last[id(root)] = position
+            key = id(group(blob))
+            first.setdefault(key, position)
+            last[key] = position
             if not plain:
-                kept.add(id(root))
-    roots = {id(root): root for root in owner.values()}
+                kept.add(key)
+    roots = {id(blob): blob for blob in owner.values()}
     shared = sorted((key for key in roots if key not in kept), key=lambda key: first[key])
     slabs: list[Slab] = []
     for key in shared:
-        root = roots[key]
-        size = root.data.nbytes
+        blob = roots[key]
+        size = blob.data.nbytes
         if size == 0:
             continue
         free = [slab for slab in slabs if slab.free_after < first[key]]
@@ -96,7 +96,7 @@ def plan(layer_types, bottoms, tops, pinned) -> list[Slab]:
             slab = Slab(free_after=-1, size=size)
             slabs.append(slab)
         slab.free_after = last[key]
-        slab.blobs.append(root)
+        slab.blobs.append(blob)
     return slabs
 
 

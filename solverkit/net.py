@@ -128,9 +128,12 @@ class Net:
         self._set_inference(phase == "TEST")
         if inference:
             self._freeze(copy=False)    # nobody else holds the new arrays yet
+        # convolution position -> position of the pooling that alone reads its top
+        self._poolings_after: dict[int, int] = {}
         if outputs_only:
             self.outputs_only = True
             self._share_memory()
+            self._poolings_after = self._find_poolings_after()
 
     # ------------------------------------------------------------------ build
     def _located(self, err: SolverkitError, position: int) -> SolverkitError:
@@ -340,6 +343,32 @@ class Net:
                     and self.tops[position + 1][0] is self.tops[position][0]):
                 fusions[position] = float(after.params.negative_slope)
         return fusions
+
+    def _find_poolings_after(self) -> dict[int, int]:
+        """Convolutions (each with its fused ReLU, if any) whose top only a Pooling right
+        after reads: in a net that keeps only its outputs the two run as one step, the
+        convolution's result left in oneDNN's layout between them (see
+        ``Pooling.forward_after_convolution``)."""
+        readers: dict[int, int] = {}
+        for bottoms in self.bottoms:
+            for blob in bottoms:
+                root = memory_plan.root(blob)
+                readers[id(root)] = readers.get(id(root), 0) + 1
+        kept = {id(self.blobs[name]) for name in self.outputs}
+        pairs = {}
+        for position, layer in enumerate(self.layers):
+            if layer.type != "Convolution" or len(self.tops[position]) != 1:
+                continue
+            top = self.tops[position][0]
+            after = position + (2 if position in self._fusions else 1)
+            if after >= len(self.layers) or id(top) in kept:
+                continue
+            pooling = self.layers[after]
+            if (pooling.type == "Pooling" and len(self.tops[after]) == 1
+                    and self.bottoms[after][0] is top
+                    and readers[id(top)] == 1 + (after - position - 1)):   # the pooling (and ReLU)
+                pairs[position] = after
+        return pairs
 
     @property
     def inference_forward(self) -> bool:
@@ -643,6 +672,14 @@ class Net:
                     position = after
                     continue
             slope = fusions.get(position)
+            after = self._poolings_after.get(position) if self._inference else None
+            if after is not None and after <= end:
+                rectify = fusions.get(after) if after < end else None   # pooling + ReLU
+                if self.layers[after].forward_after_convolution(
+                        layer, bottom[0].data, top[0].data, self.tops[after][0].data, slope,
+                        rectify):
+                    position = after + (1 if rectify is None else 2)
+                    continue
             if slope is not None and position < end and \
                     layer.forward_with_relu(bottom, top, slope):
                 position += 2

@@ -116,7 +116,7 @@ def _intervals(net):
     spans = {}
     for position in range(len(net.layers)):
         for blob in [*net.bottoms[position], *net.tops[position]]:
-            root = memory_plan._root(blob)
+            root = memory_plan.root(blob)
             first, _ = spans.get(id(root), (position, position))
             spans[id(root)] = (first, position)
     return spans

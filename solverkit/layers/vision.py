@@ -673,6 +673,37 @@ class Pooling(Layer):
             self._dnnl_key = key
         return self._dnnl
 
+    def forward_after_convolution(self, convolution: Convolution, x: np.ndarray,
+                                  between: np.ndarray, y: np.ndarray, relu: float | None,
+                                  pooled_relu: float | None = None) -> bool:
+        """``convolution``'s inference forward of ``x`` (with its fused ReLU when ``relu``
+        is not None), then this pooling of it into ``y`` (rectified when ``pooled_relu`` is
+        not None), where oneDNN runs both on frozen weights: the convolution's result stays
+        in its own layout between the two, and ``between`` (the convolution's top, which
+        nothing else reads) is not written. False (nothing done) elsewhere."""
+        weight = convolution.blobs[0].data
+        if not (self.inference and convolution.inference and self.method == "dnnl"
+                and convolution.method == "dnnl" and is_frozen(weight)
+                and type(convolution) is Convolution):
+            return False
+        bias = convolution.params.bias_term
+        plan = convolution._dnnl_plan(x.shape, between.shape, bias, training=False, relu=relu)
+        key = (id(plan), tuple(y.shape), threads.num_threads(), self._method[1], pooled_relu)
+        if getattr(self, "_after_key", None) != key:
+            self._after = dnnl.PoolingPlan(between.shape, y.shape, self.kernel, self.stride,
+                                           self.pad, self._method[1], training=False,
+                                           relu=pooled_relu, source=plan.destination)
+            self._after_key = key
+        self._after.forward_from(plan, x, weight,
+                                 convolution.blobs[1].data if bias else None, y,
+                                 constant_weight=True)
+        self._forwarded = None
+        convolution.last_forward = ("dnnl inference" + (" + ReLU" if relu is not None else "")
+                                    + ", packed weights, into pooling")
+        self.last_forward = ("dnnl inference" + (" + ReLU" if pooled_relu is not None else "")
+                             + ", from the convolution's layout")
+        return True
+
     def forward_with_relu(self, bottom, top, negative_slope: float) -> bool:
         """The forward followed by an in-place ReLU of ``negative_slope`` in one pass, where
         oneDNN pools in inference (a post-op); False (nothing done) elsewhere."""
