@@ -23,6 +23,7 @@ from .errors import (
     did_you_mean,
     size_refusal,
 )
+from .folding import ConvolutionFold, find_folds
 from .layers.base import DataLayer, Layer
 from .registry import layer_class
 from .snapshot import load_model, save_model
@@ -59,12 +60,14 @@ class Net:
     ``blobs`` maps blob names to Blobs; ``params`` maps layer names to their parameter Blobs.
 
     A TEST net runs its forwards as inference (``inference_forward``) until a backward is
-    asked for: nothing is kept for backward (indices of maxima, training primitives) and a
-    Convolution followed by an in-place ReLU runs as one oneDNN primitive. The first
-    backward turns that off for good (what it needs is recomputed from the bottoms once).
+    asked for: nothing is kept for backward (indices of maxima, training primitives), a
+    Convolution followed by an in-place ReLU runs as one oneDNN primitive and an Eltwise
+    SUM and its ReLU as one pass. The first backward turns that off for good (what it
+    needs is recomputed from the bottoms once).
     ``inference=True`` (TEST only; ``freeze()`` later does the same) builds a net for
     deployment: its convolution weights are read-only arrays (``load`` replaces them), so
-    oneDNN's layout of them is computed once; it has no backward. With
+    oneDNN's layout of them is computed once, and an in-place BatchNorm (+ Scale) after a
+    Convolution is folded into its weights (``folding.py``); it has no backward. With
     ``outputs_only=True`` as well, only the inputs and outputs keep their values after a
     forward: the blobs between them share memory (``memory_plan``), as onnxruntime's and
     OpenCV's intermediate tensors do — a deep net then holds a few blobs' worth of
@@ -119,6 +122,9 @@ class Net:
             self.share_params_with(share_from)
         # conv position -> negative slope of the in-place ReLU right after it
         self._fusions = self._find_fusions()
+        # conv position -> the in-place BatchNorm (+ Scale) chain a frozen net folds into it
+        self._folds: dict[int, ConvolutionFold] = find_folds(self.layers, self.bottoms,
+                                                             self.tops)
         self._set_inference(phase == "TEST")
         if inference:
             self._freeze(copy=False)    # nobody else holds the new arrays yet
@@ -325,9 +331,9 @@ class Net:
                 need[id(blob)] = runs or layer.tops_need_backward or (force and layer.has_backward)
 
     def _find_fusions(self) -> dict[int, float]:
-        """Convolutions, InnerProducts and Poolings whose top an in-place ReLU rectifies right
-        after them: in an inference forward the two run as one primitive (where oneDNN runs
-        the first)."""
+        """Layers with a ``forward_with_relu`` (Convolution, InnerProduct, Pooling, Eltwise)
+        whose top an in-place ReLU rectifies right after them: in an inference forward the
+        two run as one (a oneDNN primitive where oneDNN runs the first, one pass of the sum)."""
         fusions = {}
         for position, layer in enumerate(self.layers[:-1]):
             after = self.layers[position + 1]
@@ -401,6 +407,8 @@ class Net:
                               "inference=True", file=self.spec.file)
         self.inference_only = True
         self._set_inference(True)
+        for layer in self.layers:
+            layer.frozen = True
         self._freeze_params(copy)
 
     def _share_memory(self) -> None:
@@ -647,14 +655,22 @@ class Net:
 
     def _forward_steps(self, start: int, end: int):
         """Run the layers at positions ``start..end``, yielding each position before its
-        layer runs (for messages); fused pairs run as one where both are in the range."""
+        layer runs (for messages); fused pairs and folded chains (a net built for inference)
+        run as one where all their layers are in the range."""
         fusions = self._fusions if self._inference else {}
+        folds = self._folds if self.inference_only else {}
         position = start
         while position <= end:
             yield position
             layer, bottom, top = self.layers[position], self.bottoms[position], self.tops[position]
             if layer.shapes_follow_data:
                 self._reshape_from(position)
+            fold = folds.get(position)
+            if fold is not None and fold.last <= end:
+                after = fold.forward(bottom, top, with_relu=fold.last < end)
+                if after is not None:
+                    position = after
+                    continue
             slope = fusions.get(position)
             after = self._poolings_after.get(position) if self._inference else None
             if after is not None and after <= end:

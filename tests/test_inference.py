@@ -346,6 +346,34 @@ def test_pointwise_convolution_in_inference_equals_training():
     assert net.layer("conv1").last_forward == "dnnl inference + ReLU, packed weights"
 
 
+@pytest.mark.parametrize("coeff,slope", [(None, 0.0), ([0.5, -1.0, 2.0], 0.0),
+                                         ([1.0, 1.0, -0.5], 0.2)])
+def test_eltwise_sum_and_relu_run_as_one_pass(coeff, slope, monkeypatch):
+    """ResNet's shortcut sum and its ReLU: one pass in pieces over the threads (the ReLU
+    layer itself does not run), the outputs of the two layers run one after the other."""
+    shape = [2, 16, 128, 130]        # two threads, several pieces each
+    sum_layer = {"name": "sum", "type": "Eltwise", "bottom": ["a", "b", "c"], "top": "sum",
+                 "operation": "SUM"}
+    if coeff:
+        sum_layer["coeff"] = coeff
+    spec = {"name": "shortcut", "layers": [
+        *[{"name": n, "type": "Input", "top": n, "shape": [shape]} for n in "abc"],
+        sum_layer, _relu("sum", slope=slope)]}
+    rng = np.random.default_rng(4)
+    inputs = {n: rng.standard_normal(shape).astype(np.float32) for n in "abc"}
+    weights = coeff or [1.0, 1.0, 1.0]
+    total = sum(np.float32(w) * inputs[n] for w, n in zip(weights, "abc"))
+    expected = np.where(total > 0, total, slope * total)
+    train = sk.Net(spec, "TRAIN")
+    np.testing.assert_allclose(train.forward(**inputs)["sum"], expected, rtol=1e-6, atol=1e-6)
+    net = sk.Net(spec, "TEST")
+    monkeypatch.setattr(net.layer("relu_sum"), "forward", None)     # must not be called
+    np.testing.assert_allclose(net.forward(**inputs)["sum"], expected, rtol=1e-6, atol=1e-6)
+    # a partial forward that ends at the sum leaves it unrectified
+    net.forward_from_to(0, 3)
+    np.testing.assert_allclose(net.blobs["sum"].data, total, rtol=1e-6, atol=1e-6)
+
+
 CONVOLUTION_POOLING = {
     # cifar10_quick's three kinds: conv → MAX pool → ReLU, conv → ReLU → AVE pool
     "cifar_style": _spec(_conv("conv1", "data", 16, stride=1), _pool("pool1", "conv1"),

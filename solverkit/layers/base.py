@@ -78,6 +78,9 @@ class Layer:
         # first asked for), so forward may skip what only backward reads (indices of
         # maxima, training primitives); a backward after such a forward recomputes it.
         self.inference = False
+        # Set by a net built for inference (``Net.freeze``): no backward ever follows, so
+        # forward keeps nothing for one, not even what a backward could not recompute.
+        self.frozen = False
 
     # ----- the contract -----
     def setup(self, bottom: list[Blob], top: list[Blob]) -> None:

@@ -79,13 +79,19 @@ class BatchNorm(Layer):
         if top[0] is not bottom[0]:
             top[0].reshape(shape)
 
+    def global_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(μ, σ²) from the stored sums: ``blobs[0]/blobs[2]``, ``blobs[1]/blobs[2]`` (0 when
+        blobs[2] is 0, as Caffe). The forward with global statistics is the per-channel
+        affine map ``y = (x − μ) / sqrt(σ² + eps)``; a net built for inference folds it
+        into the convolution before this layer with these values."""
+        stored = self.blobs[2].data[0]
+        factor = 0.0 if stored == 0 else 1.0 / stored
+        return self.blobs[0].data * factor, self.blobs[1].data * factor
+
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.view)
         if self.use_global_stats:
-            stored = self.blobs[2].data[0]
-            factor = 0.0 if stored == 0 else 1.0 / stored
-            mean = self.blobs[0].data * factor
-            variance = self.blobs[1].data * factor
+            mean, variance = self.global_statistics()
         else:
             mean = x.mean(axis=(0, 2))
             variance = np.square(x - mean[:, None]).mean(axis=(0, 2))
@@ -194,8 +200,9 @@ class Scale(_AxisBroadcast):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.view)
         scale = self._operand(bottom).data.reshape(1, -1, 1)
-        # backward needs x for ds; in place, top overwrites it
-        self.x = x.copy() if top[0] is bottom[0] else x
+        # backward needs x for ds; in place, top overwrites it (a net built for inference
+        # has no backward: nothing is kept)
+        self.x = None if self.frozen else x.copy() if top[0] is bottom[0] else x
         y = top[0].data.reshape(self.view)
         np.multiply(x, scale, out=y)
         if self.bias_index is not None:
