@@ -42,6 +42,7 @@ take turns step by step (see ``interleave``); the overhead is the ratio of the m
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import copy
 import importlib.util
@@ -49,6 +50,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -224,7 +226,7 @@ class Settings:
     resolution: int | None = None    # real-size nets: the input side instead of theirs
     load: int = 0                    # busy processes running beside the benchmark (--load)
     load_average_before_load: float | None = None
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sk-bench-")))
+    workdir: Path = field(default_factory=lambda: temporary_folder())
 
 
 # --------------------------------------------------------------------------- threads, BLAS
@@ -271,6 +273,13 @@ def input_net_dict(net_yaml: str, batch: int, shape: tuple) -> dict:
     # Input blobs get diffs (Data tops do not): skip that, so both do the same work
     spec["layers"][1]["propagate_down"] = [False]
     return spec
+
+
+def temporary_folder() -> Path:
+    """A new folder for a run's snapshots and exports, removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix="sk-bench-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def make_solver(net, solver_fields: dict, workdir: Path, tag: str):
