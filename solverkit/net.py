@@ -108,6 +108,7 @@ class Net:
             self.share_params_with(share_from)
         # conv position -> negative slope of the in-place ReLU right after it
         self._fusions = self._find_fusions()
+        self._kept_inputs = self._find_kept_inputs()
         self._set_inference(phase == "TEST")
         if inference:
             self._freeze(copy=False)    # nobody else holds the new arrays yet
@@ -319,6 +320,18 @@ class Net:
                     and self.tops[position + 1][0] is self.tops[position][0]):
                 fusions[position] = float(after.params.negative_slope)
         return fusions
+
+    def _find_kept_inputs(self) -> set[int]:
+        """Positions of in-place layers that keep a copy of their bottom for backward
+        (``kept_input``) right after a layer that keeps a copy of that blob as its forward
+        wrote it (``kept_top()``: BatchNorm's x̂ before a Scale). When the two run one after
+        the other, the first one's copy serves both: a pass and an activation's memory less."""
+        return {position for position in range(1, len(self.layers))
+                if hasattr(self.layers[position], "kept_input")
+                and hasattr(self.layers[position - 1], "kept_top")
+                and len(self.tops[position - 1]) == 1 and len(self.bottoms[position]) == 1
+                and self.bottoms[position][0] is self.tops[position - 1][0]
+                and self.tops[position][0] is self.tops[position - 1][0]}
 
     @property
     def inference_forward(self) -> bool:
@@ -592,6 +605,7 @@ class Net:
         layer runs (for messages); fused pairs run as one where both are in the range."""
         fusions = self._fusions if self._inference else {}
         position = start
+        ran = None              # the position that ran last in this sweep
         while position <= end:
             yield position
             layer, bottom, top = self.layers[position], self.bottoms[position], self.tops[position]
@@ -600,9 +614,15 @@ class Net:
             slope = fusions.get(position)
             if slope is not None and position < end and \
                     layer.forward_with_relu(bottom, top, slope):
+                ran = position + 1
                 position += 2
                 continue
+            if position in self._kept_inputs:
+                # the copy is the blob's data only if the layer before just wrote it
+                layer.kept_input = (self.layers[position - 1].kept_top()
+                                    if ran == position - 1 else None)
             layer.forward(bottom, top)
+            ran = position
             position += 1
 
     def forward_from_to(self, start: int, end: int) -> None:

@@ -164,6 +164,12 @@ class BatchNorm(Layer):
         self.blobs[1].data *= f
         self.blobs[1].data += variance * (m / (m - 1) if m > 1 else 1.0)
 
+    def kept_top(self) -> np.ndarray | None:
+        """x̂ (N, C, S), the copy of top's data that the last forward with batch statistics
+        wrote and backward reads, unchanged until the next forward; None with global
+        statistics. (An in-place Scale right after uses it instead of a copy of its own.)"""
+        return None if self.use_global_stats else self.x_norm
+
     def backward(self, top, propagate_down, bottom):
         """Batch statistics: ``dx = (dy − mean(dy) − x̂·mean(dy·x̂)) / sqrt(σ² + eps)``, means
         per channel over N and space, x̂ the normalized x; global statistics:
@@ -261,24 +267,37 @@ class Scale(_AxisBroadcast):
         if p.bias_term:
             self.make_param(shape, p.bias_filler, "bias")
         self.x = None           # forward's x, for backward's ds (a copy when in place)
+        self._copy = None       # this layer's own copy of x (in place)
+
+    # set by the net before each forward of an in-place Scale right after a BatchNorm: a
+    # copy of bottom's data that the BatchNorm keeps unchanged until its next forward
+    # (``BatchNorm.kept_top``), or None
+    kept_input: np.ndarray | None = None
 
     def forward(self, bottom, top):
-        """Block by block of channels: x kept for ``ds`` (copied when in place, where top
-        overwrites it), then ``y = x·s (+ b)``."""
+        """Block by block of channels: x kept for ``ds`` (in place, where top overwrites
+        it, a copy: ``kept_input`` when the net gives one, else this layer's own), then
+        ``y = x·s (+ b)``."""
         x = bottom[0].data.reshape(self.view)
         y = top[0].data.reshape(self.view)
         scale = self._operand(bottom).data.reshape(-1)
         bias = None if self.bias_index is None else self.blobs[self.bias_index].data.reshape(-1)
-        in_place = top[0] is bottom[0]
+        in_place = copy = top[0] is bottom[0]
         if not in_place:
             self.x = x
-        elif self.x is None or self.x.shape != x.shape or self.x.base is not None:
-            self.x = np.empty_like(x)
+        elif self.kept_input is not None and self.kept_input.size == x.size \
+                and self.kept_input.dtype == x.dtype:
+            self.x = self.kept_input.reshape(x.shape)
+            copy = False
+        else:
+            if self._copy is None or self._copy.shape != x.shape:
+                self._copy = np.empty_like(x)
+            self.x = self._copy
         kept = self.x
 
         def run(block):
             x_block, y_block = x[:, block], y[:, block]
-            if in_place:
+            if copy:
                 np.copyto(kept[:, block], x_block)
             np.multiply(x_block, scale[block, None], out=y_block)
             if bias is not None:

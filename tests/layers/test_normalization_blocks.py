@@ -166,3 +166,34 @@ def test_eltwise_sum_gradient_with_parts(many_blocks, rng):
     check_layer_gradients({"name": "sum", "type": "Eltwise", "bottom": ["a", "b"], "top": "y",
                            "coeff": [1.5, -2.0]},
                           {"a": rng.normal(size=(2, 3, 4)), "b": rng.normal(size=(2, 3, 4))})
+
+
+def test_in_place_scale_after_batchnorm_shares_its_copy(rng):
+    """The in-place Scale keeps BatchNorm's x̂ for ds instead of a copy of its own, only
+    when BatchNorm ran just before it; gradients are the same either way."""
+    shape = (2, 3, 4, 5)
+    x, skip, dy = (rng.normal(size=shape) for _ in range(3))
+    net = _chain_net(shape, "float64", in_place=True)
+    bn, scale = net.layer("bn"), net.layer("sc")
+    shared = _run(net, x, skip, dy, passes=1)
+    assert np.shares_memory(scale.x, bn.x_norm)
+    assert scale._copy is None                      # no copy of its own was made
+
+    # from the Scale on, BatchNorm did not just write the blob: the Scale copies it
+    position = net.layers.index(scale)
+    net.forward(x=x, skip=skip)
+    np.copyto(net.blobs["x"].data, bn.x_norm.reshape(shape))
+    net.forward_from_to(position, len(net.layers) - 1)
+    assert scale.x is scale._copy and not np.shares_memory(scale.x, bn.x_norm)
+    np.testing.assert_array_equal(net.blobs["y"].data, shared["y"])
+    net.clear_param_diffs()
+    net.backward(y=dy)
+    np.testing.assert_array_equal(net.params["sc"][0].diff, shared["d_gamma"])
+    np.testing.assert_array_equal(net.blobs["x"].diff, shared["dx"])
+
+
+def test_a_scale_after_global_statistics_copies_its_input(rng):
+    net = _chain_net((2, 3, 4), "float64", in_place=True)
+    net.layer("bn").use_global_stats = True
+    net.forward(x=rng.normal(size=(2, 3, 4)), skip=np.zeros((2, 3, 4)))
+    assert net.layer("sc").x is net.layer("sc")._copy
