@@ -25,16 +25,21 @@ _scratch = threading.local()
 
 
 def _channel_blocks(view, itemsize: int) -> list[slice]:
-    """Slices of the channels of an (N, C, S) view, about CHANNEL_BLOCK_BYTES each."""
+    """Slices of the channels of an (N, C, S) view, about CHANNEL_BLOCK_BYTES each (one
+    slice when S is 1, see ``_channel_sums``)."""
     n, channels, inner = view
+    if inner == 1:
+        return [slice(0, channels)]
     return split(channels, -(-n * channels * inner * itemsize // CHANNEL_BLOCK_BYTES))
 
 
 def _channel_sums(block: np.ndarray) -> np.ndarray:
-    """Σ over N and S of an (N, C', S) block, per channel: a pairwise sum along each
-    (n, c) row, then one along each channel's N row sums. Both run over contiguous rows
-    whose length does not depend on C', so a channel's sum is the same in any block."""
-    return np.ascontiguousarray(block.sum(axis=2).T).sum(axis=1)
+    """Σ over N and S of an (N, C', S) block, per channel: the N samples added one after
+    the other, element by element, then a pairwise sum along each channel's S values.
+    Neither order depends on C' (the blocks of ``_channel_blocks`` never hold a lone
+    channel of one value per sample, which numpy would sum pairwise over N), so a
+    channel's sum is the same in any block."""
+    return block.sum(axis=0).sum(axis=1)
 
 
 def _scratch_like(block: np.ndarray) -> np.ndarray:
