@@ -708,7 +708,8 @@ INFERENCE = {"infer_lenet_b64": ("lenet_b64", 64), "infer_cifar10_quick_b64":
 
 def run_inference(name: str, settings: Settings) -> dict:
     """One TEST forward of the deploy net (Softmax probabilities out) on a fixed batch:
-    solverkit's ``Net.forward`` (a net built with ``inference=True``), PyTorch in eval mode under ``no_grad`` (the same weights,
+    solverkit's ``Net.forward`` (a net built with ``inference=True, outputs_only=True``, as
+    ``solverkit predict`` builds it), PyTorch in eval mode under ``no_grad`` (the same weights,
     a softmax on the scores), and onnxruntime on solverkit's ONNX export, same threads."""
     import solverkit as sk
     base, batch = INFERENCE[name]
@@ -716,7 +717,7 @@ def run_inference(name: str, settings: Settings) -> dict:
     case.batch = batch
     data = synthetic(case)
     net = sk.Net(sk.deploy_net(net_dict(case.net, batch, {"source": data})), phase="TEST",
-                 seed=SEED, inference=True)
+                 seed=SEED, inference=True, outputs_only=True)
     x = data[0][:batch]
     net.set_input("data", x)
     net.reshape()
@@ -768,6 +769,14 @@ SGD_STEP = {"type": "SGD", "base_lr": 0.01, "momentum": 0.9, "weight_decay": 0.0
             "lr_policy": "step", "gamma": 0.1, "stepsize": 100000}
 
 
+def log_difference(probabilities: np.ndarray, reference: np.ndarray) -> float:
+    """The largest difference of the logarithms of two arrays of probabilities (the
+    relative error of the smallest ones counts as much as that of the largest)."""
+    tiny = np.finfo(np.float32).tiny
+    return float(np.abs(np.log(np.maximum(probabilities, tiny))
+                        - np.log(np.maximum(reference, tiny))).max())
+
+
 def real_cases() -> dict:
     """``caffenet_train_b8`` … ``resnet50_infer_b16`` -> (mode, net, batch)."""
     cases = {}
@@ -808,8 +817,10 @@ class RealCase:
                                       "source": (self.x, self.y)})
             self.solver = make_solver(spec, SGD_STEP, settings.workdir, name)
         else:
-            # deployed: weights fixed, forward as inference (BatchNorm's blobs stay writable)
-            self.net = sk.Net(self.deploy_spec(), phase="TEST", seed=SEED, inference=True)
+            # deployed as solverkit predict builds it: weights fixed, forward as inference,
+            # only the outputs kept (BatchNorm's blobs stay writable)
+            self.net = sk.Net(self.deploy_spec(), phase="TEST", seed=SEED, inference=True,
+                              outputs_only=True)
             self.trained_statistics(self.net)
             self.net.set_input("data", self.x)
             self.net.reshape()
@@ -982,8 +993,11 @@ def run_real(name: str, settings: Settings) -> dict:
             steps["opencv"] = opencv_forward
             outputs["opencv"] = lambda: opencv_forward().reshape(case.batch, -1)
         reference = case.output()
-        result["max_abs_diff"] = {k: float(np.abs(f() - reference).max())
-                                  for k, f in outputs.items()}
+        got = {k: f() for k, f in outputs.items()}
+        result["max_abs_diff"] = {k: float(np.abs(v - reference).max()) for k, v in got.items()}
+        # probabilities of 1000 classes are ~1e-3 each: compare their logarithms (the
+        # scores up to a shift per sample), a relative error of every probability
+        result["max_log_diff"] = {k: log_difference(v, reference) for k, v in got.items()}
     rounds = alternate(steps, settings)
     for framework, times in rounds.items():
         ms = summarize(times) * 1e3
@@ -1064,8 +1078,10 @@ def print_real(results: list[dict]) -> None:
             print(f"{r['case']}: first loss ({f['phase']} form) solverkit {f['solverkit']:.6g}, "
                   f"torch {f['torch']:.6g}, max abs difference {f['max_abs_diff']:.3g}")
         if "max_abs_diff" in r:
-            diffs = ", ".join(f"{k} {v:.3g}" for k, v in r["max_abs_diff"].items())
-            print(f"{r['case']}: outputs' max abs difference from solverkit's: {diffs or '-'}")
+            diffs = ", ".join(f"{k} {v:.3g} (log {r['max_log_diff'][k]:.3g})"
+                              for k, v in r["max_abs_diff"].items())
+            print(f"{r['case']}: outputs' max abs difference from solverkit's (and of their "
+                  f"logarithms): {diffs or '-'}")
 
 
 def print_inference(results: list[dict]) -> None:

@@ -23,6 +23,31 @@ def aligned_zeros(shape, dtype) -> np.ndarray:
     return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
+def aligned_copy(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` whose first element is ``ALIGNMENT``-byte aligned."""
+    copy = aligned_zeros(array.shape, array.dtype)
+    np.copyto(copy, array)
+    return copy
+
+
+def freeze_array(array: np.ndarray) -> None:
+    """Make ``array`` and every array it is a view of read-only: no writable array over its
+    memory is left (``is_frozen`` then holds)."""
+    while isinstance(array, np.ndarray):
+        array.flags.writeable = False
+        array = array.base
+
+
+def is_frozen(array: np.ndarray) -> bool:
+    """Whether nothing can write ``array``'s values: it is read-only, and so is every array
+    it is a view of (a read-only view of a writable array may still change)."""
+    while isinstance(array, np.ndarray):
+        if array.flags.writeable:
+            return False
+        array = array.base
+    return array is None
+
+
 class Blob:
     """``data`` and ``diff`` of one shape (NCHW for images), as Caffe's Blob.
 
@@ -151,6 +176,19 @@ class Blob:
             return
         if self._data.shape != shape:
             self._data = aligned_zeros(shape, self.dtype)
+
+    def use_memory(self, buffer: np.ndarray) -> None:
+        """Hold the data (its shape kept, its values not) in the first bytes of ``buffer``
+        (a 1-d uint8 array, aligned like ``aligned_zeros``'), which other blobs may use too;
+        a reshape to another shape gives the blob an array of its own again."""
+        if self._source is not None:
+            self._source.use_memory(buffer)
+            return
+        nbytes = self._data.nbytes
+        if buffer.nbytes < nbytes:
+            raise ValueError(f"a buffer of {buffer.nbytes} bytes cannot hold blob "
+                             f"{self.name!r} ({nbytes} bytes)")
+        self._data = buffer[:nbytes].view(self.dtype).reshape(self._data.shape)
 
     def __repr__(self) -> str:
         return f"Blob({self.name!r}, shape={self.shape}, dtype={self.dtype})"

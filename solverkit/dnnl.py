@@ -34,6 +34,7 @@ import ctypes.util
 import importlib.metadata
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,8 @@ SCRATCHPAD_USER = 1
 ARG_SRC, ARG_DST, ARG_WEIGHTS, ARG_BIAS, ARG_SCRATCHPAD = 1, 17, 33, 41, 80
 ARG_DIFF_SRC, ARG_DIFF_DST, ARG_DIFF_WEIGHTS, ARG_DIFF_BIAS = 129, 145, 161, 169
 ARG_FROM, ARG_TO = 1, 17
+ARG_SRC_0, ARG_SRC_1, ARG_ATTR_SCALES = 1, 2, 4096
+BINARY_ADD = 0x1fff0
 
 # libgomp's busy-wait before a thread sleeps, in iterations (its default: 300000)
 SPINCOUNT = "10000"
@@ -129,7 +132,8 @@ def _load(path: str):
                  "dnnl_primitive_attr_set_scratchpad_mode", "dnnl_memory_desc_get_size",
                  "dnnl_memory_desc_equal", "dnnl_memory_desc_create_with_strides",
                  "dnnl_matmul_primitive_desc_create", "dnnl_post_ops_create",
-                 "dnnl_post_ops_append_sum", "dnnl_primitive_attr_set_post_ops"):
+                 "dnnl_post_ops_append_sum", "dnnl_primitive_attr_set_post_ops",
+                 "dnnl_binary_primitive_desc_create", "dnnl_primitive_attr_set_scales_mask"):
         getattr(lib, name).restype = ctypes.c_int
     lib.dnnl_post_ops_append_eltwise.restype = ctypes.c_int
     lib.dnnl_post_ops_append_eltwise.argtypes = [Handle, ctypes.c_int, ctypes.c_float,
@@ -212,9 +216,9 @@ def describe() -> str:
     return f"oneDNN {major}.{minor}.{patch}"
 
 
-def _set_threads() -> None:
-    """oneDNN's OpenMP threads for the calling thread: solverkit's count."""
-    n = num_threads()
+def _set_threads(n: int | None = None) -> None:
+    """oneDNN's OpenMP threads for the calling thread: ``n``, by default solverkit's count."""
+    n = num_threads() if n is None else n
     if getattr(_threads, "count", None) != n:
         _library[1].omp_set_num_threads(n)
         _threads.count = n
@@ -383,6 +387,11 @@ class _Tensor:
         self._packed = (array, memory)
         return memory
 
+    @property
+    def direct(self) -> bool:
+        """Whether the last call read or wrote the array itself (no copy in between)."""
+        return self._direct
+
     def target(self, array: np.ndarray) -> _Memory:
         """The primitive's memory to write into; ``store()`` then puts it into ``array``."""
         return self.plain if self._use_directly(array) else self.inner.in_arena()
@@ -462,6 +471,7 @@ class ConvolutionPlan:
         self.weight = _Tensor(weights, _query(forward, QUERY_WEIGHTS), "weights")
         self.y = _Tensor(y_shape, _query(forward, QUERY_DST), "dst")
         self.bias = _Tensor((o,), bias_desc, "bias") if bias else None
+        self._between: _Memory | None = None
         self._backward_data = self._backward_weights = None
         if training:
             data = Handle()
@@ -509,6 +519,27 @@ class ConvolutionPlan:
         self._forward.run(args)
         self.y.store()
 
+    @property
+    def destination(self) -> Handle:
+        """The memory descriptor of the forward's result in the primitive's layout."""
+        return self.y.inner.desc
+
+    def forward_in_place_layout(self, x, weight, bias, constant_weight=False) -> _Memory:
+        """The forward with its result left in the primitive's layout, in the arena's
+        buffer between two primitives (the caller holds ``_arena_lock`` and reads it next)."""
+        _set_threads()
+        weights = (self.weight.packed(weight) if constant_weight else
+                   self.weight.load(weight))
+        between = _Memory(self.y.inner.desc, "between") if self._between is None \
+            else self._between
+        self._between = between
+        args = [(ARG_SRC, self.x.load(x)), (ARG_WEIGHTS, weights),
+                (ARG_DST, between.in_arena())]
+        if self.bias is not None:
+            args.append((ARG_BIAS, self.bias.load(bias)))
+        self._forward.run(args)
+        return between
+
     def backward_data(self, dy, weight, dx) -> None:
         with _arena_lock:
             _set_threads()
@@ -538,15 +569,17 @@ class InnerProductPlan:
     """The inference forward of a fully connected layer: ``x`` (N, K) float32, weights
     (O, K) (Caffe's layout), bias (O,) or None, ``y`` (N, O) = x Wᵀ + b, with ``relu`` (a
     negative slope, or None) fused as in ``ConvolutionPlan``. The weights take the
-    primitive's own layout ("any"), which ``constant_weight`` computes once."""
+    primitive's own layout ("any"), which ``constant_weight`` computes once, or with
+    ``plain_weights`` stay in Caffe's (an aligned array is then read where it lies)."""
 
-    def __init__(self, n, fan_in, num_output, bias, relu: float | None = None):
+    def __init__(self, n, fan_in, num_output, bias, relu: float | None = None,
+                 plain_weights: bool = False):
         lib = _library[0]
         _set_threads()
         self.threads = num_threads()
         src = _memory_desc((n, fan_in), TAG_AB)
         dst = _memory_desc((n, num_output), TAG_AB)
-        wei = _memory_desc((num_output, fan_in), TAG_ANY)
+        wei = _memory_desc((num_output, fan_in), TAG_AB if plain_weights else TAG_ANY)
         bias_desc = _memory_desc((num_output,), TAG_A) if bias else None
         forward = Handle()
         _check(lib.dnnl_inner_product_forward_primitive_desc_create(
@@ -581,9 +614,14 @@ class PoolingPlan:
     ``y`` (N, C, OH, OW)), on the images' own layout. ``algorithm``: ``max``,
     ``avg_include_padding`` or ``avg_exclude_padding``. The right padding is what the
     last window covers beyond the image (Caffe's ceil overhang included); MAX keeps the
-    index of each window's maximum for ``backward`` in a workspace of the plan."""
+    index of each window's maximum for ``backward`` in a workspace of the plan. With
+    ``relu`` (a negative slope; inference only) the pooled values are rectified before they
+    are stored (a post-op), as an in-place ReLU after the pooling would. With ``source``
+    (a memory descriptor; inference only) it pools images in that layout instead: a
+    convolution's own, see ``forward_from``."""
 
-    def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True):
+    def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True,
+                 relu: float | None = None, source: Handle | None = None):
         lib = _library[0]
         _set_threads()
         self.threads = num_threads()
@@ -591,18 +629,24 @@ class PoolingPlan:
         out_h, out_w = y_shape[2:]
         pad_r = _dims([(out - 1) * s + k - size - p for out, s, k, size, p
                        in zip((out_h, out_w), stride, kernel, (h, w), pad)])
-        src = _memory_desc(x_shape, TAG_ABCD)
-        dst = _memory_desc(y_shape, TAG_ABCD)
+        src = _memory_desc(x_shape, TAG_ABCD) if source is None else source
+        # from another layout: its own for the result too (oneDNN's fast kernels pool
+        # within one layout), reordered to NCHW as it is stored
+        dst = _memory_desc(y_shape, TAG_ABCD if source is None else TAG_ANY)
         alg = POOLING_ALGORITHMS[algorithm]
+        if source is not None and training:
+            raise ValueError("a pooling plan reads another layout only for inference")
+        if relu is not None and training:
+            raise ValueError("a pooling plan rectifies its result only for inference")
         attr = _attr()
         forward = Handle()
         _check(lib.dnnl_pooling_forward_primitive_desc_create(
             ctypes.byref(forward), _engine, FORWARD_TRAINING if training else FORWARD_INFERENCE,
             alg, src, dst, _dims(stride), _dims(kernel), _dims((0, 0)), _dims(pad), pad_r,
-            attr), "pooling forward")
+            _attr(relu)), "pooling forward")
         self._forward = _Primitive(forward)
         self.x = _Tensor(x_shape, src, "src")
-        self.y = _Tensor(y_shape, dst, "dst")
+        self.y = _Tensor(y_shape, _query(forward, QUERY_DST), "dst")
         workspace = _query(forward, QUERY_WORKSPACE)
         self._workspace = None
         if workspace is not None and lib.dnnl_memory_desc_get_size(workspace):
@@ -631,6 +675,18 @@ class PoolingPlan:
             args = [(ARG_SRC, self.x.load(x)), (ARG_DST, self.y.target(y))]
             if self._workspace is not None:
                 args.append((ARG_WORKSPACE, self._workspace))
+            self._forward.run(args)
+            self.y.store()
+
+    def forward_from(self, convolution: ConvolutionPlan, x, weight, bias, y,
+                     constant_weight=False) -> None:
+        """``y`` = this pooling of ``convolution``'s forward of ``x``, the convolution's
+        result left in its own (blocked) layout in a buffer between the two: neither the
+        reorder of that result back to NCHW nor a pass of the pooling over NCHW. The plan
+        was made with ``source`` = the convolution's destination layout."""
+        with _arena_lock:
+            between = convolution.forward_in_place_layout(x, weight, bias, constant_weight)
+            args = [(ARG_SRC, between), (ARG_DST, self.y.target(y))]
             self._forward.run(args)
             self.y.store()
 
@@ -701,3 +757,57 @@ def _strided_desc(array: np.ndarray) -> Handle:
         ctypes.byref(desc), array.ndim, _dims(array.shape), F32,
         _dims([s // array.itemsize for s in array.strides])), "memory descriptor")
     return desc
+
+
+class AxpbyPlan:
+    """``y = alpha·x + beta·y`` on two C-contiguous float32 arrays of ``size`` elements: one
+    pass of oneDNN's binary primitive (``dst = beta·y + alpha·x``, y read and written in
+    place), ``alpha`` and ``beta`` given at each call (run-time scales), so one primitive
+    serves every learning rate. Element by element: the result does not depend on the
+    arrays' alignment.
+
+    It runs on one thread: a pass over a parameter is bound by the cache's bandwidth (two
+    threads took as long as one on a 784×512 weight), and a one-thread call neither wakes
+    a second thread nor waits for one that another process has taken the core from.
+    """
+
+    def __init__(self, size: int):
+        lib = _library[0]
+        _set_threads(1)
+        desc = _memory_desc((size,), TAG_A)
+        self.x, self.y = _Memory(desc), _Memory(desc)
+        scale_desc = _memory_desc((1,), TAG_A)
+        self._scales = np.zeros(2, np.float32)       # beta (on y), alpha (on x)
+        self.beta, self.alpha = _Memory(scale_desc), _Memory(scale_desc)
+        self.beta.point_to(self._scales[0:1])
+        self.alpha.point_to(self._scales[1:2])
+        attr = _attr()
+        for arg in (ARG_SRC_0, ARG_SRC_1):         # one scale for the whole array (mask 0)
+            _check(lib.dnnl_primitive_attr_set_scales_mask(attr, arg, 0), "scales")
+        primitive = Handle()
+        _check(lib.dnnl_binary_primitive_desc_create(ctypes.byref(primitive), _engine,
+                                                     BINARY_ADD, desc, desc, desc, attr),
+               "binary")
+        self._primitive = _Primitive(primitive)
+        if self._primitive.scratchpad is not None:
+            raise RuntimeError("oneDNN: the binary primitive asks for scratch space")
+        args = [(ARG_SRC_0, self.y), (ARG_SRC_1, self.x), (ARG_DST, self.y),
+                (ARG_ATTR_SCALES | ARG_SRC_0, self.beta), (ARG_ATTR_SCALES | ARG_SRC_1, self.alpha)]
+        self._args = (ExecArg * len(args))(*[ExecArg(arg, memory.handle) for arg, memory in args])
+        self._bound = None
+
+    def implementation(self) -> str:
+        return self._primitive.implementation()
+
+    def run(self, alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> None:
+        with _arena_lock:           # the memories' data handles are this plan's
+            _set_threads(1)
+            self._scales[0], self._scales[1] = beta, alpha
+            if self._bound is None or self._bound[0]() is not x or self._bound[1]() is not y:
+                # the same array objects keep their buffers: point to them once (weak
+                # references: the plan does not keep a net's arrays alive)
+                self.x.point_to(x)
+                self.y.point_to(y)
+                self._bound = (weakref.ref(x), weakref.ref(y))
+            _check(_library[0].dnnl_primitive_execute(self._primitive.handle, _stream,
+                                                      len(self._args), self._args), "execute")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blob import aligned_zeros
 from .errors import ConfigError
 from .spec.models import FillerSpec
 
@@ -26,40 +27,63 @@ def _variance_n(spec: FillerSpec, shape) -> float:
 
 
 def fill(spec: FillerSpec | dict | None, shape, dtype, rng: np.random.Generator) -> np.ndarray:
-    """A new array of ``shape`` filled as ``spec`` says (None: constant 0, Caffe's default)."""
+    """A new array of ``shape`` filled as ``spec`` says (None: constant 0, Caffe's default),
+    64-byte aligned (``blob.aligned_zeros``). The random fillers draw float64 values a
+    chunk at a time into it, the same values as one draw of the whole shape, so a large
+    weight is never held in float64 as well."""
     if spec is None:
         spec = FillerSpec()
     elif isinstance(spec, dict):
         spec = FillerSpec.model_validate(spec)
     shape = tuple(shape)
+    out = aligned_zeros(shape, dtype)
     kind = spec.type
     if kind == "constant":
-        out = np.full(shape, spec.value)
+        out[...] = spec.value
     elif kind == "uniform":
-        out = rng.uniform(spec.min, spec.max, size=shape)
+        _draw(out, lambda size: rng.uniform(spec.min, spec.max, size=size))
     elif kind == "gaussian":
-        out = rng.normal(spec.mean, spec.std, size=shape)
         if spec.sparse >= 0:
-            # Caffe: each weight is kept with probability sparse / num_outputs (shape[0])
+            # Caffe: each weight is kept with probability sparse / num_outputs (shape[0]);
+            # the mask is drawn after every value, so the values are drawn in one go
+            values = rng.normal(spec.mean, spec.std, size=shape)
             outputs = shape[0] if shape else 1
-            out *= rng.random(shape) < spec.sparse / outputs
+            values *= rng.random(shape) < spec.sparse / outputs
+            out[...] = values
+        else:
+            _draw(out, lambda size: rng.normal(spec.mean, spec.std, size=size))
     elif kind == "xavier":
         # Caffe: uniform(-a, a) with a = sqrt(3 / n)
         scale = np.sqrt(3.0 / _variance_n(spec, shape))
-        out = rng.uniform(-scale, scale, size=shape)
+        _draw(out, lambda size: rng.uniform(-scale, scale, size=size))
     elif kind == "msra":
         # Caffe: gaussian(0, sqrt(2 / n))
-        out = rng.normal(0.0, np.sqrt(2.0 / _variance_n(spec, shape)), size=shape)
+        std = np.sqrt(2.0 / _variance_n(spec, shape))
+        _draw(out, lambda size: rng.normal(0.0, std, size=size))
     elif kind == "positive_unitball":
         # each output's weights are positive and sum to 1
-        out = rng.uniform(0.0, 1.0, size=shape)
-        rows = out.reshape(shape[0], -1) if shape else out.reshape(1, -1)
+        values = rng.uniform(0.0, 1.0, size=shape)
+        rows = values.reshape(shape[0], -1) if shape else values.reshape(1, -1)
         rows /= rows.sum(axis=1, keepdims=True)
+        out[...] = values
     elif kind == "bilinear":
-        out = _bilinear(shape)
+        out[...] = _bilinear(shape)
     else:  # the FillerSpec literal keeps this unreachable
         raise AssertionError(kind)
-    return np.asarray(out, dtype=dtype)
+    return out
+
+
+# values drawn in float64 per call of a random filler: 32 MB at a time
+DRAW_CHUNK = 1 << 22
+
+
+def _draw(out: np.ndarray, draw) -> None:
+    """Fill ``out`` with ``draw(size)``'s float64 values, ``DRAW_CHUNK`` at a time (a
+    Generator's stream does not depend on how the draws are cut)."""
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, DRAW_CHUNK):
+        stop = min(start + DRAW_CHUNK, flat.size)
+        flat[start:stop] = draw(stop - start)
 
 
 def _bilinear(shape) -> np.ndarray:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blob import Blob
+from . import memory_plan
+from .blob import ALIGNMENT, Blob, aligned_copy, freeze_array
 from .errors import (
     ConfigError,
     NonFiniteError,
@@ -22,6 +23,7 @@ from .errors import (
     did_you_mean,
     size_refusal,
 )
+from .folding import ConvolutionFold, find_folds
 from .layers.base import DataLayer, Layer
 from .registry import layer_class
 from .snapshot import load_model, save_model
@@ -58,17 +60,23 @@ class Net:
     ``blobs`` maps blob names to Blobs; ``params`` maps layer names to their parameter Blobs.
 
     A TEST net runs its forwards as inference (``inference_forward``) until a backward is
-    asked for: nothing is kept for backward (indices of maxima, training primitives) and a
-    Convolution followed by an in-place ReLU runs as one oneDNN primitive. The first
-    backward turns that off for good (what it needs is recomputed from the bottoms once).
+    asked for: nothing is kept for backward (indices of maxima, training primitives), a
+    Convolution followed by an in-place ReLU runs as one oneDNN primitive and an Eltwise
+    SUM and its ReLU as one pass. The first backward turns that off for good (what it
+    needs is recomputed from the bottoms once).
     ``inference=True`` (TEST only; ``freeze()`` later does the same) builds a net for
     deployment: its convolution weights are read-only arrays (``load`` replaces them), so
-    oneDNN's layout of them is computed once; it has no backward.
+    oneDNN's layout of them is computed once, and an in-place BatchNorm (+ Scale) after a
+    Convolution is folded into its weights (``folding.py``); it has no backward. With
+    ``outputs_only=True`` as well, only the inputs and outputs keep their values after a
+    forward: the blobs between them share memory (``memory_plan``), as onnxruntime's and
+    OpenCV's intermediate tensors do — a deep net then holds a few blobs' worth of
+    activations instead of all of them.
     """
 
     def __init__(self, spec, phase: str = "TRAIN", level: int = 0, stages=(),
                  seed: int | None = None, share_from: Net | None = None,
-                 inference: bool = False):
+                 inference: bool = False, outputs_only: bool = False):
         self.spec: NetSpec = load_net_spec(spec)
         if phase not in PHASES:
             raise ConfigError(f"phase must be TRAIN or TEST, not {phase!r}"
@@ -76,6 +84,10 @@ class Net:
         if inference and share_from is not None:
             raise ConfigError("inference=True builds a net with parameters of its own; "
                               "give no share_from", field="share_from")
+        if outputs_only and not inference:
+            raise ConfigError("outputs_only=True is for a net built for inference (it has no "
+                              "backward to keep the other blobs for); add inference=True",
+                              field="outputs_only")
         self.inference_only = False
         self._shares_params = False
         self.phase = phase
@@ -100,6 +112,8 @@ class Net:
         self._plans: dict[frozenset, list] = {}
         self._shared: dict[str, Param] = {}     # param.name -> the Param that owns the Blob
         self._needs_reshape = False
+        self.outputs_only = False
+        self.memory_slabs: list[memory_plan.Slab] = []
         self.loss = 0.0
         self._seed_values: dict = {}            # diffs given to the last backward(), by blob
 
@@ -109,9 +123,18 @@ class Net:
         # conv position -> negative slope of the in-place ReLU right after it
         self._fusions = self._find_fusions()
         self._kept_inputs = self._find_kept_inputs()
+        # conv position -> the in-place BatchNorm (+ Scale) chain a frozen net folds into it
+        self._folds: dict[int, ConvolutionFold] = find_folds(self.layers, self.bottoms,
+                                                             self.tops)
         self._set_inference(phase == "TEST")
         if inference:
             self._freeze(copy=False)    # nobody else holds the new arrays yet
+        # convolution position -> position of the pooling that alone reads its top
+        self._poolings_after: dict[int, int] = {}
+        if outputs_only:
+            self.outputs_only = True
+            self._share_memory()
+            self._poolings_after = self._find_poolings_after()
 
     # ------------------------------------------------------------------ build
     def _located(self, err: SolverkitError, position: int) -> SolverkitError:
@@ -309,8 +332,9 @@ class Net:
                 need[id(blob)] = runs or layer.tops_need_backward or (force and layer.has_backward)
 
     def _find_fusions(self) -> dict[int, float]:
-        """Convolutions whose top an in-place ReLU rectifies right after them: in an
-        inference forward the two run as one primitive (where oneDNN runs the convolution)."""
+        """Layers with a ``forward_with_relu`` (Convolution, InnerProduct, Pooling, Eltwise)
+        whose top an in-place ReLU rectifies right after them: in an inference forward the
+        two run as one (a oneDNN primitive where oneDNN runs the first, one pass of the sum)."""
         fusions = {}
         for position, layer in enumerate(self.layers[:-1]):
             after = self.layers[position + 1]
@@ -332,6 +356,32 @@ class Net:
                 and len(self.tops[position - 1]) == 1 and len(self.bottoms[position]) == 1
                 and self.bottoms[position][0] is self.tops[position - 1][0]
                 and self.tops[position][0] is self.tops[position - 1][0]}
+
+    def _find_poolings_after(self) -> dict[int, int]:
+        """Convolutions (each with its fused ReLU, if any) whose top only a Pooling right
+        after reads: in a net that keeps only its outputs the two run as one step, the
+        convolution's result left in oneDNN's layout between them (see
+        ``Pooling.forward_after_convolution``)."""
+        readers: dict[int, int] = {}
+        for bottoms in self.bottoms:
+            for blob in bottoms:
+                root = memory_plan.root(blob)
+                readers[id(root)] = readers.get(id(root), 0) + 1
+        kept = {id(self.blobs[name]) for name in self.outputs}
+        pairs = {}
+        for position, layer in enumerate(self.layers):
+            if layer.type != "Convolution" or len(self.tops[position]) != 1:
+                continue
+            top = self.tops[position][0]
+            after = position + (2 if position in self._fusions else 1)
+            if after >= len(self.layers) or id(top) in kept:
+                continue
+            pooling = self.layers[after]
+            if (pooling.type == "Pooling" and len(self.tops[after]) == 1
+                    and self.bottoms[after][0] is top
+                    and readers[id(top)] == 1 + (after - position - 1)):   # the pooling (and ReLU)
+                pairs[position] = after
+        return pairs
 
     @property
     def inference_forward(self) -> bool:
@@ -370,7 +420,18 @@ class Net:
                               "inference=True", file=self.spec.file)
         self.inference_only = True
         self._set_inference(True)
+        for layer in self.layers:
+            layer.frozen = True
         self._freeze_params(copy)
+
+    def _share_memory(self) -> None:
+        """Blobs other than the inputs, outputs and loss tops share buffers (see
+        ``memory_plan``); planned again whenever the net is reshaped."""
+        pinned = [*self.input_blobs.values(), *(self.blobs[name] for name in self.outputs),
+                  *(blob for blob, _ in self.loss_weights)]
+        self.memory_slabs = memory_plan.plan([layer.type for layer in self.layers],
+                                             self.bottoms, self.tops, pinned)
+        memory_plan.apply(self.memory_slabs)
 
     def _packed_blobs(self) -> list[Blob]:
         unique = {id(layer.blobs[j]): layer.blobs[j] for layer in self.layers
@@ -378,15 +439,18 @@ class Net:
         return list(unique.values())
 
     def _freeze_params(self, copy: bool = True) -> None:
-        """The packed parameters become read-only arrays owning their memory: nothing can
-        change them in place, so what is derived from them stays valid. With ``copy`` they
-        are new arrays (a view someone took earlier still writes, but not into the net)."""
+        """The packed parameters become read-only arrays over memory nothing else writes
+        (``blob.is_frozen``), 64-byte aligned (oneDNN then reads a weight whose layout is
+        its own in place): nothing can change them, so what is derived from them stays
+        valid. With ``copy`` they are new arrays (a view someone took earlier still writes,
+        but not into the net); without, they are the net's own (just made or loaded) and
+        copied only to align them."""
         for blob in self._packed_blobs():
             data = blob.data
-            if copy or data.base is not None:
-                data = data.copy()
+            if copy or data.ctypes.data % ALIGNMENT:
+                data = aligned_copy(data)
                 blob.data = data
-            data.flags.writeable = False
+            freeze_array(data)
 
     def _thaw_params(self) -> None:
         """Writable copies of the packed parameters (new arrays: nothing derived from the
@@ -427,6 +491,8 @@ class Net:
     def reshape(self) -> None:
         """Propagate input shapes through every layer (after an input changed its batch size)."""
         self._reshape_from(0)
+        if self.outputs_only:
+            self._share_memory()
 
     def _with_data_source(self, err: SolverkitError, position: int) -> SolverkitError:
         """A mistake about a layer's bottoms (a label out of range) also names the data files
@@ -602,27 +668,40 @@ class Net:
 
     def _forward_steps(self, start: int, end: int):
         """Run the layers at positions ``start..end``, yielding each position before its
-        layer runs (for messages); fused pairs run as one where both are in the range."""
+        layer runs (for messages); fused pairs and folded chains (a net built for inference)
+        run as one where all their layers are in the range."""
         fusions = self._fusions if self._inference else {}
+        folds = self._folds if self.inference_only else {}
         position = start
-        ran = None              # the position that ran last in this sweep
         while position <= end:
             yield position
             layer, bottom, top = self.layers[position], self.bottoms[position], self.tops[position]
             if layer.shapes_follow_data:
                 self._reshape_from(position)
+            fold = folds.get(position)
+            if fold is not None and fold.last <= end:
+                after = fold.forward(bottom, top, with_relu=fold.last < end)
+                if after is not None:
+                    position = after
+                    continue
             slope = fusions.get(position)
+            after = self._poolings_after.get(position) if self._inference else None
+            if after is not None and after <= end:
+                rectify = fusions.get(after) if after < end else None   # pooling + ReLU
+                if self.layers[after].forward_after_convolution(
+                        layer, bottom[0].data, top[0].data, self.tops[after][0].data, slope,
+                        rectify):
+                    position = after + (1 if rectify is None else 2)
+                    continue
             if slope is not None and position < end and \
                     layer.forward_with_relu(bottom, top, slope):
-                ran = position + 1
                 position += 2
                 continue
             if position in self._kept_inputs:
-                # the copy is the blob's data only if the layer before just wrote it
+                # the copy is the blob's data only if the layer before ran in this sweep
                 layer.kept_input = (self.layers[position - 1].kept_top()
-                                    if ran == position - 1 else None)
+                                    if position > start else None)
             layer.forward(bottom, top)
-            ran = position
             position += 1
 
     def forward_from_to(self, start: int, end: int) -> None:
@@ -670,8 +749,12 @@ class Net:
 
     def find_nonfinite(self) -> str | None:
         """Name the first layer whose output (forward order) or gradient (backward order)
-        holds NaN or infinity, for the solver's non-finite-loss message."""
+        holds NaN or infinity, for the solver's non-finite-loss message. A net whose
+        intermediate blobs share memory (``outputs_only``) runs its forward again, a layer
+        at a time, looking at each layer's tops right after it ran."""
         for position, layer in enumerate(self.layers):
+            if self.outputs_only:
+                self.forward_from_to(position, position)
             for blob in self.tops[position]:
                 if not np.all(np.isfinite(blob.data)):
                     bad = [j for j, param in enumerate(layer.blobs)

@@ -20,8 +20,9 @@ blas.set_backend(os.environ.get(blas.VARIABLE, "auto"))
 @pytest.fixture(params=BLAS_BACKENDS)
 def blas_backend(request, monkeypatch):
     """Run the test once per product library (then choose from the environment again);
-    MKL and oneDNN take even the small products of tests."""
+    MKL and oneDNN take even the small products and vector steps of tests."""
     monkeypatch.setattr(blas, "MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(blas, "MIN_AXPBY_ELEMENTS", 0)
     blas.set_backend(request.param)
     yield request.param
     blas.set_backend(os.environ.get(blas.VARIABLE, "auto"))

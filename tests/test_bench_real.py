@@ -31,6 +31,9 @@ def test_every_real_size_case_runs_at_a_small_resolution_and_the_exports_agree()
             # the ONNX and Caffe exports compute the same probabilities in other runtimes
             for runtime, diff in r["max_abs_diff"].items():
                 assert diff < 1e-3, (name, runtime, diff)   # probabilities after 50 layers
+                # every probability to 1% of itself (they are ~1e-3 each: the absolute
+                # difference alone says little; ResNet-50 on onnxruntime: some 0.3%)
+                assert r["max_log_diff"][runtime] < 1e-2, (name, runtime, r["max_log_diff"])
                 assert r[f"{runtime}_ms"] > 0
 
 

@@ -89,10 +89,10 @@ def test_what_gemm_cannot_take_falls_back_to_numpy(blas_backend, case, rng):
     np.testing.assert_allclose(out, expected, rtol=1e-12)
 
 
-def _bitwise_the_same_for_any_thread_count_and_alignment(compute, *inputs):
-    """``compute(*copies)`` on MKL with 1 and 2 threads, the copies of ``inputs`` starting 0
-    to 3 floats past an aligned address: every result is bitwise the first one."""
-    blas.set_backend("mkl")
+def _bitwise_the_same_for_any_thread_count_and_alignment(compute, *inputs, library="mkl"):
+    """``compute(*copies)`` on ``library`` with 1 and 2 threads, the copies of ``inputs``
+    starting 0 to 3 floats past an aligned address: every result is bitwise the first one."""
+    blas.set_backend(library)
     before = threads.num_threads()
     results = []
     try:
@@ -171,8 +171,13 @@ def test_inner_product_gradients_on_every_library(blas_backend, fields, rng):
 def test_axpby_matches_its_formula(blas_backend, dtype, rng):
     x, y = rng.standard_normal(1000).astype(dtype), rng.standard_normal(1000).astype(dtype)
     expected = 0.3 * x.astype(np.float64) - 1.5 * y.astype(np.float64)
-    assert blas.axpby_ready(x, y) == (blas_backend == "mkl")
+    blas._plans.clear()         # a cache: emptied, so that what is in it now is this call's
+    on_library = blas_backend == "mkl" or (blas_backend == "dnnl" and dtype == np.float32)
+    assert blas.axpby_ready(x, y) == on_library
     blas.axpby(0.3, x, -1.5, y)
+    # oneDNN's pass ran (its plan for this pair of arrays is kept)
+    assert (("axpby", x.size, id(x), id(y)) in blas._plans) == \
+        (blas_backend == "dnnl" and on_library)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12      # of the terms' size, ~1
     np.testing.assert_allclose(y, expected, rtol=tolerance, atol=tolerance)
 
@@ -189,15 +194,47 @@ def test_axpby_leaves_to_numpy_what_mkl_cannot_take(blas_backend, rng):
     np.testing.assert_allclose(target, expected, rtol=1e-12)
 
 
-@needs_mkl
-def test_mkl_axpby_is_bitwise_the_same_for_any_thread_count_and_alignment(rng):
+@pytest.mark.parametrize("library", [name for name in ("mkl", "dnnl") if blas.available(name)])
+def test_axpby_is_bitwise_the_same_for_any_thread_count_and_alignment(library, rng):
     def axpby(x, y):
         blas.axpby(0.01, x, 0.9, y)
         return y
 
     _bitwise_the_same_for_any_thread_count_and_alignment(
         axpby, rng.standard_normal(70001).astype(np.float32),
-        rng.standard_normal(70001).astype(np.float32))
+        rng.standard_normal(70001).astype(np.float32), library=library)
+
+
+@pytest.mark.skipif(not DNNL, reason="oneDNN does not load here")
+def test_dnnl_axpby_follows_arrays_given_anew(chosen_again, rng):
+    """A plan points at its pair of arrays once: another pair, or the same pair after the
+    values changed, is still computed from what the arrays hold now."""
+    blas.set_backend("dnnl")
+    size = blas.MIN_AXPBY_ELEMENTS + 3
+    x, y = (rng.standard_normal(size).astype(np.float32) for _ in range(2))
+    for alpha, beta in ((0.5, 2.0), (-1.0, 1.0), (0.01, 0.9)):
+        x[:5] = rng.standard_normal(5)
+        expected = alpha * x.astype(np.float64) + beta * y.astype(np.float64)
+        blas.axpby(alpha, x, beta, y)
+        np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+    other = rng.standard_normal(size).astype(np.float32)
+    expected = 3.0 * other.astype(np.float64) + y
+    blas.axpby(3.0, other, 1.0, y)
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+    assert ("axpby", size, id(other), id(y)) in blas._plans
+
+
+@pytest.mark.skipif(not DNNL, reason="oneDNN does not load here")
+def test_dnnl_axpby_keeps_no_array_alive(chosen_again, rng):
+    import gc
+    import weakref
+    blas.set_backend("dnnl")
+    x, y = (rng.standard_normal(blas.MIN_AXPBY_ELEMENTS).astype(np.float32) for _ in range(2))
+    blas.axpby(0.5, x, 2.0, y)
+    gone = weakref.ref(x), weakref.ref(y)
+    del x, y
+    gc.collect()
+    assert gone[0]() is None and gone[1]() is None
 
 
 def test_an_unknown_choice_is_a_config_error_naming_the_variable():

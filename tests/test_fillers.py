@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from solverkit import ConfigError
+from solverkit import ConfigError, fillers
 from solverkit.fillers import fill
 
 SHAPE = (40, 30, 3, 3)            # 10 800 values; fan_in = 270, fan_out = 360
@@ -137,3 +137,26 @@ def test_sparse_gaussian_keeps_sparse_of_num_outputs():
     assert np.all(dense != 0)
     with pytest.raises(ValidationError):
         draw({"type": "gaussian", "sparse": -2})
+
+
+@pytest.mark.parametrize("spec", [{"type": "gaussian", "std": 0.1},
+                                  {"type": "uniform", "min": -1, "max": 2},
+                                  {"type": "xavier"}, {"type": "msra", "variance_norm": "FAN_OUT"}])
+def test_a_large_weight_drawn_in_chunks_has_the_values_of_one_draw(spec, monkeypatch):
+    """Big weights are drawn a chunk at a time (no float64 copy of the whole weight):
+    the values are those of one draw of the whole shape, aligned for oneDNN."""
+    shape = (7, 3001)
+    monkeypatch.setattr(fillers, "DRAW_CHUNK", 1000)
+    chunked = fillers.fill(spec, shape, np.float32, np.random.default_rng(5))
+    one_draw = np.random.default_rng(5)
+    if spec["type"] == "gaussian":
+        expected = one_draw.normal(0.0, 0.1, size=shape)
+    elif spec["type"] == "uniform":
+        expected = one_draw.uniform(-1, 2, size=shape)
+    elif spec["type"] == "xavier":
+        scale = np.sqrt(3.0 / 3001)
+        expected = one_draw.uniform(-scale, scale, size=shape)
+    else:
+        expected = one_draw.normal(0.0, np.sqrt(2.0 / (7 * 3001 / 3001)), size=shape)
+    np.testing.assert_array_equal(chunked, expected.astype(np.float32))
+    assert chunked.dtype == np.float32 and chunked.ctypes.data % 64 == 0

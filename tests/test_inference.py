@@ -67,6 +67,11 @@ NETS = {
         _relu("conv1"), _pool("pool1", "conv1"), _ip("ip1", "pool1", 5)),
     "relu_not_in_place": _spec(_conv("conv1", "data", 8), _relu("conv1", top="rect"),
                                _pool("pool1", "rect"), _ip("ip1", "pool1", 3)),
+    # cifar10_quick's order: pooling, then the ReLU (MAX, and AVE with a leaky ReLU)
+    "pool_then_relu": _spec(_conv("conv1", "data", 8), _pool("pool1", "conv1"),
+                            _relu("pool1"), _conv("conv2", "pool1", 8),
+                            _pool("pool2", "conv2", "AVE", stride=1, pad=1),
+                            _relu("pool2", slope=0.2), _ip("ip1", "pool2", 3)),
 }
 
 
@@ -125,6 +130,37 @@ def test_inference_forward_equals_training_forward(name, method):
     frozen = sk.Net(spec, "TEST", seed=1, inference=True)     # the same seed: same weights
     _statistics(frozen)
     np.testing.assert_allclose(_output(frozen, x), reference, rtol=1e-5, atol=1e-6)
+
+
+@needs_dnnl
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_frozen_inner_product_at_batch_1_and_2_reads_its_weights_in_place(batch):
+    """A matrix-vector product streams the weights once: in Caffe's layout, read where
+    they lie (no second copy); larger batches take oneDNN's blocked copy."""
+    spec = {"name": "ip", "layers": [
+        {"name": "data", "type": "Input", "top": "data", "shape": [[batch, 37]]},
+        _ip("ip1", "data", 23), _relu("ip1")]}
+    net = sk.Net(spec, "TEST", seed=2, inference=True)
+    x = np.random.default_rng(0).standard_normal((batch, 37)).astype(np.float32)
+    y = net.forward(data=x)["ip1"]
+    weight, bias = (blob.data for blob in net.params["ip1"])
+    np.testing.assert_allclose(y, np.maximum(x @ weight.T + bias, 0), rtol=1e-5, atol=1e-6)
+    in_place = batch <= 2
+    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, " + (
+        "weights read in place" if in_place else "packed weights")
+    assert (net.layer("ip1")._plan.weight._packed is None) == in_place
+
+
+@needs_dnnl
+def test_fused_pooling_relu_is_used():
+    net = sk.Net(NETS["pool_then_relu"], "TEST", seed=1)
+    net.forward(data=_data())
+    assert [net.layer(n).last_forward for n in ("pool1", "pool2")] == \
+        ["dnnl inference + ReLU"] * 2
+    # a training forward pools and rectifies apart (it keeps MAX's indices)
+    net.backward(ip1=np.ones((SHAPE[0], 3), np.float32))
+    net.forward(data=_data())
+    assert net.layer("pool1").last_forward == "dnnl"
 
 
 @needs_dnnl
@@ -308,3 +344,68 @@ def test_pointwise_convolution_in_inference_equals_training():
     np.testing.assert_allclose(y, _output(_training_form(spec, _params(net)), x),
                                rtol=1e-5, atol=1e-5)
     assert net.layer("conv1").last_forward == "dnnl inference + ReLU, packed weights"
+
+
+@pytest.mark.parametrize("coeff,slope", [(None, 0.0), ([0.5, -1.0, 2.0], 0.0),
+                                         ([1.0, 1.0, -0.5], 0.2)])
+def test_eltwise_sum_and_relu_run_as_one_pass(coeff, slope, monkeypatch):
+    """ResNet's shortcut sum and its ReLU: one pass in pieces over the threads (the ReLU
+    layer itself does not run), the outputs of the two layers run one after the other."""
+    shape = [2, 16, 128, 130]        # two threads, several pieces each
+    sum_layer = {"name": "sum", "type": "Eltwise", "bottom": ["a", "b", "c"], "top": "sum",
+                 "operation": "SUM"}
+    if coeff:
+        sum_layer["coeff"] = coeff
+    spec = {"name": "shortcut", "layers": [
+        *[{"name": n, "type": "Input", "top": n, "shape": [shape]} for n in "abc"],
+        sum_layer, _relu("sum", slope=slope)]}
+    rng = np.random.default_rng(4)
+    inputs = {n: rng.standard_normal(shape).astype(np.float32) for n in "abc"}
+    weights = coeff or [1.0, 1.0, 1.0]
+    total = sum(np.float32(w) * inputs[n] for w, n in zip(weights, "abc"))
+    expected = np.where(total > 0, total, slope * total)
+    train = sk.Net(spec, "TRAIN")
+    np.testing.assert_allclose(train.forward(**inputs)["sum"], expected, rtol=1e-6, atol=1e-6)
+    net = sk.Net(spec, "TEST")
+    monkeypatch.setattr(net.layer("relu_sum"), "forward", None)     # must not be called
+    np.testing.assert_allclose(net.forward(**inputs)["sum"], expected, rtol=1e-6, atol=1e-6)
+    # a partial forward that ends at the sum leaves it unrectified
+    net.forward_from_to(0, 3)
+    np.testing.assert_allclose(net.blobs["sum"].data, total, rtol=1e-6, atol=1e-6)
+
+
+CONVOLUTION_POOLING = {
+    # cifar10_quick's three kinds: conv → MAX pool → ReLU, conv → ReLU → AVE pool
+    "cifar_style": _spec(_conv("conv1", "data", 16, stride=1), _pool("pool1", "conv1"),
+                         _relu("pool1"), _conv("conv2", "pool1", 16), _relu("conv2"),
+                         _pool("pool2", "conv2", "AVE"), _ip("ip1", "pool2", 4)),
+    # the convolution's top is read by a second layer: it must be written, no pairing
+    "read_twice": _spec(_conv("conv1", "data", 8), _pool("pool1", "conv1"),
+                        _pool("pool2", "conv1", "AVE"),
+                        {"name": "cat", "type": "Concat", "bottom": ["pool1", "pool2"],
+                         "top": "cat"}, _ip("ip1", "cat", 4)),
+}
+
+
+@pytest.mark.parametrize("name", CONVOLUTION_POOLING)
+def test_convolution_into_pooling_gives_the_outputs_of_the_two_apart(name, method):
+    """In a net that keeps only its outputs, a convolution whose top only a pooling reads
+    runs into the pooling in oneDNN's layout (where oneDNN runs both); the outputs are
+    those of a net that keeps every blob."""
+    spec = CONVOLUTION_POOLING[name]
+    x = _data()
+    apart = sk.Net(spec, "TEST", seed=1, inference=True)
+    together = sk.Net(spec, "TEST", seed=1, inference=True, outputs_only=True)
+    expected = _output(apart, x)
+    np.testing.assert_allclose(_output(together, x), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_output(together, x), expected, rtol=1e-5, atol=1e-6)
+    paired = {together.layer(n).last_forward for n in ("conv1", "conv2") if n in together.blobs}
+    into = any("into pooling" in str(how) for how in paired)
+    assert into == (name == "cifar_style" and HAVE_DNNL and method is None)
+    if into:
+        assert together.layer("pool1").last_forward == \
+            "dnnl inference + ReLU, from the convolution's layout"
+        assert together.layer("conv2").last_forward == \
+            "dnnl inference + ReLU, packed weights, into pooling"
+        assert together.layer("pool2").last_forward == \
+            "dnnl inference, from the convolution's layout"

@@ -76,7 +76,7 @@ def run(args) -> int:
         check_output(args.output, inputs=inputs, force=args.force, error=ConfigError)
     labels = read_labels(args.labels) if args.labels else None
     preprocess = _preprocess(args)
-    net, deployment = load_deploy_net(args.net, args.weights)
+    net, deployment = load_deploy_net(args.net, args.weights, outputs_only=True)
     try:
         if len(net.input_blobs) != 1:
             raise ConfigError(f"predict feeds nets with one input; this one has "

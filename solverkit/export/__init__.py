@@ -23,10 +23,11 @@ __all__ = ["Exporter", "export_model", "exporter_for", "exporters", "load_deploy
            "register_exporter", "write_output"]
 
 
-def load_deploy_net(spec, weights) -> tuple[Net, object]:
-    """The TEST net of ``spec``'s deploy form with ``weights`` loaded, and its Deployment."""
+def load_deploy_net(spec, weights, outputs_only: bool = False) -> tuple[Net, object]:
+    """The TEST net of ``spec``'s deploy form with ``weights`` loaded, and its Deployment;
+    with ``outputs_only`` its intermediate blobs share memory (see ``Net``)."""
     deployment = derive_deployment(spec)
-    net = Net(deployment.spec, phase="TEST", seed=0, inference=True)
+    net = Net(deployment.spec, phase="TEST", seed=0, inference=True, outputs_only=outputs_only)
     net.load(weights, allow_extra=True)         # TRAIN-only and loss layers' weights may be there
     return net, deployment
 

@@ -144,6 +144,45 @@ class Eltwise(Layer):
 
         parallel_for(run, split(dy.size), elements=dy.size)
 
+    # elements per piece of the fused SUM + ReLU: three pieces (two bottoms, the top) stay
+    # in a core's cache between the sum and the rectification
+    RELU_PIECE = 32768
+
+    def forward_with_relu(self, bottom, top, negative_slope: float) -> bool:
+        """SUM and the in-place ReLU after it (``negative_slope``) in one pass over
+        cache-sized pieces, split over the threads, in an inference forward (the net then
+        skips the ReLU); False (nothing done) for PROD and MAX, or for a forward that a
+        backward may follow."""
+        if self.params.operation != "SUM" or not self.inference:
+            return False
+        xs = [b.data.reshape(-1) for b in bottom]
+        y = top[0].data.reshape(-1)
+
+        def run(part: slice) -> None:
+            for start in range(part.start, part.stop, self.RELU_PIECE):
+                piece = slice(start, min(start + self.RELU_PIECE, part.stop))
+                out = y[piece]
+                terms = [(c, x[piece]) for c, x in zip(self.coeff, xs)]
+                if terms[0][0] == 1 and terms[1][0] == 1:
+                    np.add(terms[0][1], terms[1][1], out=out)
+                    terms = terms[2:]
+                else:
+                    np.multiply(terms[0][1], terms[0][0], out=out)
+                    terms = terms[1:]
+                for c, x in terms:
+                    if c == 1:
+                        out += x
+                    else:
+                        out += c * x
+                if negative_slope == 0:
+                    np.maximum(out, 0, out=out)
+                else:           # as the ReLU layer computes it
+                    np.multiply(out, np.where(out > 0, 1, negative_slope).astype(out.dtype),
+                                out=out)
+
+        parallel_for(run, split(y.size), elements=y.size)
+        return True
+
 
 @register_layer("Softmax")
 class Softmax(Layer):

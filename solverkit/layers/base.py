@@ -78,6 +78,9 @@ class Layer:
         # first asked for), so forward may skip what only backward reads (indices of
         # maxima, training primitives); a backward after such a forward recomputes it.
         self.inference = False
+        # Set by a net built for inference (``Net.freeze``): no backward ever follows, so
+        # forward keeps nothing for one, not even what a backward could not recompute.
+        self.frozen = False
 
     # ----- the contract -----
     def setup(self, bottom: list[Blob], top: list[Blob]) -> None:
@@ -106,8 +109,8 @@ class Layer:
 
     def make_param(self, shape, filler: FillerSpec | None, name: str = "") -> Blob:
         """A new learnable Blob of ``shape`` initialised by ``filler``, appended to ``self.blobs``."""
-        blob = Blob(shape, self.dtype, name=f"{self.name}/{len(self.blobs)}{name and ' ' + name}")
-        blob.data = fill(filler, shape, self.dtype, self.rng)
+        blob = Blob((), self.dtype, name=f"{self.name}/{len(self.blobs)}{name and ' ' + name}")
+        blob.data = fill(filler, shape, self.dtype, self.rng)     # (no zeros of shape first)
         self.blobs.append(blob)
         self.param_propagate_down.append(True)
         return blob

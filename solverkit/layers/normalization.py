@@ -121,13 +121,19 @@ class BatchNorm(Layer):
         if top[0] is not bottom[0]:
             top[0].reshape(shape)
 
+    def global_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(μ, σ²) from the stored sums: ``blobs[0]/blobs[2]``, ``blobs[1]/blobs[2]`` (0 when
+        blobs[2] is 0, as Caffe). The forward with global statistics is the per-channel
+        affine map ``y = (x − μ) / sqrt(σ² + eps)``; a net built for inference folds it
+        into the convolution before this layer with these values."""
+        stored = self.blobs[2].data[0]
+        factor = 0.0 if stored == 0 else 1.0 / stored
+        return self.blobs[0].data * factor, self.blobs[1].data * factor
+
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.view)
         if self.use_global_stats:
-            stored = self.blobs[2].data[0]
-            factor = 0.0 if stored == 0 else 1.0 / stored
-            mean = self.blobs[0].data * factor
-            variance = self.blobs[1].data * factor
+            mean, variance = self.global_statistics()
         else:
             self._forward_batch(x, top[0].data.reshape(self.view))
             return
@@ -281,14 +287,17 @@ class Scale(_AxisBroadcast):
 
     def forward(self, bottom, top):
         """Block by block of channels: x kept for ``ds`` (in place, where top overwrites
-        it, a copy: ``kept_input`` when the net gives one, else this layer's own), then
-        ``y = x·s (+ b)``."""
+        it, a copy: ``kept_input`` when the net gives one, else this layer's own; nothing
+        when frozen), then ``y = x·s (+ b)``."""
         x = bottom[0].data.reshape(self.view)
         y = top[0].data.reshape(self.view)
         scale = self._operand(bottom).data.reshape(-1)
         bias = None if self.bias_index is None else self.blobs[self.bias_index].data.reshape(-1)
         in_place = copy = top[0] is bottom[0]
-        if not in_place:
+        if self.frozen:             # a net built for inference has no backward: keep nothing
+            self.x = None
+            copy = False
+        elif not in_place:
             self.x = x
         elif self.kept_input is not None and self.kept_input.size == x.size \
                 and self.kept_input.dtype == x.dtype:

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from .. import blas, dnnl, threads
-from ..blob import Blob
+from ..blob import Blob, is_frozen
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams, LayerSpec
 from ..threads import parallel_for, split
@@ -156,7 +156,7 @@ class _ConvolutionBase(Layer):
         Deconvolution: from its top to its bottom), kept while the shapes, the thread
         count and the kind stay: a ``training`` plan (forward and backward primitives) or
         an inference one (forward only, ``relu`` fused if not None)."""
-        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), training, relu)
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), bias, training, relu)
         plan = getattr(self, "_plan", None)
         if plan is None or self._plan_key != key:
             plan = self._plan = dnnl.ConvolutionPlan(
@@ -241,21 +241,23 @@ class Convolution(_ConvolutionBase):
                                                  self.dilation, dtype)
         return rows
 
-    def _stacked_weight(self) -> np.ndarray:
-        """(kh, num_output, C·kw): kernel row i of every filter, as KernelRows multiplies it."""
+    def _stacked_weight(self, weight: np.ndarray | None = None) -> np.ndarray:
+        """(kh, num_output, C·kw): kernel row i of every filter of ``weight`` (the layer's
+        own by default), as KernelRows multiplies it."""
         p = self.params
+        weight = self.blobs[0].data if weight is None else weight
         stacked = self._buffers.get("stacked_weight", (self.kernel[0], p.num_output,
                                                        self.channels * self.kernel[1]),
-                                    self.blobs[0].data.dtype)
+                                    weight.dtype)
         np.copyto(stacked.reshape(self.kernel[0], p.num_output, self.channels, self.kernel[1]),
-                  self.blobs[0].data.transpose(2, 0, 1, 3))
+                  weight.transpose(2, 0, 1, 3))
         return stacked
 
-    def _forward_kernel_rows(self, x, y, bias):
+    def _forward_kernel_rows(self, x, y, weight, bias):
         """``bias``: (1, num_output, 1, 1), or 0 without a bias term."""
         geometry = self._kernel_rows_for(x.shape[0], x.dtype)
         columns = geometry.build(x)
-        stacked = self._stacked_weight()
+        stacked = self._stacked_weight(weight)
         total = self._rows(x.shape[0])
         part = self._buffers.get("rows_part", total.shape, total.dtype)
         for i in range(self.kernel[0]):
@@ -322,43 +324,64 @@ class Convolution(_ConvolutionBase):
         done) elsewhere, and the net runs the two layers one after the other."""
         if not (self.inference and self.method == "dnnl"):
             return False
-        self._forward_dnnl(bottom[0].data, top[0].data, relu=negative_slope)
+        self._forward_dnnl(bottom[0].data, top[0].data, *self._own_weights(), relu=negative_slope)
         return True
 
-    def _forward_dnnl(self, x, y, relu=None):
-        p, weight = self.params, self.blobs[0].data
-        plan = self._dnnl_plan(x.shape, y.shape, p.bias_term, training=not self.inference,
+    def forward_folded(self, bottom, top, weight, bias, negative_slope: float | None = None
+                       ) -> bool:
+        """The forward with ``weight`` (the shape of blobs[0]) and ``bias`` (num_output,) in
+        place of the layer's own: those of a per-channel affine map folded into them (a net
+        built for inference folds the in-place BatchNorm and Scale after this layer). With
+        ``negative_slope``, the in-place ReLU after them is fused where oneDNN runs the
+        layer; returns whether it was (False: the net runs the ReLU itself)."""
+        fused = negative_slope is not None and self.inference and self.method == "dnnl"
+        self._forward(bottom[0].data, top[0].data, weight, bias,
+                      negative_slope if fused else None)
+        self.last_forward += ", folded"
+        return fused
+
+    def _own_weights(self):
+        """(weight, bias or None): the layer's parameters as its forward uses them."""
+        return self.blobs[0].data, (self.blobs[1].data if self.params.bias_term else None)
+
+    def _forward_dnnl(self, x, y, weight, bias, relu=None):
+        plan = self._dnnl_plan(x.shape, y.shape, bias is not None, training=not self.inference,
                                relu=relu)
         # A read-only weight array that owns its memory (a net built for inference freezes
         # its parameters so) cannot change: oneDNN's layout of it is computed once.
-        constant = self.inference and not weight.flags.writeable and weight.base is None
-        plan.forward(x, weight, self.blobs[1].data if p.bias_term else None, y,
-                     constant_weight=constant)
+        constant = self.inference and is_frozen(weight)
+        plan.forward(x, weight, bias, y, constant_weight=constant)
         self.last_forward = ("dnnl " + ("inference" if self.inference else "training")
                              + (" + ReLU" if relu is not None else "")
                              + (", packed weights" if constant else ""))
 
     def forward(self, bottom, top):
+        self._forward(bottom[0].data, top[0].data, *self._own_weights())
+
+    def _forward(self, x, top_data, weight, bias, relu=None):
+        """``top_data`` = the convolution of ``x`` with ``weight`` and ``bias`` (or None);
+        ``relu`` (a negative slope) only where the method is ``dnnl``."""
         p, geometry = self.params, self.im2col
-        x = bottom[0].data
         n = x.shape[0]
-        weight = self.blobs[0].data.reshape(p.num_output, -1)
-        y = top[0].data.reshape(n, p.num_output, -1)
-        bias = self.blobs[1].data.reshape(1, -1, 1) if p.bias_term else 0
         method = self.method
         self.last_forward = method
         if method == "dnnl":
-            self._forward_dnnl(x, top[0].data)
-        elif method == "kernel_rows":
-            self._forward_kernel_rows(x, y, self.blobs[1].data.reshape(1, -1, 1, 1)
-                                      if p.bias_term else 0)
+            self._forward_dnnl(x, top_data, weight, bias, relu)
+            self._col_valid = False
+            return
+        weight = weight.reshape(p.num_output, -1)
+        y = top_data.reshape(n, p.num_output, -1)
+        if method == "kernel_rows":
+            self._forward_kernel_rows(x, y, weight.reshape(self.blobs[0].shape),
+                                      0 if bias is None else bias.reshape(1, -1, 1, 1))
         elif method == "per_sample":
             for block in self.blocks:
                 by_sample = self._by_sample(geometry.im2col(x[block]), block)
                 for g_out, g_in in self.groups:
                     blas.matmul(weight[g_out], by_sample[:, g_in], out=y[block, g_out])
-            if p.bias_term:
-                parallel_for(lambda part: np.add(y[part], bias, out=y[part]), split(n),
+            if bias is not None:
+                column = bias.reshape(1, -1, 1)
+                parallel_for(lambda part: np.add(y[part], column, out=y[part]), split(n),
                              elements=y.size)
         else:
             rows = self._rows(n)
@@ -368,7 +391,8 @@ class Convolution(_ConvolutionBase):
                 for g_out, g_in in self.groups:
                     blas.matmul(weight[g_out], col[g_in], out=rows[g_out, columns])
             by_sample = rows.reshape(p.num_output, n, -1).transpose(1, 0, 2)
-            parallel_for(lambda part: np.add(by_sample[part], bias, out=y[part]), split(n),
+            column = 0 if bias is None else bias.reshape(1, -1, 1)
+            parallel_for(lambda part: np.add(by_sample[part], column, out=y[part]), split(n),
                          elements=y.size)
         # with one block the columns are still there for backward's weight gradient
         self._col_valid = method == "kernel_rows" or len(self.blocks) == 1
@@ -637,17 +661,59 @@ class Pooling(Layer):
         """``dnnl`` or ``phases`` (``method_choice.pooling_method``; global pooling: ``phases``)."""
         return self._method[0]
 
-    def _dnnl_plan(self, x_shape, y_shape, training: bool = True):
+    def _dnnl_plan(self, x_shape, y_shape, training: bool = True, relu: float | None = None):
         """oneDNN's pooling for these shapes and the thread count, kept while they stay: a
         ``training`` plan keeps MAX's indices in a workspace for backward, an inference
-        plan keeps nothing."""
+        plan keeps nothing (and may rectify its result, ``relu``)."""
         algorithm = self._method[1]
-        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), algorithm, training)
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), algorithm, training, relu)
         if getattr(self, "_dnnl_key", None) != key:
             self._dnnl = dnnl.PoolingPlan(x_shape, y_shape, self.kernel, self.stride,
-                                          self.pad, algorithm, training=training)
+                                          self.pad, algorithm, training=training, relu=relu)
             self._dnnl_key = key
         return self._dnnl
+
+    def forward_after_convolution(self, convolution: Convolution, x: np.ndarray,
+                                  between: np.ndarray, y: np.ndarray, relu: float | None,
+                                  pooled_relu: float | None = None) -> bool:
+        """``convolution``'s inference forward of ``x`` (with its fused ReLU when ``relu``
+        is not None), then this pooling of it into ``y`` (rectified when ``pooled_relu`` is
+        not None), where oneDNN runs both on frozen weights: the convolution's result stays
+        in its own layout between the two, and ``between`` (the convolution's top, which
+        nothing else reads) is not written. False (nothing done) elsewhere."""
+        weight = convolution.blobs[0].data
+        if not (self.inference and convolution.inference and self.method == "dnnl"
+                and convolution.method == "dnnl" and is_frozen(weight)
+                and type(convolution) is Convolution):
+            return False
+        bias = convolution.params.bias_term
+        plan = convolution._dnnl_plan(x.shape, between.shape, bias, training=False, relu=relu)
+        key = (id(plan), tuple(y.shape), threads.num_threads(), self._method[1], pooled_relu)
+        if getattr(self, "_after_key", None) != key:
+            self._after = dnnl.PoolingPlan(between.shape, y.shape, self.kernel, self.stride,
+                                           self.pad, self._method[1], training=False,
+                                           relu=pooled_relu, source=plan.destination)
+            self._after_key = key
+        self._after.forward_from(plan, x, weight,
+                                 convolution.blobs[1].data if bias else None, y,
+                                 constant_weight=True)
+        self._forwarded = None
+        convolution.last_forward = ("dnnl inference" + (" + ReLU" if relu is not None else "")
+                                    + ", packed weights, into pooling")
+        self.last_forward = ("dnnl inference" + (" + ReLU" if pooled_relu is not None else "")
+                             + ", from the convolution's layout")
+        return True
+
+    def forward_with_relu(self, bottom, top, negative_slope: float) -> bool:
+        """The forward followed by an in-place ReLU of ``negative_slope`` in one pass, where
+        oneDNN pools in inference (a post-op); False (nothing done) elsewhere."""
+        if not (self.inference and self.method == "dnnl" and len(top) == 1):
+            return False
+        x, y = bottom[0].data, top[0].data
+        self._dnnl_plan(x.shape, y.shape, training=False, relu=negative_slope).forward(x, y)
+        self._forwarded = None
+        self.last_forward = "dnnl inference + ReLU"
+        return True
 
     def _plan(self, images, h, w, out_h, out_w, dtype):
         """The phase layout, the blocks of images, AVE's divisors and the empty windows."""
@@ -683,6 +749,7 @@ class Pooling(Layer):
     # ----- forward -----
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
+        self.last_forward = self.method
         if self.method == "dnnl":
             self._dnnl_plan(x.shape, y.shape, training=not self.inference).forward(x, y)
             # the plan whose workspace backward reads (none after an inference forward)

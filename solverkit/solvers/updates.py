@@ -204,11 +204,12 @@ class Updater:
                    vector_library: bool = True) -> None:
         """Add the gradient of ``decay·R(W)`` to ``g`` (L2: ½ΣW², L1: Σ|W|, ElasticNet: Σ(½βW²+|W|)).
 
-        L2 on whole arrays takes one pass on MKL's threads when MKL is chosen, unless
-        ``vector_library`` is False (blocks already spread over solverkit's threads)."""
+        L2 on whole arrays takes one pass of MKL or oneDNN when one of them is chosen
+        (``blas.axpby``), unless ``vector_library`` is False (blocks already spread over
+        solverkit's threads)."""
         kind = self.spec.regularization_type
         if kind == "L2" and vector_library and blas.axpby_ready(w, g):
-            blas.axpby(decay, w, 1.0, g)        # one pass on MKL's threads
+            blas.axpby(decay, w, 1.0, g)        # one pass of MKL or oneDNN
             return
         key = (w.shape, w.dtype, threading.get_ident())
         work = self._work.get(key)
@@ -263,7 +264,8 @@ class _Momentum(FieldsModel):
 
 
 def _vector_ready(jobs) -> bool:
-    """Whether every parameter's W, g and history can take MKL's whole-array passes."""
+    """Whether every parameter's W, g and history can take ``blas.axpby``'s whole-array
+    passes (MKL or oneDNN)."""
     return all(blas.axpby_ready(param.data, param.diff, state["history"])
                for param, state, _ in jobs)
 
@@ -272,8 +274,9 @@ def _vector_ready(jobs) -> bool:
 class SGD(ElementwiseRule):
     """Caffe's SGD with momentum: ``V = momentum·V + lr·g;  W −= V``.
 
-    With MKL (see ``blas``) each parameter takes two one-pass vector operations on MKL's
-    threads (``V = lr·g + momentum·V;  W −= V``) instead of numpy passes per block.
+    With MKL or oneDNN (see ``blas.axpby``) each parameter takes two one-pass vector
+    operations (``V = lr·g + momentum·V;  W −= V``), and its L2 decay one more, instead of
+    numpy passes per block.
     """
 
     Params = _Momentum
@@ -298,7 +301,7 @@ class SGD(ElementwiseRule):
 class Nesterov(ElementwiseRule):
     """``V' = momentum·V + lr·g;  W −= (1+momentum)·V' − momentum·V;  V = V'``.
 
-    With MKL, three one-pass vector operations per parameter on MKL's threads, as for SGD:
+    With MKL or oneDNN, three one-pass vector operations per parameter, as for SGD:
     ``W += momentum·V;  V = lr·g + momentum·V;  W −= (1+momentum)·V``.
     """
 
