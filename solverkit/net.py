@@ -122,6 +122,7 @@ class Net:
             self.share_params_with(share_from)
         # conv position -> negative slope of the in-place ReLU right after it
         self._fusions = self._find_fusions()
+        self._kept_inputs = self._find_kept_inputs()
         # conv position -> the in-place BatchNorm (+ Scale) chain a frozen net folds into it
         self._folds: dict[int, ConvolutionFold] = find_folds(self.layers, self.bottoms,
                                                              self.tops)
@@ -343,6 +344,18 @@ class Net:
                     and self.tops[position + 1][0] is self.tops[position][0]):
                 fusions[position] = float(after.params.negative_slope)
         return fusions
+
+    def _find_kept_inputs(self) -> set[int]:
+        """Positions of in-place layers that keep a copy of their bottom for backward
+        (``kept_input``) right after a layer that keeps a copy of that blob as its forward
+        wrote it (``kept_top()``: BatchNorm's x̂ before a Scale). When the two run one after
+        the other, the first one's copy serves both: a pass and an activation's memory less."""
+        return {position for position in range(1, len(self.layers))
+                if hasattr(self.layers[position], "kept_input")
+                and hasattr(self.layers[position - 1], "kept_top")
+                and len(self.tops[position - 1]) == 1 and len(self.bottoms[position]) == 1
+                and self.bottoms[position][0] is self.tops[position - 1][0]
+                and self.tops[position][0] is self.tops[position - 1][0]}
 
     def _find_poolings_after(self) -> dict[int, int]:
         """Convolutions (each with its fused ReLU, if any) whose top only a Pooling right
@@ -684,6 +697,10 @@ class Net:
                     layer.forward_with_relu(bottom, top, slope):
                 position += 2
                 continue
+            if position in self._kept_inputs:
+                # the copy is the blob's data only if the layer before ran in this sweep
+                layer.kept_input = (self.layers[position - 1].kept_top()
+                                    if position > start else None)
             layer.forward(bottom, top)
             position += 1
 

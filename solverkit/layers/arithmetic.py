@@ -56,12 +56,16 @@ class Eltwise(Layer):
         if not _in_place(top[0], bottom):
             top[0].reshape(bottom[0].shape)
 
+    def _in_place_index(self, bottom, top) -> int | None:
+        return next((i for i, b in enumerate(bottom) if b is top[0]), None)
+
     def forward(self, bottom, top):
         op = self.params.operation
-        xs = [b.data for b in bottom]
         if op == "SUM":
-            out = sum(c * x for c, x in zip(self.coeff, xs))
-        elif op == "PROD":
+            self._forward_sum(bottom, top)
+            return
+        xs = [b.data for b in bottom]
+        if op == "PROD":
             # in place the output overwrites an input that backward still needs
             self.inputs = [x.copy() for x in xs] if _in_place(top[0], bottom) else None
             out = np.prod(np.stack(xs), axis=0)
@@ -71,8 +75,40 @@ class Eltwise(Layer):
             out = np.take_along_axis(stacked, self.argmax[None], axis=0)[0]
         top[0].data[...] = out
 
+    def _forward_sum(self, bottom, top):
+        """``y = Σ c_i x_i`` in one pass per bottom over each thread's part, starting from
+        the bottom that ``y`` is (in place) so that no bottom is read after it is written."""
+        y = top[0].data.reshape(-1)
+        shared = self._in_place_index(bottom, top)
+        first = shared or 0
+        order = [first] + [i for i in range(len(bottom)) if i != first]
+        xs = [bottom[i].data.reshape(-1) for i in order]
+        coeff = [self.coeff[i] for i in order]
+
+        def run(part):
+            out = y[part]
+            if len(xs) > 1 and coeff[0] == coeff[1] == 1:
+                np.add(xs[0][part], xs[1][part], out=out)
+                rest = 2
+            else:
+                if coeff[0] != 1 or shared is None:
+                    np.multiply(xs[0][part], coeff[0], out=out)
+                rest = 1
+            for x, c in zip(xs[rest:], coeff[rest:]):
+                if c == 1:
+                    out += x[part]
+                elif c == -1:
+                    out -= x[part]
+                else:
+                    out += c * x[part]
+
+        parallel_for(run, split(y.size), elements=y.size)
+
     def backward(self, top, propagate_down, bottom):
         op = self.params.operation
+        if op == "SUM":
+            self._backward_sum(top, propagate_down, bottom)
+            return
         dy = top[0].diff
         if _in_place(top[0], bottom):
             dy = dy.copy()      # writing the in-place bottom's diff overwrites the top's
@@ -81,13 +117,32 @@ class Eltwise(Layer):
         for i, blob in enumerate(bottom):
             if not propagate_down[i]:
                 continue
-            if op == "SUM":
-                blob.diff[...] = self.coeff[i] * dy
-            elif op == "PROD":
+            if op == "PROD":
                 others = [x for j, x in enumerate(xs) if j != i]
                 blob.diff[...] = dy * np.prod(np.stack(others), axis=0)
             else:
                 blob.diff[...] = dy * (self.argmax == i)
+
+    def _backward_sum(self, top, propagate_down, bottom):
+        """``dx_i = c_i dy``: a copy of dy for c_i = 1, in one pass over each thread's part;
+        the bottom whose diff is dy's (in place) last, scaled where it lies."""
+        dy = top[0].diff.reshape(-1)
+        shared = self._in_place_index(bottom, top)
+        targets = [(bottom[i].diff.reshape(-1), self.coeff[i]) for i in range(len(bottom))
+                   if propagate_down[i] and i != shared]
+        scale_shared = (shared is not None and propagate_down[shared]
+                        and self.coeff[shared] != 1)
+
+        def run(part):
+            for dx, c in targets:
+                if c == 1:
+                    np.copyto(dx[part], dy[part])
+                else:
+                    np.multiply(dy[part], c, out=dx[part])
+            if scale_shared:
+                dy[part] *= self.coeff[shared]
+
+        parallel_for(run, split(dy.size), elements=dy.size)
 
     # elements per piece of the fused SUM + ReLU: three pieces (two bottoms, the top) stay
     # in a core's cache between the sum and the rectification

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Literal
 
 import numpy as np
@@ -10,7 +11,47 @@ from pydantic import Field
 from ..errors import ConfigError
 from ..registry import register_layer
 from ..spec.net import FillerSpec, LayerParams
+from ..threads import parallel_for, split
 from .base import Layer
+
+# BatchNorm and Scale run their passes over blocks of channels, one block after another
+# while it stays in a core's cache (memory is read about once instead of once per pass),
+# the blocks shared among the threads. The blocks depend on the shape only, not on the
+# thread count, and a channel's sums run in the same order in any block (``_channel_sums``),
+# so results are bitwise the same for any number of threads.
+CHANNEL_BLOCK_BYTES = 512 << 10
+
+_scratch = threading.local()
+
+
+def _channel_blocks(view, itemsize: int) -> list[slice]:
+    """Slices of the channels of an (N, C, S) view, about CHANNEL_BLOCK_BYTES each (one
+    slice when S is 1, see ``_channel_sums``)."""
+    n, channels, inner = view
+    if inner == 1:
+        return [slice(0, channels)]
+    return split(channels, -(-n * channels * inner * itemsize // CHANNEL_BLOCK_BYTES))
+
+
+def _channel_sums(block: np.ndarray) -> np.ndarray:
+    """Σ over N and S of an (N, C', S) block, per channel: the N samples added one after
+    the other, element by element, then a pairwise sum along each channel's S values.
+    Neither order depends on C' (the blocks of ``_channel_blocks`` never hold a lone
+    channel of one value per sample, which numpy would sum pairwise over N), so a
+    channel's sum is the same in any block."""
+    return block.sum(axis=0).sum(axis=1)
+
+
+def _scratch_like(block: np.ndarray) -> np.ndarray:
+    """A C-contiguous array of ``block``'s shape and dtype, the calling thread's own,
+    reused from call to call (a block's temporary without an allocation per block)."""
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    buffer = buffers.get(block.dtype)
+    if buffer is None or buffer.size < block.size:
+        buffer = buffers[block.dtype] = np.empty(block.size, block.dtype)
+    return buffer[:block.size].reshape(block.shape)
 
 
 def _canonical_axis(axis: int, ndim: int, layer: Layer, field: str = "axis") -> int:
@@ -61,6 +102,7 @@ class BatchNorm(Layer):
                             ((1,), "scale factor")):
             self.make_param(shape, None, name)
         self.fixed_params = {0, 1, 2}
+        self.x_norm = None          # x̂ of the last forward with batch statistics
 
     @staticmethod
     def _channels(shape) -> int:
@@ -93,38 +135,77 @@ class BatchNorm(Layer):
         if self.use_global_stats:
             mean, variance = self.global_statistics()
         else:
-            mean = x.mean(axis=(0, 2))
-            variance = np.square(x - mean[:, None]).mean(axis=(0, 2))
-            m = x.shape[0] * x.shape[2]
-            f = self.params.moving_average_fraction
-            self.blobs[2].data *= f
-            self.blobs[2].data += 1
-            self.blobs[0].data *= f
-            self.blobs[0].data += mean
-            self.blobs[1].data *= f
-            self.blobs[1].data += variance * (m / (m - 1) if m > 1 else 1.0)
+            self._forward_batch(x, top[0].data.reshape(self.view))
+            return
         self.inv_std = (1.0 / np.sqrt(variance + self.params.eps)).astype(self.dtype)
         y = top[0].data.reshape(self.view)
         np.subtract(x, mean[:, None].astype(self.dtype), out=y)
         y *= self.inv_std[:, None]
-        if not self.use_global_stats:
-            # kept apart from top: an in-place Scale/ReLU after us overwrites top's data
-            self.x_norm = y.copy()
+
+    def _forward_batch(self, x, y):
+        """Batch statistics, block by block of channels of ``x`` and ``y`` (N, C, S): μ,
+        ``y = x − μ``, σ² = mean(y²), ``y *= 1/sqrt(σ² + eps)``, and x̂ = y kept for backward
+        (apart from top: an in-place Scale/ReLU after us overwrites top's data); then the
+        running sums."""
+        if self.x_norm is None or self.x_norm.shape != x.shape:
+            self.x_norm = np.empty_like(x)
+        channels = x.shape[1]
+        mean, variance = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+        self.inv_std = np.empty(channels, x.dtype)
+        eps = self.params.eps
+        m = x.shape[0] * x.shape[2]
+
+        def normalize(block):
+            x_block, y_block, kept = x[:, block], y[:, block], self.x_norm[:, block]
+            mu = _channel_sums(x_block) / m
+            np.subtract(x_block, mu[:, None], out=y_block)      # in place: x read first
+            np.square(y_block, out=kept)
+            sigma2 = _channel_sums(kept) / m
+            inv_std = (1.0 / np.sqrt(sigma2 + eps)).astype(x.dtype)
+            y_block *= inv_std[:, None]
+            np.copyto(kept, y_block)
+            mean[block], variance[block], self.inv_std[block] = mu, sigma2, inv_std
+
+        parallel_for(normalize, _channel_blocks(x.shape, x.itemsize), elements=x.size)
+        f = self.params.moving_average_fraction
+        self.blobs[2].data *= f
+        self.blobs[2].data += 1
+        self.blobs[0].data *= f
+        self.blobs[0].data += mean
+        self.blobs[1].data *= f
+        self.blobs[1].data += variance * (m / (m - 1) if m > 1 else 1.0)
+
+    def kept_top(self) -> np.ndarray | None:
+        """x̂ (N, C, S), the copy of top's data that the last forward with batch statistics
+        wrote and backward reads, unchanged until the next forward; None with global
+        statistics. (An in-place Scale right after uses it instead of a copy of its own.)"""
+        return None if self.use_global_stats else self.x_norm
 
     def backward(self, top, propagate_down, bottom):
-        """Batch statistics: ``dx = (dy − mean(dy) − y·mean(dy·y)) / sqrt(σ² + eps)``, means
-        per channel over N and space; global statistics: ``dx = dy / sqrt(σ² + eps)``."""
+        """Batch statistics: ``dx = (dy − mean(dy) − x̂·mean(dy·x̂)) / sqrt(σ² + eps)``, means
+        per channel over N and space, x̂ the normalized x; global statistics:
+        ``dx = dy / sqrt(σ² + eps)``."""
         if not propagate_down[0]:
             return
         dy = top[0].diff.reshape(self.view)
+        dx = bottom[0].diff.reshape(self.view)
         if self.use_global_stats:
-            dx = dy * self.inv_std[:, None]
-        else:
-            y = self.x_norm
-            dx = dy - dy.mean(axis=(0, 2), keepdims=True)
-            dx -= y * (dy * y).mean(axis=(0, 2), keepdims=True)
-            dx *= self.inv_std[:, None]
-        bottom[0].diff.reshape(self.view)[...] = dx
+            np.multiply(dy, self.inv_std[:, None], out=dx)
+            return
+        m = dy.shape[0] * dy.shape[2]
+
+        def gradient(block):
+            dy_block, x_norm, dx_block = dy[:, block], self.x_norm[:, block], dx[:, block]
+            scratch = _scratch_like(dy_block)
+            mean_dy = _channel_sums(dy_block) / m
+            np.multiply(dy_block, x_norm, out=scratch)
+            mean_dy_x = _channel_sums(scratch) / m
+            np.multiply(x_norm, mean_dy_x[:, None], out=scratch)
+            np.subtract(dy_block, scratch, out=dx_block)     # in place: dy read first
+            dx_block -= mean_dy[:, None]
+            dx_block *= self.inv_std[block, None]
+
+        parallel_for(gradient, _channel_blocks(dy.shape, dy.itemsize), elements=dy.size)
 
 
 class _AxisBroadcast(Layer):
@@ -196,31 +277,79 @@ class Scale(_AxisBroadcast):
         self.bias_index = len(self.blobs) if p.bias_term else None
         if p.bias_term:
             self.make_param(shape, p.bias_filler, "bias")
+        self.x = None           # forward's x, for backward's ds (a copy when in place)
+        self._copy = None       # this layer's own copy of x (in place)
+
+    # set by the net before each forward of an in-place Scale right after a BatchNorm: a
+    # copy of bottom's data that the BatchNorm keeps unchanged until its next forward
+    # (``BatchNorm.kept_top``), or None
+    kept_input: np.ndarray | None = None
 
     def forward(self, bottom, top):
+        """Block by block of channels: x kept for ``ds`` (in place, where top overwrites
+        it, a copy: ``kept_input`` when the net gives one, else this layer's own; nothing
+        when frozen), then ``y = x·s (+ b)``."""
         x = bottom[0].data.reshape(self.view)
-        scale = self._operand(bottom).data.reshape(1, -1, 1)
-        # backward needs x for ds; in place, top overwrites it (a net built for inference
-        # has no backward: nothing is kept)
-        self.x = None if self.frozen else x.copy() if top[0] is bottom[0] else x
         y = top[0].data.reshape(self.view)
-        np.multiply(x, scale, out=y)
-        if self.bias_index is not None:
-            y += self.blobs[self.bias_index].data.reshape(1, -1, 1)
+        scale = self._operand(bottom).data.reshape(-1)
+        bias = None if self.bias_index is None else self.blobs[self.bias_index].data.reshape(-1)
+        in_place = copy = top[0] is bottom[0]
+        if self.frozen:             # a net built for inference has no backward: keep nothing
+            self.x = None
+            copy = False
+        elif not in_place:
+            self.x = x
+        elif self.kept_input is not None and self.kept_input.size == x.size \
+                and self.kept_input.dtype == x.dtype:
+            self.x = self.kept_input.reshape(x.shape)
+            copy = False
+        else:
+            if self._copy is None or self._copy.shape != x.shape:
+                self._copy = np.empty_like(x)
+            self.x = self._copy
+        kept = self.x
+
+        def run(block):
+            x_block, y_block = x[:, block], y[:, block]
+            if copy:
+                np.copyto(kept[:, block], x_block)
+            np.multiply(x_block, scale[block, None], out=y_block)
+            if bias is not None:
+                y_block += bias[block, None]
+
+        parallel_for(run, _channel_blocks(x.shape, x.itemsize), elements=x.size)
 
     def backward(self, top, propagate_down, bottom):
+        """``ds = Σ dy·x``, ``db = Σ dy`` and ``dx = dy·s`` block by block of channels (the
+        sums of a block before its dx, which in place overwrites dy)."""
         dy = top[0].diff.reshape(self.view)
-        if len(bottom) > 1:
-            if propagate_down[1]:
-                bottom[1].diff[...] = (dy * self.x).sum(axis=(0, 2)).reshape(bottom[1].shape)
-        elif self.param_propagate_down[0]:
-            self.blobs[0].diff += (dy * self.x).sum(axis=(0, 2)).reshape(self.blobs[0].shape)
+        two_bottoms = len(bottom) > 1
+        need_scale = propagate_down[1] if two_bottoms else self.param_propagate_down[0]
         b = self.bias_index
-        if b is not None and self.param_propagate_down[b]:
-            self.blobs[b].diff += dy.sum(axis=(0, 2)).reshape(self.blobs[b].shape)
-        if propagate_down[0]:
-            scale = self._operand(bottom).data.reshape(1, -1, 1)
-            np.multiply(dy, scale, out=bottom[0].diff.reshape(self.view))
+        need_bias = b is not None and self.param_propagate_down[b]
+        dx = bottom[0].diff.reshape(self.view) if propagate_down[0] else None
+        scale = self._operand(bottom).data.reshape(-1)
+        d_scale = np.empty(self.view[1], dy.dtype) if need_scale else None
+        d_bias = np.empty(self.view[1], dy.dtype) if need_bias else None
+
+        def run(block):
+            dy_block = dy[:, block]
+            if need_bias:
+                d_bias[block] = _channel_sums(dy_block)
+            if need_scale:
+                product = np.multiply(dy_block, self.x[:, block], out=_scratch_like(dy_block))
+                d_scale[block] = _channel_sums(product)
+            if dx is not None:
+                np.multiply(dy_block, scale[block, None], out=dx[:, block])
+
+        parallel_for(run, _channel_blocks(dy.shape, dy.itemsize), elements=dy.size)
+        if need_scale:
+            if two_bottoms:
+                bottom[1].diff[...] = d_scale.reshape(bottom[1].shape)
+            else:
+                self.blobs[0].diff += d_scale.reshape(self.blobs[0].shape)
+        if need_bias:
+            self.blobs[b].diff += d_bias.reshape(self.blobs[b].shape)
 
 
 @register_layer("Bias")
