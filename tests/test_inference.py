@@ -374,6 +374,26 @@ def test_eltwise_sum_and_relu_run_as_one_pass(coeff, slope, monkeypatch):
     np.testing.assert_allclose(net.blobs["sum"].data, total, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("coeff", [None, [0.5, -1.0, 2.0]])
+def test_eltwise_sum_and_relu_in_place_on_a_later_bottom(coeff):
+    """The sum written over its last bottom: that bottom is read before it is replaced."""
+    shape = [2, 16, 20, 20]
+    sum_layer = {"name": "sum", "type": "Eltwise", "bottom": ["a", "b", "c"], "top": "c",
+                 "operation": "SUM"}
+    if coeff:
+        sum_layer["coeff"] = coeff
+    spec = {"name": "shortcut", "layers": [
+        *[{"name": n, "type": "Input", "top": n, "shape": [shape]} for n in "abc"],
+        sum_layer, _relu("c")]}
+    rng = np.random.default_rng(5)
+    inputs = {n: rng.standard_normal(shape).astype(np.float32) for n in "abc"}
+    weights = coeff or [1.0, 1.0, 1.0]
+    total = sum(np.float32(w) * inputs[n] for w, n in zip(weights, "abc"))
+    net = sk.Net(spec, "TEST")
+    np.testing.assert_allclose(net.forward(**inputs)["c"], np.maximum(total, 0),
+                               rtol=1e-6, atol=1e-6)
+
+
 CONVOLUTION_POOLING = {
     # cifar10_quick's three kinds: conv → MAX pool → ReLU, conv → ReLU → AVE pool
     "cifar_style": _spec(_conv("conv1", "data", 16, stride=1), _pool("pool1", "conv1"),

@@ -157,11 +157,14 @@ class Eltwise(Layer):
             return False
         xs = [b.data.reshape(-1) for b in bottom]
         y = top[0].data.reshape(-1)
+        # in place on a later bottom: a piece is summed aside, as writing the first term
+        # into y would overwrite that bottom's piece before it is read
+        aside = any(np.may_share_memory(y, x) for x in xs[1:])
 
         def run(part: slice) -> None:
             for start in range(part.start, part.stop, self.RELU_PIECE):
                 piece = slice(start, min(start + self.RELU_PIECE, part.stop))
-                out = y[piece]
+                out = np.empty_like(y[piece]) if aside else y[piece]
                 terms = [(c, x[piece]) for c, x in zip(self.coeff, xs)]
                 if terms[0][0] == 1 and terms[1][0] == 1:
                     np.add(terms[0][1], terms[1][1], out=out)
@@ -179,6 +182,8 @@ class Eltwise(Layer):
                 else:           # as the ReLU layer computes it
                     np.multiply(out, np.where(out > 0, 1, negative_slope).astype(out.dtype),
                                 out=out)
+                if aside:
+                    y[piece] = out
 
         parallel_for(run, split(y.size), elements=y.size)
         return True
