@@ -29,6 +29,7 @@ threads between convolutions.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import importlib.metadata
@@ -216,9 +217,9 @@ def describe() -> str:
     return f"oneDNN {major}.{minor}.{patch}"
 
 
-def _set_threads(n: int | None = None) -> None:
-    """oneDNN's OpenMP threads for the calling thread: ``n``, by default solverkit's count."""
-    n = num_threads() if n is None else n
+def _set_threads() -> None:
+    """oneDNN's OpenMP threads for the calling thread: solverkit's count."""
+    n = num_threads()
     if getattr(_threads, "count", None) != n:
         _library[1].omp_set_num_threads(n)
         _threads.count = n
@@ -759,6 +760,20 @@ def _strided_desc(array: np.ndarray) -> Handle:
     return desc
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """OpenMP on one thread inside, and afterwards the count it had before: the count is the
+    process's, shared with every library on the same ``libgomp.so.1`` (PyTorch's wheel
+    brings one), so it is put back as found, not as solverkit's."""
+    gomp = _library[1]
+    before = gomp.omp_get_max_threads()
+    gomp.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        gomp.omp_set_num_threads(before)
+
+
 class AxpbyPlan:
     """``y = alpha·x + beta·y`` on two C-contiguous float32 arrays of ``size`` elements: one
     pass of oneDNN's binary primitive (``dst = beta·y + alpha·x``, y read and written in
@@ -773,7 +788,6 @@ class AxpbyPlan:
 
     def __init__(self, size: int):
         lib = _library[0]
-        _set_threads(1)
         desc = _memory_desc((size,), TAG_A)
         self.x, self.y = _Memory(desc), _Memory(desc)
         scale_desc = _memory_desc((1,), TAG_A)
@@ -785,10 +799,11 @@ class AxpbyPlan:
         for arg in (ARG_SRC_0, ARG_SRC_1):         # one scale for the whole array (mask 0)
             _check(lib.dnnl_primitive_attr_set_scales_mask(attr, arg, 0), "scales")
         primitive = Handle()
-        _check(lib.dnnl_binary_primitive_desc_create(ctypes.byref(primitive), _engine,
-                                                     BINARY_ADD, desc, desc, desc, attr),
-               "binary")
-        self._primitive = _Primitive(primitive)
+        with _one_thread():
+            _check(lib.dnnl_binary_primitive_desc_create(ctypes.byref(primitive), _engine,
+                                                         BINARY_ADD, desc, desc, desc, attr),
+                   "binary")
+            self._primitive = _Primitive(primitive)
         if self._primitive.scratchpad is not None:
             raise RuntimeError("oneDNN: the binary primitive asks for scratch space")
         args = [(ARG_SRC_0, self.y), (ARG_SRC_1, self.x), (ARG_DST, self.y),
@@ -800,8 +815,7 @@ class AxpbyPlan:
         return self._primitive.implementation()
 
     def run(self, alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> None:
-        with _arena_lock:           # the memories' data handles are this plan's
-            _set_threads(1)
+        with _arena_lock, _one_thread():     # the memories' data handles are this plan's
             self._scales[0], self._scales[1] = beta, alpha
             if self._bound is None or self._bound[0]() is not x or self._bound[1]() is not y:
                 # the same array objects keep their buffers: point to them once (weak

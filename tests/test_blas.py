@@ -225,6 +225,26 @@ def test_dnnl_axpby_follows_arrays_given_anew(chosen_again, rng):
 
 
 @pytest.mark.skipif(not DNNL, reason="oneDNN does not load here")
+def test_dnnl_axpby_leaves_the_openmp_thread_count_as_it_found_it(chosen_again, rng):
+    """The count is the process's (PyTorch's libgomp.so.1 is the same library): a step on
+    one thread must not leave another library's parallel regions on one thread."""
+    from solverkit import dnnl
+    blas.set_backend("dnnl")
+    gomp = dnnl._library[1]
+    before = gomp.omp_get_max_threads()
+    try:
+        gomp.omp_set_num_threads(3)         # as another library set it
+        x, y = (rng.standard_normal(blas.MIN_AXPBY_ELEMENTS).astype(np.float32)
+                for _ in range(2))
+        expected = 0.5 * x.astype(np.float64) + 2.0 * y
+        blas.axpby(0.5, x, 2.0, y)
+        np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+        assert gomp.omp_get_max_threads() == 3
+    finally:
+        gomp.omp_set_num_threads(before)
+
+
+@pytest.mark.skipif(not DNNL, reason="oneDNN does not load here")
 def test_dnnl_axpby_keeps_no_array_alive(chosen_again, rng):
     import gc
     import weakref
