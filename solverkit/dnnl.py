@@ -416,6 +416,18 @@ def _query(desc: Handle, what: int) -> Handle:
     return Handle(found) if found else None
 
 
+def _run_forward(plan, x, weight, bias, destination: _Memory, constant_weight: bool) -> None:
+    """A convolution's or inner product's forward primitive (``plan._forward`` with its
+    ``x``, ``weight`` and ``bias`` tensors) from the arrays into ``destination``; the
+    caller holds ``_arena_lock``. ``constant_weight``: see ``ConvolutionPlan.forward``."""
+    _set_threads()
+    weights = plan.weight.packed(weight) if constant_weight else plan.weight.load(weight)
+    args = [(ARG_SRC, plan.x.load(x)), (ARG_WEIGHTS, weights), (ARG_DST, destination)]
+    if plan.bias is not None:
+        args.append((ARG_BIAS, plan.bias.load(bias)))
+    plan._forward.run(args)
+
+
 class ConvolutionPlan:
     """Convolution of float32 NCHW images of one shape with Caffe's parameters.
 
@@ -510,14 +522,7 @@ class ConvolutionPlan:
             self._forward_locked(x, weight, bias, y, constant_weight)
 
     def _forward_locked(self, x, weight, bias, y, constant_weight=False) -> None:
-        _set_threads()
-        weights = (self.weight.packed(weight) if constant_weight else
-                   self.weight.load(weight))
-        args = [(ARG_SRC, self.x.load(x)), (ARG_WEIGHTS, weights),
-                (ARG_DST, self.y.target(y))]
-        if self.bias is not None:
-            args.append((ARG_BIAS, self.bias.load(bias)))
-        self._forward.run(args)
+        _run_forward(self, x, weight, bias, self.y.target(y), constant_weight)
         self.y.store()
 
     @property
@@ -528,18 +533,10 @@ class ConvolutionPlan:
     def forward_in_place_layout(self, x, weight, bias, constant_weight=False) -> _Memory:
         """The forward with its result left in the primitive's layout, in the arena's
         buffer between two primitives (the caller holds ``_arena_lock`` and reads it next)."""
-        _set_threads()
-        weights = (self.weight.packed(weight) if constant_weight else
-                   self.weight.load(weight))
-        between = _Memory(self.y.inner.desc, "between") if self._between is None \
-            else self._between
-        self._between = between
-        args = [(ARG_SRC, self.x.load(x)), (ARG_WEIGHTS, weights),
-                (ARG_DST, between.in_arena())]
-        if self.bias is not None:
-            args.append((ARG_BIAS, self.bias.load(bias)))
-        self._forward.run(args)
-        return between
+        if self._between is None:
+            self._between = _Memory(self.y.inner.desc, "between")
+        _run_forward(self, x, weight, bias, self._between.in_arena(), constant_weight)
+        return self._between
 
     def backward_data(self, dy, weight, dx) -> None:
         with _arena_lock:
@@ -600,13 +597,7 @@ class InnerProductPlan:
         """``y`` = x Wᵀ + b (rectified with ``relu``); ``constant_weight`` as in
         ``ConvolutionPlan.forward``."""
         with _arena_lock:
-            _set_threads()
-            weights = self.weight.packed(weight) if constant_weight else self.weight.load(weight)
-            args = [(ARG_SRC, self.x.load(x)), (ARG_WEIGHTS, weights),
-                    (ARG_DST, self.y.target(y))]
-            if self.bias is not None:
-                args.append((ARG_BIAS, self.bias.load(bias)))
-            self._forward.run(args)
+            _run_forward(self, x, weight, bias, self.y.target(y), constant_weight)
             self.y.store()
 
 

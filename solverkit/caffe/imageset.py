@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .messages import encode_blobproto, encode_datum
 from ..data import images
 from ..data.image_sources import open_image_source, parse_image_list
 from ..data.lmdb_source import LmdbSource, open_environment
 from ..errors import DataError
 from ..files import LIMITS, check_output, read_bytes, write_atomic
+from .messages import encode_blobproto, encode_datum
 
 logger = logging.getLogger("solverkit")
 
@@ -73,50 +73,40 @@ def convert_imageset(root, list_file, db, *, resize_height: int = 0, resize_widt
     order = np.arange(len(paths))
     if shuffle:
         order = np.random.default_rng(seed).permutation(order)
-    partial = db.with_name(f".{db.name}.partial-{os.getpid()}")
-    written, skipped = 0, 0
-    env = open_environment(partial, write=True, map_size=MAP_SIZE)
-    try:
-        txn = env.begin(write=True)
-        with _progress(len(order), f"convert-imageset {db.name}", progress) as bar:
-            for position, index in enumerate(order.tolist()):
-                relative = _relative(paths[index], root)
-                try:
-                    value = _record(listing, index, encoded, encode_type, relative)
-                except DataError as err:
-                    if not skip_bad:
-                        raise
-                    if not skipped:
-                        logger.warning("convert-imageset: skipping %s (further bad images "
-                                       "are skipped and counted)", err.message)
-                    skipped += 1
-                    bar.update(1)
-                    continue
-                txn.put(f"{position:08d}_{relative}".encode(), value)
-                written += 1
-                if written % COMMIT_EVERY == 0:
-                    txn.commit()
-                    txn = env.begin(write=True)
+    skipped = 0
+
+    def records():
+        nonlocal skipped
+        for position, index in enumerate(order.tolist()):
+            relative = _relative(paths[index], root)
+            try:
+                value = _record(listing, index, encoded, encode_type, relative)
+            except DataError as err:
+                if not skip_bad:
+                    raise
+                if not skipped:
+                    logger.warning("convert-imageset: skipping %s (further bad images "
+                                   "are skipped and counted)", err.message)
+                skipped += 1
                 bar.update(1)
-        txn.commit()
-    except BaseException:
-        env.close()
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    env.close()
-    if skipped:
-        logger.warning("convert-imageset: %d bad image(s) skipped", skipped)
-    if written == 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise DataError(f"'{list_file}': no image could be read", field="LIST")
-    os.replace(partial, db)
-    return written
+                continue
+            yield f"{position:08d}_{relative}".encode(), value
+            bar.update(1)
+
+    try:
+        with _progress(len(order), f"convert-imageset {db.name}", progress) as bar:
+            return write_lmdb(db, records(), empty=DataError(
+                f"'{list_file}': no image could be read", field="LIST"))
+    finally:
+        if skipped:
+            logger.warning("convert-imageset: %d bad image(s) skipped", skipped)
 
 
-def write_lmdb(db, records) -> int:
+def write_lmdb(db, records, *, empty: DataError | None = None) -> int:
     """Write ``(key, value)`` byte pairs as a new LMDB at ``db`` (which must not exist):
     built in a temporary folder beside it, committed every ``COMMIT_EVERY`` records, and
-    renamed into place when complete; returns the number of records."""
+    renamed into place when complete; returns the number of records. With ``empty``, no
+    record at all raises it and leaves nothing behind."""
     db = Path(db)
     if db.exists():
         raise DataError(f"'{db}' already exists; remove it or choose another name", field="DB")
@@ -138,6 +128,9 @@ def write_lmdb(db, records) -> int:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     env.close()
+    if written == 0 and empty is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise empty
     os.replace(partial, db)
     return written
 

@@ -16,6 +16,16 @@ def _run(layer: dict, inputs: dict) -> sk.Net:
     return net
 
 
+def _check_same_values_new_shape(make_net, input_layer, kind, fields, shape_in, shape_out):
+    """A ``kind`` layer gives ``shape_out`` from ``shape_in``, the values in the same order."""
+    net = make_net(input_layer(x=shape_in),
+                   {"name": "layer", "type": kind, "bottom": "x", "top": "y", **fields})
+    x = np.arange(np.prod(shape_in), dtype=float).reshape(shape_in)
+    y = net.forward(x=x)["y"]
+    assert y.shape == shape_out
+    np.testing.assert_array_equal(y.reshape(-1), x.reshape(-1))
+
+
 @pytest.mark.parametrize("fields, shape_in, shape_out", [
     ({}, (2, 3, 4, 5), (2, 60)),
     ({"axis": 2}, (2, 3, 4, 5), (2, 3, 20)),
@@ -25,12 +35,7 @@ def _run(layer: dict, inputs: dict) -> sk.Net:
     ({"axis": 1}, (2, 3), (2, 3)),
 ])
 def test_flatten_shapes(make_net, input_layer, fields, shape_in, shape_out):
-    net = make_net(input_layer(x=shape_in),
-                   {"name": "flat", "type": "Flatten", "bottom": "x", "top": "y", **fields})
-    x = np.arange(np.prod(shape_in), dtype=float).reshape(shape_in)
-    y = net.forward(x=x)["y"]
-    assert y.shape == shape_out
-    np.testing.assert_array_equal(y.reshape(-1), x.reshape(-1))
+    _check_same_values_new_shape(make_net, input_layer, "Flatten", fields, shape_in, shape_out)
 
 
 @pytest.mark.parametrize("fields, shape_in, shape_out", [
@@ -44,12 +49,7 @@ def test_flatten_shapes(make_net, input_layer, fields, shape_in, shape_out):
     ({"shape": [], "axis": 1, "num_axes": 1}, (4, 1, 2), (4, 2)),
 ])
 def test_reshape_shapes(make_net, input_layer, fields, shape_in, shape_out):
-    net = make_net(input_layer(x=shape_in),
-                   {"name": "rs", "type": "Reshape", "bottom": "x", "top": "y", **fields})
-    x = np.arange(np.prod(shape_in), dtype=float).reshape(shape_in)
-    y = net.forward(x=x)["y"]
-    assert y.shape == shape_out
-    np.testing.assert_array_equal(y.reshape(-1), x.reshape(-1))
+    _check_same_values_new_shape(make_net, input_layer, "Reshape", fields, shape_in, shape_out)
 
 
 @pytest.mark.parametrize("fields, message", [
