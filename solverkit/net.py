@@ -72,11 +72,17 @@ class Net:
     forward: the blobs between them share memory (``memory_plan``), as onnxruntime's and
     OpenCV's intermediate tensors do — a deep net then holds a few blobs' worth of
     activations instead of all of them.
+    ``share_diffs=True`` (what a ``Solver`` builds its training net with) lets the diffs of
+    the blobs between the inputs and the outputs share memory in the same way, each live
+    only during the part of a backward that writes and reads it (``memory_plan.plan_diffs``):
+    after a backward, only the parameters', inputs', outputs' and loss tops' diffs keep
+    their values, as PyTorch frees a gradient once it is used.
     """
 
     def __init__(self, spec, phase: str = "TRAIN", level: int = 0, stages=(),
                  seed: int | None = None, share_from: Net | None = None,
-                 inference: bool = False, outputs_only: bool = False):
+                 inference: bool = False, outputs_only: bool = False,
+                 share_diffs: bool = False):
         self.spec: NetSpec = load_net_spec(spec)
         if phase not in PHASES:
             raise ConfigError(f"phase must be TRAIN or TEST, not {phase!r}"
@@ -88,6 +94,9 @@ class Net:
             raise ConfigError("outputs_only=True is for a net built for inference (it has no "
                               "backward to keep the other blobs for); add inference=True",
                               field="outputs_only")
+        if share_diffs and inference:
+            raise ConfigError("share_diffs=True is for a net that runs backward; a net built "
+                              "with inference=True has none", field="share_diffs")
         self.inference_only = False
         self._shares_params = False
         self.phase = phase
@@ -114,6 +123,9 @@ class Net:
         self._needs_reshape = False
         self.outputs_only = False
         self.memory_slabs: list[memory_plan.Slab] = []
+        self.share_diffs = False
+        self.diff_slabs: list[memory_plan.Slab] = []
+        self._shared_diffs: set[int] = set()     # ids of the blobs whose diffs share slabs
         self.loss = 0.0
         self._seed_values: dict = {}            # diffs given to the last backward(), by blob
 
@@ -135,6 +147,9 @@ class Net:
             self.outputs_only = True
             self._share_memory()
             self._poolings_after = self._find_poolings_after()
+        if share_diffs:
+            self.share_diffs = True
+            self._share_diff_memory()
 
     # ------------------------------------------------------------------ build
     def _located(self, err: SolverkitError, position: int) -> SolverkitError:
@@ -433,6 +448,22 @@ class Net:
                                              self.bottoms, self.tops, pinned)
         memory_plan.apply(self.memory_slabs)
 
+    def _share_diff_memory(self) -> None:
+        """Diffs of the blobs between the inputs and the outputs share buffers (see
+        ``memory_plan.plan_diffs``); planned again whenever the net is reshaped."""
+        for slab in self.diff_slabs:        # the old plan's blobs: arrays of their own if used
+            for blob in slab.blobs:
+                blob.release_diff()
+        pinned = [*self.input_blobs.values(), *(self.blobs[name] for name in self.outputs),
+                  *(blob for blob, _ in self.loss_weights)]
+        fan_outs = [(fan.source, [reader for _, _, reader in fan.readers])
+                    for fan in self._fan_outs]
+        self.diff_slabs = memory_plan.plan_diffs([layer.type for layer in self.layers],
+                                                 self.bottoms, self.tops, fan_outs,
+                                                 self.bottom_need_backward, pinned)
+        memory_plan.apply_diffs(self.diff_slabs)
+        self._shared_diffs = {id(blob) for slab in self.diff_slabs for blob in slab.blobs}
+
     def _packed_blobs(self) -> list[Blob]:
         unique = {id(layer.blobs[j]): layer.blobs[j] for layer in self.layers
                   for j in layer.packed_params}
@@ -493,6 +524,8 @@ class Net:
         self._reshape_from(0)
         if self.outputs_only:
             self._share_memory()
+        if self.share_diffs:
+            self._share_diff_memory()
 
     def _with_data_source(self, err: SolverkitError, position: int) -> SolverkitError:
         """A mistake about a layer's bottoms (a label out of range) also names the data files
@@ -751,7 +784,9 @@ class Net:
         """Name the first layer whose output (forward order) or gradient (backward order)
         holds NaN or infinity, for the solver's non-finite-loss message. A net whose
         intermediate blobs share memory (``outputs_only``) runs its forward again, a layer
-        at a time, looking at each layer's tops right after it ran."""
+        at a time, looking at each layer's tops right after it ran. Diffs shared with
+        other blobs (``share_diffs``) hold another blob's gradient after a backward and are
+        not looked at."""
         for position, layer in enumerate(self.layers):
             if self.outputs_only:
                 self.forward_from_to(position, position)
@@ -768,6 +803,8 @@ class Net:
                 if blob.has_diff and not np.all(np.isfinite(blob._diff)):
                     return f"layer '{layer.name}' ({layer.type}): gradient of parameter {j}"
             for blob, flag in zip(self.bottoms[position], self.bottom_need_backward[position]):
+                if id(blob) in self._shared_diffs:
+                    continue
                 if flag and blob.has_diff and not np.all(np.isfinite(blob._diff)):
                     return f"layer '{layer.name}' ({layer.type}): gradient of bottom '{blob.name}'"
         return None
