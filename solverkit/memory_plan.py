@@ -16,6 +16,12 @@ bottom or top between calls (``PLAIN_LAYERS``). A ``Split`` top is its bottom (o
 interval); any other layer (a Python layer, a data layer that swaps batch arrays, a layer
 whose shapes follow its data) keeps the blobs it touches to themselves. Inputs, outputs
 and loss tops always keep theirs.
+
+The diffs of a net a solver trains (``share_diffs=True``) are planned the same way over a
+backward, which runs the layers in reverse (``plan_diffs``): a diff lives from the
+backward of the blob's last reader, which writes it, to that of its writer, which reads
+it; only layers whose backward writes all of each bottom diff it computes
+(``GRADIENT_PLAIN_LAYERS``) share.
 """
 
 from __future__ import annotations
