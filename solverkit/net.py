@@ -135,6 +135,10 @@ class Net:
         # conv position -> negative slope of the in-place ReLU right after it
         self._fusions = self._find_fusions()
         self._kept_inputs = self._find_kept_inputs()
+        # BatchNorm position -> the in-place Scale right after it (one sweep each way)
+        self._scales_after = {position - 1: position for position in self._kept_inputs
+                              if hasattr(self.layers[position - 1], "forward_with_scale")
+                              and len(self.bottoms[position]) == 1}
         # conv position -> the in-place BatchNorm (+ Scale) chain a frozen net folds into it
         self._folds: dict[int, ConvolutionFold] = find_folds(self.layers, self.bottoms,
                                                              self.tops)
@@ -672,7 +676,9 @@ class Net:
         for fan in self._fan_outs:
             first = min(position for position, _, _ in fan.readers)
             fans_by_first_reader.setdefault(first, []).append(fan)
+        norms_before = {scale: norm for norm, scale in self._scales_after.items()}
         plan = []
+        joined = None          # a BatchNorm whose backward runs with its Scale's
         for position in reversed(range(len(self.layers))):
             layer, top, bottom = self.layers[position], self.tops[position], self.bottoms[position]
             for blob in top:
@@ -686,7 +692,18 @@ class Net:
                     if not r:
                         plan.append(_zero_diff(blob))
                 flags = list(self.bottom_need_backward[position])
-                plan.append(_run_backward(layer, top, flags, bottom))
+                norm = norms_before.get(position)
+                if position == joined:
+                    pass
+                elif (norm is not None and flags[0] and self.layer_need_backward[norm]
+                      and self.bottom_need_backward[norm][0]
+                      and id(top[0]) not in consumed_seeds):
+                    plan.append(_run_backward_with_scale(
+                        (self.layers[norm], self.tops[norm], self.bottoms[norm],
+                         list(self.bottom_need_backward[norm])), (layer, top, bottom, flags)))
+                    joined = norm
+                else:
+                    plan.append(_run_backward(layer, top, flags, bottom))
                 for blob, flag in zip(bottom, flags):
                     received[id(blob)] = flag
             else:
@@ -728,6 +745,11 @@ class Net:
                     continue
             if slope is not None and position < end and \
                     layer.forward_with_relu(bottom, top, slope):
+                position += 2
+                continue
+            scale_at = self._scales_after.get(position)
+            if scale_at is not None and scale_at <= end and \
+                    layer.forward_with_scale(bottom, top, self.layers[scale_at]):
                 position += 2
                 continue
             if position in self._kept_inputs:
@@ -868,6 +890,20 @@ def _add_seed(net: Net, blob: Blob, name: str, add: bool):
 def _run_backward(layer: Layer, top, flags, bottom):
     def step():
         layer.backward(top, flags, bottom)
+    return step
+
+
+def _run_backward_with_scale(norm_step, scale_step):
+    """The backward of an in-place Scale and of the BatchNorm before it (each ``(layer,
+    top, bottom, propagate_down)``), in one sweep when the BatchNorm can
+    (``BatchNorm.backward_with_scale``), else one after the other."""
+    norm, norm_top, norm_bottom, norm_flags = norm_step
+    scale, scale_top, scale_bottom, scale_flags = scale_step
+
+    def step():
+        if not norm.backward_with_scale(norm_top, norm_flags, norm_bottom, scale):
+            scale.backward(scale_top, scale_flags, scale_bottom)
+            norm.backward(norm_top, norm_flags, norm_bottom)
     return step
 
 

@@ -195,6 +195,35 @@ def test_in_place_scale_after_batchnorm_shares_its_copy(rng):
     np.testing.assert_array_equal(net.blobs["x"].diff, shared["dx"])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batchnorm_and_its_in_place_scale_run_as_one_sweep(dtype, many_blocks, rng,
+                                                           monkeypatch):
+    """In a training net an in-place BatchNorm + Scale run their forward and their backward
+    as one sweep each (the Scale's own forward and backward are not called), with the same
+    values, bit for bit, as the two layers one after the other."""
+    shape = (3, 4, 5, 6)
+    x, skip, dy = rng.normal(1.0, 2.0, shape), rng.normal(size=shape), rng.normal(size=shape)
+    apart = _chain_net(shape, dtype, in_place=True)
+    apart._scales_after = {}                # the net's layers one by one
+    expected = _run(apart, x, skip, dy)
+    joined = _chain_net(shape, dtype, in_place=True)
+    assert joined._scales_after == {1: 2}
+    calls = []
+    for method in ("forward", "backward"):
+        original = getattr(normalization.Scale, method)
+
+        def counted(self, *args, _original=original, _method=method):
+            calls.append(_method)
+            return _original(self, *args)
+        monkeypatch.setattr(normalization.Scale, method, counted)
+    got = _run(joined, x, skip, dy)
+    assert calls == []
+    for key in ("y", "dx", "dskip", "d_gamma", "d_beta"):
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    for a, b in zip(got["running"], expected["running"]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_scale_after_global_statistics_copies_its_input(rng):
     net = _chain_net((2, 3, 4), "float64", in_place=True)
     net.layer("bn").use_global_stats = True
