@@ -135,10 +135,9 @@ class Net:
         # conv position -> negative slope of the in-place ReLU right after it
         self._fusions = self._find_fusions()
         self._kept_inputs = self._find_kept_inputs()
-        # BatchNorm position -> the in-place Scale right after it (one sweep each way)
-        self._scales_after = {position - 1: position for position in self._kept_inputs
-                              if hasattr(self.layers[position - 1], "forward_with_scale")
-                              and len(self.bottoms[position]) == 1}
+        # BatchNorm position -> the in-place Scale right after it and the in-place ReLU
+        # after that (or None): in training, one sweep each way (``forward_with_scale``)
+        self._scales_after = self._find_scales_after()
         # conv position -> the in-place BatchNorm (+ Scale) chain a frozen net folds into it
         self._folds: dict[int, ConvolutionFold] = find_folds(self.layers, self.bottoms,
                                                              self.tops)
@@ -375,6 +374,23 @@ class Net:
                 and len(self.tops[position - 1]) == 1 and len(self.bottoms[position]) == 1
                 and self.bottoms[position][0] is self.tops[position - 1][0]
                 and self.tops[position][0] is self.tops[position - 1][0]}
+
+    def _find_scales_after(self) -> dict[int, tuple[int, int | None]]:
+        """BatchNorm positions whose in-place Scale right after reads BatchNorm's x̂ (see
+        ``_find_kept_inputs``) -> (Scale position, position of an in-place ReLU without
+        negative slope right after the Scale, or None)."""
+        chains = {}
+        for position in sorted(self._kept_inputs):
+            if not hasattr(self.layers[position - 1], "forward_with_scale") \
+                    or len(self.bottoms[position]) != 1:
+                continue
+            blob, relu = self.tops[position][0], position + 1
+            if not (relu < len(self.layers) and self.layers[relu].type == "ReLU"
+                    and self.layers[relu].params.negative_slope == 0
+                    and self.bottoms[relu] == [blob] and self.tops[relu] == [blob]):
+                relu = None
+            chains[position - 1] = (position, relu)
+        return chains
 
     def _find_poolings_after(self) -> dict[int, int]:
         """Convolutions (each with its fused ReLU, if any) whose top only a Pooling right
@@ -676,9 +692,12 @@ class Net:
         for fan in self._fan_outs:
             first = min(position for position, _, _ in fan.readers)
             fans_by_first_reader.setdefault(first, []).append(fan)
-        norms_before = {scale: norm for norm, scale in self._scales_after.items()}
+        # the last layer of a BatchNorm chain -> the chain's positions, first to last
+        chain_ending_at = {max(p for p in (norm, *after) if p is not None):
+                           [p for p in (norm, *after) if p is not None]
+                           for norm, after in self._scales_after.items()}
         plan = []
-        joined = None          # a BatchNorm whose backward runs with its Scale's
+        joined = set()         # positions whose backward runs in their chain's sweep
         for position in reversed(range(len(self.layers))):
             layer, top, bottom = self.layers[position], self.tops[position], self.bottoms[position]
             for blob in top:
@@ -692,16 +711,16 @@ class Net:
                     if not r:
                         plan.append(_zero_diff(blob))
                 flags = list(self.bottom_need_backward[position])
-                norm = norms_before.get(position)
-                if position == joined:
+                chain = chain_ending_at.get(position)
+                if position in joined:
                     pass
-                elif (norm is not None and flags[0] and self.layer_need_backward[norm]
-                      and self.bottom_need_backward[norm][0]
-                      and id(top[0]) not in consumed_seeds):
-                    plan.append(_run_backward_with_scale(
-                        (self.layers[norm], self.tops[norm], self.bottoms[norm],
-                         list(self.bottom_need_backward[norm])), (layer, top, bottom, flags)))
-                    joined = norm
+                elif chain is not None and all(self.layer_need_backward[p]
+                                               and self.bottom_need_backward[p][0]
+                                               for p in chain):
+                    plan.append(_run_chain_backward(
+                        [(self.layers[p], self.tops[p], list(self.bottom_need_backward[p]),
+                          self.bottoms[p]) for p in chain]))
+                    joined.update(chain)
                 else:
                     plan.append(_run_backward(layer, top, flags, bottom))
                 for blob, flag in zip(bottom, flags):
@@ -747,11 +766,12 @@ class Net:
                     layer.forward_with_relu(bottom, top, slope):
                 position += 2
                 continue
-            scale_at = self._scales_after.get(position)
-            if scale_at is not None and scale_at <= end and \
-                    layer.forward_with_scale(bottom, top, self.layers[scale_at]):
-                position += 2
-                continue
+            scale_at, relu_at = self._scales_after.get(position, (None, None))
+            if scale_at is not None and scale_at <= end:
+                rectify = relu_at is not None and relu_at <= end
+                if layer.forward_with_scale(bottom, top, self.layers[scale_at], rectify):
+                    position = (relu_at if rectify else scale_at) + 1
+                    continue
             if position in self._kept_inputs:
                 # the copy is the blob's data only if the layer before ran in this sweep
                 layer.kept_input = (self.layers[position - 1].kept_top()
@@ -893,17 +913,17 @@ def _run_backward(layer: Layer, top, flags, bottom):
     return step
 
 
-def _run_backward_with_scale(norm_step, scale_step):
-    """The backward of an in-place Scale and of the BatchNorm before it (each ``(layer,
-    top, bottom, propagate_down)``), in one sweep when the BatchNorm can
-    (``BatchNorm.backward_with_scale``), else one after the other."""
-    norm, norm_top, norm_bottom, norm_flags = norm_step
-    scale, scale_top, scale_bottom, scale_flags = scale_step
+def _run_chain_backward(steps):
+    """The backward of a BatchNorm, the in-place Scale after it and maybe an in-place ReLU
+    after that (each ``(layer, top, propagate_down, bottom)``, first to last), in one sweep
+    when the BatchNorm can (``BatchNorm.backward_with_scale``), else one after the other."""
+    (norm, top, flags, bottom), scale = steps[0], steps[1][0]
+    rectify = len(steps) == 3
 
     def step():
-        if not norm.backward_with_scale(norm_top, norm_flags, norm_bottom, scale):
-            scale.backward(scale_top, scale_flags, scale_bottom)
-            norm.backward(norm_top, norm_flags, norm_bottom)
+        if not norm.backward_with_scale(top, flags, bottom, scale, rectify):
+            for layer, layer_top, layer_flags, layer_bottom in reversed(steps):
+                layer.backward(layer_top, layer_flags, layer_bottom)
     return step
 
 

@@ -142,12 +142,13 @@ class BatchNorm(Layer):
         np.subtract(x, mean[:, None].astype(self.dtype), out=y)
         y *= self.inv_std[:, None]
 
-    def _forward_batch(self, x, y, scale=None, bias=None):
+    def _forward_batch(self, x, y, scale=None, bias=None, rectify=False):
         """Batch statistics, block by block of channels of ``x`` and ``y`` (N, C, S): μ,
         ``y = x − μ``, σ² = mean(y²), ``y *= 1/sqrt(σ² + eps)``, and x̂ = y kept for backward
         (apart from top: an in-place Scale/ReLU after us overwrites top's data); then the
         running sums. With ``scale`` (and ``bias``), per channel, the block then becomes
-        ``y = x̂·scale (+ bias)``, what a Scale layer after us computes, while in cache."""
+        ``y = x̂·scale (+ bias)``, what a Scale layer after us computes, while in cache, and
+        with ``rectify`` ``y = max(y, 0)`` (a ReLU after that)."""
         if self.x_norm is None or self.x_norm.shape != x.shape:
             self.x_norm = np.empty_like(x)
         channels = x.shape[1]
@@ -170,6 +171,8 @@ class BatchNorm(Layer):
                 np.multiply(kept, scale[block, None], out=y_block)
                 if bias is not None:
                     y_block += bias[block, None]
+                if rectify:
+                    np.maximum(y_block, 0, out=y_block)
 
         parallel_for(normalize, _channel_blocks(x.shape, x.itemsize), elements=x.size)
         f = self.params.moving_average_fraction
@@ -188,31 +191,34 @@ class BatchNorm(Layer):
                 and getattr(scale_layer, "view", None) == self.view
                 and scale_layer.blobs[0].shape == (self.view[1],))
 
-    def forward_with_scale(self, bottom, top, scale_layer) -> bool:
+    def forward_with_scale(self, bottom, top, scale_layer, rectify: bool = False) -> bool:
         """This forward (batch statistics) and that of the one-bottom ``Scale`` working in
-        place on our top right after, in one sweep over the blocks of channels (the same
-        values as the two layers one after the other; the Scale's backward reads our x̂
-        as its x). False, nothing done, where that does not apply (global statistics, a
-        frozen net, a Scale of another shape or with two bottoms): the net then runs the
-        two layers one by one."""
+        place on our top right after (and with ``rectify`` of the in-place ReLU without
+        negative slope after that), in one sweep over the blocks of channels (the same
+        values as the layers one after the other; the Scale's backward reads our x̂ as its
+        x). False, nothing done, where that does not apply (global statistics, a frozen
+        net, a Scale of another shape or with two bottoms): the net then runs the layers
+        one by one."""
         if not self._scale_fits(scale_layer):
             return False
         scale = scale_layer.blobs[0].data.reshape(-1)
         index = scale_layer.bias_index
         bias = None if index is None else scale_layer.blobs[index].data.reshape(-1)
         self._forward_batch(bottom[0].data.reshape(self.view), top[0].data.reshape(self.view),
-                            scale, bias)
+                            scale, bias, rectify)
         scale_layer.x = self.x_norm
         return True
 
-    def backward_with_scale(self, top, propagate_down, bottom, scale_layer) -> bool:
-        """The backward of the in-place ``Scale`` right after us and ours in one sweep over
-        the blocks of channels, when we too work in place and that Scale's x is our x̂
-        (``forward_with_scale`` or its ``kept_input``): per block, the Scale's sums and
-        ``dx̂ = dy·s``, then our dx from dx̂, while the block is in cache (the same values
-        as the two backwards one after the other, dy and x̂ read from memory once instead
-        of twice). False, nothing done, where that does not apply: the net then runs the
-        two backwards."""
+    def backward_with_scale(self, top, propagate_down, bottom, scale_layer,
+                            rectify: bool = False) -> bool:
+        """The backward of the in-place ``Scale`` right after us (and with ``rectify`` of
+        the in-place ReLU without negative slope after it) and ours in one sweep over the
+        blocks of channels, when we too work in place and that Scale's x is our x̂
+        (``forward_with_scale`` or its ``kept_input``): per block, the ReLU's
+        ``dy = dy·(y > 0)``, the Scale's sums and ``dx̂ = dy·s``, then our dx from dx̂,
+        while the block is in cache (the same values as the backwards one after the
+        other, dy and x̂ read from memory once instead of two or three times). False,
+        nothing done, where that does not apply: the net then runs the backwards."""
         x_norm = self.x_norm
         if (not propagate_down[0] or bottom[0] is not top[0] or self.use_global_stats
                 or x_norm is None or scale_layer.x is None
@@ -221,6 +227,7 @@ class BatchNorm(Layer):
                 or not self._scale_fits(scale_layer)):
             return False
         dy = top[0].diff.reshape(self.view)
+        y = top[0].data.reshape(self.view)
         scale = scale_layer.blobs[0].data.reshape(-1)
         index = scale_layer.bias_index
         need_scale = scale_layer.param_propagate_down[0]
@@ -230,6 +237,8 @@ class BatchNorm(Layer):
 
         def gradient(block):
             dy_block = dy[:, block]
+            if rectify:
+                np.multiply(dy_block, y[:, block] > 0, out=dy_block)
             scale_layer.block_gradient(dy_block, x_norm[:, block], scale[block], dy_block,
                                        block, d_scale, d_bias)
             self._block_gradient(dy_block, dy_block, block)       # dx̂ → dx, in place
