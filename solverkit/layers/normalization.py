@@ -184,8 +184,8 @@ class BatchNorm(Layer):
         self.blobs[1].data += variance * (m / (m - 1) if m > 1 else 1.0)
 
     def _scale_fits(self, scale_layer) -> bool:
-        """Whether ``scale_layer`` is a learned per-channel Scale working in place on our
-        top, over the same (N, C, S) view, and this forward uses batch statistics."""
+        """Whether ``scale_layer`` (which the net found working in place on our top) scales
+        by a learned per-channel blob over our (N, C, S) view, and we use batch statistics."""
         return (not self.use_global_stats and not scale_layer.frozen
                 and len(scale_layer.blobs) >= 1 and scale_layer.bias_index in (None, 1)
                 and getattr(scale_layer, "view", None) == self.view
