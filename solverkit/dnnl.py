@@ -717,8 +717,8 @@ class PoolingPlan:
 
 
 class MatmulPlan:
-    """``out = a @ b`` (``+ bias`` broadcast over the rows, or ``+= a @ b`` with
-    ``accumulate``) on float32 2-D arrays of given shapes and strides, with oneDNN's
+    """``out = a @ b`` (``+ bias`` broadcast over the rows, then rectified with ``relu``, a
+    negative slope; or ``+= a @ b`` with ``accumulate``) on float32 2-D arrays of given shapes and strides, with oneDNN's
     matmul primitive (its brgemm kernels; faster than OpenBLAS's sgemm on a fully-connected
     net's products, on one thread and on two).
 
@@ -729,13 +729,16 @@ class MatmulPlan:
     """
 
     @_on_solverkit_threads
-    def __init__(self, a, b, out, bias: bool = False, accumulate: bool = False):
+    def __init__(self, a, b, out, bias: bool = False, accumulate: bool = False,
+                 relu: float | None = None):
+        if accumulate and relu is not None:
+            raise ValueError("a rectified product is not accumulated")
         lib = _library[0]
         self.threads = num_threads()
         self.a, self.b, self.out = (_Memory(_strided_desc(array)) for array in (a, b, out))
         self.bias = _Memory(_strided_desc(np.empty((1, out.shape[1]), np.float32))) \
             if bias else None
-        attr = _attr()
+        attr = _attr(relu)
         if accumulate:          # dst = 1·dst + a @ b (oneDNN's sum post-op)
             post_ops = Handle()
             _check(lib.dnnl_post_ops_create(ctypes.byref(post_ops)), "post-ops")
