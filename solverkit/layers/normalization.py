@@ -164,10 +164,11 @@ class BatchNorm(Layer):
             np.square(y_block, out=kept)
             sigma2 = _channel_sums(kept) / m
             inv_std = (1.0 / np.sqrt(sigma2 + eps)).astype(x.dtype)
-            y_block *= inv_std[:, None]
-            np.copyto(kept, y_block)
+            np.multiply(y_block, inv_std[:, None], out=kept)
             mean[block], variance[block], self.inv_std[block] = mu, sigma2, inv_std
-            if scale is not None:
+            if scale is None:
+                np.copyto(y_block, kept)
+            else:                               # y = x̂·s straight from x̂, no copy of x̂
                 np.multiply(kept, scale[block, None], out=y_block)
                 if bias is not None:
                     y_block += bias[block, None]
