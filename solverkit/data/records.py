@@ -22,7 +22,7 @@ Python code holds the GIL, so threads take turns on it while processes run side 
 for small images that code is most of the work. Everything else is as with threads: the
 same runs, the same rows, the same first error, the same records skipped, so threads and
 processes give the same batches. ``"auto"`` picks processes for two or more workers
-where the platform has them (see ``worker_kind``).
+over many small records (see ``worker_kind``).
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ MAX_DEFAULT_WORKERS = 8
 
 
 WORKER_TYPES = ("auto", "threads", "processes")
+
+# ``worker_type: auto`` decodes in processes records of at most this many bytes (a 3 x 128
+# x 128 uint8 image is 48 KiB) from sources of at least this many records
+PROCESS_MAX_SAMPLE_BYTES = 64 << 10
+PROCESS_MIN_RECORDS = 1000
 
 
 def default_workers() -> int:
@@ -290,9 +295,16 @@ class _PooledTake(PendingTake):
 
 def worker_kind(count: int, kind: str, source: RecordSource) -> str:
     """``"threads"`` or ``"processes"``: what decodes the batches of ``source`` for a
-    layer that asks for ``count`` workers of ``kind``. ``"auto"`` is processes from two
-    workers on, where the platform has them (Linux) and the source can be rebuilt in a
-    worker; the numbers behind the rule are in docs/data.md."""
+    layer that asks for ``count`` workers of ``kind``.
+
+    ``"auto"`` is processes when all of: two workers or more; records of at most
+    ``PROCESS_MAX_SAMPLE_BYTES`` decoded (small images, where Pillow's per-image Python
+    code, which holds the GIL, is most of the work; a large image is mostly decoded with
+    the GIL released, and threads then keep up with less memory); at least
+    ``PROCESS_MIN_RECORDS`` records (fewer are decoded by threads in less time than
+    worker processes take to start); a platform with the shared memory the pool uses
+    (Linux) and a source that can be rebuilt in a worker. The measurements behind the
+    rule are in docs/data.md."""
     if kind not in WORKER_TYPES:
         raise DataError(f"worker_type '{kind}' is not one of {', '.join(WORKER_TYPES)}",
                         field="worker_type")
@@ -303,5 +315,8 @@ def worker_kind(count: int, kind: str, source: RecordSource) -> str:
                f"{source.title} cannot be read in worker processes")
         raise DataError(f"worker_type: processes: {why}; use threads", field="worker_type")
     if kind == "auto":
-        return "processes" if count > 1 and possible else "threads"
+        small = (int(np.prod(source.sample_shape)) * np.dtype(source.dtype).itemsize
+                 <= PROCESS_MAX_SAMPLE_BYTES)
+        many = len(source) >= PROCESS_MIN_RECORDS
+        return "processes" if count > 1 and possible and small and many else "threads"
     return kind

@@ -105,8 +105,8 @@ class Data(DataLayer):
             None, ge=0, description="LMDB: workers decoding the records of a batch at once "
             "(0 or 1: one); default: one per core, at most 8")
         worker_type: Literal["auto", "threads", "processes"] = Field(
-            "auto", description="LMDB: what the workers are; auto: processes from 2 "
-            "workers on (Linux), else threads")
+            "auto", description="LMDB: what the workers are; auto: processes for 2 workers "
+            "or more, 1,000 records or more of at most 64 KiB each (Linux), else threads")
         rand_skip: int = Field(0, ge=0, description="start at a random record in "
                                "[0, rand_skip) (Caffe's), drawn from the layer's seed")
         force_encoded_color: bool = Field(False, description="decode encoded LMDB records "
@@ -282,8 +282,8 @@ class ImageData(Data):
             None, ge=0, description="workers decoding the images of a batch at once (0 or "
             "1: one); default: one per core, at most 8")
         worker_type: Literal["auto", "threads", "processes"] = Field(
-            "auto", description="what the workers are; auto: processes from 2 workers on "
-            "(Linux), else threads")
+            "auto", description="what the workers are; auto: processes for 2 workers or "
+            "more, 1,000 images or more of at most 64 KiB each decoded (Linux), else threads")
         rand_skip: int = Field(0, ge=0, description="start at a random line in "
                                "[0, rand_skip) (Caffe's), drawn from the layer's seed")
 

@@ -190,6 +190,30 @@ def test_a_killed_worker_is_one_error_naming_the_source_and_leaves_nothing(pictu
     assert shared_memory_entries() <= shm_before
 
 
+def test_auto_decodes_many_small_records_in_processes_and_large_ones_on_threads(pictures):
+    from solverkit.data.image_sources import ImageFiles
+    from solverkit.data.records import PROCESS_MIN_RECORDS, worker_kind
+    path = pictures[0].parent / "000.jpg"
+
+    def source(count, shape):
+        return ImageFiles([path] * count, np.zeros(count, np.int64), "list.txt", shape=shape)
+
+    many_small = source(PROCESS_MIN_RECORDS, (3, 20, 24))
+    assert worker_kind(2, "auto", many_small) == "processes"
+    assert worker_kind(1, "auto", many_small) == "threads"
+    assert worker_kind(2, "auto", source(PROCESS_MIN_RECORDS - 1, (3, 20, 24))) == "threads"
+    assert worker_kind(2, "auto", source(PROCESS_MIN_RECORDS, (3, 256, 256))) == "threads"
+    assert worker_kind(2, "threads", many_small) == "threads"
+    assert worker_kind(1, "processes", source(3, (3, 256, 256))) == "processes"
+    # and a layer over the 21 pictures decodes on threads unless told otherwise
+    net = image_net(pictures[0], 2)
+    try:
+        net.forward()
+        assert not net.layers[0].dataset.processes and net.layers[0].dataset.worker_pids == []
+    finally:
+        net.close()
+
+
 def test_a_bad_worker_type_is_a_config_error(pictures):
     with pytest.raises(ConfigError, match="worker_type"):
         image_net(pictures[0], 2, worker_type="forks")
