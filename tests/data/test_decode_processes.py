@@ -113,6 +113,20 @@ def test_batches_are_those_of_threads_and_one_thread_bit_for_bit_and_resume(pict
     assert got["serial"][0]["data"].shape == (8, 3, 16, 16)
 
 
+def test_a_rank_s_slice_decoded_in_processes_is_that_of_threads(pictures):
+    outs = {}
+    for kind in ("threads", "processes"):
+        net = image_net(pictures[0], 2, worker_type=kind, **TRAIN)
+        try:
+            net.layers[0].set_shard(1, 2)           # rank 1 of 2: rows 8..15 of 16
+            outs[kind] = batches(net, 3)
+        finally:
+            net.close()
+    for a, b in zip(outs["threads"], outs["processes"]):
+        np.testing.assert_array_equal(a["data"], b["data"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+
+
 def test_encoded_lmdb_records_with_a_bad_one_decode_alike_in_processes(tmp_path, caplog):
     from solverkit.caffe.messages import encode_datum
     _, decoded = write_pictures(tmp_path / "pictures", 12)
