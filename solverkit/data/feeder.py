@@ -16,6 +16,10 @@ but not consumed are thrown away on ``set_state``, and their work is redone.
 With ``num_ranks = K`` (data-parallel training) each step draws ``K * batch_size`` samples
 from the one stream, and rank r keeps the r-th slice: K ranks together see exactly what
 one process with a K-times larger batch would.
+
+The prefetch thread begins the source's ``read_ahead`` batches (``Samples.start_take``)
+before it finishes the oldest: a source decoding in worker processes decodes those while
+the thread transforms one. They are drawn in stream order, so the batches are the same.
 """
 
 from __future__ import annotations

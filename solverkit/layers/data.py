@@ -252,7 +252,7 @@ class Data(DataLayer):
 class ImageData(Data):
     """Caffe's ImageData: image files listed in ``source`` (``PATH LABEL`` lines), or a
     folder of class folders, decoded a batch at a time (Pillow, the ``image`` extra) by
-    ``num_workers`` threads at once.
+    ``num_workers`` workers at once, threads or processes (``worker_type``).
 
     Colour images are BGR (OpenCV's order, as Caffe reads them), values 0..255; resizing
     to ``new_height`` x ``new_width`` is OpenCV's bilinear. ``class_names`` lists the
