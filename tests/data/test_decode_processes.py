@@ -305,3 +305,42 @@ def test_ctrl_c_ends_a_run_decoding_in_processes_and_its_workers(tmp_path):
     time.sleep(0.2)
     assert not any(alive(pid) for pid in children)
     assert shared_memory_entries() <= shm_before
+
+
+def _script(source, then: str) -> str:
+    return f"""
+import sys, time
+import solverkit as sk
+net = sk.Net({{"name": "n", "layers": [{{"name": "data", "type": "ImageData",
+    "top": ["data", "label"], "source": {str(source)!r}, "batch_size": 10, "num_workers": 2,
+    "worker_type": "processes", "prefetch": 3}}]}})
+net.forward()
+print(*net.layers[0].dataset.worker_pids, flush=True)
+{then}
+"""
+
+
+def test_a_script_that_never_closes_its_net_ends_its_workers_quietly(pictures):
+    done = subprocess.run([sys.executable, "-W", "always", "-c", _script(pictures[0], "")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    pids = [int(pid) for pid in done.stdout.split()]
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
+
+
+def test_workers_end_when_the_training_process_is_killed(pictures):
+    process = subprocess.Popen([sys.executable, "-c", _script(pictures[0], "time.sleep(60)")],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(pid) for pid in process.stdout.readline().split()]
+        assert len(pids) == 2 and all(alive(pid) for pid in pids)
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in pids)      # no orphans
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
