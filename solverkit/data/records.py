@@ -42,7 +42,7 @@ from .samples import PendingTake, Samples, check_label_values
 
 logger = logging.getLogger("solverkit")
 
-# the most decoding threads a source starts by default, however many cores there are
+# the most decoding workers a source starts by default, however many cores there are
 MAX_DEFAULT_WORKERS = 8
 
 
@@ -55,7 +55,7 @@ PROCESS_MIN_RECORDS = 1000
 
 
 def default_workers() -> int:
-    """Decoding threads when a layer does not say: one per core this process may use
+    """Decoding workers when a layer does not say: one per core this process may use
     (its share under an MPI launcher), at most ``MAX_DEFAULT_WORKERS``."""
     return max(1, min(MAX_DEFAULT_WORKERS, threads.available_cores() // launcher_size()))
 
