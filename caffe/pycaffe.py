@@ -430,7 +430,8 @@ class Solver:
             overrides.append("snapshot_format=BINARYPROTO")     # Caffe's own files
         if overrides:
             spec = _solver_spec(solver_file, overrides)
-        self._solver = solverkit.Solver(spec, progress=False)
+        # pycaffe reads any blob's diff after a step, as Caffe keeps them all
+        self._solver = solverkit.Solver(spec, progress=False, keep_diffs=True)
         self._net = Net._wrapping(self._solver.net)
         self._wrapped_test_nets = None
 

@@ -190,5 +190,21 @@ class Blob:
                              f"{self.name!r} ({nbytes} bytes)")
         self._data = buffer[:nbytes].view(self.dtype).reshape(self._data.shape)
 
+    def use_diff_memory(self, buffer: np.ndarray) -> None:
+        """Hold the diff (of the blob's shape; its values are whatever the buffer holds)
+        in the first bytes of ``buffer`` (as ``use_memory``), which other blobs' diffs use
+        at other times; a reshape gives the blob a diff of its own again on next use."""
+        shape, nbytes = self.shape, self.data.nbytes
+        if buffer.nbytes < nbytes:
+            raise ValueError(f"a buffer of {buffer.nbytes} bytes cannot hold the diff of "
+                             f"blob {self.name!r} ({nbytes} bytes)")
+        self._diff = buffer[:nbytes].view(self.dtype).reshape(shape)
+        self._diff_cleared = False
+
+    def release_diff(self) -> None:
+        """Forget the diff array: the next use allocates one of its own (zeros)."""
+        self._diff = None
+        self._diff_cleared = False
+
     def __repr__(self) -> str:
         return f"Blob({self.name!r}, shape={self.shape}, dtype={self.dtype})"

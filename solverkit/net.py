@@ -72,11 +72,17 @@ class Net:
     forward: the blobs between them share memory (``memory_plan``), as onnxruntime's and
     OpenCV's intermediate tensors do — a deep net then holds a few blobs' worth of
     activations instead of all of them.
+    ``share_diffs=True`` (what a ``Solver`` builds its training net with) lets the diffs of
+    the blobs between the inputs and the outputs share memory in the same way, each live
+    only during the part of a backward that writes and reads it (``memory_plan.plan_diffs``):
+    after a backward, only the parameters', inputs', outputs' and loss tops' diffs keep
+    their values, as PyTorch frees a gradient once it is used.
     """
 
     def __init__(self, spec, phase: str = "TRAIN", level: int = 0, stages=(),
                  seed: int | None = None, share_from: Net | None = None,
-                 inference: bool = False, outputs_only: bool = False):
+                 inference: bool = False, outputs_only: bool = False,
+                 share_diffs: bool = False):
         self.spec: NetSpec = load_net_spec(spec)
         if phase not in PHASES:
             raise ConfigError(f"phase must be TRAIN or TEST, not {phase!r}"
@@ -88,6 +94,9 @@ class Net:
             raise ConfigError("outputs_only=True is for a net built for inference (it has no "
                               "backward to keep the other blobs for); add inference=True",
                               field="outputs_only")
+        if share_diffs and inference:
+            raise ConfigError("share_diffs=True is for a net that runs backward; a net built "
+                              "with inference=True has none", field="share_diffs")
         self.inference_only = False
         self._shares_params = False
         self.phase = phase
@@ -114,6 +123,9 @@ class Net:
         self._needs_reshape = False
         self.outputs_only = False
         self.memory_slabs: list[memory_plan.Slab] = []
+        self.share_diffs = False
+        self.diff_slabs: list[memory_plan.Slab] = []
+        self._shared_diffs: set[int] = set()     # ids of the blobs whose diffs share slabs
         self.loss = 0.0
         self._seed_values: dict = {}            # diffs given to the last backward(), by blob
 
@@ -123,6 +135,9 @@ class Net:
         # conv position -> negative slope of the in-place ReLU right after it
         self._fusions = self._find_fusions()
         self._kept_inputs = self._find_kept_inputs()
+        # BatchNorm position -> the in-place Scale right after it and the in-place ReLU
+        # after that (or None): in training, one sweep each way (``forward_with_scale``)
+        self._scales_after = self._find_scales_after()
         # conv position -> the in-place BatchNorm (+ Scale) chain a frozen net folds into it
         self._folds: dict[int, ConvolutionFold] = find_folds(self.layers, self.bottoms,
                                                              self.tops)
@@ -135,6 +150,9 @@ class Net:
             self.outputs_only = True
             self._share_memory()
             self._poolings_after = self._find_poolings_after()
+        if share_diffs:
+            self.share_diffs = True
+            self._share_diff_memory()
 
     # ------------------------------------------------------------------ build
     def _located(self, err: SolverkitError, position: int) -> SolverkitError:
@@ -358,6 +376,23 @@ class Net:
                 and self.bottoms[position][0] is self.tops[position - 1][0]
                 and self.tops[position][0] is self.tops[position - 1][0]}
 
+    def _find_scales_after(self) -> dict[int, tuple[int, int | None]]:
+        """BatchNorm positions whose in-place Scale right after reads BatchNorm's x̂ (see
+        ``_find_kept_inputs``) -> (Scale position, position of an in-place ReLU without
+        negative slope right after the Scale, or None)."""
+        chains = {}
+        for position in sorted(self._kept_inputs):
+            if not hasattr(self.layers[position - 1], "forward_with_scale") \
+                    or len(self.bottoms[position]) != 1:
+                continue
+            blob, relu = self.tops[position][0], position + 1
+            if not (relu < len(self.layers) and self.layers[relu].type == "ReLU"
+                    and self.layers[relu].params.negative_slope == 0
+                    and self.bottoms[relu] == [blob] and self.tops[relu] == [blob]):
+                relu = None
+            chains[position - 1] = (position, relu)
+        return chains
+
     def _find_poolings_after(self) -> dict[int, int]:
         """Convolutions (each with its fused ReLU, if any) whose top only a Pooling right
         after reads: in a net that keeps only its outputs the two run as one step, the
@@ -434,6 +469,22 @@ class Net:
                                              self.bottoms, self.tops, pinned)
         memory_plan.apply(self.memory_slabs)
 
+    def _share_diff_memory(self) -> None:
+        """Diffs of the blobs between the inputs and the outputs share buffers (see
+        ``memory_plan.plan_diffs``); planned again whenever the net is reshaped."""
+        for slab in self.diff_slabs:        # the old plan's blobs: arrays of their own if used
+            for blob in slab.blobs:
+                blob.release_diff()
+        pinned = [*self.input_blobs.values(), *(self.blobs[name] for name in self.outputs),
+                  *(blob for blob, _ in self.loss_weights)]
+        fan_outs = [(fan.source, [reader for _, _, reader in fan.readers])
+                    for fan in self._fan_outs]
+        self.diff_slabs = memory_plan.plan_diffs([layer.type for layer in self.layers],
+                                                 self.bottoms, self.tops, fan_outs,
+                                                 self.bottom_need_backward, pinned)
+        memory_plan.apply_diffs(self.diff_slabs)
+        self._shared_diffs = {id(blob) for slab in self.diff_slabs for blob in slab.blobs}
+
     def _packed_blobs(self) -> list[Blob]:
         unique = {id(layer.blobs[j]): layer.blobs[j] for layer in self.layers
                   for j in layer.packed_params}
@@ -494,6 +545,8 @@ class Net:
         self._reshape_from(0)
         if self.outputs_only:
             self._share_memory()
+        if self.share_diffs:
+            self._share_diff_memory()
 
     def _with_data_source(self, err: SolverkitError, position: int) -> SolverkitError:
         """A mistake about a layer's bottoms (a label out of range) also names the data files
@@ -640,7 +693,12 @@ class Net:
         for fan in self._fan_outs:
             first = min(position for position, _, _ in fan.readers)
             fans_by_first_reader.setdefault(first, []).append(fan)
+        # the last layer of a BatchNorm chain -> the chain's positions, first to last
+        chain_ending_at = {max(p for p in (norm, *after) if p is not None):
+                           [p for p in (norm, *after) if p is not None]
+                           for norm, after in self._scales_after.items()}
         plan = []
+        joined = set()         # positions whose backward runs in their chain's sweep
         for position in reversed(range(len(self.layers))):
             layer, top, bottom = self.layers[position], self.tops[position], self.bottoms[position]
             for blob in top:
@@ -654,7 +712,18 @@ class Net:
                     if not r:
                         plan.append(_zero_diff(blob))
                 flags = list(self.bottom_need_backward[position])
-                plan.append(_run_backward(layer, top, flags, bottom))
+                chain = chain_ending_at.get(position)
+                if position in joined:
+                    pass
+                elif chain is not None and all(self.layer_need_backward[p]
+                                               and self.bottom_need_backward[p][0]
+                                               for p in chain):
+                    plan.append(_run_chain_backward(
+                        [(self.layers[p], self.tops[p], list(self.bottom_need_backward[p]),
+                          self.bottoms[p]) for p in chain]))
+                    joined.update(chain)
+                else:
+                    plan.append(_run_backward(layer, top, flags, bottom))
                 for blob, flag in zip(bottom, flags):
                     received[id(blob)] = flag
             else:
@@ -698,6 +767,12 @@ class Net:
                     layer.forward_with_relu(bottom, top, slope):
                 position += 2
                 continue
+            scale_at, relu_at = self._scales_after.get(position, (None, None))
+            if scale_at is not None and scale_at <= end:
+                rectify = relu_at is not None and relu_at <= end
+                if layer.forward_with_scale(bottom, top, self.layers[scale_at], rectify):
+                    position = (relu_at if rectify else scale_at) + 1
+                    continue
             if position in self._kept_inputs:
                 # the copy is the blob's data only if the layer before ran in this sweep
                 layer.kept_input = (self.layers[position - 1].kept_top()
@@ -752,7 +827,9 @@ class Net:
         """Name the first layer whose output (forward order) or gradient (backward order)
         holds NaN or infinity, for the solver's non-finite-loss message. A net whose
         intermediate blobs share memory (``outputs_only``) runs its forward again, a layer
-        at a time, looking at each layer's tops right after it ran."""
+        at a time, looking at each layer's tops right after it ran. Diffs shared with
+        other blobs (``share_diffs``) hold another blob's gradient after a backward and are
+        not looked at."""
         for position, layer in enumerate(self.layers):
             if self.outputs_only:
                 self.forward_from_to(position, position)
@@ -769,6 +846,8 @@ class Net:
                 if blob.has_diff and not np.all(np.isfinite(blob._diff)):
                     return f"layer '{layer.name}' ({layer.type}): gradient of parameter {j}"
             for blob, flag in zip(self.bottoms[position], self.bottom_need_backward[position]):
+                if id(blob) in self._shared_diffs:
+                    continue
                 if flag and blob.has_diff and not np.all(np.isfinite(blob._diff)):
                     return f"layer '{layer.name}' ({layer.type}): gradient of bottom '{blob.name}'"
         return None
@@ -832,6 +911,20 @@ def _add_seed(net: Net, blob: Blob, name: str, add: bool):
 def _run_backward(layer: Layer, top, flags, bottom):
     def step():
         layer.backward(top, flags, bottom)
+    return step
+
+
+def _run_chain_backward(steps):
+    """The backward of a BatchNorm, the in-place Scale after it and maybe an in-place ReLU
+    after that (each ``(layer, top, propagate_down, bottom)``, first to last), in one sweep
+    when the BatchNorm can (``BatchNorm.backward_with_scale``), else one after the other."""
+    (norm, top, flags, bottom), scale = steps[0], steps[1][0]
+    rectify = len(steps) == 3
+
+    def step():
+        if not norm.backward_with_scale(top, flags, bottom, scale, rectify):
+            for layer, layer_top, layer_flags, layer_bottom in reversed(steps):
+                layer.backward(layer_top, layer_flags, layer_bottom)
     return step
 
 

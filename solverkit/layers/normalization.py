@@ -142,11 +142,13 @@ class BatchNorm(Layer):
         np.subtract(x, mean[:, None].astype(self.dtype), out=y)
         y *= self.inv_std[:, None]
 
-    def _forward_batch(self, x, y):
+    def _forward_batch(self, x, y, scale=None, bias=None, rectify=False):
         """Batch statistics, block by block of channels of ``x`` and ``y`` (N, C, S): μ,
         ``y = x − μ``, σ² = mean(y²), ``y *= 1/sqrt(σ² + eps)``, and x̂ = y kept for backward
         (apart from top: an in-place Scale/ReLU after us overwrites top's data); then the
-        running sums."""
+        running sums. With ``scale`` (and ``bias``), per channel, the block then becomes
+        ``y = x̂·scale (+ bias)``, what a Scale layer after us computes, while in cache, and
+        with ``rectify`` ``y = max(y, 0)`` (a ReLU after that)."""
         if self.x_norm is None or self.x_norm.shape != x.shape:
             self.x_norm = np.empty_like(x)
         channels = x.shape[1]
@@ -162,9 +164,16 @@ class BatchNorm(Layer):
             np.square(y_block, out=kept)
             sigma2 = _channel_sums(kept) / m
             inv_std = (1.0 / np.sqrt(sigma2 + eps)).astype(x.dtype)
-            y_block *= inv_std[:, None]
-            np.copyto(kept, y_block)
+            np.multiply(y_block, inv_std[:, None], out=kept)
             mean[block], variance[block], self.inv_std[block] = mu, sigma2, inv_std
+            if scale is None:
+                np.copyto(y_block, kept)
+            else:                               # y = x̂·s straight from x̂, no copy of x̂
+                np.multiply(kept, scale[block, None], out=y_block)
+                if bias is not None:
+                    y_block += bias[block, None]
+                if rectify:
+                    np.maximum(y_block, 0, out=y_block)
 
         parallel_for(normalize, _channel_blocks(x.shape, x.itemsize), elements=x.size)
         f = self.params.moving_average_fraction
@@ -174,6 +183,70 @@ class BatchNorm(Layer):
         self.blobs[0].data += mean
         self.blobs[1].data *= f
         self.blobs[1].data += variance * (m / (m - 1) if m > 1 else 1.0)
+
+    def _scale_fits(self, scale_layer) -> bool:
+        """Whether ``scale_layer`` (which the net found working in place on our top) scales
+        by a learned per-channel blob over our (N, C, S) view, and we use batch statistics."""
+        return (not self.use_global_stats and not scale_layer.frozen
+                and len(scale_layer.blobs) >= 1 and scale_layer.bias_index in (None, 1)
+                and getattr(scale_layer, "view", None) == self.view
+                and scale_layer.blobs[0].shape == (self.view[1],))
+
+    def forward_with_scale(self, bottom, top, scale_layer, rectify: bool = False) -> bool:
+        """This forward (batch statistics) and that of the one-bottom ``Scale`` working in
+        place on our top right after (and with ``rectify`` of the in-place ReLU without
+        negative slope after that), in one sweep over the blocks of channels (the same
+        values as the layers one after the other; the Scale's backward reads our x̂ as its
+        x). False, nothing done, where that does not apply (global statistics, a frozen
+        net, a Scale of another shape or with two bottoms): the net then runs the layers
+        one by one."""
+        if not self._scale_fits(scale_layer):
+            return False
+        scale = scale_layer.blobs[0].data.reshape(-1)
+        index = scale_layer.bias_index
+        bias = None if index is None else scale_layer.blobs[index].data.reshape(-1)
+        self._forward_batch(bottom[0].data.reshape(self.view), top[0].data.reshape(self.view),
+                            scale, bias, rectify)
+        scale_layer.x = self.x_norm
+        return True
+
+    def backward_with_scale(self, top, propagate_down, bottom, scale_layer,
+                            rectify: bool = False) -> bool:
+        """The backward of the in-place ``Scale`` right after us (and with ``rectify`` of
+        the in-place ReLU without negative slope after it) and ours in one sweep over the
+        blocks of channels, when we too work in place and that Scale's x is our x̂
+        (``forward_with_scale`` or its ``kept_input``): per block, the ReLU's
+        ``dy = dy·(y > 0)``, the Scale's sums and ``dx̂ = dy·s``, then our dx from dx̂,
+        while the block is in cache (the same values as the backwards one after the
+        other, dy and x̂ read from memory once instead of two or three times). False,
+        nothing done, where that does not apply: the net then runs the backwards."""
+        x_norm = self.x_norm
+        if (not propagate_down[0] or bottom[0] is not top[0] or self.use_global_stats
+                or x_norm is None or scale_layer.x is None
+                or scale_layer.x.shape != x_norm.shape
+                or scale_layer.x.ctypes.data != x_norm.ctypes.data
+                or not self._scale_fits(scale_layer)):
+            return False
+        dy = top[0].diff.reshape(self.view)
+        y = top[0].data.reshape(self.view)
+        scale = scale_layer.blobs[0].data.reshape(-1)
+        index = scale_layer.bias_index
+        need_scale = scale_layer.param_propagate_down[0]
+        need_bias = index is not None and scale_layer.param_propagate_down[index]
+        d_scale = np.empty(self.view[1], dy.dtype) if need_scale else None
+        d_bias = np.empty(self.view[1], dy.dtype) if need_bias else None
+
+        def gradient(block):
+            dy_block = dy[:, block]
+            if rectify:
+                np.multiply(dy_block, y[:, block] > 0, out=dy_block)
+            scale_layer.block_gradient(dy_block, x_norm[:, block], scale[block], dy_block,
+                                       block, d_scale, d_bias)
+            self._block_gradient(dy_block, dy_block, block)       # dx̂ → dx, in place
+
+        parallel_for(gradient, _channel_blocks(dy.shape, dy.itemsize), elements=dy.size)
+        scale_layer.add_param_gradients(d_scale, d_bias)
+        return True
 
     def kept_top(self) -> np.ndarray | None:
         """x̂ (N, C, S), the copy of top's data that the last forward with batch statistics
@@ -192,20 +265,24 @@ class BatchNorm(Layer):
         if self.use_global_stats:
             np.multiply(dy, self.inv_std[:, None], out=dx)
             return
-        m = dy.shape[0] * dy.shape[2]
 
         def gradient(block):
-            dy_block, x_norm, dx_block = dy[:, block], self.x_norm[:, block], dx[:, block]
-            scratch = _scratch_like(dy_block)
-            mean_dy = _channel_sums(dy_block) / m
-            np.multiply(dy_block, x_norm, out=scratch)
-            mean_dy_x = _channel_sums(scratch) / m
-            np.multiply(x_norm, mean_dy_x[:, None], out=scratch)
-            np.subtract(dy_block, scratch, out=dx_block)     # in place: dy read first
-            dx_block -= mean_dy[:, None]
-            dx_block *= self.inv_std[block, None]
+            self._block_gradient(dy[:, block], dx[:, block], block)
 
         parallel_for(gradient, _channel_blocks(dy.shape, dy.itemsize), elements=dy.size)
+
+    def _block_gradient(self, dy, dx, block: slice) -> None:
+        """dx of the channels ``block`` from their dy (batch statistics; see ``backward``)."""
+        m = dy.shape[0] * dy.shape[2]
+        x_norm = self.x_norm[:, block]
+        scratch = _scratch_like(dy)
+        mean_dy = _channel_sums(dy) / m
+        np.multiply(dy, x_norm, out=scratch)
+        mean_dy_x = _channel_sums(scratch) / m
+        np.multiply(x_norm, mean_dy_x[:, None], out=scratch)
+        np.subtract(dy, scratch, out=dx)                # in place: dy read first
+        dx -= mean_dy[:, None]
+        dx *= self.inv_std[block, None]
 
 
 class _AxisBroadcast(Layer):
@@ -333,23 +410,34 @@ class Scale(_AxisBroadcast):
         d_bias = np.empty(self.view[1], dy.dtype) if need_bias else None
 
         def run(block):
-            dy_block = dy[:, block]
-            if need_bias:
-                d_bias[block] = _channel_sums(dy_block)
-            if need_scale:
-                product = np.multiply(dy_block, self.x[:, block], out=_scratch_like(dy_block))
-                d_scale[block] = _channel_sums(product)
-            if dx is not None:
-                np.multiply(dy_block, scale[block, None], out=dx[:, block])
+            x = self.x[:, block] if need_scale else None
+            self.block_gradient(dy[:, block], x, scale[block],
+                                None if dx is None else dx[:, block], block, d_scale, d_bias)
 
         parallel_for(run, _channel_blocks(dy.shape, dy.itemsize), elements=dy.size)
-        if need_scale:
-            if two_bottoms:
-                bottom[1].diff[...] = d_scale.reshape(bottom[1].shape)
-            else:
-                self.blobs[0].diff += d_scale.reshape(self.blobs[0].shape)
-        if need_bias:
-            self.blobs[b].diff += d_bias.reshape(self.blobs[b].shape)
+        if need_scale and two_bottoms:
+            bottom[1].diff[...] = d_scale.reshape(bottom[1].shape)
+            d_scale = None
+        self.add_param_gradients(d_scale, d_bias)
+
+    @staticmethod
+    def block_gradient(dy, x, scale, dx, block: slice, d_scale, d_bias) -> None:
+        """For the channels ``block`` of (N, C, S) views: ``d_bias[block] = Σ dy``,
+        ``d_scale[block] = Σ dy·x`` (each where not None), then ``dx = dy·s`` (dx may be
+        dy: the sums come first)."""
+        if d_bias is not None:
+            d_bias[block] = _channel_sums(dy)
+        if d_scale is not None:
+            d_scale[block] = _channel_sums(np.multiply(dy, x, out=_scratch_like(dy)))
+        if dx is not None:
+            np.multiply(dy, scale[:, None], out=dx)
+
+    def add_param_gradients(self, d_scale, d_bias) -> None:
+        """Add the per-channel sums of ``block_gradient`` to the learned s and b diffs."""
+        if d_scale is not None:
+            self.blobs[0].diff += d_scale.reshape(self.blobs[0].shape)
+        if d_bias is not None:
+            self.blobs[self.bias_index].diff += d_bias.reshape(self.blobs[self.bias_index].shape)
 
 
 @register_layer("Bias")

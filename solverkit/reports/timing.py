@@ -97,9 +97,11 @@ def _clocked(method, totals: np.ndarray, index: int, recording: list[bool]):
     return timed
 
 
-# entry points by which a net runs a layer's forward together with the next layer's (a
-# fused in-place ReLU): their time counts as the first layer's forward
-PAIRED_FORWARDS = ("forward_with_relu",)
+# entry points by which a net runs a layer's forward (backward) together with the next
+# layers' (a fused in-place ReLU; a BatchNorm's in-place Scale and ReLU): their time counts
+# as the first layer's forward (backward)
+PAIRED_FORWARDS = ("forward_with_relu", "forward_with_scale")
+PAIRED_BACKWARDS = ("backward_with_scale",)
 
 
 def time_net(net: Net, iterations: int = 50, warmup: int = 5, seed: int = 0) -> TimingReport:
@@ -117,10 +119,10 @@ def time_net(net: Net, iterations: int = 50, warmup: int = 5, seed: int = 0) -> 
     recording = [False]
     wrapped = []
     for i, layer in enumerate(net.layers):
-        names = ["forward", "backward", *(name for name in PAIRED_FORWARDS
+        names = ["forward", "backward", *(name for name in PAIRED_FORWARDS + PAIRED_BACKWARDS
                                           if hasattr(layer, name))]
         for name in names:
-            totals = backward_s if name == "backward" else forward_s
+            totals = backward_s if name in ("backward", *PAIRED_BACKWARDS) else forward_s
             setattr(layer, name, _clocked(getattr(layer, name), totals, i, recording))
         wrapped.append((layer, names))
     try:

@@ -82,11 +82,14 @@ class Solver:
     ``overrides`` is a dict or ``["key=value", ...]`` (the CLI's ``--set``).
     ``progress``: show a tqdm bar (default: when stderr is a terminal and INFO is logged).
     ``stages``/``level`` add to the training net's ``train_state`` (the CLI's ``--stage``).
+    The training net shares the memory of its intermediate diffs (``Net(share_diffs=True)``:
+    after a step, only the parameters', inputs', outputs' and loss tops' diffs hold their
+    gradients) unless ``keep_diffs`` or the spec's ``debug_info``, which reads every diff.
     """
 
     @parallel.abort_on_error
     def __init__(self, spec, net=None, overrides=None, progress: bool | None = None,
-                 stages=(), level: int | None = None):
+                 stages=(), level: int | None = None, keep_diffs: bool = False):
         self.spec: SolverSpec = load_solver_spec(spec, overrides)
         override = None
         if stages or level is not None:
@@ -106,7 +109,8 @@ class Solver:
         progress = progress if self.world.is_root else False
 
         self.net = Net(self.net_source, phase="TRAIN", seed=self._net_seed("TRAIN"),
-                       stages=self.train_plan.stages, level=self.train_plan.level)
+                       stages=self.train_plan.stages, level=self.train_plan.level,
+                       share_diffs=not (keep_diffs or self.spec.debug_info))
         self.callbacks: list[Callback] = []
         self.stop_reason: str | None = None      # why a callback ended training early
         if self.world.distributed:      # first: it prepares every net built from now on

@@ -11,7 +11,7 @@ import pytest
 import solverkit as sk
 from solverkit import threads
 from solverkit.gradient_check import check_layer_gradients
-from solverkit.layers import normalization
+from solverkit.layers import activation, normalization
 
 SHAPES = [(1, 3, 5, 4), (4, 7, 3, 3), (3, 5), (2, 9, 11)]
 
@@ -193,6 +193,57 @@ def test_in_place_scale_after_batchnorm_shares_its_copy(rng):
     net.backward(y=dy)
     np.testing.assert_array_equal(net.params["sc"][0].diff, shared["d_gamma"])
     np.testing.assert_array_equal(net.blobs["x"].diff, shared["dx"])
+
+
+def _chain_with_relu(shape, dtype, slope):
+    """Input -> in-place BatchNorm -> Scale (bias) -> ReLU -> Eltwise SUM with ``skip``."""
+    return sk.Net({"name": "chain", "dtype": dtype, "force_backward": True, "layers": [
+        {"name": "input", "type": "Input", "top": ["x", "skip"], "shape": [list(shape)] * 2},
+        {"name": "bn", "type": "BatchNorm", "bottom": "x", "top": "x", "eps": 1e-3},
+        {"name": "sc", "type": "Scale", "bottom": "x", "top": "x", "bias_term": True,
+         "filler": {"type": "uniform", "min": 0.5, "max": 1.5},
+         "bias_filler": {"type": "uniform", "min": -1, "max": 1}},
+        {"name": "relu", "type": "ReLU", "bottom": "x", "top": "x", "negative_slope": slope},
+        {"name": "sum", "type": "Eltwise", "bottom": ["x", "skip"], "top": "y"}]},
+        phase="TRAIN", seed=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("relu", [None, 0.0, 0.1], ids=["scale", "relu", "leaky_relu"])
+def test_batchnorm_and_its_in_place_scale_run_as_one_sweep(dtype, relu, many_blocks, rng,
+                                                           monkeypatch):
+    """In a training net an in-place BatchNorm + Scale (+ a ReLU without negative slope)
+    run their forward and their backward as one sweep each (the Scale's and ReLU's own
+    forward and backward are not called), with the same values, bit for bit, as the
+    layers one after the other; a leaky ReLU runs on its own."""
+    shape = (3, 4, 5, 6)
+    x, skip, dy = rng.normal(1.0, 2.0, shape), rng.normal(size=shape), rng.normal(size=shape)
+
+    def build():
+        if relu is None:
+            return _chain_net(shape, dtype, in_place=True)
+        return _chain_with_relu(shape, dtype, relu)
+
+    apart = build()
+    apart._scales_after = {}                # the net's layers one by one
+    expected = _run(apart, x, skip, dy)
+    joined = build()
+    assert joined._scales_after == {1: (2, 3 if relu == 0 else None)}
+    calls = []
+    for cls in (normalization.Scale, activation.ReLU):
+        for method in ("forward", "backward"):
+            original = getattr(cls, method)
+
+            def counted(self, *args, _original=original, _method=method):
+                calls.append((self.type, _method))
+                return _original(self, *args)
+            monkeypatch.setattr(cls, method, counted)
+    got = _run(joined, x, skip, dy)
+    assert calls == ([("ReLU", "forward")] * 2 + [("ReLU", "backward")] if relu else [])
+    for key in ("y", "dx", "dskip", "d_gamma", "d_beta"):
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    for a, b in zip(got["running"], expected["running"]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_scale_after_global_statistics_copies_its_input(rng):

@@ -74,3 +74,20 @@ def test_a_fused_pair_is_timed_on_the_first_layers_row(mlp_file):
     assert rows["relu1"].backward_ms > 0
     assert net.layer("ip1").last_forward.endswith("+ ReLU")
     assert not {"forward", "forward_with_relu"} & set(vars(net.layer("ip1")))
+
+
+def test_a_batchnorm_chain_is_timed_on_the_batchnorms_row():
+    """In training an in-place BatchNorm + Scale + ReLU run as one sweep each way: the
+    chain's forward and backward time is on the BatchNorm's row, and none on the others'."""
+    blob = {"bottom": "x", "top": "x"}
+    net = Net({"name": "chain", "force_backward": True, "layers": [
+        {"name": "input", "type": "Input", "top": "x", "shape": [[4, 3, 6, 6]]},
+        {"name": "bn", "type": "BatchNorm", **blob},
+        {"name": "scale", "type": "Scale", "bias_term": True, **blob},
+        {"name": "relu", "type": "ReLU", **blob}]}, seed=0)
+    report = time_net(net, iterations=3, warmup=1)
+    rows = {t.name: t for t in report.layers}
+    assert rows["bn"].forward_ms > 0 and rows["bn"].backward_ms > 0
+    for name in ("scale", "relu"):
+        assert rows[name].forward_ms == rows[name].backward_ms == 0, name
+    assert not {"forward_with_scale", "backward_with_scale"} & set(vars(net.layer("bn")))
