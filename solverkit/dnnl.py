@@ -11,7 +11,10 @@ plan per layer shape, ``ConvolutionPlan`` (``forward``, ``backward_data``,
 ``backward_weights``; the weights in Caffe's (O, I/g, kh, kw) layout) and ``PoolingPlan``
 (``forward``, ``backward``), on float32 NCHW arrays. Convolution primitives choose their
 own blocked layouts ("any"); the reorders between numpy's arrays and those layouts are
-part of the plan and run on oneDNN's threads, into buffers that all plans share.
+part of the plan and run on oneDNN's threads, into buffers that all plans share. An
+inference plan may also be told that an array already holds the blocked layout
+``TAG_BLOCKED`` (nChw16c: a net keeping it between layers, ``layouts.py``), and then
+works on it where it lies.
 
 ``SOLVERKIT_CONV`` chooses: ``auto`` (the default: oneDNN when it loads, else numpy),
 ``dnnl`` (an error when it does not) or ``numpy``; ``set_backend`` does the same.

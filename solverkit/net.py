@@ -71,7 +71,8 @@ class Net:
     ``outputs_only=True`` as well, only the inputs and outputs keep their values after a
     forward: the blobs between them share memory (``memory_plan``), as onnxruntime's and
     OpenCV's intermediate tensors do — a deep net then holds a few blobs' worth of
-    activations instead of all of them.
+    activations instead of all of them — and the blobs between oneDNN's convolutions and
+    poolings keep its blocked layout instead of NCHW (``layouts.py``, ``layout_plan``).
     """
 
     def __init__(self, spec, phase: str = "TRAIN", level: int = 0, stages=(),
