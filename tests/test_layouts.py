@@ -288,3 +288,14 @@ def test_resnet50_at_32_pixels_agrees_with_the_net_keeping_every_blob():
     assert len(convolutions) == 53
     assert all(layer.blocked == (position > 0 and HAVE_DNNL, HAVE_DNNL)
                for position, layer in enumerate(convolutions))
+
+
+@needs_dnnl
+def test_a_depthwise_convolution_between_blocked_blobs():
+    """MobileNet's depthwise 3×3 (one group per channel) between two 1×1 convolutions."""
+    depthwise = {"name": "dw", "type": "DepthwiseConvolution", "bottom": "conv1", "top": "dw",
+                 "num_output": 32, "kernel_size": 3, "pad": 1, "stride": 2,
+                 "weight_filler": {"type": "msra"}}
+    blocked, plain = _pair(_with(depthwise, _relu("dw"), _conv("conv2", "dw", 16)))
+    _assert_same_outputs(blocked, plain, _images((2, 3, 10, 10), seed=7))
+    assert blocked.layer("dw").blocked == (True, True)
