@@ -7,17 +7,20 @@ DataLoader, and the cost of decoding JPEGs in a training step.
     python scripts/bench_data.py --only jpeg --nets lenet,caffenet
     python scripts/bench_data.py --gib 0.2        # smaller files, for a quick look
 
-loader   solverkit's ImageData feed against a PyTorch ``DataLoader`` over the same JPEG
-         files, with the same number of workers (``--workers``, default 2: our decoding
-         threads, PyTorch's worker processes) and the same batch size: a ``Dataset``
+loader   solverkit's ImageData feed, decoding in worker processes and in threads
+         (``worker_type``), against a PyTorch ``DataLoader`` over the same JPEG files, with
+         the same number of workers (``--workers``, default 2) and the same batch size: a
+         ``Dataset``
          decoding with Pillow and applying the same transform (crop, mirror, mean, scale,
          BGR channels first, float32). Two cases: ``caffenet``, 256x256 colour JPEGs
          cropped to 227x227 at random, mirrored, ``mean_value`` [104, 117, 123], batch 64;
          ``lenet``, 28x28 gray JPEGs scaled by 1/256, batch 64. Each measurement is a child
          process (solverkit and PyTorch alternate, the order reversed every round); it
          times ``--loader-batches`` batches after two of warm-up and reports samples/s and
-         peak resident memory (VmHWM): its own and, for PyTorch, that of each worker
-         process (forked, so pages they share with the parent are counted in both).
+         peak resident memory (VmHWM): its own and that of each worker process (PyTorch's
+         are forked, so pages they share with the parent are counted in both; the shared
+         batch memory of solverkit's is counted in the parent and in each worker), and
+         for solverkit the time of the first batch (which starts the worker processes).
 
 memory   An LMDB of Caffe Datum records (3x64x64 uint8) and a uint8 ``.npy`` file, each
          ``--gib`` GiB (default 1.05), written to a temporary folder in /tmp and deleted at
@@ -190,8 +193,11 @@ def _peak_mib(pid="self") -> float:
     return int(status["VmHWM"].split()[0]) / 1024
 
 
-def loader_solverkit(listing: str, case: dict, workers: int, batches: int) -> dict:
-    """One child: an ImageData net alone, ``batches`` forwards timed."""
+def loader_solverkit(listing: str, case: dict, workers: int, batches: int,
+                     worker_type: str = "auto") -> dict:
+    """One child: an ImageData net alone (``worker_type`` threads or processes),
+    ``batches`` forwards timed; the time of the first forward (which starts worker
+    processes) is reported apart."""
     import solverkit as sk
     transform = {"scale": case["scale"], "crop_size": case["crop"], "mirror": case["mirror"]}
     if case["mean"]:
@@ -199,16 +205,21 @@ def loader_solverkit(listing: str, case: dict, workers: int, batches: int) -> di
     net = sk.Net({"name": "feed", "layers": [{
         "name": "data", "type": "ImageData", "top": ["data", "label"], "source": listing,
         "batch_size": case["batch"], "shuffle": True, "is_color": case["color"],
-        "num_workers": workers, "transform": transform}]}, phase="TRAIN", seed=0)
-    for _ in range(2):
-        net.forward()
+        "num_workers": workers, "worker_type": worker_type, "transform": transform}]},
+        phase="TRAIN", seed=0)
+    start = time.perf_counter()
+    net.forward()
+    first = time.perf_counter() - start
+    net.forward()
     start = time.perf_counter()
     for _ in range(batches):
         out = net.forward()
     seconds = time.perf_counter() - start
     shape = list(out["data"].shape)
+    workers_peak = [_peak_mib(pid) for pid in net.layers[0].dataset.worker_pids]
     net.close()
-    return {"seconds": seconds, "shape": shape, "peak_mib": _peak_mib(), "workers_peak_mib": []}
+    return {"seconds": seconds, "shape": shape, "peak_mib": _peak_mib(),
+            "workers_peak_mib": workers_peak, "first_batch_s": first}
 
 
 def loader_torch(listing: str, case: dict, workers: int, batches: int) -> dict:
@@ -276,9 +287,10 @@ def loader(rounds: int, workers: int, batches: int, cases: list[str]) -> dict:
             listing = write_jpegs(folder / name, case["count"], case["size"], case["color"])
             # as many batches for the small pictures as it takes to time them well
             count = batches if name == "caffenet" else batches * 5
-            runs: dict[str, list[dict]] = {"solverkit": [], "torch": []}
+            contenders = ("processes", "threads", "torch")
+            runs: dict[str, list[dict]] = {who: [] for who in contenders}
             for r in range(rounds):
-                for who in ("solverkit", "torch") if r % 2 == 0 else ("torch", "solverkit"):
+                for who in contenders if r % 2 == 0 else contenders[::-1]:
                     done = subprocess.run(
                         [sys.executable, str(Path(__file__).resolve()), "--child",
                          json.dumps({"who": who, "listing": str(listing), "case": case,
@@ -297,18 +309,28 @@ def loader(rounds: int, workers: int, batches: int, cases: list[str]) -> dict:
                     "workers_peak_mib": max((m["workers_peak_mib"] for m in measured),
                                             key=sum),
                     "batch_shape": measured[0]["shape"]}
-            ours, theirs = summary["solverkit"], summary["torch"]
-            summary["ratio"] = ours["samples_per_s"] / theirs["samples_per_s"]
+                if who != "torch":
+                    summary[who]["first_batch_s"] = statistics.median(
+                        m["first_batch_s"] for m in measured)
+            theirs = summary["torch"]
+            for who in ("processes", "threads"):
+                summary[f"{who}_ratio"] = summary[who]["samples_per_s"] / theirs["samples_per_s"]
             results[name] = summary
-            workers_mib = " + ".join(f"{m:.0f}" for m in theirs["workers_peak_mib"])
-            print(f"loader {name} {'x'.join(map(str, ours['batch_shape']))}, {workers} "
-                  f"workers: solverkit {ours['samples_per_s']:.0f} samples/s, peak "
-                  f"{ours['peak_mib']:.0f} MiB; DataLoader {theirs['samples_per_s']:.0f} "
-                  f"samples/s, peak {theirs['peak_mib']:.0f} MiB + workers {workers_mib} MiB; "
-                  f"solverkit/DataLoader {summary['ratio']:.2f}x (rounds: "
-                  f"{', '.join(f'{a:.0f}' for a in ours['all_samples_per_s'])} vs "
-                  f"{', '.join(f'{a:.0f}' for a in theirs['all_samples_per_s'])}), load "
-                  f"{os.getloadavg()[0]:.1f}", flush=True)
+            print(f"loader {name} {'x'.join(map(str, theirs['batch_shape']))}, {workers} "
+                  f"workers, load {os.getloadavg()[0]:.1f}:", flush=True)
+            for who in contenders:
+                mine = summary[who]
+                title = "DataLoader" if who == "torch" else f"solverkit {who}"
+                total = mine["peak_mib"] + sum(mine["workers_peak_mib"])
+                workers_mib = " + ".join(f"{m:.0f}" for m in mine["workers_peak_mib"]) or "0"
+                ratio = "" if who == "torch" else \
+                    f", {summary[f'{who}_ratio']:.2f}x DataLoader's samples/s"
+                first = "" if who == "torch" else \
+                    f", first batch {mine['first_batch_s']:.2f} s"
+                print(f"  {title:21s} {mine['samples_per_s']:6.0f} samples/s{ratio} (rounds "
+                      f"{', '.join(f'{a:.0f}' for a in mine['all_samples_per_s'])}); peak "
+                      f"{mine['peak_mib']:.0f} MiB + workers {workers_mib} MiB = {total:.0f} "
+                      f"MiB{first}", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return results
@@ -316,8 +338,13 @@ def loader(rounds: int, workers: int, batches: int, cases: list[str]) -> dict:
 
 def child(spec: str) -> int:
     job = json.loads(spec)
-    run = loader_solverkit if job["who"] == "solverkit" else loader_torch
-    print(json.dumps(run(job["listing"], job["case"], job["workers"], job["batches"])))
+    if job["who"] == "torch":
+        result = loader_torch(job["listing"], job["case"], job["workers"], job["batches"])
+    else:       # "processes", "threads", or "solverkit": the layer's default
+        kind = "auto" if job["who"] == "solverkit" else job["who"]
+        result = loader_solverkit(job["listing"], job["case"], job["workers"], job["batches"],
+                                  kind)
+    print(json.dumps(result))
     return 0
 
 

@@ -211,17 +211,19 @@ def _operand(a: np.ndarray):
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool = False,
-           bias: np.ndarray | None = None) -> None:
+           bias: np.ndarray | None = None, relu: float | None = None) -> None:
     """``out = a @ b``, or ``out += a @ b`` with ``accumulate``; all three 2-D. ``bias``
     (one value per column of ``out``) is added to every row of a product that is not
-    accumulated.
+    accumulated; ``relu`` (a negative slope) rectifies such a product afterwards:
+    ``out = max(p, 0) + relu·min(p, 0)``.
 
     MKL's gemm and oneDNN's matmul take transposed and row-sliced views as they are and
-    accumulate without a temporary; oneDNN adds the bias in the same pass. Small products,
-    any other case and the numpy backend use ``np.matmul``.
+    accumulate without a temporary; oneDNN adds the bias and rectifies in the same pass.
+    Small products, any other case and the numpy backend use ``np.matmul``.
     """
-    if accumulate and bias is not None:
-        raise ValueError("matmul adds a bias only to a product it does not accumulate")
+    if accumulate and (bias is not None or relu is not None):
+        raise ValueError("matmul adds a bias or rectifies only a product it does not "
+                         "accumulate")
     if not _resolved:
         backend()
     if _mkl is not None or _dnnl_chosen:
@@ -229,19 +231,28 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool = Fal
         if layout is not None:
             if _dnnl_chosen:
                 if a.dtype == np.float32 and (bias is None or _row_of(bias, out)):
-                    _dnnl_matmul(a, b, out, accumulate, bias)
+                    _dnnl_matmul(a, b, out, accumulate, bias, relu)
                     return
             else:
                 _mkl_gemm(a, b, out, accumulate, layout)
-                if bias is not None:
-                    out += bias
+                _finish(out, bias, relu)
                 return
     if accumulate:
         out += a @ b
     else:
         np.matmul(a, b, out=out)
-        if bias is not None:
-            out += bias
+        _finish(out, bias, relu)
+
+
+def _finish(out: np.ndarray, bias: np.ndarray | None, relu: float | None) -> None:
+    """The bias and the rectifier of ``matmul`` where the library's product did not apply
+    them."""
+    if bias is not None:
+        out += bias
+    if relu == 0:
+        np.maximum(out, 0, out=out)
+    elif relu is not None:
+        np.multiply(out, np.where(out > 0, 1, relu).astype(out.dtype), out=out)
 
 
 def _mkl_gemm(a, b, out, accumulate, layout) -> None:
@@ -257,15 +268,15 @@ def _row_of(bias: np.ndarray, out: np.ndarray) -> bool:
             and bias.flags.c_contiguous and bias.flags.aligned)
 
 
-def _dnnl_matmul(a, b, out, accumulate, bias) -> None:
+def _dnnl_matmul(a, b, out, accumulate, bias, relu) -> None:
     """The product on oneDNN: a primitive per layout of the operands (shapes, strides,
-    with or without bias or accumulation) and thread count, made on first use."""
+    with or without bias, rectifier or accumulation) and thread count, made on first use."""
     key = (a.shape, a.strides, b.shape, b.strides, out.shape, out.strides, accumulate,
-           bias is not None, num_threads())
+           bias is not None, relu, num_threads())
     plan = _plans.get(key)
     if plan is None:
         plan = _plans[key] = dnnl.MatmulPlan(a, b, out, bias=bias is not None,
-                                             accumulate=accumulate)
+                                             accumulate=accumulate, relu=relu)
     plan.run(a, b, out, bias)
 
 

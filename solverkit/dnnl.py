@@ -25,7 +25,8 @@ aligned (a numpy array that is not is copied into one first), and a primitive is
 for the thread count it runs with (oneDNN divides the work when it makes it), so two runs
 with the same count give the same bits. Another thread count may sum the weight
 gradients in another order. oneDNN runs on ``libgomp``'s threads, as many as solverkit's
-(``threads.num_threads``), and they wait only briefly before they sleep
+(``threads.num_threads``; the count is set around each call and put back as found, as
+PyTorch's wheel shares the same ``libgomp.so.1``), and they wait only briefly before they sleep
 (``GOMP_SPINCOUNT``, unless the user set it), so the cores are free for solverkit's own
 threads between convolutions.
 """
@@ -35,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import importlib.metadata
 import os
 import threading
@@ -87,7 +89,6 @@ _chosen = None           # the same while oneDNN is the chosen backend
 _resolved = False
 _load_error: str | None = None
 _engine = _stream = None
-_threads = threading.local()
 
 
 def _library_path() -> str | None:
@@ -222,12 +223,31 @@ def describe() -> str:
     return f"oneDNN {major}.{minor}.{patch}"
 
 
-def _set_threads() -> None:
-    """oneDNN's OpenMP threads for the calling thread: solverkit's count."""
-    n = num_threads()
-    if getattr(_threads, "count", None) != n:
-        _library[1].omp_set_num_threads(n)
-        _threads.count = n
+@contextlib.contextmanager
+def _openmp_threads(count: int):
+    """OpenMP on ``count`` threads inside, and afterwards the count it had before. The count
+    belongs to the calling thread and to every library on the same ``libgomp.so.1``
+    (PyTorch's wheel brings one): it is put back as found, so neither library's parallel
+    regions run on the other's count."""
+    gomp = _library[1]
+    before = gomp.omp_get_max_threads()
+    if before != count:
+        gomp.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        if before != count:
+            gomp.omp_set_num_threads(before)
+
+
+def _on_solverkit_threads(method):
+    """``method`` with OpenMP at solverkit's count (``threads.num_threads``): a primitive
+    divides its work for the count it is made with, and runs with that count."""
+    @functools.wraps(method)
+    def on_threads(*args, **kwargs):
+        with _openmp_threads(num_threads()):
+            return method(*args, **kwargs)
+    return on_threads
 
 
 def _dims(values) -> Dims:
@@ -428,7 +448,6 @@ def _run_forward(plan, x, weight, bias, destination: _Memory, constant_weight: b
     """A convolution's or inner product's forward primitive (``plan._forward`` with its
     ``x``, ``weight`` and ``bias`` tensors) from the arrays into ``destination``; the
     caller holds ``_arena_lock``. ``constant_weight``: see ``ConvolutionPlan.forward``."""
-    _set_threads()
     weights = plan.weight.packed(weight) if constant_weight else plan.weight.load(weight)
     args = [(ARG_SRC, plan.x.load(x)), (ARG_WEIGHTS, weights), (ARG_DST, destination)]
     if plan.bias is not None:
@@ -450,6 +469,7 @@ class ConvolutionPlan:
     order (nChw16c) instead of NCHW: the primitive then works on it as it lies.
     """
 
+    @_on_solverkit_threads
     def __init__(self, x_shape, y_shape, weight_shape, groups, bias, stride, pad, dilation,
                  training=True, relu: float | None = None, blocked_source: bool = False,
                  blocked_result: bool = False):
@@ -460,7 +480,6 @@ class ConvolutionPlan:
         lib = _library[0]
         # a primitive divides its work for the thread count it is made with: make it with
         # the count it runs with (a plan is for one thread count)
-        _set_threads()
         self.threads = num_threads()
         h, w = x_shape[2:]
         o = weight_shape[0]
@@ -529,6 +548,7 @@ class ConvolutionPlan:
         return [p.implementation() for p in (self._forward, self._backward_data,
                                              self._backward_weights) if p is not None]
 
+    @_on_solverkit_threads
     def forward(self, x, weight, bias, y, constant_weight=False) -> None:
         """``y`` = the convolution of ``x`` (with the fused ReLU of an inference plan).
 
@@ -544,21 +564,21 @@ class ConvolutionPlan:
         _run_forward(self, x, weight, bias, self.y.target(y), constant_weight)
         self.y.store()
 
+    @_on_solverkit_threads
     def backward_data(self, dy, weight, dx) -> None:
         with _arena_lock:
-            _set_threads()
             self._backward_data.run([(ARG_DIFF_DST, self.dy_data.load(dy)),
                                      (ARG_WEIGHTS, self.weight_data.load(weight)),
                                      (ARG_DIFF_SRC, self.dx.target(dx))])
             self.dx.store()
 
+    @_on_solverkit_threads
     def backward_weights(self, x, dy, dweight, dbias) -> None:
         """``dweight`` (and ``dbias``) overwritten with this batch's gradients."""
         with _arena_lock:
             self._backward_weights_locked(x, dy, dweight, dbias)
 
     def _backward_weights_locked(self, x, dy, dweight, dbias) -> None:
-        _set_threads()
         args = [(ARG_SRC, self.x_grads.load(x)), (ARG_DIFF_DST, self.dy_grads.load(dy)),
                 (ARG_DIFF_WEIGHTS, self.dweight.target(dweight))]
         if self.dbias is not None:
@@ -576,10 +596,10 @@ class InnerProductPlan:
     primitive's own layout ("any"), which ``constant_weight`` computes once, or with
     ``plain_weights`` stay in Caffe's (an aligned array is then read where it lies)."""
 
+    @_on_solverkit_threads
     def __init__(self, n, fan_in, num_output, bias, relu: float | None = None,
                  plain_weights: bool = False):
         lib = _library[0]
-        _set_threads()
         self.threads = num_threads()
         src = _memory_desc((n, fan_in), TAG_AB)
         dst = _memory_desc((n, num_output), TAG_AB)
@@ -599,6 +619,7 @@ class InnerProductPlan:
     def implementations(self) -> list[str]:
         return [self._forward.implementation()]
 
+    @_on_solverkit_threads
     def forward(self, x, weight, bias, y, constant_weight=False) -> None:
         """``y`` = x Wᵀ + b (rectified with ``relu``); ``constant_weight`` as in
         ``ConvolutionPlan.forward``."""
@@ -618,11 +639,11 @@ class PoolingPlan:
     and ``blocked_result`` (inference only) say that ``x``, respectively ``y``, holds its
     values in TAG_BLOCKED's order (nChw16c) instead of NCHW."""
 
+    @_on_solverkit_threads
     def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True,
                  relu: float | None = None, blocked_source: bool = False,
                  blocked_result: bool = False):
         lib = _library[0]
-        _set_threads()
         self.threads = num_threads()
         h, w = x_shape[2:]
         out_h, out_w = y_shape[2:]
@@ -668,19 +689,19 @@ class PoolingPlan:
     def implementations(self) -> list[str]:
         return [p.implementation() for p in (self._forward, self._backward) if p is not None]
 
+    @_on_solverkit_threads
     def forward(self, x, y) -> None:
         with _arena_lock:
-            _set_threads()
             args = [(ARG_SRC, self.x.load(x)), (ARG_DST, self.y.target(y))]
             if self._workspace is not None:
                 args.append((ARG_WORKSPACE, self._workspace))
             self._forward.run(args)
             self.y.store()
 
+    @_on_solverkit_threads
     def backward(self, dy, dx) -> None:
         """``dx`` overwritten with the gradient of the last ``forward``'s windows."""
         with _arena_lock:
-            _set_threads()
             args = [(ARG_DIFF_DST, self.dy.load(dy)), (ARG_DIFF_SRC, self.dx.target(dx))]
             if self._workspace is not None:
                 args.append((ARG_WORKSPACE, self._workspace))
@@ -689,8 +710,8 @@ class PoolingPlan:
 
 
 class MatmulPlan:
-    """``out = a @ b`` (``+ bias`` broadcast over the rows, or ``+= a @ b`` with
-    ``accumulate``) on float32 2-D arrays of given shapes and strides, with oneDNN's
+    """``out = a @ b`` (``+ bias`` broadcast over the rows, then rectified with ``relu``, a
+    negative slope; or ``+= a @ b`` with ``accumulate``) on float32 2-D arrays of given shapes and strides, with oneDNN's
     matmul primitive (its brgemm kernels; faster than OpenBLAS's sgemm on a fully-connected
     net's products, on one thread and on two).
 
@@ -700,14 +721,17 @@ class MatmulPlan:
     alignments).
     """
 
-    def __init__(self, a, b, out, bias: bool = False, accumulate: bool = False):
+    @_on_solverkit_threads
+    def __init__(self, a, b, out, bias: bool = False, accumulate: bool = False,
+                 relu: float | None = None):
+        if accumulate and relu is not None:
+            raise ValueError("a rectified product is not accumulated")
         lib = _library[0]
-        _set_threads()
         self.threads = num_threads()
         self.a, self.b, self.out = (_Memory(_strided_desc(array)) for array in (a, b, out))
         self.bias = _Memory(_strided_desc(np.empty((1, out.shape[1]), np.float32))) \
             if bias else None
-        attr = _attr()
+        attr = _attr(relu)
         if accumulate:          # dst = 1·dst + a @ b (oneDNN's sum post-op)
             post_ops = Handle()
             _check(lib.dnnl_post_ops_create(ctypes.byref(post_ops)), "post-ops")
@@ -723,9 +747,9 @@ class MatmulPlan:
     def implementation(self) -> str:
         return self._primitive.implementation()
 
+    @_on_solverkit_threads
     def run(self, a, b, out, bias=None) -> None:
         with _arena_lock:           # the scratch space is the arena's
-            _set_threads()
             self.a.point_to(a)
             self.b.point_to(b)
             self.out.point_to(out)
@@ -744,20 +768,6 @@ def _strided_desc(array: np.ndarray) -> Handle:
         ctypes.byref(desc), array.ndim, _dims(array.shape), F32,
         _dims([s // array.itemsize for s in array.strides])), "memory descriptor")
     return desc
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """OpenMP on one thread inside, and afterwards the count it had before: the count is the
-    process's, shared with every library on the same ``libgomp.so.1`` (PyTorch's wheel
-    brings one), so it is put back as found, not as solverkit's."""
-    gomp = _library[1]
-    before = gomp.omp_get_max_threads()
-    gomp.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        gomp.omp_set_num_threads(before)
 
 
 class AxpbyPlan:
@@ -785,7 +795,7 @@ class AxpbyPlan:
         for arg in (ARG_SRC_0, ARG_SRC_1):         # one scale for the whole array (mask 0)
             _check(lib.dnnl_primitive_attr_set_scales_mask(attr, arg, 0), "scales")
         primitive = Handle()
-        with _one_thread():
+        with _openmp_threads(1):
             _check(lib.dnnl_binary_primitive_desc_create(ctypes.byref(primitive), _engine,
                                                          BINARY_ADD, desc, desc, desc, attr),
                    "binary")
@@ -801,7 +811,7 @@ class AxpbyPlan:
         return self._primitive.implementation()
 
     def run(self, alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> None:
-        with _arena_lock, _one_thread():     # the memories' data handles are this plan's
+        with _arena_lock, _openmp_threads(1):     # the memories' data handles are this plan's
             self._scales[0], self._scales[1] = beta, alpha
             if self._bound is None or self._bound[0]() is not x or self._bound[1]() is not y:
                 # the same array objects keep their buffers: point to them once (weak

@@ -333,8 +333,9 @@ class Net:
 
     def _find_fusions(self) -> dict[int, float]:
         """Layers with a ``forward_with_relu`` (Convolution, InnerProduct, Pooling, Eltwise)
-        whose top an in-place ReLU rectifies right after them: in an inference forward the
-        two run as one (a oneDNN primitive where oneDNN runs the first, one pass of the sum)."""
+        whose top an in-place ReLU rectifies right after them: the two run as one where the
+        layer can (a oneDNN primitive where oneDNN runs the first, one pass of the sum; in
+        an inference forward, and for InnerProduct in training too)."""
         fusions = {}
         for position, layer in enumerate(self.layers[:-1]):
             after = self.layers[position + 1]
@@ -649,7 +650,7 @@ class Net:
         """Run the layers at positions ``start..end``, yielding each position before its
         layer runs (for messages); fused pairs and folded chains (a net built for inference)
         run as one where all their layers are in the range."""
-        fusions = self._fusions if self._inference else {}
+        fusions = self._fusions
         folds = self._folds if self.inference_only else {}
         guarded = self.layout_plan.guarded if self.layout_plan is not None else {}
         position = start

@@ -17,7 +17,7 @@ The thread policy (one count, three pools, one pool at work at a time):
 
 - **One count for every pool.** The count above is given to solverkit's own threads, to
   numpy's OpenBLAS, to MKL when solverkit's products use it (``blas``) and to oneDNN's
-  OpenMP threads (``omp_set_num_threads`` before each call, ``dnnl``). numpy sizes its
+  OpenMP threads (set around each call and put back after it, ``dnnl``). numpy sizes its
   OpenBLAS pool at import; solverkit resizes it once, through OpenBLAS's own
   ``openblas_set_num_threads``, to the count in force when solverkit first uses its
   threads, so that an MPI rank's BLAS gets its share of the cores and not all of them.

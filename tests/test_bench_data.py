@@ -46,6 +46,13 @@ def test_the_solverkit_loader_child_reports_its_batches(listing):
     assert result["workers_peak_mib"] == []
 
 
+def test_the_solverkit_loader_child_decoding_in_processes_reports_its_workers(listing):
+    result = _child(listing, "processes", 2)
+    assert result["shape"] == [4, 3, 32, 32]
+    assert len(result["workers_peak_mib"]) == 2 and min(result["workers_peak_mib"]) > 10
+    assert result["first_batch_s"] > 0
+
+
 def test_the_pytorch_loader_child_reports_its_batches_and_workers(listing):
     pytest.importorskip("torch")
     result = _child(listing, "torch", 2)

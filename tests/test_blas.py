@@ -50,6 +50,25 @@ def test_products_of_every_layout_match_a_float64_reference(blas_backend, dtype,
     np.testing.assert_allclose(out, _reference(a, b), rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+@pytest.mark.parametrize("kind_b", ["C", "T"])
+def test_a_rectified_product_with_bias_matches_a_float64_reference(blas_backend, dtype, slope,
+                                                                   kind_b, rng):
+    a = rng.standard_normal((16, 40)).astype(dtype)
+    b = rng.standard_normal((40, 24)).astype(dtype)
+    bias = rng.standard_normal(24).astype(dtype)
+    out = np.full((16, 24), np.nan, dtype)
+    blas.matmul(a, _layout(b, kind_b), out=out, bias=bias, relu=slope)
+    product = _reference(a, b) + bias
+    expected = np.where(product > 0, product, slope * product)
+    assert (product < 0).sum() > 50            # the rectifier has work to do
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+    with pytest.raises(ValueError, match="accumulate"):
+        blas.matmul(a, b, out=out, accumulate=True, relu=slope)
+
+
 def test_accumulate_adds_the_product_to_what_out_holds(blas_backend, rng):
     a, b = rng.standard_normal((6, 40)), rng.standard_normal((40, 9))
     start = rng.standard_normal((6, 9))

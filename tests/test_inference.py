@@ -313,7 +313,7 @@ def test_inner_product_relu_fused_and_freeze_after_surgery():
     net = sk.Net(spec, "TEST", seed=1)
     x = _data()
     net.forward(data=x)
-    assert net.layer("ip1").last_forward == "blas"       # writable weights: BLAS products
+    assert net.layer("ip1").last_forward == "blas + ReLU"    # writable weights: BLAS products
     new = {name: [a + 0.05 for a in arrays] for name, arrays in _params(net).items()}
     for name, arrays in new.items():            # surgery by hand, then deployment
         for blob, array in zip(net.params[name], arrays):
@@ -330,7 +330,7 @@ def test_inner_product_relu_fused_and_freeze_after_surgery():
     new["ip1"][0] = np.zeros_like(new["ip1"][0])
     np.testing.assert_allclose(_output(net, x), _output(_training_form(spec, new), x),
                                rtol=1e-5, atol=1e-6)
-    assert net.layer("ip1").last_forward == "blas"
+    assert net.layer("ip1").last_forward == "blas + ReLU"
 
 
 @needs_dnnl

@@ -16,6 +16,10 @@ but not consumed are thrown away on ``set_state``, and their work is redone.
 With ``num_ranks = K`` (data-parallel training) each step draws ``K * batch_size`` samples
 from the one stream, and rank r keeps the r-th slice: K ranks together see exactly what
 one process with a K-times larger batch would.
+
+The prefetch thread begins the source's ``read_ahead`` batches (``Samples.start_take``)
+before it finishes the oldest: a source decoding in worker processes decodes those while
+the thread transforms one. They are drawn in stream order, so the batches are the same.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import math
 import queue
 import threading
 import weakref
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +37,7 @@ import numpy as np
 from .. import threads
 from ..errors import DataError, SnapshotError
 from ..launcher import launcher_size
-from .samples import Samples
+from .samples import PendingTake, Samples
 from .transform import Transform
 
 # batches prepared ahead by default, when a core is spare (Caffe's default prefetch)
@@ -112,6 +117,10 @@ class _Producer:
 
     def batch(self, stream: _Stream):
         """(data, labels or None, the position after this batch)."""
+        return self.finish(self.start(stream))
+
+    def start(self, stream: _Stream) -> _Started:
+        """Draw the next batch's samples and random choices and begin reading them."""
         indices = stream.take(self.batch_size * self.num_ranks)
         choices = self.transform.draw(stream.rng, len(indices))
         if self.num_ranks > 1:
@@ -119,15 +128,32 @@ class _Producer:
             indices = indices[mine]
             choices = None if choices is None else tuple(
                 None if c is None else c[mine] for c in choices)
-        raw, labels = self.dataset.take(indices)
+        return _Started(self.dataset.start_take(indices), choices, stream.position())
+
+    def finish(self, started: _Started):
+        """(data, labels or None, the position after the batch) of a started batch."""
         try:
-            reuse = self.spare.get_nowait()
-        except queue.Empty:
-            reuse = None
-        data = self.transform.apply(raw, choices, out=reuse)
-        if labels is not None:
-            labels = labels.astype(self.label_dtype)
-        return data, labels, stream.position()
+            raw, labels = started.reading.result()
+            try:
+                reuse = self.spare.get_nowait()
+            except queue.Empty:
+                reuse = None
+            data = self.transform.apply(raw, started.choices, out=reuse)
+            if labels is not None:
+                labels = labels.astype(self.label_dtype)
+        finally:
+            started.reading.release()
+        return data, labels, started.position
+
+
+@dataclass(frozen=True, eq=False)
+class _Started:
+    """A batch whose reading has begun: the source's pending take, the transform's random
+    choices, and the stream position after the batch."""
+
+    reading: PendingTake
+    choices: tuple | None
+    position: Position
 
 
 class _Failure:
@@ -138,13 +164,23 @@ class _Failure:
 
 
 def _produce(producer: _Producer, stream: _Stream, out: queue.Queue, stop: threading.Event):
-    """The producer thread: fill ``out`` until ``stop`` is set; a failure is queued too."""
+    """The producer thread: fill ``out`` until ``stop`` is set; a failure is queued too.
+    The source's ``read_ahead`` batches are begun before the oldest is finished, so a
+    source decoding in other processes decodes the next batches while this thread
+    transforms one."""
+    started: deque[_Started] = deque()
+    ahead = max(1, producer.dataset.read_ahead)
     try:
         while not stop.is_set():
-            if not _put(out, producer.batch(stream), stop):
+            while len(started) < ahead:
+                started.append(producer.start(stream))
+            if not _put(out, producer.finish(started.popleft()), stop):
                 return
     except BaseException as error:  # noqa: BLE001 (delivered to the consumer, raised there)
         _put(out, _Failure(error), stop)
+    finally:
+        for batch in started:       # begun, never used: their reads are dropped
+            batch.reading.release()
 
 
 def _put(out: queue.Queue, item, stop: threading.Event) -> bool:

@@ -42,7 +42,7 @@ class ImageFiles(RecordSource):
                  is_color: bool = True, new_height: int = 0, new_width: int = 0,
                  skip_bad: bool = False, max_pixels: int = images.MAX_PIXELS,
                  lines: list[int] | None = None, list_path: Path | None = None,
-                 class_names: list[str] | None = None):
+                 class_names: list[str] | None = None, shape: tuple | None = None):
         super().__init__(name, skip_bad=skip_bad)
         self.paths = paths
         self.labels = labels
@@ -59,7 +59,9 @@ class ImageFiles(RecordSource):
         if not paths:
             raise DataError(f"{self.title} names no images", field="source")
         channels = 3 if is_color else 1
-        if self.size[0] > 0:
+        if shape is not None:                   # known already (a worker process's copy)
+            self._shape = tuple(shape)
+        elif self.size[0] > 0:
             self._shape = (channels, *self.size)
         else:                                   # as Caffe: the first image's size
             self._shape = None
@@ -75,6 +77,25 @@ class ImageFiles(RecordSource):
     @property
     def dtype(self):
         return np.dtype(np.uint8)
+
+    def recipe(self):
+        settings = {"paths": [str(path) for path in self.paths], "name": self.name,
+                    "is_color": self.is_color, "new_height": self.size[0],
+                    "new_width": self.size[1], "skip_bad": self.skip_bad,
+                    "max_pixels": self.max_pixels, "lines": self.lines,
+                    "list_path": None if self.list_path is None else str(self.list_path),
+                    "shape": list(self._shape)}
+        return __name__, type(self).__name__, settings, {"labels": self.labels}
+
+    @classmethod
+    def from_recipe(cls, settings: dict, arrays: dict) -> ImageFiles:
+        list_path = settings["list_path"]
+        return cls([Path(path) for path in settings["paths"]], arrays["labels"],
+                   settings["name"], is_color=settings["is_color"],
+                   new_height=settings["new_height"], new_width=settings["new_width"],
+                   skip_bad=settings["skip_bad"], max_pixels=settings["max_pixels"],
+                   lines=settings["lines"], shape=tuple(settings["shape"]),
+                   list_path=None if list_path is None else Path(list_path))
 
     def where(self, index: int) -> str:
         line = (f" (line {self.lines[index]} of '{self.list_path}')"

@@ -145,21 +145,41 @@ class LmdbSource(RecordSource):
     """The Datum records of one LMDB database, in key order."""
 
     def __init__(self, folder: Path, *, skip_bad: bool = False,
-                 max_pixels: int = images.MAX_PIXELS, is_color: bool | None = None):
+                 max_pixels: int = images.MAX_PIXELS, is_color: bool | None = None,
+                 keys: tuple[bytes, np.ndarray] | None = None,
+                 sample: tuple[tuple, np.dtype] | None = None):
         super().__init__(str(folder), skip_bad=skip_bad)
         self.folder = folder
         self.is_color = is_color        # encoded records: BGR, gray, or as stored (None)
         self.max_pixels = max_pixels
         self.database = Database.of(folder)
-        self._values: dict[int, bytes | None] = {}      # of the batch being read
-        self._keys, self._offsets = self.database.keys()
+        self._batch = threading.local()     # .values: the records of the run being read
+        # (a worker process's copy is given the keys and sample shape the parent found)
+        self._keys, self._offsets = self.database.keys() if keys is None else keys
         if len(self) == 0:
             raise DataError(f"LMDB database '{folder}' holds no records", field="source")
+        if sample is not None:
+            self._shape, self._dtype = tuple(sample[0]), np.dtype(sample[1])
+            return
         self._shape = None
         self._dtype = np.dtype(np.uint8)
         _, first = self.first_good()
         self._shape, self._dtype = tuple(first.shape), first.dtype
         self.database.close()
+
+    def recipe(self):
+        settings = {"folder": str(self.folder), "skip_bad": self.skip_bad,
+                    "max_pixels": self.max_pixels, "is_color": self.is_color,
+                    "shape": list(self._shape), "dtype": self._dtype.str}
+        keys = np.frombuffer(self._keys, dtype=np.uint8)
+        return __name__, type(self).__name__, settings, {"keys": keys, "offsets": self._offsets}
+
+    @classmethod
+    def from_recipe(cls, settings: dict, arrays: dict) -> LmdbSource:
+        return cls(Path(settings["folder"]), skip_bad=settings["skip_bad"],
+                   max_pixels=settings["max_pixels"], is_color=settings["is_color"],
+                   keys=(arrays["keys"].tobytes(), np.array(arrays["offsets"])),
+                   sample=(settings["shape"], settings["dtype"]))
 
     def key(self, index: int) -> bytes:
         return self._keys[self._offsets[index]:self._offsets[index + 1]]
@@ -178,17 +198,20 @@ class LmdbSource(RecordSource):
     def where(self, index: int) -> str:
         return f"record '{self.key(index).decode('utf-8', 'replace')}' of '{self.folder}'"
 
-    def take(self, indices):
+    def decode_rows(self, indices, out, labels, sources, found):
+        # the run's records in one transaction, then decoded one by one
         wanted = np.unique(indices).tolist()
-        self._values = dict(zip(wanted, self.database.values([self.key(i) for i in wanted])))
+        self._batch.values = dict(zip(wanted, self.database.values([self.key(i)
+                                                                   for i in wanted])))
         try:
-            return super().take(indices)
+            super().decode_rows(indices, out, labels, sources, found)
         finally:
-            self._values = {}
+            self._batch.values = {}
 
     def read(self, index: int):
-        if index in self._values:
-            value = self._values[index]
+        values = getattr(self._batch, "values", {})
+        if index in values:
+            value = values[index]
         else:                   # a record read in place of a bad one (skip_bad)
             value = self.database.values([self.key(index)])[0]
         if value is None:

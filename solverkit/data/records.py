@@ -14,6 +14,15 @@ the GIL released, and so do file reads, LMDB's reads and numpy's copies, so the 
 run in parallel. Which record lands in which row does not depend on the threads (the
 replacement of a bad record depends only on the data), so any count gives the same
 batches, and a batch with bad records fails with the error of its first bad one.
+
+With ``use_workers(count, "processes")`` the runs are decoded by ``count`` worker
+processes instead (``decode_pool``), each writing its rows into a block of shared memory;
+a source that can be rebuilt in a worker says how in ``recipe()``. Pillow's per-image
+Python code holds the GIL, so threads take turns on it while processes run side by side:
+for small images that code is most of the work. Everything else is as with threads: the
+same runs, the same rows, the same first error, the same records skipped, so threads and
+processes give the same batches. ``"auto"`` picks processes for two or more workers
+over many small records (see ``worker_kind``).
 """
 
 from __future__ import annotations
@@ -28,16 +37,25 @@ import numpy as np
 from .. import threads
 from ..errors import DataError
 from ..launcher import launcher_size
-from .samples import Samples, check_label_values
+from . import decode_pool
+from .samples import PendingTake, Samples, check_label_values
 
 logger = logging.getLogger("solverkit")
 
-# the most decoding threads a source starts by default, however many cores there are
+# the most decoding workers a source starts by default, however many cores there are
 MAX_DEFAULT_WORKERS = 8
 
 
+WORKER_TYPES = ("auto", "threads", "processes")
+
+# ``worker_type: auto`` decodes in processes records of at most this many bytes (a 3 x 128
+# x 128 uint8 image is 48 KiB) from sources of at least this many records
+PROCESS_MAX_SAMPLE_BYTES = 64 << 10
+PROCESS_MIN_RECORDS = 1000
+
+
 def default_workers() -> int:
-    """Decoding threads when a layer does not say: one per core this process may use
+    """Decoding workers when a layer does not say: one per core this process may use
     (its share under an MPI launcher), at most ``MAX_DEFAULT_WORKERS``."""
     return max(1, min(MAX_DEFAULT_WORKERS, threads.available_cores() // launcher_size()))
 
@@ -55,7 +73,9 @@ class RecordSource(Samples):
         self._warned = False            # the first bad record has been named
         self._lock = threading.Lock()
         self.workers = 1
+        self.processes = False          # decode in worker processes, not threads
         self._pool: ThreadPoolExecutor | None = None
+        self._decode_pool: decode_pool.DecodePool | None = None
 
     @abc.abstractmethod
     def read(self, index: int) -> tuple[np.ndarray, int | float]:
@@ -70,18 +90,62 @@ class RecordSource(Samples):
         return True
 
     @property
+    def read_ahead(self) -> int:
+        """Batches a prefetch thread keeps begun: with worker processes, two per worker
+        (each worker then has two batches' worth of its runs queued, as PyTorch's
+        DataLoader keeps ``prefetch_factor`` = 2 batches per worker), else 1."""
+        return 2 * self.workers if self.processes else 1
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The process ids of the decoding worker processes running now (none with
+        threads, or before the first batch)."""
+        return [] if self._decode_pool is None else self._decode_pool.pids
+
+    @property
     def skipped(self) -> int:
         """Records skipped so far because they could not be decoded."""
         return len(self.bad)
 
-    def use_workers(self, count: int) -> None:
-        """Decode each batch with ``count`` threads (1: the calling thread alone)."""
+    def use_workers(self, count: int, kind: str = "auto") -> None:
+        """Decode each batch with ``count`` workers (1: the calling thread alone), threads
+        or processes (``kind``: ``"threads"``, ``"processes"``, or ``"auto"``: see
+        ``worker_kind``)."""
         count = max(1, int(count))
-        if count != self.workers:
+        processes = worker_kind(count, kind, self) == "processes"
+        if (count, processes) != (self.workers, self.processes):
             self._stop_pool()
-            self.workers = count
+            self.workers, self.processes = count, processes
+
+    def recipe(self) -> tuple[str, str, dict, dict] | None:
+        """How a worker process rebuilds this source: (module, class name, settings of
+        JSON types, plain numpy arrays), given to ``from_recipe``; None when it cannot."""
+        return None
+
+    @classmethod
+    def from_recipe(cls, settings: dict, arrays: dict) -> RecordSource:
+        """The source a ``recipe()`` describes (in a worker process)."""
+        raise NotImplementedError
+
+    def decode_rows(self, indices, out, labels, sources, found: list) -> None:
+        """Decode records ``indices`` (or, with ``skip_bad``, their replacements) into the
+        rows of ``out``, their labels into ``labels`` and the records read into
+        ``sources``; records found bad for the first time are added to ``found`` as
+        (index, message). Stops at the first bad record without ``skip_bad``."""
+        for k in range(len(indices)):
+            sources[k], pixels, labels[k] = self._good(int(indices[k]), found)
+            if pixels.shape != self.sample_shape:
+                raise self.shape_error(int(sources[k]), pixels.shape)
+            out[k] = pixels
 
     def take(self, indices):
+        if self.processes:
+            pending = self.start_take(indices)
+            try:
+                data, labels = pending.result()
+                return data.copy(), labels.copy()
+            finally:
+                pending.release()
         indices = np.asarray(indices, dtype=np.int64)
         out = np.empty((len(indices), *self.sample_shape), dtype=self.dtype)
         labels = np.empty(len(indices), dtype=np.float64)
@@ -93,12 +157,10 @@ class RecordSource(Samples):
         found: list[list] = [[] for _ in runs]      # records found bad, per thread
 
         def fill(run: int) -> None:
+            start, stop = runs[run]
             try:
-                for k in range(*runs[run]):
-                    sources[k], pixels, labels[k] = self._good(int(indices[k]), found[run])
-                    if pixels.shape != self.sample_shape:
-                        raise self.shape_error(int(sources[k]), pixels.shape)
-                    out[k] = pixels
+                self.decode_rows(indices[start:stop], out[start:stop], labels[start:stop],
+                                 sources[start:stop], found[run])
             except BaseException as error:      # noqa: BLE001 (raised below, in order)
                 failures[run] = error
 
@@ -112,6 +174,22 @@ class RecordSource(Samples):
                 job.result()
         else:
             fill(0)
+        return self._conclude(out, labels, sources, found, failures)
+
+    def start_take(self, indices) -> PendingTake:
+        if not self.processes:
+            return super().start_take(indices)
+        if self._decode_pool is not None and self._decode_pool.failed:
+            self._decode_pool = None        # its error was raised; a new pool starts
+        if self._decode_pool is None:
+            self._decode_pool = decode_pool.DecodePool(
+                self.recipe(), count=self.workers, sample_shape=self.sample_shape,
+                dtype=self.dtype, title=self.title)
+        return _PooledTake(self, self._decode_pool.submit(indices))
+
+    def _conclude(self, out, labels, sources, found: list[list], failures: list):
+        """The batch decoded in runs: the first bad record named (once), the first run's
+        error raised, labels read with the records checked."""
         self._warn_first([bad for part in found for bad in part])
         for error in failures:          # the first bad sample of the batch speaks
             if error is not None:
@@ -180,9 +258,65 @@ class RecordSource(Samples):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._decode_pool is not None:
+            self._decode_pool.close()
+            self._decode_pool = None
 
     def close(self) -> None:
-        """Report the records skipped and end the decoding threads (a later ``take``
-        starts them again)."""
+        """Report the records skipped and end the decoding threads or processes (a later
+        ``take`` starts them again)."""
         self._stop_pool()
         self.report()
+
+
+class _PooledTake(PendingTake):
+    """A batch being decoded by a source's worker processes."""
+
+    def __init__(self, source: RecordSource, ticket: decode_pool.Ticket):
+        self.source = source
+        self.ticket = ticket
+
+    def result(self):
+        pixels, labels, sources, answers = self.ticket.result()
+        source = self.source
+        with source._lock:
+            found = [[(index, message) for index, message in answer["found"]
+                      if index not in source.bad] for answer in answers]
+            for part in found:
+                source.bad.update(index for index, _ in part)
+        failures = [None if "error" not in answer else
+                    DataError(answer["error"]["message"], field=answer["error"]["field"])
+                    for answer in answers]
+        return source._conclude(pixels, labels, sources, found, failures)
+
+    def release(self) -> None:
+        self.ticket.release()
+
+
+def worker_kind(count: int, kind: str, source: RecordSource) -> str:
+    """``"threads"`` or ``"processes"``: what decodes the batches of ``source`` for a
+    layer that asks for ``count`` workers of ``kind``.
+
+    ``"auto"`` is processes when all of: two workers or more; records of at most
+    ``PROCESS_MAX_SAMPLE_BYTES`` decoded (small images, where Pillow's per-image Python
+    code, which holds the GIL, is most of the work; a large image is mostly decoded with
+    the GIL released, and threads then keep up with less memory); at least
+    ``PROCESS_MIN_RECORDS`` records (fewer are decoded by threads in less time than
+    worker processes take to start); a platform with the shared memory the pool uses
+    (Linux) and a source that can be rebuilt in a worker. The measurements behind the
+    rule are in docs/data.md."""
+    if kind not in WORKER_TYPES:
+        raise DataError(f"worker_type '{kind}' is not one of {', '.join(WORKER_TYPES)}",
+                        field="worker_type")
+    possible = decode_pool.available() and source.recipe() is not None
+    if kind == "processes" and not possible:
+        why = ("this platform cannot share batch memory with worker processes (it needs "
+               "Linux's memfd_create)" if not decode_pool.available() else
+               f"{source.title} cannot be read in worker processes")
+        raise DataError(f"worker_type: processes: {why}; use threads", field="worker_type")
+    if kind == "auto":
+        small = (int(np.prod(source.sample_shape)) * np.dtype(source.dtype).itemsize
+                 <= PROCESS_MAX_SAMPLE_BYTES)
+        many = len(source) >= PROCESS_MIN_RECORDS
+        return "processes" if count > 1 and possible and small and many else "threads"
+    return kind

@@ -34,6 +34,7 @@ class Samples(abc.ABC):
     label_type: str = "class"           # "class" or "value" (see ``check_labels``)
     source_format: str = ""             # the registered format that opened it
     streamed = False
+    read_ahead = 1                      # batches a prefetch thread begins (``start_take``)
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -54,9 +55,17 @@ class Samples(abc.ABC):
     def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(data (len(indices), *sample_shape), labels (len(indices),) or None)."""
 
-    def use_workers(self, count: int) -> None:
-        """Decode a batch with ``count`` threads: for sources that decode their records one
-        by one (images, LMDB records); the others ignore it."""
+    def start_take(self, indices: np.ndarray) -> PendingTake:
+        """Begin ``take(indices)``: a source that decodes in other processes starts them
+        on it now, so that a batch is decoded while the one before it is used. Its
+        ``result()`` is what ``take`` returns, but may be memory of the source's own
+        that is valid only until ``release()``. By default ``take`` runs in ``result()``."""
+        return PendingTake(lambda: self.take(indices))
+
+    def use_workers(self, count: int, kind: str = "auto") -> None:
+        """Decode a batch with ``count`` workers, threads or processes (``kind``): for
+        sources that decode their records one by one (images, LMDB records); the others
+        ignore it."""
 
     def close(self) -> None:
         """Release open files (a closed source may be reopened by the next ``take``)."""
@@ -65,6 +74,20 @@ class Samples(abc.ABC):
     def title(self) -> str:
         """The name as messages show it: file names quoted, ``builtin:...`` as is."""
         return describe(self.name)
+
+
+class PendingTake:
+    """A ``take`` begun by ``Samples.start_take``: ``result()`` (once) gives (data, labels);
+    ``release()`` (always, after the result is used or to drop it) frees what it held."""
+
+    def __init__(self, take):
+        self._take = take
+
+    def result(self):
+        return self._take()
+
+    def release(self) -> None:
+        """Nothing is held by a plain ``take``."""
 
 
 @dataclass

@@ -102,8 +102,11 @@ class Data(DataLayer):
             None, ge=0, description="batches prepared ahead on a thread; 0: none (made in "
             "the step); default: 4 when a core is spare beyond the compute threads, else 0")
         num_workers: int | None = Field(
-            None, ge=0, description="LMDB: threads decoding the records of a batch at once "
+            None, ge=0, description="LMDB: workers decoding the records of a batch at once "
             "(0 or 1: one); default: one per core, at most 8")
+        worker_type: Literal["auto", "threads", "processes"] = Field(
+            "auto", description="LMDB: what the workers are; auto: processes for 2 workers "
+            "or more, 1,000 records or more of at most 64 KiB each (Linux), else threads")
         rand_skip: int = Field(0, ge=0, description="start at a random record in "
                                "[0, rand_skip) (Caffe's), drawn from the layer's seed")
         force_encoded_color: bool = Field(False, description="decode encoded LMDB records "
@@ -146,7 +149,8 @@ class Data(DataLayer):
                             f"csv), or give only the data top", field="top")
         self.dataset = dataset          # deploy nets read the stored value range from it
         workers = getattr(p, "num_workers", None)
-        dataset.use_workers(default_workers() if workers is None else workers)
+        dataset.use_workers(default_workers() if workers is None else workers,
+                            getattr(p, "worker_type", "auto"))
         self.transform = self._transform(dataset)
         self.feeder = BatchFeeder(dataset, p.batch_size, self.transform,
                                   shuffle=p.shuffle, rng=self.rng.spawn(1)[0],
@@ -248,7 +252,7 @@ class Data(DataLayer):
 class ImageData(Data):
     """Caffe's ImageData: image files listed in ``source`` (``PATH LABEL`` lines), or a
     folder of class folders, decoded a batch at a time (Pillow, the ``image`` extra) by
-    ``num_workers`` threads at once.
+    ``num_workers`` workers at once, threads or processes (``worker_type``).
 
     Colour images are BGR (OpenCV's order, as Caffe reads them), values 0..255; resizing
     to ``new_height`` x ``new_width`` is OpenCV's bilinear. ``class_names`` lists the
@@ -275,8 +279,11 @@ class ImageData(Data):
             None, ge=0, description="batches read and decoded ahead on a thread; 0: none; "
             "default: 4")
         num_workers: int | None = Field(
-            None, ge=0, description="threads decoding the images of a batch at once (0 or "
+            None, ge=0, description="workers decoding the images of a batch at once (0 or "
             "1: one); default: one per core, at most 8")
+        worker_type: Literal["auto", "threads", "processes"] = Field(
+            "auto", description="what the workers are; auto: processes for 2 workers or "
+            "more, 1,000 images or more of at most 64 KiB each decoded (Linux), else threads")
         rand_skip: int = Field(0, ge=0, description="start at a random line in "
                                "[0, rand_skip) (Caffe's), drawn from the layer's seed")
 

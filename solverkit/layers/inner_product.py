@@ -78,11 +78,13 @@ class InnerProduct(Layer):
                                                   self.inference and frozen)
 
     def forward_with_relu(self, bottom, top, negative_slope: float) -> bool:
-        """The forward and an in-place ReLU after it as one oneDNN primitive (inference);
-        False (nothing done) where the forward is a BLAS product."""
-        if self.method != "dnnl":
-            return False
-        self._forward_dnnl(bottom, top, relu=negative_slope)
+        """The forward and an in-place ReLU after it in one pass: one oneDNN primitive (an
+        inner product in inference, a matmul with a post-op in training; the ReLU's
+        backward reads the rectified top as it would after its own forward)."""
+        if self.method == "dnnl":
+            self._forward_dnnl(bottom, top, relu=negative_slope)
+        else:
+            self._forward_blas(bottom, top, relu=negative_slope)
         return True
 
     def _forward_dnnl(self, bottom, top, relu=None):
@@ -106,11 +108,14 @@ class InnerProduct(Layer):
         if self.method == "dnnl":
             self._forward_dnnl(bottom, top)
             return
-        self.last_forward = "blas"
+        self._forward_blas(bottom, top)
+
+    def _forward_blas(self, bottom, top, relu=None):
+        self.last_forward = "blas" + (" + ReLU" if relu is not None else "")
         x = bottom[0].data.reshape(-1, self.fan_in)
         y = top[0].data.reshape(x.shape[0], -1)
         blas.matmul(x, self._weight(), out=y,
-                    bias=self.blobs[1].data if self.params.bias_term else None)
+                    bias=self.blobs[1].data if self.params.bias_term else None, relu=relu)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(-1, self.params.num_output)

@@ -90,10 +90,16 @@ def random_inputs(net: Net, rng: np.random.Generator) -> dict[str, np.ndarray]:
 def _clocked(method, totals: np.ndarray, index: int, recording: list[bool]):
     def timed(*args):
         start = time.perf_counter()
-        method(*args)
+        result = method(*args)
         if recording[0]:
             totals[index] += time.perf_counter() - start
+        return result
     return timed
+
+
+# entry points by which a net runs a layer's forward together with the next layer's (a
+# fused in-place ReLU): their time counts as the first layer's forward
+PAIRED_FORWARDS = ("forward_with_relu",)
 
 
 def time_net(net: Net, iterations: int = 50, warmup: int = 5, seed: int = 0) -> TimingReport:
@@ -109,9 +115,14 @@ def time_net(net: Net, iterations: int = 50, warmup: int = 5, seed: int = 0) -> 
     count = len(net.layers)
     forward_s, backward_s = np.zeros(count), np.zeros(count)
     recording = [False]
+    wrapped = []
     for i, layer in enumerate(net.layers):
-        layer.forward = _clocked(layer.forward, forward_s, i, recording)
-        layer.backward = _clocked(layer.backward, backward_s, i, recording)
+        names = ["forward", "backward", *(name for name in PAIRED_FORWARDS
+                                          if hasattr(layer, name))]
+        for name in names:
+            totals = backward_s if name == "backward" else forward_s
+            setattr(layer, name, _clocked(getattr(layer, name), totals, i, recording))
+        wrapped.append((layer, names))
     try:
         net.forward(**inputs)
         seeds = {} if net.loss_weights else {
@@ -129,8 +140,9 @@ def time_net(net: Net, iterations: int = 50, warmup: int = 5, seed: int = 0) -> 
                 pass_forward += middle - start
                 pass_backward += end - middle
     finally:
-        for layer in net.layers:
-            del layer.forward, layer.backward
+        for layer, names in wrapped:
+            for name in names:
+                delattr(layer, name)
     scale = 1000.0 / iterations
     rows = [LayerTiming(i, layer.name, lspec.type, forward_s[i] * scale, backward_s[i] * scale)
             for i, (layer, lspec) in enumerate(zip(net.layers, net.layer_specs))]

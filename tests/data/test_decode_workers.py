@@ -93,7 +93,7 @@ def test_workers_decode_on_several_threads_the_pixels_opencv_reads(tmp_path, mon
 
     monkeypatch.setattr(images, "load_image_u8", spy)
     net = image_net(source, 3, phase="TEST", batch_size=12, prefetch=0,
-                    transform={"crop_size": 16})
+                    transform={"crop_size": 16}, worker_type="threads")
     try:
         out = net.forward()
     finally:

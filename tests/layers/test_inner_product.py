@@ -41,6 +41,37 @@ def test_inner_product_axis_and_transpose(make_net, input_layer):
     np.testing.assert_allclose(y, np.einsum("nsi,io->nso", x, w.data))
 
 
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_inner_product_and_the_relu_after_it_run_as_one_in_training(blas_backend, slope, rng):
+    """In a training net the product, its bias and an in-place ReLU after it are one pass;
+    the values, the ReLU's and the product's gradients are those of the two layers run one
+    after the other (computed here in float64 from their formulas)."""
+    net = sk.Net({"name": "fused", "dtype": "float32", "force_backward": True, "layers": [
+        {"name": "input", "type": "Input", "top": "x", "shape": [[8, 20]]},
+        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "h", "num_output": 12,
+         "weight_filler": {"type": "gaussian", "std": 0.5},
+         "bias_filler": {"type": "gaussian", "std": 0.5}},
+        {"name": "relu", "type": "ReLU", "bottom": "h", "top": "h", "negative_slope": slope},
+        {"name": "out", "type": "InnerProduct", "bottom": "h", "top": "y", "num_output": 3,
+         "bias_term": False,
+         "weight_filler": {"type": "gaussian", "std": 0.5}}]}, seed=2)
+    x = rng.standard_normal((8, 20)).astype(np.float32)
+    dy = rng.standard_normal((8, 3)).astype(np.float32)
+    y = net.forward(x=x)["y"]
+    net.backward(y=dy)
+    assert net.layer("ip").last_forward == "blas + ReLU"
+    (w, b), (v,) = ([blob.data.astype(np.float64) for blob in net.params[name]]
+                    for name in ("ip", "out"))
+    pre = x @ w.T + b
+    h = np.where(pre > 0, pre, slope * pre)
+    assert (pre < 0).sum() > 10
+    np.testing.assert_allclose(y, h @ v.T, rtol=1e-5, atol=1e-5)
+    dh = (dy @ v) * np.where(pre > 0, 1.0, slope)
+    np.testing.assert_allclose(net.params["ip"][0].diff, dh.T @ x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(net.params["ip"][1].diff, dh.sum(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(net.blobs["x"].diff, dh @ w, rtol=1e-4, atol=1e-5)
+
+
 def test_embed_looks_up_rows_and_adds_bias(rng):
     index = np.array([[3.0, 0.0, 3.0], [1.0, 4.0, 2.0]])
     net = layer_net({"name": "emb", "type": "Embed", "bottom": "i", "top": "y",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_vision import CONV_CASES, DECONV_CASES, POOL_CASES, _conv, _deconv, _input, _net, _pool
 
+import solverkit as sk
 from solverkit import ConfigError, dnnl
 from solverkit.layers import method_choice
 
@@ -200,3 +201,45 @@ def test_resume_is_bit_exact_with_convolutions_on_onednn(tmp_path):
         assert np.array_equal(p.blob.data, q.blob.data), p.key
     straight.close()
     second.close()
+
+
+def _conv_pool_ip_step(x, dy, **net_options):
+    """Output, input gradient and parameter gradients of a convolution → pooling → inner
+    product net on oneDNN (the forward only when ``net_options`` make it an inference net)."""
+    previous = method_choice.prefer("dnnl")
+    try:
+        net = sk.Net({"name": "omp", "dtype": "float32", "layers": [
+            _input(x.shape),
+            {**_conv(num_output=16, kernel_size=3, pad=1), "top": "c"},
+            {**_pool(pool="MAX", kernel_size=2, stride=2), "bottom": "c", "top": "p"},
+            {"name": "ip", "type": "InnerProduct", "bottom": "p", "top": "y", "num_output": 5,
+             "weight_filler": {"type": "xavier"}}]}, seed=3, **net_options)
+        y = net.forward(x=x)["y"].copy()
+        if net_options:
+            return [y]
+        net.backward(y=dy)
+        return [y, net.blobs["x"].diff.copy(),
+                *[blob.diff.copy() for name in ("conv", "ip") for blob in net.params[name]]]
+    finally:
+        method_choice.prefer(previous)
+
+
+@needs_dnnl
+@pytest.mark.parametrize("net_options", [{}, {"phase": "TEST", "inference": True, "outputs_only": True}])
+def test_onednn_leaves_another_librarys_openmp_thread_count_as_it_found_it(net_options, rng):
+    """OpenMP's thread count is shared with every library on the same libgomp (PyTorch's
+    wheel brings one): solverkit's primitives run on solverkit's count and put the other
+    count back, and their results are the bits they give when nobody changed it."""
+    gomp = dnnl._library[1]
+    before = gomp.omp_get_max_threads()
+    x = rng.standard_normal((4, 3, 12, 12)).astype(np.float32)
+    dy = rng.standard_normal((4, 5)).astype(np.float32)
+    expected = _conv_pool_ip_step(x, dy, **net_options)
+    try:
+        gomp.omp_set_num_threads(3)           # as another library set it
+        got = _conv_pool_ip_step(x, dy, **net_options)
+        assert gomp.omp_get_max_threads() == 3
+    finally:
+        gomp.omp_set_num_threads(before)
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(have, want)

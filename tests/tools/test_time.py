@@ -61,3 +61,16 @@ layers:
     out = capsys.readouterr().out
     names = [re.split(r"\s{2,}", line.strip())[1] for line in out.splitlines()[2:-2]]
     assert sorted(names) == ["data", "ip", "loss"]
+
+
+def test_a_fused_pair_is_timed_on_the_first_layers_row(mlp_file):
+    """ip1 and the in-place relu1 after it run as one product in training: the pair's
+    time is ip1's forward, relu1's forward shows none, and the clocks come off again."""
+    net = Net(mlp_file, seed=0)
+    assert net.layer_specs[net.layer_names.index("relu1")].bottom == ["ip1"]
+    report = time_net(net, iterations=3, warmup=1)
+    rows = {t.name: t for t in report.layers}
+    assert rows["ip1"].forward_ms > 0 and rows["relu1"].forward_ms == 0
+    assert rows["relu1"].backward_ms > 0
+    assert net.layer("ip1").last_forward.endswith("+ ReLU")
+    assert not {"forward", "forward_with_relu"} & set(vars(net.layer("ip1")))
