@@ -11,7 +11,10 @@ plan per layer shape, ``ConvolutionPlan`` (``forward``, ``backward_data``,
 ``backward_weights``; the weights in Caffe's (O, I/g, kh, kw) layout) and ``PoolingPlan``
 (``forward``, ``backward``), on float32 NCHW arrays. Convolution primitives choose their
 own blocked layouts ("any"); the reorders between numpy's arrays and those layouts are
-part of the plan and run on oneDNN's threads, into buffers that all plans share.
+part of the plan and run on oneDNN's threads, into buffers that all plans share. An
+inference plan may also be told that an array already holds the blocked layout
+``TAG_BLOCKED`` (nChw16c: a net keeping it between layers, ``layouts.py``), and then
+works on it where it lies.
 
 ``SOLVERKIT_CONV`` chooses: ``auto`` (the default: oneDNN when it loads, else numpy),
 ``dnnl`` (an error when it does not) or ``numpy``; ``set_backend`` does the same.
@@ -52,6 +55,8 @@ CHOICES = ("auto", "dnnl", "numpy")
 MAX_NDIMS = 12
 F32 = 3
 TAG_ANY, TAG_A, TAG_AB, TAG_ABCD, TAG_ABCDE = 1, 2, 3, 5, 6
+# aBcd16b, "nChw16c": (N, C/16, H, W, 16), sixteen channels innermost (C a multiple of 16)
+TAG_BLOCKED = 78
 CPU, STREAM_DEFAULT = 1, 1
 FORWARD_TRAINING, FORWARD_INFERENCE = 64, 96
 CONVOLUTION_DIRECT = 0x1
@@ -360,9 +365,12 @@ class _Tensor:
     copied) into the buffer and back, so that oneDNN always sees the same alignment.
     """
 
-    def __init__(self, shape, chosen: Handle, role: str):
+    def __init__(self, shape, chosen: Handle, role: str, blocked: bool = False):
         lib = _library[0]
-        self.plain = _Memory(_memory_desc(shape, _plain_tag(len(shape))))
+        # numpy's side: the array's memory in plain order, or in TAG_BLOCKED's (a blob of a
+        # net that keeps the blocked layout between its layers, see ``layouts.py``)
+        outside = TAG_BLOCKED if blocked else _plain_tag(len(shape))
+        self.plain = _Memory(_memory_desc(shape, outside))
         self.same = bool(lib.dnnl_memory_desc_equal(self.plain.desc, chosen))
         self.inner = _Memory(chosen, role)
         self._in = self._out = None
@@ -456,14 +464,19 @@ class ConvolutionPlan:
 
     Without ``training`` the forward primitive is oneDNN's inference kind, and ``relu`` (a
     negative slope, or None) fuses ``y = max(y, 0) + relu · min(y, 0)`` into it: the
-    result is stored once, already rectified.
+    result is stored once, already rectified. ``blocked_source`` and ``blocked_result``
+    (inference only) say that ``x``, respectively ``y``, holds its values in TAG_BLOCKED's
+    order (nChw16c) instead of NCHW: the primitive then works on it as it lies.
     """
 
     @_on_solverkit_threads
     def __init__(self, x_shape, y_shape, weight_shape, groups, bias, stride, pad, dilation,
-                 training=True, relu: float | None = None):
+                 training=True, relu: float | None = None, blocked_source: bool = False,
+                 blocked_result: bool = False):
         if training and relu is not None:
             raise ValueError("a fused ReLU is for inference plans only")
+        if training and (blocked_source or blocked_result):
+            raise ValueError("blocked blobs are for inference plans only")
         lib = _library[0]
         # a primitive divides its work for the thread count it is made with: make it with
         # the count it runs with (a plan is for one thread count)
@@ -488,7 +501,14 @@ class ConvolutionPlan:
         pointwise = (tuple(weight_shape[2:]) == (1, 1) and tuple(stride) == (1, 1)
                      and tuple(pad) == (0, 0))
         layout = TAG_ABCD if (not training and pointwise) else any_
-        src, dst = _memory_desc(x_shape, layout), _memory_desc(y_shape, layout)
+        if blocked_source or blocked_result:
+            # the other side "any" (oneDNN then takes the blocked layout there too and the
+            # tensor reorders): NCHW on one side and blocked on the other has only oneDNN's
+            # reference kernel, hundreds of times slower
+            src = _memory_desc(x_shape, TAG_BLOCKED if blocked_source else any_)
+            dst = _memory_desc(y_shape, TAG_BLOCKED if blocked_result else any_)
+        else:
+            src, dst = _memory_desc(x_shape, layout), _memory_desc(y_shape, layout)
         wei = _memory_desc(weights, any_)
         bias_desc = _memory_desc((o,), TAG_A) if bias else None
         attr = _attr()
@@ -499,11 +519,10 @@ class ConvolutionPlan:
             attr if relu is None else _attr(relu)), "convolution forward")
         self.relu = relu
         self._forward = _Primitive(forward)
-        self.x = _Tensor(x_shape, _query(forward, QUERY_SRC), "src")
+        self.x = _Tensor(x_shape, _query(forward, QUERY_SRC), "src", blocked=blocked_source)
         self.weight = _Tensor(weights, _query(forward, QUERY_WEIGHTS), "weights")
-        self.y = _Tensor(y_shape, _query(forward, QUERY_DST), "dst")
+        self.y = _Tensor(y_shape, _query(forward, QUERY_DST), "dst", blocked=blocked_result)
         self.bias = _Tensor((o,), bias_desc, "bias") if bias else None
-        self._between: _Memory | None = None
         self._backward_data = self._backward_weights = None
         if training:
             data = Handle()
@@ -544,20 +563,6 @@ class ConvolutionPlan:
     def _forward_locked(self, x, weight, bias, y, constant_weight=False) -> None:
         _run_forward(self, x, weight, bias, self.y.target(y), constant_weight)
         self.y.store()
-
-    @property
-    def destination(self) -> Handle:
-        """The memory descriptor of the forward's result in the primitive's layout."""
-        return self.y.inner.desc
-
-    @_on_solverkit_threads
-    def forward_in_place_layout(self, x, weight, bias, constant_weight=False) -> _Memory:
-        """The forward with its result left in the primitive's layout, in the arena's
-        buffer between two primitives (the caller holds ``_arena_lock`` and reads it next)."""
-        if self._between is None:
-            self._between = _Memory(self.y.inner.desc, "between")
-        _run_forward(self, x, weight, bias, self._between.in_arena(), constant_weight)
-        return self._between
 
     @_on_solverkit_threads
     def backward_data(self, dy, weight, dx) -> None:
@@ -630,26 +635,27 @@ class PoolingPlan:
     last window covers beyond the image (Caffe's ceil overhang included); MAX keeps the
     index of each window's maximum for ``backward`` in a workspace of the plan. With
     ``relu`` (a negative slope; inference only) the pooled values are rectified before they
-    are stored (a post-op), as an in-place ReLU after the pooling would. With ``source``
-    (a memory descriptor; inference only) it pools images in that layout instead: a
-    convolution's own, see ``forward_from``."""
+    are stored (a post-op), as an in-place ReLU after the pooling would. ``blocked_source``
+    and ``blocked_result`` (inference only) say that ``x``, respectively ``y``, holds its
+    values in TAG_BLOCKED's order (nChw16c) instead of NCHW."""
 
     @_on_solverkit_threads
     def __init__(self, x_shape, y_shape, kernel, stride, pad, algorithm, training=True,
-                 relu: float | None = None, source: Handle | None = None):
+                 relu: float | None = None, blocked_source: bool = False,
+                 blocked_result: bool = False):
         lib = _library[0]
         self.threads = num_threads()
         h, w = x_shape[2:]
         out_h, out_w = y_shape[2:]
         pad_r = _dims([(out - 1) * s + k - size - p for out, s, k, size, p
                        in zip((out_h, out_w), stride, kernel, (h, w), pad)])
-        src = _memory_desc(x_shape, TAG_ABCD) if source is None else source
-        # from another layout: its own for the result too (oneDNN's fast kernels pool
-        # within one layout), reordered to NCHW as it is stored
-        dst = _memory_desc(y_shape, TAG_ABCD if source is None else TAG_ANY)
+        src = _memory_desc(x_shape, TAG_BLOCKED if blocked_source else TAG_ABCD)
+        # the result in the source's layout where oneDNN chooses (its fast kernels pool
+        # within one layout), reordered as it is stored where the top's differs
+        dst = _memory_desc(y_shape, TAG_ANY if blocked_source or blocked_result else TAG_ABCD)
         alg = POOLING_ALGORITHMS[algorithm]
-        if source is not None and training:
-            raise ValueError("a pooling plan reads another layout only for inference")
+        if (blocked_source or blocked_result) and training:
+            raise ValueError("blocked blobs are for inference plans only")
         if relu is not None and training:
             raise ValueError("a pooling plan rectifies its result only for inference")
         attr = _attr()
@@ -659,8 +665,8 @@ class PoolingPlan:
             alg, src, dst, _dims(stride), _dims(kernel), _dims((0, 0)), _dims(pad), pad_r,
             _attr(relu)), "pooling forward")
         self._forward = _Primitive(forward)
-        self.x = _Tensor(x_shape, src, "src")
-        self.y = _Tensor(y_shape, _query(forward, QUERY_DST), "dst")
+        self.x = _Tensor(x_shape, src, "src", blocked=blocked_source)
+        self.y = _Tensor(y_shape, _query(forward, QUERY_DST), "dst", blocked=blocked_result)
         workspace = _query(forward, QUERY_WORKSPACE)
         self._workspace = None
         if workspace is not None and lib.dnnl_memory_desc_get_size(workspace):
@@ -689,19 +695,6 @@ class PoolingPlan:
             args = [(ARG_SRC, self.x.load(x)), (ARG_DST, self.y.target(y))]
             if self._workspace is not None:
                 args.append((ARG_WORKSPACE, self._workspace))
-            self._forward.run(args)
-            self.y.store()
-
-    @_on_solverkit_threads
-    def forward_from(self, convolution: ConvolutionPlan, x, weight, bias, y,
-                     constant_weight=False) -> None:
-        """``y`` = this pooling of ``convolution``'s forward of ``x``, the convolution's
-        result left in its own (blocked) layout in a buffer between the two: neither the
-        reorder of that result back to NCHW nor a pass of the pooling over NCHW. The plan
-        was made with ``source`` = the convolution's destination layout."""
-        with _arena_lock:
-            between = convolution.forward_in_place_layout(x, weight, bias, constant_weight)
-            args = [(ARG_SRC, between), (ARG_DST, self.y.target(y))]
             self._forward.run(args)
             self.y.store()
 

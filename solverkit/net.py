@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import memory_plan
+from . import layouts, memory_plan
 from .blob import ALIGNMENT, Blob, aligned_copy, freeze_array
 from .errors import (
     ConfigError,
@@ -71,7 +71,8 @@ class Net:
     ``outputs_only=True`` as well, only the inputs and outputs keep their values after a
     forward: the blobs between them share memory (``memory_plan``), as onnxruntime's and
     OpenCV's intermediate tensors do — a deep net then holds a few blobs' worth of
-    activations instead of all of them.
+    activations instead of all of them — and the blobs between oneDNN's convolutions and
+    poolings keep its blocked layout instead of NCHW (``layouts.py``, ``layout_plan``).
     ``share_diffs=True`` (what a ``Solver`` builds its training net with) lets the diffs of
     the blobs between the inputs and the outputs share memory in the same way, each live
     only during the part of a backward that writes and reads it (``memory_plan.plan_diffs``):
@@ -144,12 +145,11 @@ class Net:
         self._set_inference(phase == "TEST")
         if inference:
             self._freeze(copy=False)    # nobody else holds the new arrays yet
-        # convolution position -> position of the pooling that alone reads its top
-        self._poolings_after: dict[int, int] = {}
+        # the blobs kept in oneDNN's blocked layout between layers (outputs_only nets)
+        self.layout_plan: layouts.LayoutPlan | None = None
         if outputs_only:
             self.outputs_only = True
             self._share_memory()
-            self._poolings_after = self._find_poolings_after()
         if share_diffs:
             self.share_diffs = True
             self._share_diff_memory()
@@ -393,32 +393,6 @@ class Net:
             chains[position - 1] = (position, relu)
         return chains
 
-    def _find_poolings_after(self) -> dict[int, int]:
-        """Convolutions (each with its fused ReLU, if any) whose top only a Pooling right
-        after reads: in a net that keeps only its outputs the two run as one step, the
-        convolution's result left in oneDNN's layout between them (see
-        ``Pooling.forward_after_convolution``)."""
-        readers: dict[int, int] = {}
-        for bottoms in self.bottoms:
-            for blob in bottoms:
-                root = memory_plan.root(blob)
-                readers[id(root)] = readers.get(id(root), 0) + 1
-        kept = {id(self.blobs[name]) for name in self.outputs}
-        pairs = {}
-        for position, layer in enumerate(self.layers):
-            if layer.type != "Convolution" or len(self.tops[position]) != 1:
-                continue
-            top = self.tops[position][0]
-            after = position + (2 if position in self._fusions else 1)
-            if after >= len(self.layers) or id(top) in kept:
-                continue
-            pooling = self.layers[after]
-            if (pooling.type == "Pooling" and len(self.tops[after]) == 1
-                    and self.bottoms[after][0] is top
-                    and readers[id(top)] == 1 + (after - position - 1)):   # the pooling (and ReLU)
-                pairs[position] = after
-        return pairs
-
     @property
     def inference_forward(self) -> bool:
         """Whether forwards run as inference (a TEST net before its first backward)."""
@@ -462,12 +436,17 @@ class Net:
 
     def _share_memory(self) -> None:
         """Blobs other than the inputs, outputs and loss tops share buffers (see
-        ``memory_plan``); planned again whenever the net is reshaped."""
+        ``memory_plan``), and those between oneDNN's convolutions and poolings keep its
+        blocked layout (see ``layouts``); planned again whenever the net is reshaped."""
         pinned = [*self.input_blobs.values(), *(self.blobs[name] for name in self.outputs),
                   *(blob for blob, _ in self.loss_weights)]
         self.memory_slabs = memory_plan.plan([layer.type for layer in self.layers],
                                              self.bottoms, self.tops, pinned)
         memory_plan.apply(self.memory_slabs)
+        folded = {position for fold in self._folds.values()
+                  for position in range(fold.position + 1, fold.last + 1)}
+        self.layout_plan = layouts.plan(self.layers, self.bottoms, self.tops, pinned, folded)
+        self.layout_plan.mark(self.layers, self.bottoms, self.tops)
 
     def _share_diff_memory(self) -> None:
         """Diffs of the blobs between the inputs and the outputs share buffers (see
@@ -742,12 +721,18 @@ class Net:
         run as one where all their layers are in the range."""
         fusions = self._fusions
         folds = self._folds if self.inference_only else {}
+        guarded = self.layout_plan.guarded if self.layout_plan is not None else {}
         position = start
         while position <= end:
             yield position
             layer, bottom, top = self.layers[position], self.bottoms[position], self.tops[position]
             if layer.shapes_follow_data:
                 self._reshape_from(position)
+            blocked = guarded.get(position)
+            if blocked is not None and not getattr(layer, "runs_blocked", False):
+                self.layout_plan.forward_converted(layer, bottom, top, blocked)
+                position += 1
+                continue
             fold = folds.get(position)
             if fold is not None and fold.last <= end:
                 after = fold.forward(bottom, top, with_relu=fold.last < end)
@@ -755,14 +740,6 @@ class Net:
                     position = after
                     continue
             slope = fusions.get(position)
-            after = self._poolings_after.get(position) if self._inference else None
-            if after is not None and after <= end:
-                rectify = fusions.get(after) if after < end else None   # pooling + ReLU
-                if self.layers[after].forward_after_convolution(
-                        layer, bottom[0].data, top[0].data, self.tops[after][0].data, slope,
-                        rectify):
-                    position = after + (1 if rectify is None else 2)
-                    continue
             if slope is not None and position < end and \
                     layer.forward_with_relu(bottom, top, slope):
                 position += 2

@@ -151,17 +151,20 @@ class _ConvolutionBase(Layer):
             f"{width + 2 * self.pad[1]}", field=_field(p, "kernel_size", "kernel_h"))
 
     def _dnnl_plan(self, x_shape, y_shape, bias: bool, training: bool = True,
-                   relu: float | None = None):
+                   relu: float | None = None, blocked: tuple[bool, bool] = (False, False)):
         """The oneDNN plan of the convolution from ``x_shape`` to ``y_shape`` (for a
         Deconvolution: from its top to its bottom), kept while the shapes, the thread
         count and the kind stay: a ``training`` plan (forward and backward primitives) or
-        an inference one (forward only, ``relu`` fused if not None)."""
-        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), bias, training, relu)
+        an inference one (forward only, ``relu`` fused if not None, ``blocked``: whether
+        its source and its result are in oneDNN's blocked layout)."""
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), bias, training, relu,
+               blocked)
         plan = getattr(self, "_plan", None)
         if plan is None or self._plan_key != key:
             plan = self._plan = dnnl.ConvolutionPlan(
                 x_shape, y_shape, self.blobs[0].shape, self.params.group, bias, self.stride,
-                self.pad, self.dilation, training=training, relu=relu)
+                self.pad, self.dilation, training=training, relu=relu,
+                blocked_source=blocked[0], blocked_result=blocked[1])
             self._plan_key = key
         return plan
 
@@ -189,10 +192,32 @@ class Convolution(_ConvolutionBase):
     """
 
     packed_params = (0,)
+    # whether the bottom and the top hold oneDNN's blocked layout (nChw16c) instead of NCHW:
+    # set by a net that keeps that layout between its layers (``layouts.py``)
+    blocked = (False, False)
 
     def weight_shape(self):
         p = self.params
         return (p.num_output, self.channels // p.group, *self.kernel)
+
+    @property
+    def runs_blocked(self) -> bool:
+        """Whether the forward reads and writes blobs in the blocked layout now: an inference
+        forward on oneDNN."""
+        return self.inference and self.method == "dnnl"
+
+    def blocked_kernels(self, source: bool, result: bool) -> bool:
+        """Whether oneDNN runs this inference forward with the bottom (``source``) and the
+        top (``result``) in the blocked layout on a kernel of its own, not on its reference
+        implementation (hundreds of times slower: a CPU whose kernels block by 8, a shape
+        they do not cover)."""
+        if not self.runs_blocked:
+            return False
+        g = self.geometry
+        plan = self._dnnl_plan((g.n, g.channels, g.height, g.width),
+                               (g.n, g.num_output, g.out_h, g.out_w), self.params.bias_term,
+                               training=False, blocked=(source, result))
+        return not any(name.startswith("ref") for name in plan.implementations())
 
     def reshape(self, bottom, top):
         n, c, h, w = self._bottom_shape(bottom)
@@ -345,15 +370,17 @@ class Convolution(_ConvolutionBase):
         return self.blobs[0].data, (self.blobs[1].data if self.params.bias_term else None)
 
     def _forward_dnnl(self, x, y, weight, bias, relu=None):
+        blocked = self.blocked if self.inference else (False, False)
         plan = self._dnnl_plan(x.shape, y.shape, bias is not None, training=not self.inference,
-                               relu=relu)
+                               relu=relu, blocked=blocked)
         # A read-only weight array that owns its memory (a net built for inference freezes
         # its parameters so) cannot change: oneDNN's layout of it is computed once.
         constant = self.inference and is_frozen(weight)
         plan.forward(x, weight, bias, y, constant_weight=constant)
         self.last_forward = ("dnnl " + ("inference" if self.inference else "training")
                              + (" + ReLU" if relu is not None else "")
-                             + (", packed weights" if constant else ""))
+                             + (", packed weights" if constant else "")
+                             + _blocked_words(blocked))
 
     def forward(self, bottom, top):
         self._forward(bottom[0].data, top[0].data, *self._own_weights())
@@ -585,6 +612,8 @@ class Pooling(Layer):
     min_bottoms = max_bottoms = 1
     min_tops = 1
     max_tops = 2
+    # whether the bottom and the top hold oneDNN's blocked layout (as Convolution's)
+    blocked = (False, False)
 
     def setup(self, bottom, top):
         p = self.params
@@ -650,59 +679,53 @@ class Pooling(Layer):
 
     @property
     def _method(self) -> tuple[str, str | None]:
-        if self.params.global_pooling:
-            return "phases", None
+        return self._method_for(self.blocked[0])
+
+    def _method_for(self, blocked_source: bool) -> tuple[str, str | None]:
+        if self.params.global_pooling and not blocked_source:
+            return "phases", None       # a mean or max per channel: numpy's reduction
         x_shape, y_shape, dtype, mask = self._geometry
         return method_choice.pooling_method(self.params.pool, x_shape, y_shape, self.kernel,
                                       self.stride, self.pad, dtype, mask=mask)
 
     @property
     def method(self) -> str:
-        """``dnnl`` or ``phases`` (``method_choice.pooling_method``; global pooling: ``phases``)."""
+        """``dnnl`` or ``phases`` (``method_choice.pooling_method``; global pooling:
+        ``phases``, unless its bottom is in the blocked layout)."""
         return self._method[0]
 
-    def _dnnl_plan(self, x_shape, y_shape, training: bool = True, relu: float | None = None):
+    @property
+    def runs_blocked(self) -> bool:
+        """Whether the forward reads and writes blobs in the blocked layout now: an inference
+        forward on oneDNN (one top: Caffe's mask top stays with numpy)."""
+        return self.inference and self._method_for(True)[0] == "dnnl"
+
+    def blocked_kernels(self, source: bool, result: bool) -> bool:
+        """Whether oneDNN runs this inference forward with the bottom (``source``) and the
+        top (``result``) in the blocked layout on a kernel of its own (see Convolution's)."""
+        if not self.runs_blocked:
+            return False
+        x_shape, y_shape = self._geometry[:2]
+        plan = self._dnnl_plan(x_shape, y_shape, training=False, blocked=(source, result))
+        return not any(name.startswith("ref") for name in plan.implementations())
+
+    def _dnnl_plan(self, x_shape, y_shape, training: bool = True, relu: float | None = None,
+                   blocked: tuple[bool, bool] | None = None):
         """oneDNN's pooling for these shapes and the thread count, kept while they stay: a
         ``training`` plan keeps MAX's indices in a workspace for backward, an inference
-        plan keeps nothing (and may rectify its result, ``relu``)."""
-        algorithm = self._method[1]
-        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), algorithm, training, relu)
+        plan keeps nothing (and may rectify its result, ``relu``; ``blocked``: whether
+        its bottom and its top are in the blocked layout, by default ``self.blocked``)."""
+        if blocked is None:
+            blocked = (False, False) if training else self.blocked
+        algorithm = self._method_for(blocked[0])[1]
+        key = (tuple(x_shape), tuple(y_shape), threads.num_threads(), algorithm, training, relu,
+               blocked)
         if getattr(self, "_dnnl_key", None) != key:
             self._dnnl = dnnl.PoolingPlan(x_shape, y_shape, self.kernel, self.stride,
-                                          self.pad, algorithm, training=training, relu=relu)
+                                          self.pad, algorithm, training=training, relu=relu,
+                                          blocked_source=blocked[0], blocked_result=blocked[1])
             self._dnnl_key = key
         return self._dnnl
-
-    def forward_after_convolution(self, convolution: Convolution, x: np.ndarray,
-                                  between: np.ndarray, y: np.ndarray, relu: float | None,
-                                  pooled_relu: float | None = None) -> bool:
-        """``convolution``'s inference forward of ``x`` (with its fused ReLU when ``relu``
-        is not None), then this pooling of it into ``y`` (rectified when ``pooled_relu`` is
-        not None), where oneDNN runs both on frozen weights: the convolution's result stays
-        in its own layout between the two, and ``between`` (the convolution's top, which
-        nothing else reads) is not written. False (nothing done) elsewhere."""
-        weight = convolution.blobs[0].data
-        if not (self.inference and convolution.inference and self.method == "dnnl"
-                and convolution.method == "dnnl" and is_frozen(weight)
-                and type(convolution) is Convolution):
-            return False
-        bias = convolution.params.bias_term
-        plan = convolution._dnnl_plan(x.shape, between.shape, bias, training=False, relu=relu)
-        key = (id(plan), tuple(y.shape), threads.num_threads(), self._method[1], pooled_relu)
-        if getattr(self, "_after_key", None) != key:
-            self._after = dnnl.PoolingPlan(between.shape, y.shape, self.kernel, self.stride,
-                                           self.pad, self._method[1], training=False,
-                                           relu=pooled_relu, source=plan.destination)
-            self._after_key = key
-        self._after.forward_from(plan, x, weight,
-                                 convolution.blobs[1].data if bias else None, y,
-                                 constant_weight=True)
-        self._forwarded = None
-        convolution.last_forward = ("dnnl inference" + (" + ReLU" if relu is not None else "")
-                                    + ", packed weights, into pooling")
-        self.last_forward = ("dnnl inference" + (" + ReLU" if pooled_relu is not None else "")
-                             + ", from the convolution's layout")
-        return True
 
     def forward_with_relu(self, bottom, top, negative_slope: float) -> bool:
         """The forward followed by an in-place ReLU of ``negative_slope`` in one pass, where
@@ -712,7 +735,7 @@ class Pooling(Layer):
         x, y = bottom[0].data, top[0].data
         self._dnnl_plan(x.shape, y.shape, training=False, relu=negative_slope).forward(x, y)
         self._forwarded = None
-        self.last_forward = "dnnl inference + ReLU"
+        self.last_forward = "dnnl inference + ReLU" + _blocked_words(self.blocked)
         return True
 
     def _plan(self, images, h, w, out_h, out_w, dtype):
@@ -754,6 +777,8 @@ class Pooling(Layer):
             self._dnnl_plan(x.shape, y.shape, training=not self.inference).forward(x, y)
             # the plan whose workspace backward reads (none after an inference forward)
             self._forwarded = None if self.inference else self._dnnl_key
+            if self.inference:
+                self.last_forward += _blocked_words(self.blocked)
         else:
             self._forward_numpy(x, y, keep_argmax=not self.inference or len(top) == 2)
         if len(top) == 2:
@@ -1087,3 +1112,11 @@ class Im2colLayer(Layer):
             col = np.ascontiguousarray(top[0].diff.transpose(1, 0, 2, 3)).reshape(
                 top[0].shape[1], -1)
             self.columns.col2im(col, bottom[0].diff)
+
+
+def _blocked_words(blocked: tuple[bool, bool]) -> str:
+    """How ``last_forward`` names a forward's blobs in the blocked layout."""
+    source, result = blocked
+    if source and result:
+        return ", blocked in and out"
+    return ", blocked in" if source else ", blocked out" if result else ""
