@@ -134,9 +134,10 @@ def test_inference_forward_equals_training_forward(name, method):
 
 @needs_dnnl
 @pytest.mark.parametrize("batch", [1, 2, 5])
-def test_frozen_inner_product_at_batch_1_and_2_reads_its_weights_in_place(batch):
-    """A matrix-vector product streams the weights once: in Caffe's layout, read where
-    they lie (no second copy); larger batches take oneDNN's blocked copy."""
+def test_frozen_inner_product_reads_its_weights_in_place_at_every_batch(batch):
+    """The weights are read in Caffe's layout where they lie, no second copy of them: by
+    oneDNN's inner product at batch 1 and 2 (a matrix-vector product streams them once),
+    by its matmul at larger batches."""
     spec = {"name": "ip", "layers": [
         {"name": "data", "type": "Input", "top": "data", "shape": [[batch, 37]]},
         _ip("ip1", "data", 23), _relu("ip1")]}
@@ -145,10 +146,12 @@ def test_frozen_inner_product_at_batch_1_and_2_reads_its_weights_in_place(batch)
     y = net.forward(data=x)["ip1"]
     weight, bias = (blob.data for blob in net.params["ip1"])
     np.testing.assert_allclose(y, np.maximum(x @ weight.T + bias, 0), rtol=1e-5, atol=1e-6)
-    in_place = batch <= 2
-    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, " + (
-        "weights read in place" if in_place else "packed weights")
-    assert (net.layer("ip1")._plan.weight._packed is None) == in_place
+    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, weights read in place"
+    plan = net.layer("ip1")._plan
+    if batch <= 2:
+        assert plan.weight._packed is None
+    else:
+        assert isinstance(plan, dnnl.MatmulPlan) and plan.implementation().startswith("brg")
 
 
 @needs_dnnl
@@ -321,8 +324,8 @@ def test_inner_product_relu_fused_and_freeze_after_surgery():
     net.freeze()
     np.testing.assert_allclose(_output(net, x), _output(_training_form(spec, new), x),
                                rtol=1e-5, atol=1e-6)
-    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, packed weights"
-    assert net.layer("ip2").last_forward == "dnnl inference, packed weights"
+    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, weights read in place"
+    assert net.layer("ip2").last_forward == "dnnl inference, weights read in place"
     with pytest.raises(ValueError, match="read-only"):
         net.params["ip1"][0].data[...] = 0
     # a new array put in place of a frozen one is used as it is (and not packed)

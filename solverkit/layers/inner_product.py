@@ -13,9 +13,12 @@ from ..spec.net import FillerSpec, LayerParams
 from . import method_choice
 from .base import Layer, accumulate_matmul, accumulate_sum
 
-# up to this many rows, an inference forward reads frozen weights in Caffe's own layout
-# (oneDNN's gemm: a matrix-vector product streams them once, ~30% faster at batch 1 than
-# its blocked layout, and needs no second copy of them); more rows take the blocked one
+# An inference forward reads frozen weights in Caffe's own layout, where they lie: up to
+# this many rows with oneDNN's inner product (its gemm: a matrix-vector product streams
+# them once, ~40% faster at batch 1 than its blocked layout), more rows with oneDNN's
+# matmul. oneDNN's blocked copy of them was faster at 16 rows (CaffeNet's fc6 9.0 against
+# 13.3 ms) but is a second copy of the largest weights of a net (234 MB for CaffeNet's
+# three, more than the rest of its forward at batch 16); no copy is made.
 PLAIN_WEIGHT_ROWS = 2
 
 
@@ -90,19 +93,27 @@ class InnerProduct(Layer):
     def _forward_dnnl(self, bottom, top, relu=None):
         x = bottom[0].data.reshape(-1, self.fan_in)
         y = top[0].data.reshape(x.shape[0], -1)
-        key = (x.shape[0], threads.num_threads(), relu)
+        weight, bias = self._weight(), self.blobs[1].data if self.params.bias_term else None
+        key = (x.shape, x.strides, weight.strides, y.strides, threads.num_threads(), relu)
         if getattr(self, "_plan_key", None) != key:
-            self._plan = dnnl.InnerProductPlan(x.shape[0], self.fan_in, self.params.num_output,
-                                               self.params.bias_term, relu=relu,
-                                               plain_weights=x.shape[0] <= PLAIN_WEIGHT_ROWS)
+            if x.shape[0] <= PLAIN_WEIGHT_ROWS:
+                self._plan = dnnl.InnerProductPlan(x.shape[0], self.fan_in,
+                                                   self.params.num_output,
+                                                   self.params.bias_term, relu=relu,
+                                                   plain_weights=True)
+            else:
+                self._plan = dnnl.MatmulPlan(x, weight, y, bias=bias is not None, relu=relu)
             self._plan_key = key
-        # frozen (see ``method``): the weights cannot change, their layout is computed once
-        self._plan.forward(x, self.blobs[0].data,
-                           self.blobs[1].data if self.params.bias_term else None, y,
-                           constant_weight=True)
+        if isinstance(self._plan, dnnl.MatmulPlan):
+            self._plan.run(x, weight, y, bias)
+            direct = True
+        else:
+            # frozen (see ``method``): the weights cannot change; a copy of them, where one
+            # is needed (an unaligned array), is made once
+            self._plan.forward(x, self.blobs[0].data, bias, y, constant_weight=True)
+            direct = self._plan.weight.direct
         self.last_forward = ("dnnl inference" + (" + ReLU" if relu is not None else "")
-                             + (", weights read in place" if self._plan.weight.direct
-                                else ", packed weights"))
+                             + (", weights read in place" if direct else ", weights copied"))
 
     def forward(self, bottom, top):
         if self.method == "dnnl":
