@@ -464,6 +464,17 @@ class Net:
         memory_plan.apply_diffs(self.diff_slabs)
         self._shared_diffs = {id(blob) for slab in self.diff_slabs for blob in slab.blobs}
 
+    def keep_every_diff(self) -> None:
+        """From the next backward on, every blob's diff is an array of its own again (what
+        ``share_diffs=False`` builds): for code that reads the diffs of the blobs between
+        the inputs and the outputs after a backward (``DebugInfo``)."""
+        for slab in self.diff_slabs:
+            for blob in slab.blobs:
+                blob.release_diff()
+        self.share_diffs = False
+        self.diff_slabs = []
+        self._shared_diffs = set()
+
     def _packed_blobs(self) -> list[Blob]:
         unique = {id(layer.blobs[j]): layer.blobs[j] for layer in self.layers
                   for j in layer.packed_params}

@@ -9,6 +9,7 @@ import pytest
 import caffe
 import solverkit as sk
 from solverkit import ConfigError, dnnl
+from solverkit.layers import inner_product
 from solverkit.layers import method_choice
 
 HAVE_DNNL = dnnl.set_backend("auto") == "dnnl"
@@ -134,10 +135,14 @@ def test_inference_forward_equals_training_forward(name, method):
 
 @needs_dnnl
 @pytest.mark.parametrize("batch", [1, 2, 5])
-def test_frozen_inner_product_reads_its_weights_in_place_at_every_batch(batch):
-    """The weights are read in Caffe's layout where they lie, no second copy of them: by
-    oneDNN's inner product at batch 1 and 2 (a matrix-vector product streams them once),
-    by its matmul at larger batches."""
+@pytest.mark.parametrize("large", [False, True])
+def test_frozen_inner_product_packs_only_small_weights_beyond_batch_2(batch, large,
+                                                                      monkeypatch):
+    """At batch 1 and 2 the weights are read in Caffe's layout where they lie (a
+    matrix-vector product streams them once); beyond, small weights get oneDNN's blocked
+    copy and weights over ``PACKED_WEIGHT_MAX_BYTES`` are read in place by its matmul (no
+    second copy of a classifier's largest arrays)."""
+    monkeypatch.setattr(inner_product, "PACKED_WEIGHT_MAX_BYTES", 0 if large else 1 << 20)
     spec = {"name": "ip", "layers": [
         {"name": "data", "type": "Input", "top": "data", "shape": [[batch, 37]]},
         _ip("ip1", "data", 23), _relu("ip1")]}
@@ -146,12 +151,14 @@ def test_frozen_inner_product_reads_its_weights_in_place_at_every_batch(batch):
     y = net.forward(data=x)["ip1"]
     weight, bias = (blob.data for blob in net.params["ip1"])
     np.testing.assert_allclose(y, np.maximum(x @ weight.T + bias, 0), rtol=1e-5, atol=1e-6)
-    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, weights read in place"
+    packed = batch > 2 and not large
+    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, " + (
+        "packed weights" if packed else "weights read in place")
     plan = net.layer("ip1")._plan
-    if batch <= 2:
-        assert plan.weight._packed is None
-    else:
+    if batch > 2 and large:
         assert isinstance(plan, dnnl.MatmulPlan) and plan.implementation().startswith("brg")
+    else:
+        assert (plan.weight._packed is None) == (not packed)
 
 
 @needs_dnnl
@@ -324,8 +331,8 @@ def test_inner_product_relu_fused_and_freeze_after_surgery():
     net.freeze()
     np.testing.assert_allclose(_output(net, x), _output(_training_form(spec, new), x),
                                rtol=1e-5, atol=1e-6)
-    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, weights read in place"
-    assert net.layer("ip2").last_forward == "dnnl inference, weights read in place"
+    assert net.layer("ip1").last_forward == "dnnl inference + ReLU, packed weights"
+    assert net.layer("ip2").last_forward == "dnnl inference, packed weights"
     with pytest.raises(ValueError, match="read-only"):
         net.params["ip1"][0].data[...] = 0
     # a new array put in place of a frozen one is used as it is (and not packed)

@@ -160,6 +160,21 @@ def test_a_plain_net_and_debug_info_keep_every_diff(tmp_path):
     assert diffs[("a1_scale", "a1")] > 0 and diffs[("conv1", "conv1")] > 0
 
 
+def test_a_debug_info_callback_from_the_spec_makes_the_net_keep_every_diff(tmp_path):
+    """``callbacks: [{type: DebugInfo}]`` (not ``debug_info``) reads every diff too: adding
+    it gives every blob its diff back, and its rows are those of a solver keeping them."""
+    rows = []
+    for keep in (False, True):
+        solver = _solver(tmp_path / str(keep), RESIDUAL, keep_diffs=keep,
+                         callbacks=[{"type": "DebugInfo"}])
+        assert not solver.net.diff_slabs and not solver.net.share_diffs
+        solver.step(2)
+        debug = next(cb for cb in solver.callbacks if type(cb).__name__ == "DebugInfo")
+        rows.append(debug.last)
+        solver.close()
+    assert rows[0] == rows[1]
+
+
 def test_share_diffs_matches_every_diff_kept_across_reshapes():
     """``Net(share_diffs=True)`` directly, batch size changing (the plan is made again):
     parameter and input diffs equal those of a net keeping every diff."""

@@ -13,13 +13,15 @@ from ..spec.net import FillerSpec, LayerParams
 from . import method_choice
 from .base import Layer, accumulate_matmul, accumulate_sum
 
-# An inference forward reads frozen weights in Caffe's own layout, where they lie: up to
-# this many rows with oneDNN's inner product (its gemm: a matrix-vector product streams
-# them once, ~40% faster at batch 1 than its blocked layout), more rows with oneDNN's
-# matmul. oneDNN's blocked copy of them was faster at 16 rows (CaffeNet's fc6 9.0 against
-# 13.3 ms) but is a second copy of the largest weights of a net (234 MB for CaffeNet's
-# three, more than the rest of its forward at batch 16); no copy is made.
+# An inference forward reads frozen weights in Caffe's own layout, where they lie, up to
+# this many rows (oneDNN's inner product: its gemm, a matrix-vector product, streams them
+# once, ~40% faster at batch 1 than its blocked layout).
 PLAIN_WEIGHT_ROWS = 2
+# With more rows oneDNN's blocked copy of the weights is faster (CaffeNet's fc6 at batch
+# 16: 9.0 against 13.3 ms; LeNet's ip1 at 64 ~0.3 ms less), but it is a second copy: weights
+# larger than this are read in place by oneDNN's matmul instead (CaffeNet's and VGG's
+# fully-connected layers, 234 MB and 494 MB, most of their nets' memory).
+PACKED_WEIGHT_MAX_BYTES = 16 << 20
 
 
 @register_layer("InnerProduct")
@@ -96,11 +98,10 @@ class InnerProduct(Layer):
         weight, bias = self._weight(), self.blobs[1].data if self.params.bias_term else None
         key = (x.shape, x.strides, weight.strides, y.strides, threads.num_threads(), relu)
         if getattr(self, "_plan_key", None) != key:
-            if x.shape[0] <= PLAIN_WEIGHT_ROWS:
-                self._plan = dnnl.InnerProductPlan(x.shape[0], self.fan_in,
-                                                   self.params.num_output,
-                                                   self.params.bias_term, relu=relu,
-                                                   plain_weights=True)
+            if x.shape[0] <= PLAIN_WEIGHT_ROWS or weight.nbytes <= PACKED_WEIGHT_MAX_BYTES:
+                self._plan = dnnl.InnerProductPlan(
+                    x.shape[0], self.fan_in, self.params.num_output, self.params.bias_term,
+                    relu=relu, plain_weights=x.shape[0] <= PLAIN_WEIGHT_ROWS)
             else:
                 self._plan = dnnl.MatmulPlan(x, weight, y, bias=bias is not None, relu=relu)
             self._plan_key = key
@@ -108,12 +109,11 @@ class InnerProduct(Layer):
             self._plan.run(x, weight, y, bias)
             direct = True
         else:
-            # frozen (see ``method``): the weights cannot change; a copy of them, where one
-            # is needed (an unaligned array), is made once
+            # frozen (see ``method``): the weights cannot change, their layout is computed once
             self._plan.forward(x, self.blobs[0].data, bias, y, constant_weight=True)
             direct = self._plan.weight.direct
         self.last_forward = ("dnnl inference" + (" + ReLU" if relu is not None else "")
-                             + (", weights read in place" if direct else ", weights copied"))
+                             + (", weights read in place" if direct else ", packed weights"))
 
     def forward(self, bottom, top):
         if self.method == "dnnl":

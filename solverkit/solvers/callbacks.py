@@ -306,6 +306,11 @@ class DebugInfo(Callback):
         self._writer = None
         self.last: list[tuple[str, str, str, float]] = []
 
+    def attach(self, solver) -> None:
+        super().attach(solver)
+        # it reads every blob's diff after the step: none may share another's memory
+        solver.net.keep_every_diff()
+
     def _open(self, it: int):
         path = self.solver.files.debug_log
         with file_operation("write the debug log", path):
