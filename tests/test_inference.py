@@ -9,8 +9,7 @@ import pytest
 import caffe
 import solverkit as sk
 from solverkit import ConfigError, dnnl
-from solverkit.layers import inner_product
-from solverkit.layers import method_choice
+from solverkit.layers import inner_product, method_choice
 
 HAVE_DNNL = dnnl.set_backend("auto") == "dnnl"
 needs_dnnl = pytest.mark.skipif(not HAVE_DNNL, reason="oneDNN is not installed")

@@ -192,18 +192,24 @@ def _cli_folder(tmp_path, count=60, **solver):
     return tmp_path
 
 
-def test_a_corrupt_jpeg_among_many_ends_training_with_exit_2(tmp_path):
-    folder = _cli_folder(tmp_path)
-    bad = folder / "imgs" / "037.jpg"
+def train_with_a_truncated_jpeg(folder, index: int) -> None:
+    """Cut image ``index`` of the folder's list short, train: exit status 2 and one message
+    naming the file, its line in the list and the layer (not one per decoding worker)."""
+    name = f"{index:03d}.jpg"
+    bad = folder / "imgs" / name
     raw = bad.read_bytes()
     bad.write_bytes(raw[:len(raw) * 2 // 3])
     done = subprocess.run([sys.executable, "-m", "solverkit", "train", "--solver", "solver.yaml"],
                           cwd=folder, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert "037.jpg" in done.stderr and "truncated or damaged" in done.stderr
-    assert "line 38" in done.stderr and "layer 'data'" in done.stderr
-    assert done.stderr.count("037.jpg") == 1            # one error, not one per thread
+    assert name in done.stderr and "truncated or damaged" in done.stderr
+    assert f"line {index + 1}" in done.stderr and "layer 'data'" in done.stderr
+    assert done.stderr.count(name) == 1
+
+
+def test_a_corrupt_jpeg_among_many_ends_training_with_exit_2(tmp_path):
+    train_with_a_truncated_jpeg(_cli_folder(tmp_path), 37)
 
 
 @pytest.mark.slow
