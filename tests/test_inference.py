@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from trained_statistics import set_trained_statistics
 
 import caffe
 import solverkit as sk
@@ -79,17 +80,6 @@ def _data(seed=0):
     return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
 
 
-def _statistics(net):
-    """BatchNorm statistics as a trained net has them (sums with a factor of 2)."""
-    rng = np.random.default_rng(5)
-    for layer in net.layers:
-        if layer.type == "BatchNorm":
-            mean, var, factor = layer.blobs
-            mean.data[...] = 2 * rng.normal(0, 0.5, mean.shape)
-            var.data[...] = 2 * rng.uniform(0.5, 1.5, var.shape)
-            factor.data[...] = 2
-
-
 def _training_form(spec, params):
     """The same net as a TRAIN net (whose forward keeps what backward needs) with
     ``params`` ({layer: [arrays]}) copied in: the reference an inference forward must equal."""
@@ -121,14 +111,14 @@ def method(request):
 def test_inference_forward_equals_training_forward(name, method):
     spec = NETS[name]
     net = sk.Net(spec, "TEST", seed=1)
-    _statistics(net)
+    set_trained_statistics(net)
     assert net.inference_forward
     x = _data()
     y = _output(net, x)
     reference = _output(_training_form(spec, _params(net)), x)
     np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-6)
     frozen = sk.Net(spec, "TEST", seed=1, inference=True)     # the same seed: same weights
-    _statistics(frozen)
+    set_trained_statistics(frozen)
     np.testing.assert_allclose(_output(frozen, x), reference, rtol=1e-5, atol=1e-6)
 
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trained_statistics import set_trained_statistics
 
 import solverkit as sk
 from solverkit import ConfigError, dnnl
 from solverkit.layers import method_choice
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import bench_nets  # noqa: E402
+import bench_nets
 
 HAVE_DNNL = dnnl.set_backend("auto") == "dnnl"
 SHAPE = (2, 4, 9, 9)
@@ -97,21 +98,9 @@ def _data(seed=0):
     return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
 
 
-def _statistics(net, factor=2.0, seed=5):
-    """BatchNorm blobs as after training: sums of means and variances with scale factor
-    ``factor`` (0: Caffe then uses mean 0 and variance 0)."""
-    rng = np.random.default_rng(seed)
-    for layer in net.layers:
-        if layer.type == "BatchNorm":
-            mean, var, stored = layer.blobs
-            mean.data[...] = factor * rng.normal(0, 0.5, mean.shape)
-            var.data[...] = factor * rng.uniform(0.5, 1.5, var.shape)
-            stored.data[...] = factor
-
-
 def _frozen(spec, factor=2.0, seed=1):
     net = sk.Net(spec, "TEST", seed=seed)
-    _statistics(net, factor)
+    set_trained_statistics(net, factor=factor)
     net.freeze()
     return net
 
@@ -277,7 +266,7 @@ def test_backward_and_the_unfrozen_test_net():
     with pytest.raises(ConfigError, match="inference=True"):
         frozen.backward(conv1=np.ones_like(y))
     test = sk.Net(spec, "TEST", seed=1)
-    _statistics(test)
+    set_trained_statistics(test)
     assert test.inference_forward
     y = test.forward(data=x)["conv1"]
     assert not _folded(test, "conv1")
@@ -306,14 +295,9 @@ def test_resnet50_deploy_net_folded_equals_unfolded():
     spec["layers"][0].update({"batch_size": 2, "source": (x, np.zeros(2, np.float32))})
     deploy = sk.deploy_net(spec)
     net = sk.Net(deploy, "TEST", seed=1)
-    rng = np.random.default_rng(7)
+    rng = set_trained_statistics(net, mean_std=0.1, seed=7)
     for layer in net.layers:
-        if layer.type == "BatchNorm":
-            mean, var, stored = layer.blobs
-            mean.data[...] = 2 * rng.normal(0, 0.1, mean.shape)
-            var.data[...] = 2 * rng.uniform(0.5, 1.5, var.shape)
-            stored.data[...] = 2
-        elif layer.type == "Scale":
+        if layer.type == "Scale":
             for blob in layer.blobs:
                 blob.data[...] = rng.normal(0.5, 0.2, blob.shape)
     assert net.outputs == ["prob"]

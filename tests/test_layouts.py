@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trained_statistics import set_trained_statistics
 
 import solverkit as sk
 from solverkit import dnnl, layouts
 from solverkit.layers import method_choice
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import bench_nets  # noqa: E402
+import bench_nets
 
 HAVE_DNNL = dnnl.set_backend("auto") == "dnnl"
 needs_dnnl = pytest.mark.skipif(not HAVE_DNNL, reason="oneDNN is not installed")
@@ -81,24 +82,13 @@ def _resnet_like(batch=2, side=16):
         {"name": "prob", "type": "Softmax", "bottom": "fc", "top": "prob"}]}
 
 
-def _statistics(*nets):
-    """The same trained-like BatchNorm statistics in every net (sums, factor 2)."""
-    for net in nets:
-        rng = np.random.default_rng(5)
-        for layer in net.layers:
-            if layer.type == "BatchNorm":
-                mean, var, factor = layer.blobs
-                mean.data[...] = 2 * rng.normal(0, 0.2, mean.shape)
-                var.data[...] = 2 * rng.uniform(0.5, 1.5, var.shape)
-                factor.data[...] = 2
-
-
 def _pair(spec):
     """(the net that keeps only its outputs, the same net keeping every blob), equal
     weights and statistics."""
     blocked = sk.Net(spec, "TEST", seed=1, inference=True, outputs_only=True)
     plain = sk.Net(spec, "TEST", seed=1, inference=True)
-    _statistics(blocked, plain)
+    for net in (blocked, plain):         # the same statistics in both
+        set_trained_statistics(net, mean_std=0.2)
     return blocked, plain
 
 

@@ -21,6 +21,7 @@ from test_decode_workers import (
     TRAIN,
     batches,
     image_net,
+    interrupt_training,
     train_with_a_truncated_jpeg,
     write_pictures,
 )
@@ -279,25 +280,13 @@ def test_cli_corrupt_image_in_a_worker_exits_2(tmp_path):
 def test_ctrl_c_ends_a_run_decoding_in_processes_and_its_workers(tmp_path):
     folder = _cli_run(tmp_path, "processes", max_iter=10_000_000, snapshot=0)
     shm_before = shared_memory_entries()
-    process = subprocess.Popen([sys.executable, "-m", "solverkit", "train", "--solver",
-                                "solver.yaml"], cwd=folder, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 60
-        log = folder / "out" / "run_log.csv"
-        while not log.exists() or len(log.read_text().splitlines()) < 3:
-            assert time.time() < deadline and process.poll() is None
-            time.sleep(0.05)
-        children = [int(pid) for task in Path(f"/proc/{process.pid}/task").iterdir()
-                    for pid in (task / "children").read_text().split()]   # any thread's
-        assert len(children) >= 2
-        process.send_signal(signal.SIGINT)
-        _out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == 0, err
-    assert "Traceback" not in err
+
+    def workers(process):
+        return [int(pid) for task in Path(f"/proc/{process.pid}/task").iterdir()
+                for pid in (task / "children").read_text().split()]   # any thread's
+
+    children = interrupt_training(folder, workers)
+    assert len(children) >= 2
     time.sleep(0.2)
     assert not any(alive(pid) for pid in children)
     assert shared_memory_entries() <= shm_before

@@ -212,18 +212,20 @@ def test_a_corrupt_jpeg_among_many_ends_training_with_exit_2(tmp_path):
     train_with_a_truncated_jpeg(_cli_folder(tmp_path), 37)
 
 
-@pytest.mark.slow
-def test_ctrl_c_ends_a_run_decoding_on_threads(tmp_path):
-    folder = _cli_folder(tmp_path, max_iter=10_000_000, snapshot=0)
+def interrupt_training(folder, while_training=lambda process: None):
+    """Train in ``folder`` until the log has two rows, call ``while_training(process)``,
+    press Ctrl-C; the run must end cleanly (exit 0, no traceback). Returns what
+    ``while_training`` returned."""
     process = subprocess.Popen([sys.executable, "-m", "solverkit", "train", "--solver",
                                 "solver.yaml"], cwd=folder, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
-        while not (folder / "out" / "run_log.csv").exists() or \
-                len((folder / "out" / "run_log.csv").read_text().splitlines()) < 3:
+        log = folder / "out" / "run_log.csv"
+        while not log.exists() or len(log.read_text().splitlines()) < 3:
             assert time.time() < deadline and process.poll() is None
             time.sleep(0.05)
+        seen = while_training(process)
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=60)
     finally:
@@ -231,6 +233,12 @@ def test_ctrl_c_ends_a_run_decoding_on_threads(tmp_path):
         process.wait()
     assert process.returncode == 0, err
     assert "Traceback" not in err
+    return seen
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_run_decoding_on_threads(tmp_path):
+    interrupt_training(_cli_folder(tmp_path, max_iter=10_000_000, snapshot=0))
 
 
 def test_a_script_that_never_closes_its_net_exits(tmp_path):
